@@ -1,0 +1,234 @@
+"""Settings: one typed model, defaults < YAML file < environment (CHORUS_*) < flags.
+
+Each stage has a small settings model. ``config_hash`` of a stage's settings (only the fields
+that change what the stage produces) goes into cache keys and output metadata, so a changed
+setting never reuses stale output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from chorus.errors import ConfigError
+
+DEFAULT_STYLES: tuple[str, ...] = (
+    "bach",
+    "palestrina",
+    "monteverdi",
+    "trecento",
+    "essenFolksong",
+    "oneills1850",
+)
+
+
+class StageSettings(BaseModel):
+    """Base of every stage's settings. ``_runtime_fields`` do not change outputs, so they stay
+    out of the config hash (e.g. how many workers compute the same thing)."""
+
+    model_config = ConfigDict(extra="forbid")
+    _runtime_fields: frozenset[str] = frozenset()
+
+    def config_hash(self) -> str:
+        data = self.model_dump(mode="json", exclude=set(self._runtime_fields))
+        return stable_hash(data)
+
+
+class DemoSettings(StageSettings):
+    """The embedded demo corpus: rendered excerpts of music21's corpus plus a simulated crowd."""
+
+    _runtime_fields = frozenset({"workers"})
+
+    seed: int = 7
+    scale: float = Field(1.0, gt=0, description="Multiplies tracks per style and users.")
+    styles: list[str] = Field(default_factory=lambda: list(DEFAULT_STYLES))
+    tracks_per_style: int = Field(30, ge=2)
+    clip_seconds: float = Field(9.0, gt=1)
+    sample_rate: int = 22050
+    measures: int = Field(12, ge=1, description="Measures cut from each work before rendering.")
+    soundfont: Path | None = Field(None, description="SF2 file; default: pretty_midi's TimGM6mb.")
+    users: int = Field(240, ge=4)
+    communities: int = Field(4, ge=1)
+    playlists_per_user: tuple[int, int] = (1, 3)
+    playlist_size: tuple[int, int] = (4, 12)
+    uniform_perception: bool = Field(
+        False, description="All communities perceive moods alike (negative control for voting)."
+    )
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    workers: int = Field(2, ge=1)
+
+
+class IngestSettings(StageSettings):
+    """Where the corpus and the social data come from and what a usable file is."""
+
+    _runtime_fields = frozenset({"workers"})
+
+    manifest: str | None = Field(
+        None, description="Manifest (CSV/Parquet), a folder-per-label root, or None for the demo."
+    )
+    adapter: Literal["auto", "demo", "folder", "manifest"] = "auto"
+    social_dir: str | None = Field(None, description="Folder with users/follows/playlists/playlist_tracks.")
+    allowed_schemes: list[str] = Field(default_factory=lambda: ["file"])
+    min_duration_s: float = Field(3.0, gt=0)
+    max_duration_s: float = Field(3600.0, gt=0)
+    silence_dbfs: float = Field(-60.0, description="Peak level below which a file is silent.")
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_seed: int = 0
+    workers: int = Field(4, ge=1)
+
+
+class FeatureSettings(StageSettings):
+    """Log-mel per fixed-length segment; one stored shape (n_mels x segment_frames)."""
+
+    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size"})
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    segment_frames: int = Field(128, ge=8)
+    segment_hop_frames: int = Field(128, ge=1)
+    db_floor: float = Field(-100.0, description="dB floor; reference is fixed at 1.0 (never per-segment max).")
+    short_track: Literal["pad", "reject"] = "pad"
+    shard_size: int = Field(64, ge=1, description="Tracks per Prefect task; Dask maps files inside.")
+    dask_address: str | None = Field(None, description="Scheduler address; None starts a local cluster.")
+    dask_workers: int = Field(2, ge=1)
+
+
+class LabelSettings(StageSettings):
+    """Mood truth from playlist tags."""
+
+    top_k: int = Field(2, ge=1, le=12)
+    synonyms_file: Path | None = Field(None, description="YAML synonym table; default: the bundled one.")
+
+
+class TrainSettings(StageSettings):
+    """The style classifier: a small CNN on log-mel segments."""
+
+    _runtime_fields = frozenset({"device", "threads"})
+
+    model_name: str = "chorus-style"
+    task: str = "style"
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = 1e-4
+    channels: tuple[int, ...] = (16, 32, 64)
+    dropout: float = 0.2
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    threads: int | None = None
+
+
+class EvaluateSettings(StageSettings):
+    """Held-out evaluation and its report."""
+
+    split: str = "test"
+    alias: str = "champion"
+
+
+class ChorusSettings(BaseSettings):
+    """Everything chorus reads. Precedence: defaults < YAML (--config) < CHORUS_* env < flags."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHORUS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        yaml_file=None,
+    )
+
+    state_dir: Path = Field(Path(".chorus"), description="Everything a run writes lives here.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default: sqlite:///<state_dir>/mlflow.db"
+    )
+    lock_timeout_s: float = Field(
+        0.0, description="How long a run waits for the state lock; 0 refuses at once, -1 waits forever."
+    )
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: flags (init), then env, then the YAML file, then defaults.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    def resolved(self) -> ChorusSettings:
+        """A copy with the state directory made absolute (outputs never depend on the cwd)."""
+        return self.model_copy(update={"state_dir": self.state_dir.expanduser().resolve()})
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.state_dir.expanduser().resolve() / 'mlflow.db'}"
+
+
+def stable_hash(data: Any, length: int = 16) -> str:
+    """Hash of JSON-able data that does not depend on key order."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = target
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "demo.scale=0.5"]`` into a nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. train.epochs=3")
+        key, raw = pair.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+    return out
+
+
+def load_settings(
+    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> ChorusSettings:
+    """Build the settings: defaults < YAML ``config_file`` < CHORUS_* env < ``overrides``."""
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"{config_file}: configuration file not found")
+
+    class _FromFile(ChorusSettings):
+        model_config = SettingsConfigDict(yaml_file=str(config_file) if config_file else None)
+
+    try:
+        settings = _FromFile(**(overrides or {}))
+        return ChorusSettings.model_validate(settings.model_dump()).resolved()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        source = f"{config_file}: " if config_file else ""
+        raise ConfigError(f"{source}setting '{where}': {first['msg']}") from exc

@@ -1,0 +1,79 @@
+"""Adapters turn a dataset's own layout into candidate rows: uri, root, source, labels, split.
+
+- ``demo``: the demo manifest (``manifest.csv`` beside ``demo.json``).
+- ``folder``: folder-per-label (GTZAN layout ``root/<label>/<file>``), label column ``label``.
+- ``manifest``: a CSV or Parquet file with a ``uri`` column and optional label/split columns;
+  relative paths resolve against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from chorus.errors import InputError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Files to ingest: ``table`` has at least ``uri``; ``root`` bounds local paths."""
+
+    table: pd.DataFrame
+    root: Path
+    source: str
+    manifest_file: Path | None
+
+
+def read_manifest_table(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+    raise InputError(str(path), "manifest must be .csv, .tsv or .parquet")
+
+
+def from_manifest(path: Path, source: str = "manifest") -> Candidates:
+    table = read_manifest_table(path)
+    if "uri" not in table.columns:
+        raise InputError(str(path), "manifest needs a 'uri' column", f"columns: {list(table.columns)}")
+    table = table.copy()
+    table["manifest_row"] = range(2, len(table) + 2)  # 1-based, after the header line
+    return Candidates(table, path.parent.resolve(), source, path)
+
+
+def from_folder(root: Path) -> Candidates:
+    rows = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(label_dir.rglob("*")):
+            if file.is_file() and not file.name.startswith("."):
+                rows.append({"uri": str(file.relative_to(root)), "label": label_dir.name})
+    if not rows:
+        raise InputError(str(root), "folder-per-label layout expects root/<label>/<file>; found no files")
+    return Candidates(pd.DataFrame(rows), root.resolve(), "folder", None)
+
+
+def candidates_for(location: str | Path, adapter: str = "auto") -> Candidates:
+    """Pick the adapter by name or, with ``auto``, by what ``location`` is."""
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise InputError(str(path), "corpus location does not exist")
+    if adapter == "auto":
+        if path.is_dir():
+            adapter = "demo" if (path / "demo.json").exists() else "folder"
+        else:
+            adapter = "manifest"
+    if adapter == "demo":
+        return from_manifest(path / "manifest.csv" if path.is_dir() else path, source="demo")
+    if adapter == "folder":
+        if not path.is_dir():
+            raise InputError(str(path), "the folder adapter needs a directory")
+        return from_folder(path)
+    if adapter == "manifest":
+        if path.is_dir():
+            raise InputError(str(path), "the manifest adapter needs a CSV/Parquet file, not a directory")
+        return from_manifest(path)
+    raise InputError(str(path), f"unknown adapter '{adapter}' (auto, demo, folder, manifest)")

@@ -1,0 +1,301 @@
+"""The embedded demo corpus: rendered music21 excerpts with a planted mood, and a simulated crowd.
+
+Deterministic from a seed: the same settings give the same manifest and the same content hashes
+(the manifest records each file's SHA-256 so a render on another machine can be checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from chorus import MOODS
+from chorus.config import DemoSettings
+from chorus.datasets.render import Renderer, Work, default_soundfont, list_works
+from chorus.io import atomic_path, file_sha256, track_id_for, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+SOCIAL_DIRNAME = "social"
+OFF_VOCABULARY = ("rock", "regional", "vibes", "workout", "2000s", "road trip", "study")
+AGE_BANDS = ("18-24", "25-34", "35-49", "50+")
+
+
+@dataclass(frozen=True)
+class DemoCorpus:
+    root: Path
+    manifest: Path
+    social_dir: Path
+    tracks: int
+    skipped_works: int
+    key: str
+
+
+def demo_key(settings: DemoSettings) -> str:
+    return settings.config_hash()
+
+
+def _seed(settings: DemoSettings, *parts: str) -> int:
+    blob = "/".join([str(settings.seed), *parts]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
+
+
+# One renderer per worker process (loading the soundfont per clip is 5x slower).
+_RENDERER: Renderer | None = None
+
+
+def _init_worker(soundfont: str, sample_rate: int) -> None:
+    global _RENDERER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _RENDERER = Renderer(Path(soundfont), sample_rate)
+
+
+def _render_job(job: tuple[Work, str, str, float, int]) -> tuple[str, str | None]:
+    """Render one work to ``out`` (FLAC). Returns (out, error or None)."""
+    work, mood, out, seconds, measures = job
+    assert _RENDERER is not None
+    try:
+        midi = _RENDERER.midi_from_work(work, measures)
+        audio = _RENDERER.render(midi, mood, seconds)
+        if audio.size < _RENDERER.sample_rate * min(4.0, seconds):
+            return out, f"excerpt too short ({audio.size / _RENDERER.sample_rate:.1f} s)"
+        peak = float(np.abs(audio).max())
+        if peak > 0.99:  # keep relative loudness (a mood cue) but never clip
+            audio = audio * (0.99 / peak)
+        with atomic_path(out) as tmp:
+            sf.write(str(tmp), audio, _RENDERER.sample_rate, format="FLAC", subtype="PCM_16")
+        return out, None
+    except Exception as exc:  # music21/FluidSynth fail on some corpus files: skip and record
+        return out, f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _pick_works(settings: DemoSettings, per_style: int) -> list[tuple[Work, str]]:
+    """Candidate works per style (with spares for failures) and each one's planted mood."""
+    picks: list[tuple[Work, str]] = []
+    for style in settings.styles:
+        works = list_works(style)
+        if not works:
+            raise ValueError(f"demo.styles: music21 bundles no works for style '{style}'")
+        rng = np.random.default_rng(_seed(settings, "works", style))
+        order = rng.permutation(len(works))[: int(per_style * 1.3) + 2]
+        moods = rng.integers(0, len(MOODS), size=len(order))
+        picks.extend((works[i], MOODS[m]) for i, m in zip(order, moods, strict=True))
+    return picks
+
+
+def generate_demo(
+    settings: DemoSettings,
+    root: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoCorpus:
+    """Render the demo corpus under ``root`` and simulate its crowd. Idempotent: a corpus already
+    generated with the same settings (same key in ``root/demo.json``) is reused as it is."""
+    root = Path(root)
+    key = demo_key(settings)
+    stamp = root / "demo.json"
+    manifest_path = root / MANIFEST_NAME
+    social_dir = root / SOCIAL_DIRNAME
+    if stamp.exists() and manifest_path.exists():
+        import json
+
+        info = json.loads(stamp.read_text())
+        if info.get("key") == key and all((root / u).exists() for u in pd.read_csv(manifest_path)["uri"]):
+            return DemoCorpus(root, manifest_path, social_dir, info["tracks"], info["skipped_works"], key)
+
+    per_style = max(2, int(round(settings.tracks_per_style * settings.scale)))
+    picks = _pick_works(settings, per_style)
+    jobs = []
+    for n, (work, mood) in enumerate(picks):
+        out = root / "audio" / work.style / f"{work.style}-{n:05d}.flac"
+        jobs.append((work, mood, str(out), settings.clip_seconds, settings.measures))
+    soundfont = settings.soundfont or default_soundfont()
+    results: dict[str, str | None] = {}
+    with ProcessPoolExecutor(
+        max_workers=settings.workers,
+        initializer=_init_worker,
+        initargs=(str(soundfont), settings.sample_rate),
+    ) as pool:
+        for done, (out, error) in enumerate(pool.map(_render_job, jobs, chunksize=4), start=1):
+            results[out] = error
+            if progress:
+                progress(done, len(jobs))
+
+    rows, skipped = [], []
+    taken: dict[str, int] = {}
+    for (work, mood), job in zip(picks, jobs, strict=True):
+        out = job[2]
+        if results[out] is not None:
+            skipped.append({"work": work.label, "style": work.style, "reason": results[out]})
+            continue
+        if taken.get(work.style, 0) >= per_style:
+            Path(out).unlink(missing_ok=True)  # a spare that was not needed
+            continue
+        taken[work.style] = taken.get(work.style, 0) + 1
+        digest = file_sha256(out)
+        rows.append(
+            {
+                "uri": str(Path(out).relative_to(root)),
+                "style": work.style,
+                "mood": mood,
+                "work": work.label,
+                "sha256": digest,
+            }
+        )
+    manifest = pd.DataFrame(rows)
+    manifest["split"] = _stratified_split(manifest, settings)
+    social = simulate_crowd(
+        pd.DataFrame({"track_id": [track_id_for(d) for d in manifest["sha256"]], "mood": manifest["mood"]}),
+        settings,
+    )
+    social_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in social.items():
+        write_text_atomic(social_dir / f"{name}.csv", table.to_csv(index=False))
+    write_text_atomic(manifest_path, manifest.to_csv(index=False))
+    write_text_atomic(root / "skipped_works.csv", pd.DataFrame(skipped, columns=["work", "style", "reason"]).to_csv(index=False))
+    write_json_atomic(
+        stamp,
+        {
+            "key": key,
+            "tracks": len(manifest),
+            "skipped_works": len(skipped),
+            "soundfont": str(soundfont),
+            "soundfont_sha256": file_sha256(soundfont),
+            "settings": settings.model_dump(mode="json"),
+        },
+    )
+    return DemoCorpus(root, manifest_path, social_dir, len(manifest), len(skipped), key)
+
+
+def _stratified_split(manifest: pd.DataFrame, settings: DemoSettings) -> list[str]:
+    names = ("train", "valid", "test")
+    split = [""] * len(manifest)
+    for style, group in manifest.groupby("style", sort=True):
+        rng = np.random.default_rng(_seed(settings, "split", str(style)))
+        idx = group.index.to_numpy()[rng.permutation(len(group))]
+        n_valid = max(1, int(round(settings.split[1] * len(idx))))
+        n_test = max(1, int(round(settings.split[2] * len(idx))))
+        for pos, i in enumerate(idx):
+            split[i] = names[2] if pos < n_test else names[1] if pos < n_test + n_valid else names[0]
+    return split
+
+
+def perception_matrices(settings: DemoSettings, rng: np.random.Generator) -> np.ndarray:
+    """(communities, 12, 12) row-stochastic: P[c, latent, perceived].
+
+    Each community hears each mood mostly as itself, but confuses it with one community-specific
+    other mood; ``uniform_perception`` gives every community the same matrix."""
+    k = len(MOODS)
+    mats = []
+    shared = None
+    for _ in range(settings.communities):
+        if settings.uniform_perception and shared is not None:
+            mats.append(shared)
+            continue
+        mat = np.full((k, k), 0.1 / (k - 1))
+        np.fill_diagonal(mat, 0.55)
+        shift = rng.permutation(k)
+        for m in range(k):
+            other = shift[m] if shift[m] != m else (m + 1) % k
+            mat[m, other] += 0.35
+        mat /= mat.sum(axis=1, keepdims=True)
+        shared = mat
+        mats.append(mat)
+    return np.stack(mats)
+
+
+def _surface(mood: str, rng: np.random.Generator, synonyms: dict[str, list[str]]) -> str:
+    """A tag as a user types it: a synonym, odd case, stray whitespace, sometimes full-width."""
+    form = str(rng.choice(synonyms[mood]))
+    style = rng.integers(0, 6)
+    if style == 0:
+        form = form.upper()
+    elif style == 1:
+        form = form.title()
+    elif style == 2:
+        form = f"  {form} "
+    elif style == 3:
+        form = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in form)  # full-width
+    elif style == 4:
+        form = form.replace(" ", "\u00a0")
+    return form
+
+
+def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd.DataFrame]:
+    """Users in communities, a heavy-tailed follow graph denser within communities, and playlists
+    whose tags follow each community's perception of the tracks' latent moods."""
+    import yaml
+    from importlib import resources
+
+    synonyms = yaml.safe_load(resources.files("chorus.social").joinpath("synonyms.yaml").read_text())
+    rng = np.random.default_rng(_seed(settings, "crowd"))
+    n_users = max(settings.communities * 2, int(round(settings.users * settings.scale)))
+    community = rng.integers(0, settings.communities, size=n_users)
+    ids = [hashlib.sha256(f"{settings.seed}-user-{i}".encode()).hexdigest()[:10] for i in range(n_users)]
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{h}" for h in ids],
+            "culture": [f"culture_{chr(97 + c)}" for c in community],
+            "age_band": [AGE_BANDS[(c + rng.integers(0, 2)) % len(AGE_BANDS)] for c in community],
+        }
+    )
+
+    popularity = rng.pareto(1.2, size=n_users) + 1.0
+    follows: set[tuple[int, int]] = set()
+    for u in range(n_users):
+        degree = int(min(n_users - 1, 2 + rng.pareto(1.5) * 3))
+        same = np.flatnonzero(community == community[u])
+        other = np.flatnonzero(community != community[u])
+        for _ in range(degree):
+            pool = same if (rng.random() < 0.8 or other.size == 0) else other
+            weights = popularity[pool] / popularity[pool].sum()
+            v = int(rng.choice(pool, p=weights))
+            if v != u:
+                follows.add((u, v))
+    follow_rows = sorted(follows)
+    follows_df = pd.DataFrame(
+        {
+            "follower": [users.user_id[a] for a, _ in follow_rows],
+            "followee": [users.user_id[b] for _, b in follow_rows],
+        }
+    )
+
+    perception = perception_matrices(settings, rng)
+    latent = np.array([MOODS.index(m) for m in tracks["mood"]])
+    playlists, members = [], []
+    lo, hi = settings.playlists_per_user
+    size_lo, size_hi = settings.playlist_size
+    for u in range(n_users):
+        mat = perception[community[u]]
+        for j in range(int(rng.integers(lo, hi + 1))):
+            theme = int(rng.integers(0, len(MOODS)))
+            # A user adds tracks they hear as the theme: weight by P(perceived = theme | latent).
+            weights = mat[latent, theme]
+            weights = weights / weights.sum()
+            size = int(min(len(tracks), rng.integers(size_lo, size_hi + 1)))
+            chosen = rng.choice(len(tracks), size=size, replace=False, p=weights)
+            tags = [_surface(MOODS[theme], rng, synonyms)]
+            if rng.random() < 0.35:  # a second perceived mood of the theme
+                second = int(rng.choice(len(MOODS), p=mat[theme]))
+                if second != theme:
+                    tags.append(_surface(MOODS[second], rng, synonyms))
+            if rng.random() < 0.4:
+                tags.append(str(rng.choice(OFF_VOCABULARY)).title() if rng.random() < 0.5 else str(rng.choice(OFF_VOCABULARY)))
+            playlist_id = f"p{hashlib.sha256(f'{settings.seed}-{u}-{j}'.encode()).hexdigest()[:12]}"
+            playlists.append({"playlist_id": playlist_id, "owner": users.user_id[u], "tags": ";".join(tags)})
+            members.extend({"playlist_id": playlist_id, "track_id": tracks.track_id.iloc[i]} for i in sorted(chosen))
+    return {
+        "users": users,
+        "follows": follows_df,
+        "playlists": pd.DataFrame(playlists),
+        "playlist_tracks": pd.DataFrame(members),
+    }

@@ -1,0 +1,152 @@
+"""Render excerpts of music21's bundled corpus to audio with FluidSynth.
+
+Traps measured here: keep one synthesizer per worker process (reloading the soundfont per clip
+was 5x slower); select presets with the loaded soundfont's id explicitly (with the default id
+every General MIDI program rendered identically); cut works to a few measures before MIDI export
+(whole works cost seconds each); some corpus files fail to convert, so callers skip and record.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# How each latent mood is rendered, so mood is audible: tempo factor, loudness (MIDI velocity),
+# register (semitones) and instrument (General MIDI program).
+MOOD_RENDERING: dict[str, dict[str, float | int]] = {
+    "moving": {"tempo": 0.85, "velocity": 85, "transpose": 0, "program": 48},  # strings
+    "loneliness": {"tempo": 0.6, "velocity": 50, "transpose": -3, "program": 68},  # oboe
+    "quiet": {"tempo": 0.7, "velocity": 35, "transpose": 0, "program": 0},  # piano
+    "warmth": {"tempo": 0.9, "velocity": 65, "transpose": -5, "program": 24},  # nylon guitar
+    "romance": {"tempo": 0.8, "velocity": 70, "transpose": 2, "program": 4},  # electric piano
+    "healing": {"tempo": 0.75, "velocity": 50, "transpose": 5, "program": 46},  # harp
+    "sadness": {"tempo": 0.55, "velocity": 55, "transpose": -12, "program": 42},  # cello
+    "missing": {"tempo": 0.7, "velocity": 55, "transpose": -7, "program": 73},  # flute
+    "passion": {"tempo": 1.3, "velocity": 110, "transpose": 0, "program": 56},  # trumpet
+    "joy": {"tempo": 1.4, "velocity": 95, "transpose": 12, "program": 11},  # vibraphone
+    "lovelorn": {"tempo": 0.65, "velocity": 60, "transpose": -8, "program": 65},  # alto sax
+    "nostalgia": {"tempo": 0.8, "velocity": 60, "transpose": -2, "program": 19},  # church organ
+}
+
+_OPUS_STYLES_PATTERN = re.compile(r"^X:\s*(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Work:
+    """One source work: a corpus file and, for multi-tune ABC files, the tune number."""
+
+    style: str
+    path: str
+    number: int | None = None
+
+    @property
+    def label(self) -> str:
+        rel = self.path.split("corpus/", 1)[-1]
+        return f"{rel}#{self.number}" if self.number is not None else rel
+
+
+def list_works(style: str) -> list[Work]:
+    """Every work music21 bundles for ``style`` (a composer/collection name), in a stable order."""
+    from music21 import corpus
+
+    works: list[Work] = []
+    for path in sorted(str(p) for p in corpus.getComposer(style)):
+        if not path.endswith((".mxl", ".xml", ".musicxml", ".krn", ".abc")):
+            continue
+        if path.endswith(".abc"):
+            text = Path(path).read_text(errors="replace")
+            numbers = [int(n) for n in _OPUS_STYLES_PATTERN.findall(text)]
+            if len(numbers) > 1:
+                works.extend(Work(style, path, n) for n in numbers)
+                continue
+        works.append(Work(style, path))
+    return works
+
+
+def default_soundfont() -> Path:
+    """pretty_midi's wheel ships TimGM6mb.sf2 (GPL-2): always present, small and fast to load."""
+    import pretty_midi
+
+    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+
+
+class Renderer:
+    """One FluidSynth synthesizer with a loaded soundfont; reuse it for many clips."""
+
+    def __init__(self, soundfont: Path, sample_rate: int) -> None:
+        import fluidsynth
+
+        self.sample_rate = sample_rate
+        # Reverb and chorus off: faster, and renders stay deterministic clip to clip.
+        self.synth = fluidsynth.Synth(gain=0.4, samplerate=float(sample_rate))
+        self.synth.setting("synth.reverb.active", 0)
+        self.synth.setting("synth.chorus.active", 0)
+        self.sfid = self.synth.sfload(str(soundfont))
+        if self.sfid < 0:
+            raise RuntimeError(f"{soundfont}: FluidSynth could not load the soundfont")
+
+    def midi_from_work(self, work: Work, measures: int) -> bytes:
+        from music21 import converter, midi
+
+        kwargs = {"number": work.number} if work.number is not None else {}
+        score = converter.parse(work.path, **kwargs)
+        excerpt = score.measures(1, measures) if measures else score
+        return midi.translate.music21ObjectToMidiFile(excerpt).writestr()
+
+    def render(self, midi: bytes, mood: str, seconds: float) -> np.ndarray:
+        """Render with the mood's tempo, loudness, register and instrument; mono float32."""
+        import pretty_midi
+
+        spec = MOOD_RENDERING[mood]
+        pm = pretty_midi.PrettyMIDI(io.BytesIO(midi))
+        end = pm.get_end_time()
+        if end <= 0:
+            raise ValueError("no notes")
+        pm.adjust_times([0.0, end], [0.0, end / float(spec["tempo"])])
+        events: list[tuple[float, int, int, int, int]] = []  # time, on(1)/off(0), chan, key, vel
+        melodic = [inst for inst in pm.instruments if not inst.is_drum]
+        for index, inst in enumerate(melodic):
+            channel = index % 15
+            channel = channel + 1 if channel >= 9 else channel  # channel 9 is percussion
+            for note in inst.notes:
+                key = int(np.clip(note.pitch + int(spec["transpose"]), 21, 108))
+                vel = int(np.clip(spec["velocity"] + (note.velocity - 90) // 8, 1, 127))
+                events.append((note.start, 1, channel, key, vel))
+                events.append((note.end, 0, channel, key, 0))
+        if not events:
+            raise ValueError("no melodic notes")
+        events.sort(key=lambda e: (e[0], e[1]))
+        first = events[0][0]
+        synth = self.synth
+        channels = {e[2] for e in events}
+        for channel in channels:
+            synth.program_select(channel, self.sfid, 0, int(spec["program"]))
+        chunks: list[np.ndarray] = []
+        now = first
+        limit = first + seconds
+        for time, on, channel, key, vel in events:
+            if time > limit:
+                break
+            frames = int(round((time - now) * self.sample_rate))
+            if frames > 0:
+                chunks.append(synth.get_samples(frames))
+                now += frames / self.sample_rate
+            if on:
+                synth.noteon(channel, key, vel)
+            else:
+                synth.noteoff(channel, key)
+        remaining = int(round((limit - now) * self.sample_rate))
+        if remaining > 0:
+            chunks.append(synth.get_samples(remaining))
+        for channel in channels:
+            synth.all_sounds_off(channel)  # a clean synth for the next clip
+        synth.get_samples(self.sample_rate // 10)
+        stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
+        mono = stereo.mean(axis=1)
+        # Trim the silent tail (a short work ends before the clip does).
+        loud = np.flatnonzero(np.abs(mono) > 1e-4)
+        return mono[: loud[-1] + 1] if loud.size else mono[:0]

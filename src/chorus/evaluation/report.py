@@ -1,0 +1,127 @@
+"""A self-contained HTML report: inline CSS, plots embedded as base64 PNG, no network reference."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from chorus.evaluation.metrics import ClassificationMetrics
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#222}
+h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.muted{color:#666;font-size:.9rem}
+img{max-width:100%;border:1px solid #eee}code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def confusion_plot(metrics: ClassificationMetrics) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(metrics.confusion, dtype=float)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.6 * len(metrics.classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(metrics.classes)), metrics.classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(metrics.classes)), metrics.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title("Confusion matrix (counts; colour = row-normalised)")
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def history_plot(history: list[dict[str, float]]) -> str | None:
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(6, 3.2))
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:red")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h.get("valid_accuracy", np.nan) for h in history], label="valid accuracy", color="tab:blue")
+    ax2.set_ylabel("valid track accuracy")
+    ax2.set_ylim(0, 1)
+    fig.legend(loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.08))
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header))
+    body = ""
+    for row in rows:
+        cells = "".join(
+            f'<td class="{"l" if i == 0 else ""}">{html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))}</td>'
+            for i, v in enumerate(row)
+        )
+        body += f"<tr>{cells}</tr>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_report(
+    title: str,
+    subject: dict[str, Any],
+    metrics: ClassificationMetrics,
+    history: list[dict[str, float]],
+    notes: list[str] | None = None,
+) -> str:
+    """The evaluation report as one HTML string."""
+    facts = _table(["", ""], [[k, v] for k, v in subject.items()])
+    headline = _table(
+        ["metric", "value"],
+        [
+            ["tracks evaluated", metrics.n],
+            ["accuracy", metrics.accuracy],
+            ["balanced accuracy", metrics.balanced_accuracy],
+            ["majority-class baseline", metrics.majority_baseline],
+        ],
+    )
+    per_class = _table(
+        ["class", "precision", "recall", "F1", "support"],
+        [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in metrics.per_class.items()],
+    )
+    confusion = _table(["actual \\ predicted", *metrics.classes], [[c, *row] for c, row in zip(metrics.classes, metrics.confusion, strict=True)])
+    plots = f'<img alt="confusion matrix" src="{confusion_plot(metrics)}">'
+    curve = history_plot(history)
+    if curve:
+        plots += f'<h2>Training curves</h2><img alt="training curves" src="{curve}">'
+    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in (notes or []))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>What was evaluated</h2>{facts}
+<h2>Headline</h2>{headline}
+<h2>Per class</h2>{per_class}
+<h2>Confusion matrix</h2><p class="muted">Rows are actual classes, columns predicted; track-level
+predictions average the segment probabilities of each track.</p>{confusion}{plots}
+<h2>Notes</h2><ul>{note_html}</ul>
+</body></html>
+"""

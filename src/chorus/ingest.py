@@ -1,0 +1,234 @@
+"""Ingest: probe and decode every candidate file, keep the good ones, quarantine the rest.
+
+Nothing disappears silently: each rejected file lands in the quarantine table with its reason
+(outside_root, scheme_not_allowed, missing, empty, not_audio, unreadable, truncated, non_finite,
+silent, too_short, too_long, duplicate) and a detail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from chorus.audio import AudioProblem, decode, probe
+from chorus.config import IngestSettings, stable_hash
+from chorus.datasets.adapters import Candidates
+from chorus.io import file_sha256, track_id_for
+
+log = logging.getLogger(__name__)
+
+TRACK_COLUMNS = ["track_id", "uri", "duration_s", "sample_rate", "channels", "codec", "source", "split", "sha256"]
+QUARANTINE_COLUMNS = ["uri", "reason", "detail", "source", "manifest_row", "sha256"]
+RESERVED = {"uri", "split", "sha256", "manifest_row", "work"}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    tracks: pd.DataFrame
+    quarantine: pd.DataFrame
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tracks": len(self.tracks),
+            "quarantined": len(self.quarantine),
+            "reasons": self.quarantine["reason"].value_counts().sort_index().to_dict(),
+        }
+
+
+def resolve_uri(uri: str, root: Path, allowed_schemes: list[str]) -> Path | str:
+    """A local path inside ``root`` (as a Path) or an allowed remote URI (as a str).
+
+    Raises AudioProblem(outside_root | scheme_not_allowed)."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower() if len(parsed.scheme) > 1 else ""  # "C:" is a drive, not a scheme
+    if scheme and scheme != "file":
+        if scheme not in allowed_schemes:
+            raise AudioProblem("scheme_not_allowed", f"scheme '{scheme}' is not in ingest.allowed_schemes {allowed_schemes}")
+        return uri
+    local = Path(parsed.path if scheme == "file" else uri).expanduser()
+    path = (local if local.is_absolute() else root / local).resolve()
+    if not path.is_relative_to(root):
+        raise AudioProblem("outside_root", f"resolves to {path}, outside the manifest root {root}")
+    return path
+
+
+def fetch_remote(uri: str, cache_dir: Path) -> Path:
+    """Copy an allowed remote object (s3://, gs://, ...) into the state's cache via fsspec."""
+    import fsspec
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / (hashlib.sha256(uri.encode()).hexdigest()[:24] + Path(urlparse(uri).path).suffix)
+    if not target.exists():
+        with fsspec.open(uri, "rb") as src:
+            target.write_bytes(src.read())
+    return target
+
+
+def inspect_file(path: Path, settings: IngestSettings) -> dict[str, Any]:
+    """Probe, hash and decode one local file. Raises AudioProblem naming the rule it broke."""
+    if not path.is_file():
+        raise AudioProblem("missing", "no such file")
+    info = probe(path)
+    digest = file_sha256(path)
+    if info.duration_s < settings.min_duration_s:
+        raise AudioProblem("too_short", f"{info.duration_s:.2f} s < ingest.min_duration_s={settings.min_duration_s}")
+    if info.duration_s > settings.max_duration_s:
+        raise AudioProblem("too_long", f"{info.duration_s:.0f} s > ingest.max_duration_s={settings.max_duration_s}")
+    data, _ = decode(path)
+    if data.shape[0] < info.frames:
+        raise AudioProblem("truncated", f"decoded {data.shape[0]} of {info.frames} frames")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioProblem("non_finite", f"{bad} NaN/inf samples")
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    peak_db = 20 * np.log10(peak) if peak > 0 else -np.inf
+    if peak_db < settings.silence_dbfs:
+        raise AudioProblem("silent", f"peak {peak_db:.1f} dBFS < ingest.silence_dbfs={settings.silence_dbfs}")
+    return {
+        "duration_s": info.duration_s,
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "codec": info.codec,
+        "sha256": digest,
+    }
+
+
+def hash_split(track_id: str, fractions: tuple[float, float, float], seed: int) -> str:
+    """A stable split from the content hash: adding tracks never moves existing ones."""
+    u = int(hashlib.sha256(f"{seed}:{track_id}".encode()).hexdigest()[:8], 16) / 2**32
+    if u < fractions[0]:
+        return "train"
+    return "valid" if u < fractions[0] + fractions[1] else "test"
+
+
+def ingest(
+    candidates: Candidates,
+    settings: IngestSettings,
+    cache_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestResult:
+    """Turn candidate rows into the tracks table and the quarantine table."""
+    table = candidates.table.reset_index(drop=True)
+    label_columns = [c for c in table.columns if c not in RESERVED]
+
+    def one(i: int) -> dict[str, Any]:
+        row = table.iloc[i]
+        uri = str(row["uri"])
+        base = {"uri": uri, "source": candidates.source, "manifest_row": row.get("manifest_row")}
+        try:
+            target = resolve_uri(uri, candidates.root, settings.allowed_schemes)
+            if isinstance(target, str):
+                target = fetch_remote(target, cache_dir or candidates.root / ".remote-cache")
+            else:
+                base["uri"] = str(target)
+            facts = inspect_file(target, settings)
+        except AudioProblem as problem:
+            return {**base, "reason": problem.reason, "detail": problem.detail}
+        except OSError as exc:
+            return {**base, "reason": "unreadable", "detail": str(exc)}
+        return {**base, **facts, "_row": i}
+
+    results: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+        for done, record in enumerate(pool.map(one, range(len(table))), start=1):
+            results.append(record)
+            if progress:
+                progress(done, len(table))
+
+    good = [r for r in results if "reason" not in r]
+    bad = [r for r in results if "reason" in r]
+    good.sort(key=lambda r: r["uri"])
+    first_seen: dict[str, str] = {}
+    kept = []
+    for record in good:
+        if record["sha256"] in first_seen:
+            bad.append({**record, "reason": "duplicate", "detail": f"same content as {first_seen[record['sha256']]}"})
+            continue
+        first_seen[record["sha256"]] = record["uri"]
+        kept.append(record)
+
+    rows = []
+    for record in kept:
+        source_row = table.iloc[record["_row"]]
+        track_id = track_id_for(record["sha256"])
+        split = str(source_row.get("split") or "") or hash_split(track_id, settings.split, settings.split_seed)
+        row = {
+            "track_id": track_id,
+            "uri": record["uri"],
+            "duration_s": float(record["duration_s"]),
+            "sample_rate": int(record["sample_rate"]),
+            "channels": int(record["channels"]),
+            "codec": record["codec"],
+            "source": record["source"],
+            "split": split,
+            "sha256": record["sha256"],
+        }
+        for column in label_columns:
+            value = source_row[column]
+            row[column] = None if pd.isna(value) or value == "" else str(value)
+        rows.append(row)
+    tracks = pd.DataFrame(rows, columns=TRACK_COLUMNS + label_columns)
+    quarantine = pd.DataFrame(
+        [{k: r.get(k) for k in QUARANTINE_COLUMNS} for r in sorted(bad, key=lambda r: r["uri"])],
+        columns=QUARANTINE_COLUMNS,
+    )
+    quarantine["manifest_row"] = pd.array(quarantine["manifest_row"].map(lambda v: None if v is None or pd.isna(v) else int(v)), dtype="Int64")
+    return IngestResult(tracks, quarantine)
+
+
+def inputs_fingerprint(candidates: Candidates, settings: IngestSettings) -> str:
+    """Cheap change detection: settings, the candidate rows, and each local file's size and mtime."""
+    stats = []
+    for uri in candidates.table["uri"].astype(str):
+        try:
+            target = resolve_uri(uri, candidates.root, settings.allowed_schemes)
+            st = Path(target).stat() if isinstance(target, Path) else None
+            stats.append((uri, st.st_size, st.st_mtime_ns) if st else (uri,))
+        except (AudioProblem, OSError):
+            stats.append((uri, "-"))
+    table_hash = hashlib.sha256(pd.util.hash_pandas_object(candidates.table.astype(str), index=False).values.tobytes()).hexdigest()
+    return stable_hash({"settings": settings.config_hash(), "table": table_hash, "files": stats, "root": str(candidates.root)})
+
+
+SOCIAL_TABLES = ("users", "follows", "playlists", "playlist_tracks")
+
+
+def read_social(folder: Path) -> dict[str, pd.DataFrame]:
+    """The four social tables from CSV or Parquet; playlist tags become lists of strings."""
+    from chorus.errors import InputError
+
+    tables = {}
+    for name in SOCIAL_TABLES:
+        parquet, csv = folder / f"{name}.parquet", folder / f"{name}.csv"
+        if parquet.exists():
+            df = pd.read_parquet(parquet)
+        elif csv.exists():
+            df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            raise InputError(str(folder), f"social table '{name}' missing (expected {name}.csv or {name}.parquet)")
+        if name == "playlists" and "tags" in df.columns:
+            df["tags"] = df["tags"].map(_as_tag_list)
+        tables[name] = df
+    return tables
+
+
+def _as_tag_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [t for t in str(value).split(";") if t.strip()]
+
+
+def social_fingerprint(folder: Path) -> str:
+    files = sorted(p for p in folder.iterdir() if p.stem in SOCIAL_TABLES and p.suffix in (".csv", ".parquet"))
+    return stable_hash({p.name: file_sha256(p) for p in files})

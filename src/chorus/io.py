@@ -1,0 +1,98 @@
+"""Reading and writing at the edges: atomic Parquet with chorus metadata, content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"chorus"
+SCHEMA_VERSION = 1
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def track_id_for(sha256_hex: str) -> str:
+    """A track's id is its content hash (first 16 hex digits of SHA-256: 64 bits)."""
+    return sha256_hex[:16]
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(
+    table: pa.Table | pd.DataFrame,
+    path: str | Path,
+    meta: dict[str, Any] | None = None,
+    **options: Any,
+) -> Path:
+    """Write a Parquet file atomically (zstd), with ``meta`` stored as JSON in its metadata."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    existing = dict(table.schema.metadata or {})
+    existing[METADATA_KEY] = json.dumps(
+        {"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str
+    ).encode()
+    table = table.replace_schema_metadata(existing)
+    options.setdefault("compression", "zstd")
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **options)
+    return Path(path)
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The chorus metadata of a Parquet file, or None if the file is missing or unreadable."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def output_is_current(path: str | Path, key: str) -> bool:
+    """True when ``path`` exists and was written for ``key``: the data on disk decides."""
+    meta = read_meta(path)
+    return meta is not None and meta.get("key") == key
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    return pq.read_table(path, columns=columns).to_pandas()

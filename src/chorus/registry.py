@@ -1,0 +1,152 @@
+"""MLflow: tracking runs, registering versions, aliases. Plain functions over MlflowClient.
+
+Stages are deprecated in MLflow 3; promotion uses aliases (``champion``) and tags. Each version
+carries ``chorus.train_key`` (settings + data), so an unchanged re-run finds its version instead of
+registering a new one, and the feature-config hash it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "chorus"
+TRAIN_KEY_TAG = "chorus.train_key"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: int
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def configure(tracking_uri: str, artifacts_dir: Path | None = None) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id.
+
+    With a SQLite store the artifact root would default to ./mlruns in the cwd, so the experiment
+    is created with its artifacts under the state directory."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifacts_dir.resolve().as_uri() if artifacts_dir is not None and tracking_uri.startswith("sqlite") else None
+    try:
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    except Exception:  # created concurrently by another process
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def find_version(name: str, train_key: str) -> ModelRef | None:
+    """The registered version trained with exactly this key, if any."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and tags.`{TRAIN_KEY_TAG}` = '{train_key}'")
+    except MlflowException:
+        return None
+    live = [v for v in versions if v.status == "READY"]
+    if not live:
+        return None
+    best = max(live, key=lambda v: int(v.version))
+    return ModelRef(name, int(best.version), best.run_id)
+
+
+def log_trained_model(
+    model: Any,
+    name: str,
+    train_key: str,
+    params: dict[str, Any],
+    history: list[dict[str, float]],
+    tags: dict[str, str],
+    artifacts: dict[str, Any],
+) -> ModelRef:
+    """One MLflow run: params, per-epoch metrics, config/provenance artifacts, the model
+    (pickle serialisation: torch.export would pin the batch size), registered under ``name``."""
+    import mlflow
+    import torch
+
+    with mlflow.start_run(run_name=f"train-{name}") as run:
+        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in params.items()})
+        for row in history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and v == v}, step=int(row["epoch"]))
+        mlflow.set_tags({**tags, TRAIN_KEY_TAG: train_key})
+        with tempfile.TemporaryDirectory() as tmp:
+            for filename, content in artifacts.items():
+                path = Path(tmp) / filename
+                path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
+                mlflow.log_artifact(str(path), artifact_path="provenance")
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "chorus"],
+            registered_model_name=name,
+            await_registration_for=60,
+        )
+        version = int(info.registered_model_version)
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        client.set_model_version_tag(name, str(version), TRAIN_KEY_TAG, train_key)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, value)
+        return ModelRef(name, version, run.info.run_id)
+
+
+def alias_version(name: str, alias: str) -> int | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        # SQLite gives an int, REST a str: normalise.
+        return int(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def load_model(name: str, version_or_alias: int | str) -> Any:
+    import mlflow.pytorch
+
+    ref = f"models:/{name}@{version_or_alias}" if isinstance(version_or_alias, str) else f"models:/{name}/{version_or_alias}"
+    return mlflow.pytorch.load_model(ref, map_location="cpu")
+
+
+def run_id_of(name: str, version: int) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(name, str(version)).run_id
+
+
+def log_report(run_id: str, files: list[Path], metrics: dict[str, float]) -> None:
+    """Attach evaluation outputs to the training run of the evaluated version."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="evaluation")
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)

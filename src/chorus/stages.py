@@ -1,0 +1,385 @@
+"""Each stage's edges: read its inputs from the state directory, decide from the data on disk
+whether its output is current, compute with the library, write atomically, report a summary.
+
+Prefect-free: ``tasks/`` wraps these with retries and logging, ``flows/`` composes them, and
+tests call them directly. A stage whose inputs and settings are unchanged does no work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chorus import MOODS
+from chorus.config import ChorusSettings, stable_hash
+from chorus.io import output_is_current, read_meta, read_table, write_json_atomic, write_parquet, write_text_atomic
+from chorus.state import StateDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageSummary:
+    """What a stage did: ``skipped`` when its output was already current."""
+
+    stage: str
+    skipped: bool
+    outputs: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "skipped": self.skipped, "outputs": self.outputs,
+                "counts": self.counts, "seconds": round(self.seconds, 2)}
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def demo_stage(settings: ChorusSettings, progress: Any = None) -> StageSummary:
+    from chorus.datasets.demo import generate_demo
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    stamp = state.demo / "demo.json"
+    before = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
+    corpus = generate_demo(settings.demo, state.demo, progress=progress)
+    return StageSummary(
+        "demo",
+        skipped=before == corpus.key,
+        outputs={"manifest": str(corpus.manifest), "social": str(corpus.social_dir)},
+        counts={"tracks": corpus.tracks, "skipped_works": corpus.skipped_works},
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+def corpus_location(settings: ChorusSettings) -> tuple[Path, Path]:
+    """(corpus location, social folder): the configured ones or the demo corpus."""
+    state = StateDir(settings.state_dir)
+    corpus = Path(settings.ingest.manifest) if settings.ingest.manifest else state.demo
+    social = Path(settings.ingest.social_dir) if settings.ingest.social_dir else (
+        state.demo / "social" if not settings.ingest.manifest else None
+    )
+    return corpus, social  # type: ignore[return-value]
+
+
+def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any = None) -> StageSummary:
+    """Probe/decode/validate the corpus into ``data/tracks.parquet`` + ``quarantine/``; validate
+    and copy the social tables into ``social/``. GX failures stop here."""
+    from chorus.datasets.adapters import candidates_for
+    from chorus.ingest import ingest, inputs_fingerprint, read_social, social_fingerprint
+    from chorus.validation import Validator
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    corpus, social_dir = corpus_location(settings)
+    candidates = candidates_for(corpus, settings.ingest.adapter)
+    key = inputs_fingerprint(candidates, settings.ingest)
+    quarantine_path = state.quarantine / "ingest.parquet"
+    social_key = social_fingerprint(social_dir) if social_dir and social_dir.exists() else None
+    social_paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
+    tracks_current = output_is_current(state.tracks, key) and quarantine_path.exists()
+    social_current = social_key is None or all(output_is_current(p, social_key) for p in social_paths.values())
+    outputs = {"tracks": str(state.tracks), "quarantine": str(quarantine_path), "data_docs": str(state.data_docs / "index.html")}
+    if social_key:
+        outputs.update({f"social.{k}": str(v) for k, v in social_paths.items()})
+    if tracks_current and social_current:
+        meta = read_meta(state.tracks) or {}
+        return StageSummary("ingest", True, outputs, meta.get("summary", {}), time.perf_counter() - started)
+
+    validator = validator or Validator(state.data_docs)
+    counts: dict[str, Any] = {}
+    if not tracks_current:
+        result = ingest(candidates, settings.ingest, cache_dir=state.data / "remote-cache", progress=progress)
+        validator.validate(result.tracks, "tracks", {"min_duration_s": settings.ingest.min_duration_s,
+                                                     "max_duration_s": settings.ingest.max_duration_s})
+        counts = result.summary()
+        write_parquet(result.quarantine, quarantine_path, {"key": key})
+        write_parquet(result.tracks, state.tracks, {"key": key, "summary": counts, "root": str(candidates.root)})
+    else:
+        counts = (read_meta(state.tracks) or {}).get("summary", {})
+    if social_key and not social_current:
+        tables = read_social(social_dir)
+        for name, table in tables.items():
+            validator.validate(table, name)
+        for name, table in tables.items():
+            write_parquet(table, social_paths[name], {"key": social_key, "source": str(social_dir)})
+        counts["social"] = {name: len(t) for name, t in tables.items()}
+    return StageSummary("ingest", False, outputs, counts, time.perf_counter() - started)
+
+
+def load_tracks(settings: ChorusSettings) -> pd.DataFrame:
+    state = StateDir(settings.state_dir)
+    if not state.tracks.exists():
+        from chorus.errors import InputError
+
+        raise InputError(str(state.tracks), "no tracks table: run `chorus ingest` first")
+    return read_table(state.tracks)
+
+
+# --- features -----------------------------------------------------------------------------
+
+
+def features_root(settings: ChorusSettings) -> Path:
+    return StateDir(settings.state_dir).features
+
+
+def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None) -> dict[str, Any]:
+    """Extract one shard's tracks (through a Dask client when given) and write its Parquet file."""
+    from chorus.features import extract_track_or_problem, shard_is_current, write_shard
+
+    if shard_is_current(shard):
+        return {"shard": shard.path.name, "skipped": True, "tracks": len(shard.tracks)}
+    fs = settings.features
+    ids, uris = shard.tracks["track_id"].tolist(), shard.tracks["uri"].tolist()
+    if client is not None:
+        futures = client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False)
+        results = client.gather(futures)
+    else:
+        results = [extract_track_or_problem(t, u, fs) for t, u in zip(ids, uris, strict=True)]
+    items = [r for r in results if not isinstance(r, dict)]
+    rejected = [r for r in results if isinstance(r, dict)]
+    write_shard(shard, items, fs, rejected)
+    segments = sum(int(r.logmel.shape[0]) for r in items)
+    return {"shard": shard.path.name, "skipped": False, "tracks": len(items), "segments": segments, "rejected": rejected}
+
+
+def finish_features(settings: ChorusSettings, shards: list[Any], results: list[dict[str, Any]], seconds: float) -> StageSummary:
+    from chorus.features import feature_dir, write_index
+
+    state = StateDir(settings.state_dir)
+    index = write_index(shards, settings.features, state.features)
+    rejected = [r for res in results for r in res.get("rejected", [])]
+    quarantine = state.quarantine / f"features-{settings.features.config_hash()}.parquet"
+    write_parquet(pd.DataFrame(rejected, columns=["track_id", "uri", "reason", "detail"]), quarantine,
+                  {"config_hash": settings.features.config_hash()})
+    done = [r for r in results if not r["skipped"]]
+    return StageSummary(
+        "features",
+        skipped=not done,
+        outputs={"features": str(feature_dir(state.features, settings.features)), "index": str(index), "rejected": str(quarantine)},
+        counts={"shards": len(shards), "shards_written": len(done), "segments_written": sum(r.get("segments", 0) for r in done),
+                "rejected": len(rejected)},
+        seconds=seconds,
+    )
+
+
+# --- labels -------------------------------------------------------------------------------
+
+
+def labels_stage(settings: ChorusSettings, validator: Any = None) -> StageSummary:
+    """Global mood truth by averaging users' mapped playlist tags, into ``labels/labels.parquet``."""
+    from chorus.social.tags import TagMapper
+    from chorus.social.voting import global_truth, user_song_votes
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    playlists_path, members_path = state.social / "playlists.parquet", state.social / "playlist_tracks.parquet"
+    if not playlists_path.exists():
+        from chorus.errors import InputError
+
+        raise InputError(str(playlists_path), "no social tables: run `chorus ingest` with social data first")
+    synonyms = settings.labels.synonyms_file
+    key = stable_hash({
+        "settings": settings.labels.config_hash(),
+        "synonyms": Path(synonyms).read_text() if synonyms else "bundled",
+        "social": (read_meta(playlists_path) or {}).get("key"),
+        "members": (read_meta(members_path) or {}).get("key"),
+    })
+    out = state.labels / "labels.parquet"
+    if output_is_current(out, key):
+        meta = read_meta(out) or {}
+        return StageSummary("labels", True, {"labels": str(out)}, meta.get("summary", {}), time.perf_counter() - started)
+    mapper = TagMapper.load(synonyms)
+    playlists = read_table(playlists_path)
+    playlists["tags"] = playlists["tags"].map(list)
+    votes = user_song_votes(playlists, read_table(members_path), mapper)
+    table = global_truth(votes, settings.labels.top_k)
+    if validator is None:
+        from chorus.validation import Validator
+
+        validator = Validator(state.data_docs)
+    validator.validate(table, "labels")
+    summary = {
+        "rows": len(table),
+        "user_song_pairs": len(votes.pairs),
+        "playlists_without_mood": votes.playlists_without_mood,
+        "discarded_tags": dict(votes.discarded_tags.most_common()),
+    }
+    write_parquet(table, out, {"key": key, "summary": summary, "moods": list(MOODS), "top_k": settings.labels.top_k})
+    return StageSummary("labels", False, {"labels": str(out)}, summary, time.perf_counter() - started)
+
+
+# --- train --------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def train_key(settings: ChorusSettings, tracks: pd.DataFrame) -> str:
+    from chorus.features import features_key
+
+    task = settings.train.task
+    labelled = tracks[["track_id", "split", task]].sort_values("track_id").astype(str)
+    return stable_hash({
+        "train": settings.train.config_hash(),
+        "features": features_key(features_root(settings), settings.features),
+        "labels": stable_hash(labelled.values.tolist()),
+    })
+
+
+def train_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
+    """Train the classifier, log it to MLflow and register a version; the first version becomes
+    ``champion``. An unchanged re-run finds its registered version and trains nothing."""
+    from chorus import registry
+    from chorus.features import load_features
+    from chorus.training import train_classifier
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    ts = settings.train
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    tracks = load_tracks(settings)
+    if ts.task not in tracks.columns:
+        from chorus.errors import InputError
+
+        raise InputError(str(state.tracks), f"train.task '{ts.task}' is not a column of the tracks table")
+    key = train_key(settings, tracks)
+    existing = registry.find_version(ts.model_name, key)
+    if existing is not None:
+        ref = existing
+        skipped = True
+        counts: dict[str, Any] = {}
+    else:
+        ids = tracks.loc[tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
+        features = load_features(state.features, settings.features, ids)
+        result = train_classifier(features, tracks, ts, on_epoch=on_epoch)
+        best = result.history[result.best_epoch - 1] if result.history else {}
+        config = {"train": ts.model_dump(mode="json"), "features": settings.features.model_dump(mode="json")}
+        ref = registry.log_trained_model(
+            result.model,
+            ts.model_name,
+            key,
+            params={**ts.model_dump(mode="json", exclude={"device", "threads"}), "feature_config_hash": features.config_hash,
+                    "n_train_segments": int((features.segments["track_id"].isin(tracks.loc[tracks.split == "train", "track_id"])).sum())},
+            history=result.history,
+            tags={"chorus.task": ts.task, "chorus.feature_config_hash": features.config_hash,
+                  "chorus.git_commit": git_commit(), "chorus.device": result.device},
+            artifacts={"config.json": config, "classes.json": result.model.classes, "history.json": result.history,
+                       "best.json": {"epoch": result.best_epoch, **best}},
+        )
+        skipped = False
+        counts = {"epochs": len(result.history), "best_epoch": result.best_epoch,
+                  "valid_accuracy": best.get("valid_accuracy"), "train_seconds": round(result.seconds, 1)}
+    if registry.alias_version(ts.model_name, "champion") is None:
+        registry.set_alias(ts.model_name, "champion", ref.version)
+    counts.update({"model": ts.model_name, "version": ref.version, "run_id": ref.run_id,
+                   "champion": registry.alias_version(ts.model_name, "champion")})
+    return StageSummary("train", skipped, {"model": ref.uri, "tracking_uri": settings.tracking_uri}, counts,
+                        time.perf_counter() - started)
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+
+def evaluate_stage(settings: ChorusSettings, version: int | None = None) -> StageSummary:
+    """Score a registered version (default: the evaluate.alias one) on the held-out split; write
+    ``reports/<model>-v<N>/report.html`` and ``reports/metrics.json``; log both to MLflow."""
+    from chorus import registry
+    from chorus.evaluation import classification_metrics, render_report
+    from chorus.features import features_key, load_features
+    from chorus.training import track_predictions
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    es, ts = settings.evaluate, settings.train
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    if version is None:
+        version = registry.alias_version(ts.model_name, es.alias)
+        if version is None:
+            from chorus.errors import InputError
+
+            raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
+    tracks = load_tracks(settings)
+    key = stable_hash({"model": ts.model_name, "version": version, "evaluate": es.config_hash(),
+                       "features": features_key(state.features, settings.features),
+                       "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
+    folder = state.reports / f"{ts.model_name}-v{version}"
+    report_path, model_metrics_path, summary_path = folder / "report.html", folder / "metrics.json", state.reports / "metrics.json"
+    outputs = {"report": str(report_path), "metrics": str(summary_path)}
+    if model_metrics_path.exists() and report_path.exists():
+        previous = json.loads(model_metrics_path.read_text())
+        if previous.get("key") == key:
+            _update_summary(summary_path, previous)
+            return StageSummary("evaluate", True, outputs, {"accuracy": previous["accuracy"], "version": version},
+                                time.perf_counter() - started)
+
+    model = registry.load_model(ts.model_name, version)
+    test = tracks[(tracks["split"] == es.split) & tracks[ts.task].notna()]
+    features = load_features(state.features, settings.features, test["track_id"].tolist())
+    model.check_features(features.config_hash)
+    preds = track_predictions(model.predict_proba(features.logmel), features.segments["track_id"].to_numpy(), model.classes)
+    actual = preds["track_id"].map(dict(zip(test["track_id"], test[ts.task].astype(str), strict=True)))
+    metrics = classification_metrics(actual.tolist(), preds["predicted"].tolist(), model.classes)
+    run_id = registry.run_id_of(ts.model_name, version)
+    history = _run_history(run_id)
+    champion = registry.alias_version(ts.model_name, "champion")
+    subject = {
+        "model": f"{ts.model_name} version {version}", "task": ts.task, "split": es.split,
+        "aliases": f"champion = v{champion}" if champion else "none",
+        "MLflow run": run_id, "feature config hash": features.config_hash, "evaluation key": key,
+        "git commit": git_commit(),
+    }
+    html = render_report(f"chorus evaluation: {ts.model_name} v{version}", subject, metrics, history, notes=[
+        "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
+        f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
+    ])
+    write_text_atomic(report_path, html)
+    record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": version, "task": ts.task,
+              "split": es.split, **metrics.as_dict()}
+    write_json_atomic(model_metrics_path, record)
+    registry.log_report(run_id, [report_path, model_metrics_path],
+                        {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy})
+    _update_summary(summary_path, record)
+    return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": version},
+                        time.perf_counter() - started)
+
+
+def _run_history(run_id: str) -> list[dict[str, float]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    rows: dict[int, dict[str, float]] = {}
+    for name in ("train_loss", "valid_accuracy"):
+        for metric in client.get_metric_history(run_id, name):
+            rows.setdefault(metric.step, {"epoch": metric.step})[name] = metric.value
+    return [rows[k] for k in sorted(rows)]
+
+
+def _update_summary(path: Path, record: dict[str, Any]) -> None:
+    """reports/metrics.json: {"run_id": ..., "models": {name: {task, accuracy, ...}}}."""
+    summary = json.loads(path.read_text()) if path.exists() else {"models": {}}
+    summary["run_id"] = record["run_id"]
+    summary.setdefault("models", {})[record["model"]] = {
+        "task": record["task"], "version": record["version"], "run_id": record["run_id"],
+        "split": record["split"], "n": record["n"], "accuracy": record["accuracy"],
+        "balanced_accuracy": record["balanced_accuracy"], "majority_baseline": record["majority_baseline"],
+        "classes": record["classes"], "confusion": record["confusion"],
+        "report": str(path.parent / f"{record['model']}-v{record['version']}" / "report.html"),
+    }
+    write_json_atomic(path, summary)

@@ -1,0 +1,161 @@
+"""The state directory: where every output lives, and the lock that keeps runs apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from chorus.errors import StateLockedError
+
+# Closed network: telemetry and update checks hang or fail, so they are off everywhere
+# (MLflow accepts only the literal "true" for DO_NOT_TRACK).
+TELEMETRY_OFF: dict[str, str] = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Named locations under one root. Deleting the root resets the project."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def demo(self) -> Path:
+        return self.data / "demo"
+
+    @property
+    def tracks(self) -> Path:
+        return self.data / "tracks.parquet"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def social(self) -> Path:
+        return self.root / "social"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.root / "gx" / "data_docs"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def create(self) -> StateDir:
+        for path in (self.data, self.features, self.social, self.labels, self.reports,
+                     self.quarantine, self.prefect_home, self.mlflow_artifacts, self.data_docs):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def runtime_environment(state: StateDir) -> dict[str, str]:
+    """Environment a run needs before Prefect/MLflow/GX are imported.
+
+    PREFECT_HOME under the state directory keeps the ephemeral API's database there too.
+    Values already set by the user win (a production PREFECT_API_URL, for instance).
+    """
+    env = dict(TELEMETRY_OFF)
+    env.update(
+        {
+            "PREFECT_HOME": str(state.prefect_home),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            # One BLAS/OMP thread per process: parallelism comes from Dask processes.
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+    )
+    return env
+
+
+def apply_runtime_environment(state: StateDir, override: bool = False) -> None:
+    for key, value in runtime_environment(state).items():
+        if override or key not in os.environ:
+            os.environ[key] = value
+
+
+@contextmanager
+def state_lock(state: StateDir, timeout_s: float = 0.0) -> Iterator[None]:
+    """Hold the state directory for one run.
+
+    A second run against the same state waits up to ``timeout_s`` (-1: forever) and otherwise
+    refuses with a message naming the holder; it never interleaves writes. The lock is an OS
+    file lock, so a crashed run does not leave it held. Re-entrant within one process.
+    """
+    state.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(state.lock_file), thread_local=False)
+    info_file = state.root / ".lock.info"
+    try:
+        lock.acquire(timeout=timeout_s if timeout_s >= 0 else -1)
+    except Timeout:
+        holder = "another chorus run"
+        try:
+            info = json.loads(info_file.read_text())
+            holder = f"pid {info['pid']} on {info['host']} since {info['since']}"
+        except (OSError, ValueError, KeyError):
+            pass
+        raise StateLockedError(
+            f"{state.root}: state directory is in use by {holder}; wait for it "
+            "(--lock-timeout SECONDS, -1 waits forever) or use another --state-dir"
+        ) from None
+    try:
+        if lock.lock_counter == 1:
+            info_file.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                )
+            )
+        yield
+    finally:
+        lock.release()

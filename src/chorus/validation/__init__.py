@@ -1,0 +1,209 @@
+"""Great Expectations 1.x suites for chorus's tables, and one call to validate a DataFrame.
+
+Each table has a suite; ``validate_table`` runs it through a Checkpoint whose action updates Data
+Docs under the state directory, and raises ``ValidationFailedError`` naming each failed
+expectation, its column and example rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chorus.errors import ValidationFailedError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ["train", "valid", "test"]
+DOCS_SITE = "chorus_data_docs"  # the ephemeral context already owns "local_site"
+
+
+def _tracks_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    return [
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=["track_id", "uri", "duration_s", "sample_rate", "channels", "codec", "source", "split"],
+            exact_match=False,
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="track_id"),
+        gxe.ExpectColumnValuesToMatchRegex(column="track_id", regex=r"^[0-9a-f]{16}$"),
+        gxe.ExpectColumnValuesToNotBeNull(column="uri"),
+        gxe.ExpectColumnValuesToBeUnique(column="uri"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="duration_s", min_value=params.get("min_duration_s", 0.0), max_value=params.get("max_duration_s", None)
+        ),
+        gxe.ExpectColumnValuesToBeBetween(column="sample_rate", min_value=4000, max_value=384000),
+        gxe.ExpectColumnValuesToBeBetween(column="channels", min_value=1, max_value=64),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
+    ]
+
+
+def _users_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    return [
+        gxe.ExpectColumnToExist(column="user_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+    ]
+
+
+def _follows_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    return [
+        gxe.ExpectColumnToExist(column="follower"),
+        gxe.ExpectColumnToExist(column="followee"),
+        gxe.ExpectColumnValuesToNotBeNull(column="follower"),
+        gxe.ExpectColumnValuesToNotBeNull(column="followee"),
+    ]
+
+
+def _playlists_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    return [
+        gxe.ExpectColumnToExist(column="playlist_id"),
+        gxe.ExpectColumnToExist(column="owner"),
+        gxe.ExpectColumnToExist(column="tags"),
+        gxe.ExpectColumnValuesToNotBeNull(column="playlist_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="playlist_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="owner"),
+    ]
+
+
+def _playlist_tracks_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    return [
+        gxe.ExpectColumnToExist(column="playlist_id"),
+        gxe.ExpectColumnToExist(column="track_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="playlist_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["playlist_id", "track_id"]),
+    ]
+
+
+def _labels_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    checks = [
+        gxe.ExpectColumnValuesToNotBeNull(column="scope"),
+        gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["scope", "track_id"]),
+    ]
+    from chorus import MOODS
+
+    checks += [gxe.ExpectColumnValuesToBeBetween(column=f"score_{m}", min_value=0.0, max_value=1.0) for m in MOODS]
+    return checks
+
+
+SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
+    "tracks": _tracks_suite,
+    "users": _users_suite,
+    "follows": _follows_suite,
+    "playlists": _playlists_suite,
+    "playlist_tracks": _playlist_tracks_suite,
+    "labels": _labels_suite,
+}
+
+
+class Validator:
+    """An ephemeral GX context with one Data Docs site under ``docs_dir``.
+
+    GX import and context set-up cost seconds, so one Validator serves many tables."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, docs_dir: Path | None = None) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        try:  # progress bars are noise in logs
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        except Exception:  # pragma: no cover - older/newer GX layouts
+            pass
+        self.docs_dir = docs_dir
+        if docs_dir is not None:
+            docs_dir.mkdir(parents=True, exist_ok=True)
+            self.context.add_data_docs_site(
+                site_name=DOCS_SITE,
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                },
+            )
+        self.source = self.context.data_sources.add_pandas("chorus")
+        self._count = 0
+
+    def validate(self, df: pd.DataFrame, table: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate ``df`` with the suite of ``table``; raise ValidationFailedError on failure."""
+        gx = self._gx
+        import great_expectations.expectations as gxe
+
+        if table not in SUITES:
+            raise KeyError(f"no expectation suite for table '{table}'")
+        with self._lock:
+            self._count += 1
+            name = f"{table}_{self._count}"
+            asset = self.source.add_dataframe_asset(name)
+            batch = asset.add_batch_definition_whole_dataframe("all")
+            suite = self.context.suites.add(gx.ExpectationSuite(name=name))
+            for expectation in SUITES[table](gxe, params or {}):
+                suite.add_expectation(expectation)
+            definition = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            )
+            actions = []
+            if self.docs_dir is not None:
+                actions.append(gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE]))
+            checkpoint = self.context.checkpoints.add(
+                gx.Checkpoint(
+                    name=name,
+                    validation_definitions=[definition],
+                    actions=actions,
+                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+                )
+            )
+            result = checkpoint.run(batch_parameters={"dataframe": _gx_friendly(df)})
+        failures = []
+        evaluated = 0
+        for run in result.run_results.values():
+            for item in run.results:
+                evaluated += 1
+                if item.success:
+                    continue
+                failures.append(describe_failure(item))
+        docs = str(self.docs_dir / "index.html") if self.docs_dir is not None else None
+        if failures:
+            raise ValidationFailedError(table, failures, docs)
+        return {"table": table, "rows": len(df), "expectations": evaluated, "docs": docs}
+
+
+def describe_failure(item: Any) -> str:
+    config = item.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k in ("column", "column_list", "column_set")}
+    where = ", ".join(f"{v}" for v in kwargs.values())
+    res = item.result or {}
+    text = f"{config.type}({where})"
+    if res.get("unexpected_count") is not None:
+        text += f": {res['unexpected_count']} unexpected, e.g. {res.get('partial_unexpected_list', [])[:5]}"
+    elif item.exception_info and item.exception_info.get("raised_exception"):
+        text += f": {item.exception_info.get('exception_message')}"
+    elif res.get("observed_value") is not None:
+        text += f": observed {res['observed_value']}"
+    return text
+
+
+def _gx_friendly(df: pd.DataFrame) -> pd.DataFrame:
+    """Plain object columns for GX: list values (playlist tags) joined, pandas 3 strings as objects."""
+    import numpy as np
+
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype) in ("str", "string"):
+            out[column] = out[column].astype(object).map(
+                lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v
+            )
+    return out
