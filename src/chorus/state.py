@@ -130,7 +130,8 @@ def state_lock(state: StateDir, timeout_s: float = 0.0) -> Iterator[None]:
     file lock, so a crashed run does not leave it held. Re-entrant within one process.
     """
     state.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(state.lock_file), thread_local=False)
+    # One instance per path (singleton) so nested flows of the same run re-enter it.
+    lock = FileLock(str(state.lock_file), thread_local=False, is_singleton=True)
     info_file = state.root / ".lock.info"
     try:
         lock.acquire(timeout=timeout_s if timeout_s >= 0 else -1)

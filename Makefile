@@ -1,0 +1,35 @@
+# Two commands matter: `make run` and `make test`. Both set up what they need first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.chorus-installed
+CHORUS_ARGS ?=
+
+.PHONY: setup run test test-fast clean-state
+
+$(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.sh
+	./infra/local/install-system-packages.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch==2.13.0 (pinned in the lock) is the CPU build; a looser pin pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Run the whole pipeline on the embedded demo corpus (offline); prints where every output is.
+run: setup
+	$(BIN)/chorus $(CHORUS_ARGS) run
+
+## Run the test suite.
+test: setup
+	$(BIN)/python -m pytest
+
+## Unit tests only (no whole-pipeline flow test).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+## Delete everything the default run wrote.
+clean-state:
+	rm -rf .chorus

@@ -1,0 +1,1 @@
+"""Prefect flows: one per stage, and ``pipeline`` composing them (flows/pipeline.py:pipeline)."""

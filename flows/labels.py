@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from chorus.config import ChorusSettings
+from flows._common import holding_state, resolve
+from tasks import labels as label_tasks
+
+
+@flow(name="labels", log_prints=True)
+def labels(settings: ChorusSettings | None = None) -> dict[str, Any]:
+    """Mood truth from the crowd's playlist tags (global scope)."""
+    settings = resolve(settings)
+    with holding_state(settings):
+        return label_tasks.global_labels(settings)

@@ -1,0 +1,35 @@
+"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> train -> evaluate."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from chorus.config import ChorusSettings
+from flows._common import holding_state, resolve
+from flows.evaluate import evaluate
+from flows.features import features
+from flows.ingest import ingest
+from flows.labels import labels
+from flows.train import train
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
+    """Every stage in order, each a subflow; unchanged stages find their outputs and skip."""
+    settings = resolve(settings)
+    summary: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    with holding_state(settings):
+        for name, stage in (("ingest", ingest), ("features", features), ("labels", labels), ("train", train)):
+            started = time.perf_counter()
+            summary[name] = stage(settings)
+            timings[name] = time.perf_counter() - started
+        started = time.perf_counter()
+        summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["version"])
+        timings["evaluate"] = time.perf_counter() - started
+    summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    print("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    return summary

@@ -1,0 +1,202 @@
+"""The ``chorus`` command. Errors print one line naming the file/row and rule (--debug: traceback).
+
+Stage commands run the Prefect flows in ``flows/``; they are imported only after the environment
+(PREFECT_HOME under the state directory, telemetry off) is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chorus.config import ChorusSettings, load_settings, parse_overrides
+from chorus.errors import ChorusError
+from chorus.state import StateDir, apply_runtime_environment, state_lock
+
+app = typer.Typer(
+    name="chorus",
+    help="Learn music labels from a crowd: demo corpus, ingest, features, labels, train, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+class Context:
+    def __init__(self) -> None:
+        self.config: Path | None = None
+        self.overrides: dict[str, Any] = {}
+        self.debug = False
+
+    def settings(self) -> ChorusSettings:
+        settings = load_settings(self.config, self.overrides)
+        apply_runtime_environment(StateDir(settings.state_dir))
+        return settings
+
+
+CTX = Context()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Where outputs live (default ./.chorus).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a setting: section.key=value (repeatable).")] = None,
+    lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for a busy state dir (-1: forever).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    CTX.config = config
+    CTX.debug = debug
+    overrides = parse_overrides(set_ or [])
+    if state_dir is not None:
+        overrides["state_dir"] = str(state_dir)
+    if lock_timeout is not None:
+        overrides["lock_timeout_s"] = lock_timeout
+    CTX.overrides = overrides
+
+
+def _stages(summary: Any) -> list[dict[str, Any]]:
+    """Stage summaries found in a flow's result (flows nest them: pipeline -> ingest -> demo)."""
+    if isinstance(summary, dict) and "stage" in summary:
+        return [summary]
+    if isinstance(summary, dict):
+        return [s for value in summary.values() for s in _stages(value)]
+    return []
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="chorus", show_lines=False)
+    for column in ("stage", "work", "seconds", "outputs"):
+        table.add_column(column, overflow="fold")
+    for stage in _stages(summary):
+        outputs = "\n".join(f"{k}: {v}" for k, v in stage["outputs"].items())
+        table.add_row(stage["stage"], "skipped (current)" if stage["skipped"] else "done", f"{stage['seconds']:.1f}", outputs)
+    console.print(table)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the resolved settings (defaults < YAML < CHORUS_* env < --set flags)."""
+    import yaml
+
+    console.print(yaml.safe_dump(CTX.settings().model_dump(mode="json"), sort_keys=False))
+
+
+@app.command("demo-data")
+def demo_data(
+    scale: Annotated[float | None, typer.Option(help="Multiply tracks per style and users.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Render the demo corpus and simulate its crowd (offline, deterministic from the seed)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from chorus import stages
+
+    if scale is not None:
+        CTX.overrides.setdefault("demo", {})["scale"] = scale
+    if seed is not None:
+        CTX.overrides.setdefault("demo", {})["seed"] = seed
+    settings = CTX.settings()
+    with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s), Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        job = progress.add_task("rendering", total=None)
+        summary = stages.demo_stage(settings, progress=lambda done, total: progress.update(job, completed=done, total=total))
+    _print_summary(summary.as_dict())
+
+
+def _run_flow(name: str, **kwargs: Any) -> dict[str, Any]:
+    settings = CTX.settings()
+    # Import after the environment is set: Prefect reads PREFECT_HOME at import.
+    import importlib
+
+    module = importlib.import_module(f"flows.{name}")
+    return getattr(module, name)(settings=settings, **kwargs)
+
+
+@app.command()
+def ingest() -> None:
+    """Probe, decode and validate the corpus (the demo one unless ingest.manifest is set)."""
+    _print_summary(_run_flow("ingest"))
+
+
+@app.command()
+def features() -> None:
+    """Extract log-mel segments on Dask into Parquet."""
+    _print_summary(_run_flow("features"))
+
+
+@app.command()
+def labels() -> None:
+    """Turn playlist tags into mood labels."""
+    _print_summary(_run_flow("labels"))
+
+
+@app.command()
+def train() -> None:
+    """Train, track and register the classifier."""
+    _print_summary(_run_flow("train"))
+
+
+@app.command()
+def evaluate(version: Annotated[int | None, typer.Option(help="Model version (default: the evaluate.alias one).")] = None) -> None:
+    """Evaluate a registered model on the held-out split and write the report."""
+    _print_summary(_run_flow("evaluate", version=version))
+
+
+@app.command()
+def run() -> None:
+    """Run the whole pipeline as one Prefect flow and print where every output is."""
+    summary = _run_flow("pipeline")
+    _print_summary(summary)
+    settings = CTX.settings()
+    state = StateDir(settings.state_dir)
+    train_counts = summary["train"]["counts"]
+    console.print(f"[bold]State directory[/]: {state.root}")
+    console.print(
+        f"[bold]Registered model[/]: models:/{train_counts['model']}/{train_counts['version']}"
+        f" (alias champion -> v{train_counts['champion']}) in {settings.tracking_uri}"
+    )
+    console.print(f"[bold]Report[/]: {summary['evaluate']['outputs']['report']}")
+    console.print(f"[bold]Metrics[/]: {summary['evaluate']['outputs']['metrics']}")
+    console.print(f"[bold]Data Docs[/]: {state.data_docs / 'index.html'}")
+    console.print(f"[bold]MLflow UI[/]: mlflow ui --backend-store-uri {settings.tracking_uri}")
+    console.print("[bold]Stage timings (s)[/]: " + json.dumps(summary["timings_s"]))
+
+
+def main() -> None:
+    """Entry point: ChorusError -> one line on stderr and exit code 2."""
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except ChorusError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)", soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over chorus's stage functions adding retries and logging."""

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from chorus import stages
+from chorus.config import ChorusSettings
+
+
+@task(name="evaluate-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def evaluate(settings: ChorusSettings, version: int | None = None) -> dict[str, Any]:
+    summary = stages.evaluate_stage(settings, version).as_dict()
+    get_run_logger().info("evaluate: %s", summary["counts"])
+    return summary

@@ -1,0 +1,58 @@
+"""Shared fixtures. Telemetry is off and Prefect's home is private before anything imports it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+_HOME = tempfile.mkdtemp(prefix="chorus-test-prefect-")
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": _HOME,
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }
+)
+for key in list(os.environ):  # the developer's own CHORUS_* settings must not leak into tests
+    if key.startswith("CHORUS_"):
+        del os.environ[key]
+
+SR = 22050
+
+
+def tone(seconds: float = 4.0, freq: float = 440.0, amp: float = 0.3, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_wav(path: Path, y: np.ndarray, sr: int = SR, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), y, sr, subtype=subtype)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+TINY_DEMO = {
+    "styles": ["bach", "essenFolksong"],
+    "tracks_per_style": 6,
+    "clip_seconds": 5.0,
+    "measures": 6,
+    "users": 24,
+    "communities": 2,
+    "workers": 2,
+}

@@ -1,0 +1,106 @@
+"""Ingest with real bad files: every rejected file lands in quarantine with its reason."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chorus.config import IngestSettings
+from chorus.datasets.adapters import candidates_for
+from chorus.errors import InputError
+from chorus.ingest import hash_split, ingest
+from conftest import SR, tone, write_wav
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    good = write_wav(root / "good.wav", tone(4.0, 440))
+    write_wav(root / "good2.wav", tone(4.0, 660))
+    shutil.copy(good, root / "copy_of_good.wav")  # duplicate content
+    (root / "zero.wav").write_bytes(b"")
+    raw = (root / "good2.wav").read_bytes()
+    (root / "truncated.wav").write_bytes(raw[: len(raw) // 2])
+    (root / "text.wav").write_text("this is not audio at all " * 20)
+    nan = tone(4.0)
+    nan[100:200] = np.nan
+    write_wav(root / "nan.wav", nan, subtype="FLOAT")
+    write_wav(root / "silent.wav", np.zeros(4 * SR, np.float32))
+    write_wav(root / "short.wav", tone(1.0))
+    outside = write_wav(tmp_path / "outside.wav", tone(4.0, 300))
+    rows = ["good.wav", "good2.wav", "copy_of_good.wav", "zero.wav", "truncated.wav", "text.wav",
+            "nan.wav", "silent.wav", "short.wav", "../outside.wav", str(outside), "missing.wav", "s3://bucket/x.wav"]
+    manifest = root / "manifest.csv"
+    pd.DataFrame({"uri": rows, "label": ["a"] * len(rows)}).to_csv(manifest, index=False)
+    return manifest
+
+
+def test_bad_files_are_quarantined_with_their_reason(corpus):
+    result = ingest(candidates_for(corpus), IngestSettings())
+    reasons = {p.split("/")[-1]: r for p, r in zip(result.quarantine["uri"], result.quarantine["reason"], strict=True)}
+    assert reasons == {
+        "zero.wav": "empty",
+        "truncated.wav": "truncated",
+        "text.wav": "not_audio",
+        "nan.wav": "non_finite",
+        "silent.wav": "silent",
+        "short.wav": "too_short",
+        "outside.wav": "outside_root",  # both ../outside.wav and its absolute path
+        "missing.wav": "missing",
+        "x.wav": "scheme_not_allowed",
+        "good.wav": "duplicate",  # copy_of_good.wav sorts first and is kept
+    }
+    assert (result.quarantine["reason"] == "outside_root").sum() == 2
+    assert len(result.tracks) == 2
+    assert len(result.tracks) + len(result.quarantine) == 13  # nothing disappears
+
+
+def test_quarantine_rows_point_back_to_the_manifest(corpus):
+    result = ingest(candidates_for(corpus), IngestSettings())
+    empty = result.quarantine[result.quarantine["reason"] == "empty"].iloc[0]
+    assert empty["manifest_row"] == 5  # header is row 1
+    assert "zero bytes" in empty["detail"]
+    dup = result.quarantine[result.quarantine["reason"] == "duplicate"].iloc[0]
+    assert "copy_of_good.wav" in dup["detail"]
+
+
+def test_good_tracks_have_content_ids_and_facts(corpus):
+    tracks = ingest(candidates_for(corpus), IngestSettings()).tracks
+    row = tracks[tracks["uri"].str.endswith("good2.wav")].iloc[0]
+    assert len(row["track_id"]) == 16 and row["sha256"].startswith(row["track_id"])
+    assert row["sample_rate"] == SR and row["channels"] == 1
+    assert row["duration_s"] == pytest.approx(4.0)
+    assert row["codec"] == "WAV/PCM_16"
+    assert row["label"] == "a"
+    assert row["split"] in {"train", "valid", "test"}
+
+
+def test_allowed_scheme_is_not_quarantined_for_its_scheme(corpus):
+    result = ingest(candidates_for(corpus), IngestSettings(allowed_schemes=["file", "memory"]))
+    assert "scheme_not_allowed" in set(result.quarantine["reason"])  # s3 is still not allowed
+
+
+def test_folder_per_label_layout(tmp_path):
+    for label in ("blues", "jazz"):
+        for i in range(2):
+            write_wav(tmp_path / label / f"{label}.{i:05d}.wav", tone(3.5, 200 + 100 * i + (50 if label == "jazz" else 0)))
+    result = ingest(candidates_for(tmp_path), IngestSettings())
+    assert sorted(result.tracks["label"]) == ["blues", "blues", "jazz", "jazz"]
+    assert set(result.tracks["source"]) == {"folder"}
+
+
+def test_manifest_without_uri_column_is_refused(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,label\na.wav,x\n")
+    with pytest.raises(InputError, match=r"m.csv: manifest needs a 'uri' column"):
+        candidates_for(bad)
+
+
+def test_hash_split_is_stable_and_roughly_proportional():
+    ids = [f"{i:016x}" for i in range(2000)]
+    splits = [hash_split(t, (0.6, 0.2, 0.2), 0) for t in ids]
+    assert splits == [hash_split(t, (0.6, 0.2, 0.2), 0) for t in ids]
+    assert 0.55 < splits.count("train") / len(ids) < 0.65

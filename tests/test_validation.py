@@ -1,0 +1,98 @@
+"""Great Expectations suites: for each rule, a table that breaks it fails naming that expectation."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from chorus import MOODS
+from chorus.errors import ValidationFailedError
+from chorus.validation import Validator
+
+
+@pytest.fixture(scope="module")
+def validator(tmp_path_factory):
+    return Validator(tmp_path_factory.mktemp("docs"))
+
+
+def good_tables() -> dict[str, pd.DataFrame]:
+    tracks = pd.DataFrame({
+        "track_id": ["0123456789abcdef", "fedcba9876543210"], "uri": ["/a.wav", "/b.wav"],
+        "duration_s": [10.0, 12.0], "sample_rate": [22050, 44100], "channels": [1, 2],
+        "codec": ["WAV/PCM_16"] * 2, "source": ["demo"] * 2, "split": ["train", "test"],
+    })
+    labels = pd.DataFrame({"scope": ["global"] * 2, "track_id": ["a", "b"], **{f"score_{m}": [0.5, 0.0] for m in MOODS}})
+    return {
+        "tracks": tracks,
+        "users": pd.DataFrame({"user_id": ["u1", "u2"]}),
+        "follows": pd.DataFrame({"follower": ["u1"], "followee": ["u2"]}),
+        "playlists": pd.DataFrame({"playlist_id": ["p1", "p2"], "owner": ["u1", "u2"], "tags": [["calm"], ["rock"]]}),
+        "playlist_tracks": pd.DataFrame({"playlist_id": ["p1", "p1"], "track_id": ["a", "b"]}),
+        "labels": labels,
+    }
+
+
+def _set(column, index, value):
+    def mutate(df):
+        df = df.copy()
+        df[column] = df[column].astype(object)
+        df.loc[index, column] = value
+        return df
+    return mutate
+
+
+def _drop(column):
+    return lambda df: df.drop(columns=[column])
+
+
+def _dup_row(df):
+    return pd.concat([df, df.iloc[[0]]], ignore_index=True)
+
+
+CASES = [
+    ("tracks", _drop("codec"), "expect_table_columns_to_match_set"),
+    ("tracks", _set("track_id", 1, None), "expect_column_values_to_not_be_null(track_id)"),
+    ("tracks", _set("track_id", 1, "0123456789abcdef"), "expect_column_values_to_be_unique(track_id)"),
+    ("tracks", _set("track_id", 1, "NOT-A-HASH"), "expect_column_values_to_match_regex(track_id)"),
+    ("tracks", _set("uri", 1, None), "expect_column_values_to_not_be_null(uri)"),
+    ("tracks", _set("uri", 1, "/a.wav"), "expect_column_values_to_be_unique(uri)"),
+    ("tracks", _set("duration_s", 1, 0.5), "expect_column_values_to_be_between(duration_s)"),
+    ("tracks", _set("sample_rate", 1, 100), "expect_column_values_to_be_between(sample_rate)"),
+    ("tracks", _set("channels", 1, 0), "expect_column_values_to_be_between(channels)"),
+    ("tracks", _set("split", 1, "holdout"), "expect_column_values_to_be_in_set(split)"),
+    ("users", _drop("user_id"), "expect_column_to_exist(user_id)"),
+    ("users", _set("user_id", 1, None), "expect_column_values_to_not_be_null(user_id)"),
+    ("users", _set("user_id", 1, "u1"), "expect_column_values_to_be_unique(user_id)"),
+    ("follows", _drop("followee"), "expect_column_to_exist(followee)"),
+    ("follows", _set("follower", 0, None), "expect_column_values_to_not_be_null(follower)"),
+    ("follows", _set("followee", 0, None), "expect_column_values_to_not_be_null(followee)"),
+    ("playlists", _drop("tags"), "expect_column_to_exist(tags)"),
+    ("playlists", _set("playlist_id", 1, None), "expect_column_values_to_not_be_null(playlist_id)"),
+    ("playlists", _set("playlist_id", 1, "p1"), "expect_column_values_to_be_unique(playlist_id)"),
+    ("playlists", _set("owner", 1, None), "expect_column_values_to_not_be_null(owner)"),
+    ("playlist_tracks", _set("track_id", 1, None), "expect_column_values_to_not_be_null(track_id)"),
+    ("playlist_tracks", _dup_row, "expect_compound_columns_to_be_unique(['playlist_id', 'track_id'])"),
+    ("labels", _set("score_joy", 0, 1.5), "expect_column_values_to_be_between(score_joy)"),
+    ("labels", _dup_row, "expect_compound_columns_to_be_unique(['scope', 'track_id'])"),
+]
+
+
+@pytest.mark.parametrize("table", sorted(good_tables()))
+def test_good_tables_pass(validator, table):
+    assert validator.validate(good_tables()[table], table)["table"] == table
+
+
+@pytest.mark.parametrize(("table", "mutate", "expected"), CASES, ids=[f"{t}:{e}" for t, _, e in CASES])
+def test_broken_rule_is_named(validator, table, mutate, expected):
+    with pytest.raises(ValidationFailedError) as info:
+        validator.validate(mutate(good_tables()[table]), table, {"min_duration_s": 3.0})
+    message = str(info.value)
+    assert f"table '{table}' failed validation" in message
+    assert expected in message
+
+
+def test_failure_shows_example_rows_and_docs(validator):
+    with pytest.raises(ValidationFailedError) as info:
+        validator.validate(_set("split", 1, "holdout")(good_tables()["tracks"]), "tracks")
+    assert "holdout" in str(info.value)
+    assert info.value.docs and info.value.docs.endswith("index.html")
