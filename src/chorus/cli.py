@@ -7,6 +7,7 @@ Stage commands run the Prefect flows in ``flows/``; they are imported only after
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -120,7 +121,34 @@ def _run_flow(name: str, **kwargs: Any) -> dict[str, Any]:
     import importlib
 
     module = importlib.import_module(f"flows.{name}")
+    if not CTX.debug:
+        _terminal_logs_without_tracebacks()
     return getattr(module, name)(settings=settings, **kwargs)
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a copy of the record without its traceback; the record itself (which Prefect's
+    API handler also sends to the server and UI) keeps it."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.exc_info, copy.exc_text, copy.stack_info = None, None, None
+        return self.inner.format(copy)
+
+
+def _terminal_logs_without_tracebacks() -> None:
+    """Terminal log lines stay one line each unless --debug; tracebacks still reach Prefect's API."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
 @app.command()

@@ -1,0 +1,125 @@
+"""The whole pipeline under Prefect's test harness on a tiny corpus; a re-run does no new work."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from chorus.config import load_settings
+from chorus.state import StateDir
+from conftest import TINY_DEMO
+
+pytestmark = pytest.mark.slow
+
+
+def _overrides(state_dir, **train):
+    return {
+        "state_dir": str(state_dir),
+        "demo": TINY_DEMO,
+        "features": {"shard_size": 5, "dask_workers": 2},
+        "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, **train},
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, tmp_path_factory):
+    from flows.pipeline import pipeline
+
+    state_dir = tmp_path_factory.mktemp("state")
+    settings = load_settings(overrides=_overrides(state_dir))
+    summary = pipeline(settings=settings)
+    return settings, summary
+
+
+def _versions(settings):
+    from mlflow import MlflowClient
+
+    from chorus import registry
+
+    registry.configure(settings.tracking_uri)
+    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{settings.train.model_name}'"))
+
+
+def test_every_output_exists_and_agrees(first_run):
+    settings, summary = first_run
+    state = StateDir(settings.state_dir)
+    manifest = pd.read_csv(state.demo / "manifest.csv")
+    tracks = pd.read_parquet(state.tracks)
+    quarantine = pd.read_parquet(state.quarantine / "ingest.parquet")
+    assert len(tracks) + len(quarantine) == len(manifest)
+    assert len(tracks) == 12
+
+    for name in ("users", "follows", "playlists", "playlist_tracks"):
+        assert len(pd.read_parquet(state.social / f"{name}.parquet")) == len(pd.read_csv(state.demo / "social" / f"{name}.csv"))
+    assert (state.data_docs / "index.html").exists()
+
+    feature_index = json.loads(open(summary["features"]["outputs"]["index"]).read())
+    assert len(feature_index["shards"]) == 3  # 12 tracks, 5 per shard
+    segment_ids = pd.concat(pq.read_table(state.features / feature_index["config_hash"] / s, columns=["track_id"]).to_pandas()
+                            for s in feature_index["shards"])
+    assert set(segment_ids["track_id"]) == set(tracks["track_id"])
+
+    labels = pd.read_parquet(state.labels / "labels.parquet")
+    members = pd.read_parquet(state.social / "playlist_tracks.parquet")
+    assert set(labels["track_id"]) == set(members["track_id"])
+    assert (labels["scope"] == "global").all()
+
+    metrics = json.loads((state.reports / "metrics.json").read_text())
+    assert metrics["run_id"] == summary["train"]["counts"]["run_id"]
+    model_metrics = metrics["models"]["chorus-style"]
+    assert model_metrics["task"] == "style" and 0.0 <= model_metrics["accuracy"] <= 1.0
+    report = (state.reports / "chorus-style-v1" / "report.html").read_text()
+    assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
+    assert _versions(settings) == [1]
+
+
+def test_registered_champion_reproduces_recorded_accuracy(first_run):
+    from chorus import registry
+    from chorus.features import load_features
+    from chorus.training import track_predictions
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    registry.configure(settings.tracking_uri)
+    model = registry.load_model("chorus-style", "champion")
+    tracks = pd.read_parquet(state.tracks)
+    test = tracks[tracks["split"] == "test"]
+    features = load_features(state.features, settings.features, test["track_id"].tolist())
+    model.check_features(features.config_hash)
+    preds = track_predictions(model.predict_proba(features.logmel), features.segments["track_id"].to_numpy(), model.classes)
+    truth = preds["track_id"].map(dict(zip(test["track_id"], test["style"], strict=True)))
+    accuracy = float(np.mean(preds["predicted"].to_numpy() == truth.to_numpy()))
+    recorded = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["accuracy"]
+    assert accuracy == pytest.approx(recorded)
+
+
+def test_second_run_does_no_new_work(first_run):
+    from flows.pipeline import pipeline
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    watched = sorted(state.features.rglob("*.parquet")) + [state.tracks, state.labels / "labels.parquet",
+                                                         state.reports / "chorus-style-v1" / "report.html"]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    summary = pipeline(settings=settings)
+    assert summary["ingest"]["demo"]["skipped"] and summary["ingest"]["ingest"]["skipped"]
+    for stage in ("features", "labels", "train", "evaluate"):
+        assert summary[stage]["skipped"], stage
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+    assert _versions(settings) == [1]
+
+
+def test_changed_training_setting_redoes_only_training(first_run):
+    from flows.pipeline import pipeline
+
+    settings, _ = first_run
+    changed = load_settings(overrides=_overrides(settings.state_dir, epochs=3))
+    summary = pipeline(settings=changed)
+    assert summary["features"]["skipped"] and summary["labels"]["skipped"]
+    assert not summary["train"]["skipped"] and not summary["evaluate"]["skipped"]
+    assert _versions(settings) == [1, 2]
+    assert summary["train"]["counts"]["champion"] == 1  # the first version keeps the alias

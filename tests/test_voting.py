@@ -1,0 +1,63 @@
+"""Tag mapping and global truth by plain averaging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chorus import MOODS
+from chorus.errors import ConfigError
+from chorus.social.tags import TagMapper, normalise_tag
+from chorus.social.voting import global_truth, top_k_labels, user_song_votes
+
+
+def test_normalisation_handles_case_whitespace_and_unicode():
+    assert normalise_tag("  Calm\u00a0 ") == "calm"
+    assert normalise_tag("ＪＯＹ") == "joy"
+    assert normalise_tag("Miss   You") == "miss you"
+
+
+def test_articles_example_vector():
+    mapper = TagMapper.load()
+    vec = mapper.vector(["moved", "quiet"])
+    assert vec.tolist() == [1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_off_vocabulary_tags_are_discarded_and_counted():
+    mapper = TagMapper.load()
+    vec = mapper.vector(["Rock", "rock ", "regional", "happy"])
+    assert vec[MOODS.index("joy")] == 1 and vec.sum() == 1
+    assert mapper.discarded == {"rock": 2, "regional": 1}
+
+
+def test_synonym_table_is_overridable_and_checked(tmp_path):
+    table = tmp_path / "syn.yaml"
+    table.write_text("joy: [yay]\n")
+    assert TagMapper.load(table).vector(["YAY"])[MOODS.index("joy")] == 1
+    table.write_text("glee: [yay]\n")
+    with pytest.raises(ConfigError, match="'glee' is not one of the 12 moods"):
+        TagMapper.load(table)
+
+
+def test_global_truth_averages_users_and_unions_a_users_playlists():
+    playlists = pd.DataFrame({
+        "playlist_id": ["p1", "p2", "p3"],
+        "owner": ["u1", "u1", "u2"],
+        "tags": [["calm"], ["sad"], ["calm", "rock"]],
+    })
+    members = pd.DataFrame({"playlist_id": ["p1", "p2", "p3", "p3"], "track_id": ["s1", "s1", "s1", "s2"]})
+    votes = user_song_votes(playlists, members, TagMapper.load())
+    assert len(votes.pairs) == 3  # (u1,s1) once although in two playlists
+    truth = global_truth(votes, top_k=1).set_index("track_id")
+    assert truth.loc["s1", "score_quiet"] == 1.0  # both users
+    assert truth.loc["s1", "score_sadness"] == 0.5  # one of two users
+    assert truth.loc["s1", "n_users"] == 2
+    assert truth.loc["s1", "labels"] == ["quiet"]
+    assert truth.loc["s2", "labels"] == ["quiet"]
+
+
+def test_top_k_ignores_zero_scores():
+    scores = np.zeros((1, 12), np.float32)
+    scores[0, 3] = 0.4
+    assert top_k_labels(scores, 3) == [["warmth"]]
