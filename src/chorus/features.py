@@ -6,7 +6,6 @@ as a cue. One stored shape per feature set (n_mels x segment_frames); models cro
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +208,3 @@ def load_features(root: Path, settings: FeatureSettings, track_ids: list[str] | 
     segments = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["track_id", "segment", "start_s"])
     return FeatureSet(logmel_arr.astype(np.float32, copy=False), segments, index["config_hash"])
 
-
-def content_hash(values: list[str]) -> str:
-    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]

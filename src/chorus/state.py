@@ -116,6 +116,7 @@ def runtime_environment(state: StateDir) -> dict[str, str]:
 
 
 def apply_runtime_environment(state: StateDir, override: bool = False) -> None:
+    state.create()  # PREFECT_HOME must exist before Prefect starts its temporary API
     for key, value in runtime_environment(state).items():
         if override or key not in os.environ:
             os.environ[key] = value
