@@ -39,7 +39,7 @@ def configure(tracking_uri: str, artifacts_dir: Path | None = None) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    experiment = _with_store_initialised(tracking_uri, lambda: mlflow.get_experiment_by_name(EXPERIMENT))
     if experiment is not None:
         return experiment.experiment_id
     location = artifacts_dir.resolve().as_uri() if artifacts_dir is not None and tracking_uri.startswith("sqlite") else None
@@ -50,6 +50,26 @@ def configure(tracking_uri: str, artifacts_dir: Path | None = None) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def _with_store_initialised(tracking_uri: str, call: Any) -> Any:
+    """First use of a SQLite store creates its tables; two creators racing fail with "table ...
+    already exists" (seen here once on a fresh state). Serialise the first use with a file lock
+    beside the database and retry once when the tables appeared under us."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return call()
+    from filelock import FileLock
+    from sqlalchemy.exc import OperationalError
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".init.lock"):
+        try:
+            return call()
+        except OperationalError as exc:
+            if "already exists" not in str(exc):
+                raise
+            return call()
 
 
 def find_version(name: str, train_key: str) -> ModelRef | None:

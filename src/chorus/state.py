@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -122,6 +124,12 @@ def apply_runtime_environment(state: StateDir, override: bool = False) -> None:
             os.environ[key] = value
 
 
+# Locks this process holds, by lock-file path: nested flows of one run re-enter instead of
+# refusing themselves. (root path -> [FileLock, depth])
+_HELD: dict[str, list[Any]] = {}
+_HELD_GUARD = threading.Lock()
+
+
 @contextmanager
 def state_lock(state: StateDir, timeout_s: float = 0.0) -> Iterator[None]:
     """Hold the state directory for one run.
@@ -131,8 +139,19 @@ def state_lock(state: StateDir, timeout_s: float = 0.0) -> Iterator[None]:
     file lock, so a crashed run does not leave it held. Re-entrant within one process.
     """
     state.root.mkdir(parents=True, exist_ok=True)
-    # One instance per path (singleton) so nested flows of the same run re-enter it.
-    lock = FileLock(str(state.lock_file), thread_local=False, is_singleton=True)
+    key = str(state.lock_file.resolve())
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+    if held is not None:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                held[1] -= 1
+        return
+    lock = FileLock(key)
     info_file = state.root / ".lock.info"
     try:
         lock.acquire(timeout=timeout_s if timeout_s >= 0 else -1)
@@ -147,17 +166,23 @@ def state_lock(state: StateDir, timeout_s: float = 0.0) -> Iterator[None]:
             f"{state.root}: state directory is in use by {holder}; wait for it "
             "(--lock-timeout SECONDS, -1 waits forever) or use another --state-dir"
         ) from None
+    entry = [lock, 1]
+    with _HELD_GUARD:
+        _HELD[key] = entry
     try:
-        if lock.lock_counter == 1:
-            info_file.write_text(
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "host": socket.gethostname(),
-                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    }
-                )
+        info_file.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
             )
+        )
         yield
     finally:
-        lock.release()
+        with _HELD_GUARD:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                _HELD.pop(key, None)
+                lock.release()
