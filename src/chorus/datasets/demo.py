@@ -50,7 +50,7 @@ def _seed(settings: DemoSettings, *parts: str) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
 
-# One renderer per worker process (loading the soundfont per clip is 5x slower).
+# One renderer per worker process; it makes a fresh synthesizer per clip (determinism).
 _RENDERER: Renderer | None = None
 
 

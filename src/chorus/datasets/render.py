@@ -1,9 +1,10 @@
 """Render excerpts of music21's bundled corpus to audio with FluidSynth.
 
-Traps measured here: keep one synthesizer per worker process (reloading the soundfont per clip
-was 5x slower); select presets with the loaded soundfont's id explicitly (with the default id
-every General MIDI program rendered identically); cut works to a few measures before MIDI export
-(whole works cost seconds each); some corpus files fail to convert, so callers skip and record.
+Traps measured here: reloading a large soundfont per clip was 5x slower, but a reused synthesizer
+is not deterministic (see Renderer), so chorus uses a small soundfont and a fresh synthesizer per
+clip; select presets with the loaded soundfont's id explicitly (with the default id every General
+MIDI program rendered identically); cut works to a few measures before MIDI export (whole works
+cost seconds each); some corpus files fail to convert, so callers skip and record.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,19 +77,33 @@ def default_soundfont() -> Path:
 
 
 class Renderer:
-    """One FluidSynth synthesizer with a loaded soundfont; reuse it for many clips."""
+    """Renders clips with FluidSynth from one soundfont.
+
+    Each clip gets a fresh synthesizer: a reused one carries state from the previous clip (LFO
+    phases, voice tails; even ``system_reset`` leaves differences up to 0.6 full scale here), so
+    a clip's samples would depend on which clip its worker rendered before. With the default
+    TimGM6mb soundfont a load costs ~30 ms; the worker process (not the clip) stays the unit of
+    reuse for everything else.
+    """
 
     def __init__(self, soundfont: Path, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.soundfont = Path(soundfont)
+        synth, _ = self._new_synth()  # fail early on a bad soundfont
+        synth.delete()
+
+    def _new_synth(self) -> tuple[object, int]:
         import fluidsynth
 
-        self.sample_rate = sample_rate
-        # Reverb and chorus off: faster, and renders stay deterministic clip to clip.
-        self.synth = fluidsynth.Synth(gain=0.4, samplerate=float(sample_rate))
-        self.synth.setting("synth.reverb.active", 0)
-        self.synth.setting("synth.chorus.active", 0)
-        self.sfid = self.synth.sfload(str(soundfont))
-        if self.sfid < 0:
-            raise RuntimeError(f"{soundfont}: FluidSynth could not load the soundfont")
+        # Reverb and chorus off: faster, and nothing rings across note boundaries.
+        synth = fluidsynth.Synth(gain=0.4, samplerate=float(self.sample_rate))
+        synth.setting("synth.reverb.active", 0)
+        synth.setting("synth.chorus.active", 0)
+        sfid = synth.sfload(str(self.soundfont))
+        if sfid < 0:
+            synth.delete()
+            raise RuntimeError(f"{self.soundfont}: FluidSynth could not load the soundfont")
+        return synth, sfid
 
     def midi_from_work(self, work: Work, measures: int) -> bytes:
         from music21 import converter, midi
@@ -120,11 +136,19 @@ class Renderer:
         if not events:
             raise ValueError("no melodic notes")
         events.sort(key=lambda e: (e[0], e[1]))
+        synth, sfid = self._new_synth()
+        try:
+            return self._play(synth, sfid, events, int(spec["program"]), seconds)
+        finally:
+            synth.delete()
+
+    def _play(self, synth: Any, sfid: int, events: list[tuple[float, int, int, int, int]], program: int,
+              seconds: float) -> np.ndarray:
         first = events[0][0]
-        synth = self.synth
         channels = {e[2] for e in events}
         for channel in channels:
-            synth.program_select(channel, self.sfid, 0, int(spec["program"]))
+            # The loaded soundfont's id explicitly: with the default id every program sounded alike.
+            synth.program_select(channel, sfid, 0, program)
         chunks: list[np.ndarray] = []
         now = first
         limit = first + seconds
@@ -142,9 +166,6 @@ class Renderer:
         remaining = int(round((limit - now) * self.sample_rate))
         if remaining > 0:
             chunks.append(synth.get_samples(remaining))
-        for channel in channels:
-            synth.all_sounds_off(channel)  # a clean synth for the next clip
-        synth.get_samples(self.sample_rate // 10)
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
         mono = stereo.mean(axis=1)
         # Trim the silent tail (a short work ends before the clip does).
