@@ -7,6 +7,7 @@ from prefect import flow
 
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
+from chorus.features import shard_is_current
 from flows._common import holding_state, resolve
 from tasks import features as feature_tasks
 
@@ -18,16 +19,12 @@ def features(settings: ChorusSettings | None = None) -> dict[str, Any]:
     with holding_state(settings):
         started = time.perf_counter()
         shards = feature_tasks.plan(settings)
-        pending = [s for s in shards if not _current(s)]
-        results = [{"shard": s.path.name, "skipped": True, "tracks": len(s.tracks)} for s in shards if s not in pending]
+        current = {s.key for s in shards if shard_is_current(s)}
+        pending = [s for s in shards if s.key not in current]
+        results = [{"shard": s.path.name, "skipped": True, "tracks": len(s.tracks)} for s in shards if s.key in current]
         if pending:  # no cluster start-up when every shard is current
             with dask_scheduler(settings.features) as scheduler:
                 futures = [feature_tasks.extract.submit(s, settings, scheduler) for s in pending]
                 results += [f.result() for f in futures]
         return feature_tasks.finish(settings, shards, results, time.perf_counter() - started)
 
-
-def _current(shard: Any) -> bool:
-    from chorus.features import shard_is_current
-
-    return shard_is_current(shard)

@@ -132,7 +132,7 @@ def train_classifier(
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         row = {
             "epoch": epoch,
