@@ -10,7 +10,7 @@ from chorus.errors import ConfigError
 
 def test_defaults_apply_without_any_source():
     settings = load_settings()
-    assert settings.train.epochs == 12
+    assert settings.train.epochs == 20
     assert settings.state_dir.name == ".chorus" and settings.state_dir.is_absolute()
 
 

@@ -122,9 +122,9 @@ class TrainSettings(StageSettings):
 
     model_name: str = "chorus-style"
     task: str = "style"
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=2)
-    learning_rate: float = Field(2e-3, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)
     weight_decay: float = 1e-4
     channels: tuple[int, ...] = (16, 32, 64)
     dropout: float = 0.2
