@@ -12,23 +12,30 @@ from chorus.features import Shard, plan_shards
 
 @task(name="plan-feature-shards", cache_policy=NO_CACHE)
 def plan(settings: ChorusSettings) -> list[Shard]:
+    """Shards of the tracks no stored shard of this feature configuration holds."""
     tracks = stages.load_tracks(settings)
     return plan_shards(tracks, settings.features, stages.features_root(settings))
 
 
 # One task per shard of files (Prefect per-file tasks cost ~0.3 s each on Dask); the per-file work
-# is plain Dask inside. A shard that fails is retried whole; its output is written atomically.
-@task(name="extract-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+# is plain Dask inside. A shard that fails is retried whole; its output is committed by rename.
+@task(name="extract-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
       task_run_name="extract-{shard.key}")
 def extract(shard: Shard, settings: ChorusSettings, scheduler: str) -> dict[str, Any]:
     from distributed import Client
 
     with Client(scheduler, set_as_default=False) as client:
         result = stages.extract_shard(shard, settings, client)
-    get_run_logger().info("shard %s: %s", shard.path.name, {k: v for k, v in result.items() if k != "rejected"})
+    logger = get_run_logger()
+    if result.get("failed"):
+        logger.error("shard %s failed validation and was not written: %s", shard.path.name, result["failed"])
+    else:
+        logger.info("shard %s: %s", shard.path.name, {k: v for k, v in result.items() if k != "rejected"})
+    for problem in result.get("rejected", []):
+        logger.warning("quarantined %s: %s (%s)", problem["uri"], problem["reason"], problem["detail"])
     return result
 
 
 @task(name="index-features", cache_policy=NO_CACHE)
-def finish(settings: ChorusSettings, shards: list[Shard], results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    return stages.finish_features(settings, shards, results, seconds).as_dict()
+def finish(settings: ChorusSettings, results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    return stages.finish_features(settings, results, seconds).as_dict()

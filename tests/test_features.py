@@ -1,4 +1,5 @@
-"""Log-mel segments: one stored shape, fixed dB reference, the short-track rule, Parquet metadata."""
+"""Features: the full set (log-mel, HPSS maps, MFCC statistics) matches the pinned librosa chain;
+one stored shape; fixed dB reference; the short-track rule; incremental, validated shards."""
 
 from __future__ import annotations
 
@@ -6,22 +7,72 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scipy.ndimage import median_filter
 
 from chorus.audio import AudioProblem
 from chorus.config import FeatureSettings
-from chorus.features import extract_track, load_features, plan_shards, segment, write_index, write_shard, logmel
+from chorus.features import (
+    FeatureExtractor, catalogue, centered_moving_median, extract_track, load_features, logmel, plan_shards,
+    segment, segment_checks, stage_shard, write_index, write_shard,
+)
 from chorus.io import read_meta
+from chorus.reference import naive_feature_maps
 from conftest import SR, tone, write_wav
 
 
-def test_segments_have_one_fixed_shape(tmp_path):
+def music_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """Tones plus clicks plus noise: both HPSS parts carry energy."""
+    rng = np.random.default_rng(seed)
+    y = tone(seconds, 330.0, 0.2) + tone(seconds, 495.0, 0.1)
+    clicks = np.zeros_like(y)
+    clicks[:: SR // 4] = 0.8
+    return (y + clicks + 0.01 * rng.standard_normal(len(y))).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(1025, 200), (64, 7), (5, 40)])
+def test_moving_median_equals_scipy_reflect_median(shape):
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    for axis, size in ((1, (1, 31)), (0, (31, 1))):
+        assert np.array_equal(centered_moving_median(x, 31, axis), median_filter(x, size=size, mode="reflect"))
+
+
+def test_maps_match_the_naive_librosa_chain(tmp_path):
     settings = FeatureSettings()
-    path = write_wav(tmp_path / "a.wav", tone(9.0))
+    path = write_wav(tmp_path / "a.wav", music_like(6.0), subtype="FLOAT")
+    ours = FeatureExtractor(settings).analyse(
+        __import__("chorus.audio", fromlist=["load_mono"]).load_mono(str(path), settings.sample_rate))
+    reference = naive_feature_maps(str(path), settings)
+    for name in ("logmel", "harmonic", "percussive"):
+        assert ours[name].shape == reference[name].shape
+        assert np.abs(ours[name] - np.maximum(reference[name], settings.db_floor)).max() <= 0.01, name
+    # the parts differ from the mixture (HPSS really ran) and split its energy
+    assert np.abs(ours["harmonic"] - ours["logmel"]).max() > 3.0
+    assert np.abs(ours["percussive"] - ours["logmel"]).max() > 3.0
+
+
+def test_segments_have_one_fixed_shape_and_mfcc_statistics(tmp_path):
+    settings = FeatureSettings()
+    path = write_wav(tmp_path / "a.wav", music_like(9.0))
     feats = extract_track("t", str(path), settings)
     frames = 1 + int(9.0 * SR) // settings.hop_length
-    assert feats.logmel.shape == (1 + (frames - 128) // 128, 128, 128)
-    assert feats.logmel.dtype == np.float32
+    segments = 1 + (frames - 128) // 128
+    for name in ("logmel", "harmonic", "percussive"):
+        assert feats.maps[name].shape == (segments, 128, 128) and feats.maps[name].dtype == np.float32
+    assert feats.mfcc_stats.shape == (segments, 6 * settings.n_mfcc)
     assert np.allclose(feats.starts_s[:2], [0.0, 128 * 512 / SR])
+    # MFCC means of the first segment are the DCT of that segment's log-mel, averaged
+    reference = naive_feature_maps(str(path), settings)["mfcc"][:, :128].mean(axis=1)
+    assert np.allclose(feats.mfcc_stats[0, : settings.n_mfcc], reference, atol=1e-2)
+
+
+def test_segment_hop_overlaps_segments(tmp_path):
+    settings = FeatureSettings(segment_hop_frames=64, hpss=False)
+    path = write_wav(tmp_path / "a.wav", tone(6.0))
+    feats = extract_track("t", str(path), settings)
+    frames = 1 + int(6.0 * SR) // 512
+    assert feats.segments == 1 + (frames - 128) // 64
+    assert set(feats.maps) == {"logmel"}
+    assert np.array_equal(feats.logmel[0][:, 64:], feats.logmel[1][:, :64])
 
 
 def test_db_reference_is_fixed_so_loudness_survives():
@@ -32,41 +83,109 @@ def test_db_reference_is_fixed_so_loudness_survives():
     assert loud.min() >= settings.db_floor
 
 
-def test_short_track_is_padded_or_rejected_by_rule():
+def test_short_track_is_padded_or_rejected_by_rule(tmp_path):
     spec = np.zeros((128, 40), np.float32)
     segs, starts, padded = segment(spec, FeatureSettings(short_track="pad"))
     assert segs.shape == (1, 128, 128) and padded
     assert (segs[0, :, 40:] == FeatureSettings().db_floor).all()
     with pytest.raises(AudioProblem, match="too_short_for_segment"):
         segment(spec, FeatureSettings(short_track="reject"))
+    path = write_wav(tmp_path / "short.wav", music_like(1.0))
+    feats = extract_track("s", str(path), FeatureSettings(short_track="pad"))
+    assert feats.padded and feats.segments == 1 and feats.maps["percussive"].shape == (1, 128, 128)
+    with pytest.raises(AudioProblem, match="segment"):
+        extract_track("s", str(path), FeatureSettings(short_track="reject"))
+
+
+def test_non_finite_audio_is_a_quarantined_problem(tmp_path):
+    from chorus.features import extract_track_or_problem
+
+    y = tone(2.0)
+    y[100] = np.nan
+    path = write_wav(tmp_path / "nan.wav", y, subtype="FLOAT")
+    problem = extract_track_or_problem("n", str(path), FeatureSettings())
+    assert problem["reason"] == "non_finite_samples" and problem["uri"] == str(path)
+
+
+def test_even_hpss_kernel_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="odd"):
+        FeatureSettings(hpss_kernel=30)
+
+
+def _tracks(tmp_path, n, seconds=4.0):
+    rows = []
+    for i in range(n):
+        path = write_wav(tmp_path / f"{i}.wav", tone(seconds, 300 + 100 * i))
+        rows.append({"track_id": f"{i:016x}", "uri": str(path), "sha256": f"{i:064x}"})
+    return pd.DataFrame(rows)
+
+
+def _write_all(shards, settings):
+    for shard in shards:
+        items = [extract_track(t, u, settings) for t, u in zip(shard.tracks.track_id, shard.tracks.uri, strict=True)]
+        write_shard(shard, items, settings)
 
 
 def test_shards_roundtrip_with_metadata(tmp_path):
     settings = FeatureSettings(n_mels=64, shard_size=2)
-    rows = []
-    for i in range(3):
-        path = write_wav(tmp_path / f"{i}.wav", tone(4.0, 300 + 100 * i))
-        rows.append({"track_id": f"{i:016x}", "uri": str(path), "sha256": f"{i:064x}"})
-    tracks = pd.DataFrame(rows)
-    shards = plan_shards(tracks, settings, tmp_path / "features")
+    tracks = _tracks(tmp_path, 3)
+    root = tmp_path / "features"
+    shards = plan_shards(tracks, settings, root)
     assert [len(s.tracks) for s in shards] == [2, 1]
-    for shard in shards:
-        items = [extract_track(t, u, settings) for t, u in zip(shard.tracks.track_id, shard.tracks.uri, strict=True)]
-        write_shard(shard, items, settings, rejected=[])
-    write_index(shards, settings, tmp_path / "features")
+    _write_all(shards, settings)
+    write_index(tracks, settings, root)
     meta = read_meta(shards[0].path)
-    assert meta["config_hash"] == settings.config_hash()
-    assert meta["shape"] == {"logmel": [64, 128]}
-    assert meta["db_reference"] == 1.0 and "librosa" in meta["libraries"]
-    assert pq.read_schema(shards[0].path).field("logmel").type.list_size == 64 * 128
-    loaded = load_features(tmp_path / "features", settings)
-    assert loaded.logmel.shape[1:] == (64, 128)
+    assert meta["config_hash"] == settings.config_hash() and meta["feature_schema_version"] == 2
+    assert meta["shape"]["logmel"] == [64, 128] and meta["shape"]["percussive"] == [64, 128]
+    assert meta["sample_rate"] == SR and meta["hop_length"] == 512 and meta["n_mels"] == 64
+    assert meta["db_reference"] == 1.0 and {"librosa", "bottleneck"} <= set(meta["libraries"])
+    schema = pq.read_schema(shards[0].path)
+    assert schema.field("harmonic").type.list_size == 64 * 128
+    assert schema.field("mfcc_stats").type.list_size == 120
+    loaded = load_features(root, settings)
+    assert loaded.logmel.shape[1:] == (64, 128) and loaded.stacked().shape[1:] == (3, 64, 128)
+    assert loaded.mfcc_stats.shape == (len(loaded.segments), 120)
     assert sorted(loaded.segments.track_id.unique()) == sorted(tracks.track_id)
-    only = load_features(tmp_path / "features", settings, [rows[2]["track_id"]])
-    assert set(only.segments.track_id) == {rows[2]["track_id"]}
+    only = load_features(root, settings, [tracks.track_id[2]])
+    assert set(only.segments.track_id) == {tracks.track_id[2]}
+
+
+def test_incremental_by_content_and_deleted_output_is_recomputed(tmp_path):
+    settings = FeatureSettings(n_mels=32, shard_size=2, hpss=False)
+    root = tmp_path / "features"
+    tracks = _tracks(tmp_path, 3)
+    _write_all(plan_shards(tracks, settings, root), settings)
+    assert plan_shards(tracks, settings, root) == []  # everything held: nothing to do
+    more = pd.concat([tracks, _tracks(tmp_path / "b", 5).iloc[3:]], ignore_index=True)
+    todo = plan_shards(more, settings, root)
+    assert [list(s.tracks.track_id) for s in todo] == [list(more.track_id[3:])]  # only the new tracks
+    first = sorted((root / settings.config_hash()).glob("shard-*.parquet"))[0]
+    lost = set(read_meta(first)["tracks"])
+    first.unlink()  # what is on disk decides: its tracks are planned again, the others are not
+    assert {t for s in plan_shards(tracks, settings, root) for t in s.tracks.track_id} == lost
 
 
 def test_changed_setting_writes_to_a_new_folder(tmp_path):
     a, b = FeatureSettings(), FeatureSettings(n_mels=96)
     tracks = pd.DataFrame({"track_id": ["0" * 16], "uri": ["x"], "sha256": ["0" * 64]})
     assert plan_shards(tracks, a, tmp_path)[0].path.parent != plan_shards(tracks, b, tmp_path)[0].path.parent
+
+
+def test_shard_failing_its_expectations_is_reported_not_written(tmp_path):
+    from chorus import stages
+    from chorus.config import ChorusSettings
+    from chorus.validation import Validator
+
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": False})
+    tracks = _tracks(tmp_path, 2)
+    # float WAV samples far beyond full scale decode fine; only the shard's dB-range expectation sees them
+    write_wav(tmp_path / "1.wav", tone(4.0) * 1e12, subtype="FLOAT")
+    shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
+    result = stages.extract_shard(shard, settings, validator=Validator())
+    assert "max_db" in result["failed"] and result["segments"] == 0
+    assert not shard.path.exists() and not list(shard.path.parent.glob(".*tmp"))
+    # the good file alone passes
+    good = plan_shards(tracks.iloc[:1], settings.features, tmp_path / "features")[0]
+    assert not stages.extract_shard(good, settings, validator=Validator()).get("failed") and good.path.exists()

@@ -21,6 +21,7 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
         n_workers=settings.dask_workers,
         threads_per_worker=1,
         processes=True,
+        memory_limit=settings.worker_memory_limit,
         dashboard_address=None,
         host="127.0.0.1",
     ) as cluster:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,7 +91,7 @@ class IngestSettings(StageSettings):
 class FeatureSettings(StageSettings):
     """Log-mel per fixed-length segment; one stored shape (n_mels x segment_frames)."""
 
-    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size"})
+    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size", "worker_memory_limit"})
 
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -99,13 +99,24 @@ class FeatureSettings(StageSettings):
     n_mels: int = 128
     fmin: float = 0.0
     fmax: float | None = None
-    segment_frames: int = Field(128, ge=8)
+    segment_frames: int = Field(128, ge=16)
     segment_hop_frames: int = Field(128, ge=1)
     db_floor: float = Field(-100.0, description="dB floor; reference is fixed at 1.0 (never per-segment max).")
-    short_track: Literal["pad", "reject"] = "pad"
-    shard_size: int = Field(64, ge=1, description="Tracks per Prefect task; Dask maps files inside.")
-    dask_address: str | None = Field(None, description="Scheduler address; None starts a local cluster.")
-    dask_workers: int = Field(2, ge=1)
+    short_track: Literal["pad", "reject"] = Field("pad", description="A track shorter than one segment: pad with the floor, or reject.")
+    hpss: bool = Field(True, description="Also store harmonic and percussive log-mel (HPSS), the article's extra channels.")
+    hpss_kernel: int = Field(31, ge=3, description="HPSS median window (frames / bins), odd; librosa's default 31.")
+    n_mfcc: int = Field(20, ge=1, le=128)
+    shard_size: int = Field(100, ge=1, le=1000, description="Tracks per Prefect task (50-500 in production); Dask maps files inside.")
+    dask_address: str | None = Field(None, description="Scheduler address (tcp://host:8786); None starts a local cluster.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local cluster.")
+    worker_memory_limit: str = Field("4GiB", description="Memory limit per local Dask worker.")
+
+    @field_validator("hpss_kernel")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("hpss_kernel must be odd (a centred median window)")
+        return value
 
 
 class LabelSettings(StageSettings):

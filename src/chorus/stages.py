@@ -134,42 +134,71 @@ def features_root(settings: ChorusSettings) -> Path:
     return StateDir(settings.state_dir).features
 
 
-def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None) -> dict[str, Any]:
-    """Extract one shard's tracks (through a Dask client when given) and write its Parquet file."""
-    from chorus.features import extract_track_or_problem, shard_is_current, write_shard
+_VALIDATORS: dict[str, Any] = {}
+
+
+def shared_validator(settings: ChorusSettings) -> Any:
+    """One GX context per process and state directory: its set-up costs seconds."""
+    from chorus.validation import Validator
+
+    docs = StateDir(settings.state_dir).data_docs
+    if str(docs) not in _VALIDATORS:
+        _VALIDATORS[str(docs)] = Validator(docs)
+    return _VALIDATORS[str(docs)]
+
+
+def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, validator: Any = None) -> dict[str, Any]:
+    """Extract one shard's files (through a Dask client when given: one Dask task per file, and
+    the Parquet staged on a worker), validate it with GX, then rename it into place."""
+    from chorus.errors import ValidationFailedError
+    from chorus.features import (
+        commit_shard, discard_shard, extract_track_or_problem, segment_check_params, shard_is_current, stage_shard,
+    )
 
     if shard_is_current(shard):
         return {"shard": shard.path.name, "skipped": True, "tracks": len(shard.tracks)}
     fs = settings.features
     ids, uris = shard.tracks["track_id"].tolist(), shard.tracks["uri"].tolist()
     if client is not None:
-        futures = client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False)
-        results = client.gather(futures)
+        files = client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False)
+        staged = client.submit(stage_shard, shard, files, fs, pure=False).result()
     else:
-        results = [extract_track_or_problem(t, u, fs) for t, u in zip(ids, uris, strict=True)]
-    items = [r for r in results if not isinstance(r, dict)]
-    rejected = [r for r in results if isinstance(r, dict)]
-    write_shard(shard, items, fs, rejected)
-    segments = sum(int(r.logmel.shape[0]) for r in items)
-    return {"shard": shard.path.name, "skipped": False, "tracks": len(items), "segments": segments, "rejected": rejected}
+        staged = stage_shard(shard, [extract_track_or_problem(t, u, fs) for t, u in zip(ids, uris, strict=True)], fs)
+    extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
+    result = {"shard": shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
+              "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
+    try:
+        (validator or shared_validator(settings)).validate(staged.checks, "feature_segments",
+                                                           segment_check_params(fs, extracted))
+    except ValidationFailedError as failure:
+        # reported, not written: the shard's tracks stay unextracted and the next run retries them
+        discard_shard(staged)
+        log.error("%s", failure)
+        return {**result, "failed": str(failure), "segments": 0, "tracks": 0}
+    commit_shard(staged)
+    return result
 
 
-def finish_features(settings: ChorusSettings, shards: list[Any], results: list[dict[str, Any]], seconds: float) -> StageSummary:
+def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], seconds: float) -> StageSummary:
+    """Index the shards that serve the current tracks; quarantine what could not be extracted."""
     from chorus.features import feature_dir, write_index
 
     state = StateDir(settings.state_dir)
-    index = write_index(shards, settings.features, state.features)
-    rejected = [r for res in results for r in res.get("rejected", [])]
+    index = write_index(load_tracks(settings), settings.features, state.features)
     quarantine = state.quarantine / f"features-{settings.features.config_hash()}.parquet"
-    write_parquet(pd.DataFrame(rejected, columns=["track_id", "uri", "reason", "detail"]), quarantine,
+    write_parquet(pd.DataFrame(index["rejected"], columns=["track_id", "uri", "sha256", "reason", "detail"]), quarantine,
                   {"config_hash": settings.features.config_hash()})
     done = [r for r in results if not r["skipped"]]
+    failed = [r for r in done if r.get("failed")]
     return StageSummary(
         "features",
         skipped=not done,
-        outputs={"features": str(feature_dir(state.features, settings.features)), "index": str(index), "rejected": str(quarantine)},
-        counts={"shards": len(shards), "shards_written": len(done), "segments_written": sum(r.get("segments", 0) for r in done),
-                "rejected": len(rejected)},
+        outputs={"features": str(feature_dir(state.features, settings.features)), "index": index["path"],
+                 "rejected": str(quarantine)},
+        counts={"tracks": len(index["tracks"]), "shards": len(index["shards"]), "shards_written": len(done) - len(failed),
+                "shards_failed_validation": len(failed), "segments_written": sum(r.get("segments", 0) for r in done),
+                "audio_seconds_extracted": round(sum(r.get("audio_seconds", 0.0) for r in done), 1),
+                "rejected": len(index["rejected"]), "rejected_this_run": sum(len(r.get("rejected", [])) for r in done)},
         seconds=seconds,
     )
 
@@ -267,7 +296,7 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
         counts: dict[str, Any] = {}
     else:
         ids = tracks.loc[tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
-        features = load_features(state.features, settings.features, ids)
+        features = load_features(state.features, settings.features, ids, maps=("logmel",))
         result = train_classifier(features, tracks, ts, on_epoch=on_epoch)
         best = result.history[result.best_epoch - 1] if result.history else {}
         config = {"train": ts.model_dump(mode="json"), "features": settings.features.model_dump(mode="json")}
@@ -331,7 +360,7 @@ def evaluate_stage(settings: ChorusSettings, version: int | None = None) -> Stag
 
     model = registry.load_model(ts.model_name, version)
     test = tracks[(tracks["split"] == es.split) & tracks[ts.task].notna()]
-    features = load_features(state.features, settings.features, test["track_id"].tolist())
+    features = load_features(state.features, settings.features, test["track_id"].tolist(), maps=("logmel",))
     model.check_features(features.config_hash)
     preds = track_predictions(model.predict_proba(features.logmel), features.segments["track_id"].to_numpy(), model.classes)
     actual = preds["track_id"].map(dict(zip(test["track_id"], test[ts.task].astype(str), strict=True)))

@@ -94,6 +94,25 @@ def _labels_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
     return checks
 
 
+def _feature_segments_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    """A features shard, one row per segment (see chorus.features.segment_checks)."""
+    checks = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1 if params.get("track_ids") else 0),
+        gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["track_id", "segment"]),
+        gxe.ExpectColumnValuesToBeBetween(column="segment", min_value=0),
+        gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="min_db", min_value=params["db_floor"]),
+        gxe.ExpectColumnValuesToBeBetween(column="max_db", max_value=params["db_max"]),
+    ]
+    if params.get("track_ids"):
+        # every extracted track is there, and nothing else
+        checks.append(gxe.ExpectColumnDistinctValuesToEqualSet(column="track_id", value_set=params["track_ids"]))
+    checks += [gxe.ExpectColumnValuesToBeInSet(column=f"size_{name}", value_set=[size])
+               for name, size in params["sizes"].items()]
+    return checks
+
+
 SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
     "tracks": _tracks_suite,
     "users": _users_suite,
@@ -101,6 +120,7 @@ SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
     "playlists": _playlists_suite,
     "playlist_tracks": _playlist_tracks_suite,
     "labels": _labels_suite,
+    "feature_segments": _feature_segments_suite,
 }
 
 
