@@ -22,6 +22,10 @@ def features(settings: ChorusSettings | None = None) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
         if pending:  # no cluster start-up when every track is already extracted
             with dask_scheduler(settings.features) as scheduler:
-                futures = [feature_tasks.extract.submit(s, settings, scheduler) for s in pending]
-                results = [f.result() for f in futures]
+                try:
+                    futures = [feature_tasks.extract.submit(s, settings, scheduler, priority=-n)
+                               for n, s in enumerate(pending)]
+                    results = [f.result() for f in futures]
+                finally:
+                    feature_tasks.close_client(scheduler)
         return feature_tasks.finish(settings, results, time.perf_counter() - started)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -21,11 +22,8 @@ def plan(settings: ChorusSettings) -> list[Shard]:
 # is plain Dask inside. A shard that fails is retried whole; its output is committed by rename.
 @task(name="extract-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
       task_run_name="extract-{shard.key}")
-def extract(shard: Shard, settings: ChorusSettings, scheduler: str) -> dict[str, Any]:
-    from distributed import Client
-
-    with Client(scheduler, set_as_default=False) as client:
-        result = stages.extract_shard(shard, settings, client)
+def extract(shard: Shard, settings: ChorusSettings, scheduler: str, priority: int = 0) -> dict[str, Any]:
+    result = stages.extract_shard(shard, settings, dask_client(scheduler), priority=priority)
     logger = get_run_logger()
     if result.get("failed"):
         logger.error("shard %s failed validation and was not written: %s", shard.path.name, result["failed"])
@@ -34,6 +32,29 @@ def extract(shard: Shard, settings: ChorusSettings, scheduler: str) -> dict[str,
     for problem in result.get("rejected", []):
         logger.warning("quarantined %s: %s (%s)", problem["uri"], problem["reason"], problem["detail"])
     return result
+
+
+_CLIENTS: dict[str, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def dask_client(address: str) -> Any:
+    """One client per scheduler for the flow process (shard tasks run in its threads): a client
+    costs a connection handshake, and closing one per shard showed in the timings."""
+    from distributed import Client
+
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(address)
+        if client is None or client.status not in ("running", "connecting"):
+            client = _CLIENTS[address] = Client(address, set_as_default=False)
+        return client
+
+
+def close_client(address: str) -> None:
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.pop(address, None)
+    if client is not None:
+        client.close()
 
 
 @task(name="index-features", cache_policy=NO_CACHE)

@@ -201,6 +201,58 @@ def run() -> None:
     console.print("[bold]Stage timings (s)[/]: " + json.dumps(summary["timings_s"]))
 
 
+@app.command()
+def gc(
+    delete: Annotated[bool, typer.Option("--delete", help="Remove what is listed (default: a dry run that only lists).")] = False,
+) -> None:
+    """List (and with --delete remove) feature sets and files no setting or registered model refers to."""
+    from chorus import registry
+    from chorus.housekeeping import find_garbage, remove
+
+    settings = CTX.settings()
+    with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
+        db = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+        hashes: set[str] = set()
+        if not settings.tracking_uri.startswith("sqlite:///") or db.exists():
+            registry.configure(settings.tracking_uri)
+            hashes = registry.registered_feature_hashes()
+        garbage = find_garbage(settings, hashes)
+        table = Table(title="unreferenced outputs" + ("" if delete else " (dry run: --delete removes them)"))
+        for column in ("path", "MiB", "why"):
+            table.add_column(column, overflow="fold")
+        for item in garbage:
+            table.add_row(str(item.path), f"{item.bytes / 2**20:.1f}", item.reason)
+        console.print(table)
+        total = sum(g.bytes for g in garbage) / 2**20
+        if delete:
+            remove(garbage)
+            console.print(f"removed {len(garbage)} item(s), {total:.1f} MiB")
+        else:
+            console.print(f"{len(garbage)} item(s), {total:.1f} MiB would be removed")
+
+
+bench_app = typer.Typer(help="Benchmarks: each prints its figures, the last line one JSON object.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("features")
+def bench_features(
+    quick: Annotated[bool, typer.Option("--quick", help="A few short clips: checks the keys and the dB agreement.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")] = False,
+) -> None:
+    """The features flow (1 and 2 warm Dask workers) against the pinned naive librosa chain."""
+    from benchmarks.features import run as run_bench
+
+    settings = CTX.settings()
+    if not CTX.debug:
+        _terminal_logs_without_tracebacks()
+    figures = run_bench(settings, quick=quick, log=lambda text: err.print(text))
+    if not as_json:
+        for key, value in figures.items():
+            console.print(f"{key:>28}: {value}")
+    print(json.dumps(figures), flush=True)
+
+
 def main() -> None:
     """Entry point: ChorusError -> one line on stderr and exit code 2."""
     debug = "--debug" in sys.argv

@@ -8,6 +8,18 @@ from contextlib import contextmanager
 from chorus.config import FeatureSettings
 
 
+# Dask's default MALLOC_TRIM_THRESHOLD_=65536 turns off glibc's adaptive mmap threshold, so every
+# multi-MB spectrogram is a fresh mmap with page faults: measured 20-25% slower extraction. Large
+# thresholds keep the adaptive heap reuse. BLAS/OpenMP stay at one thread: we scale by processes.
+WORKER_ENVIRON = {
+    "MALLOC_TRIM_THRESHOLD_": 128 * 2**20,
+    "MALLOC_MMAP_THRESHOLD_": 64 * 2**20,
+    "OMP_NUM_THREADS": 1,
+    "MKL_NUM_THREADS": 1,
+    "OPENBLAS_NUM_THREADS": 1,
+}
+
+
 @contextmanager
 def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     """Yield a scheduler address: ``settings.dask_address`` as is, or a temporary local cluster of
@@ -15,9 +27,10 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     if settings.dask_address:
         yield settings.dask_address
         return
+    import dask
     from distributed import LocalCluster
 
-    with LocalCluster(
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}), LocalCluster(
         n_workers=settings.dask_workers,
         threads_per_worker=1,
         processes=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -110,6 +110,12 @@ class FeatureSettings(StageSettings):
     dask_address: str | None = Field(None, description="Scheduler address (tcp://host:8786); None starts a local cluster.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local cluster.")
     worker_memory_limit: str = Field("4GiB", description="Memory limit per local Dask worker.")
+
+    @model_validator(mode="after")
+    def _mfcc_within_mels(self) -> FeatureSettings:
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels}): MFCCs are a DCT of the mel bands")
+        return self
 
     @field_validator("hpss_kernel")
     @classmethod

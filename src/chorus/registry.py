@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 EXPERIMENT = "chorus"
+FEATURE_HASH_TAG = "chorus.feature_config_hash"
 TRAIN_KEY_TAG = "chorus.train_key"
 
 
@@ -129,6 +130,18 @@ def log_trained_model(
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), key, value)
         return ModelRef(name, version, run.info.run_id)
+
+
+def registered_feature_hashes() -> set[str]:
+    """Feature-config hashes that any registered model version (of any name) was trained on."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = MlflowClient().search_model_versions()
+    except MlflowException:
+        return set()
+    return {v.tags[FEATURE_HASH_TAG] for v in versions if FEATURE_HASH_TAG in (v.tags or {})}
 
 
 def alias_version(name: str, alias: str) -> int | None:

@@ -147,7 +147,8 @@ def shared_validator(settings: ChorusSettings) -> Any:
     return _VALIDATORS[str(docs)]
 
 
-def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, validator: Any = None) -> dict[str, Any]:
+def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, validator: Any = None,
+                  priority: int = 0) -> dict[str, Any]:
     """Extract one shard's files (through a Dask client when given: one Dask task per file, and
     the Parquet staged on a worker), validate it with GX, then rename it into place."""
     from chorus.errors import ValidationFailedError
@@ -160,16 +161,19 @@ def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, vali
     fs = settings.features
     ids, uris = shard.tracks["track_id"].tolist(), shard.tracks["uri"].tolist()
     if client is not None:
-        files = client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False)
-        staged = client.submit(stage_shard, shard, files, fs, pure=False).result()
+        # Shards submitted together would otherwise interleave their files and all finish at the
+        # end; by priority, earlier shards finish first and their checks overlap later compute.
+        files = client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False, priority=priority)
+        staged = client.submit(stage_shard, shard, files, fs, pure=False, priority=priority).result()
     else:
         staged = stage_shard(shard, [extract_track_or_problem(t, u, fs) for t, u in zip(ids, uris, strict=True)], fs)
     extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
     result = {"shard": shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
               "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
     try:
+        # Data Docs are rebuilt once, when the stage finishes
         (validator or shared_validator(settings)).validate(staged.checks, "feature_segments",
-                                                           segment_check_params(fs, extracted))
+                                                           segment_check_params(fs, extracted), update_docs=False)
     except ValidationFailedError as failure:
         # reported, not written: the shard's tracks stay unextracted and the next run retries them
         discard_shard(staged)
@@ -185,6 +189,8 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
 
     state = StateDir(settings.state_dir)
     index = write_index(load_tracks(settings), settings.features, state.features)
+    if any(not r["skipped"] for r in results):
+        shared_validator(settings).build_docs()
     quarantine = state.quarantine / f"features-{settings.features.config_hash()}.parquet"
     write_parquet(pd.DataFrame(index["rejected"], columns=["track_id", "uri", "sha256", "reason", "detail"]), quarantine,
                   {"config_hash": settings.features.config_hash()})

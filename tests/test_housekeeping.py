@@ -1,0 +1,52 @@
+"""`chorus gc`: what no setting or registered model refers to is listed, and removed only when asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from chorus.config import ChorusSettings
+from chorus.housekeeping import find_garbage, remove
+from chorus.state import StateDir
+
+
+def _feature_set(root, name, shards=("shard-a.parquet",), served=None):
+    folder = root / name
+    folder.mkdir(parents=True)
+    for shard in shards:
+        (folder / shard).write_bytes(b"x" * 1000)
+    (folder / "index.json").write_text(json.dumps({"shards": list(served if served is not None else shards)}))
+    return folder
+
+
+def test_unreferenced_feature_sets_and_leftovers_are_found_and_removed(tmp_path):
+    settings = ChorusSettings(state_dir=tmp_path / "state")
+    root = StateDir(settings.state_dir).features
+    current = _feature_set(root, settings.features.config_hash(), ("shard-a.parquet", "shard-old.parquet"),
+                           served=["shard-a.parquet"])
+    (current / ".shard-b.parquet.123.tmp").write_bytes(b"partial")
+    registered = _feature_set(root, "f" * 16)
+    orphan = _feature_set(root, "0" * 16)
+
+    garbage = find_garbage(settings, registered_feature_hashes={"f" * 16})
+    paths = {g.path for g in garbage}
+    assert paths == {orphan, current / "shard-old.parquet", current / ".shard-b.parquet.123.tmp"}
+    assert all(g.reason for g in garbage)
+    assert orphan.exists()  # finding is not removing
+
+    remove(garbage)
+    assert not orphan.exists() and registered.exists() and (current / "shard-a.parquet").exists()
+    assert find_garbage(settings, {"f" * 16}) == []
+
+
+def test_gc_command_is_a_dry_run_unless_told(tmp_path):
+    settings = ChorusSettings(state_dir=tmp_path / "state")
+    orphan = _feature_set(StateDir(settings.state_dir).features, "0" * 16)
+    cmd = [sys.executable, "-m", "chorus.cli", "--state-dir", str(settings.state_dir), "gc"]
+    dry = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "would be removed" in dry.stdout and orphan.exists()
+    wet = subprocess.run([*cmd, "--delete"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert wet.returncode == 0, wet.stderr
+    assert "removed 1 item" in wet.stdout and not orphan.exists()
