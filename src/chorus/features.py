@@ -260,13 +260,12 @@ def segment_checks(table: pa.Table, settings: FeatureSettings) -> pd.DataFrame:
 
 
 def segment_check_params(settings: FeatureSettings, track_ids: list[str]) -> dict[str, Any]:
-    return {
-        "track_ids": sorted(track_ids),
-        "sizes": {**{name: settings.n_mels * settings.segment_frames for name in map_names(settings)},
-                  "mfcc_stats": 6 * settings.n_mfcc},
-        "db_floor": settings.db_floor,
-        "db_max": DB_MAX,
-    }
+    """Values for the ``feature_segments`` expectation suite (flat: they are GX run parameters)."""
+    params: dict[str, Any] = {f"size_{name}": settings.n_mels * settings.segment_frames for name in map_names(settings)}
+    params.update({"size_mfcc_stats": 6 * settings.n_mfcc, "db_floor": settings.db_floor, "db_max": DB_MAX})
+    if track_ids:
+        params["track_ids"] = sorted(track_ids)
+    return params
 
 
 def feature_metadata(settings: FeatureSettings, key: str) -> dict[str, Any]:
