@@ -65,8 +65,12 @@ def test_every_output_exists_and_agrees(first_run):
 
     labels = pd.read_parquet(state.labels / "labels.parquet")
     members = pd.read_parquet(state.social / "playlist_tracks.parquet")
-    assert set(labels["track_id"]) == set(members["track_id"])
-    assert (labels["scope"] == "global").all()
+    glob = labels[labels["scope"] == "global"]
+    assert set(glob["track_id"]) <= set(members["track_id"]) and len(glob) > 0
+    scopes = set(labels["scope"].str.split(":").str[0])
+    assert scopes == {"global", "group", "user"}
+    assert labels.groupby("scope")["track_id"].apply(lambda t: t.is_unique).all()
+    assert (state.quarantine / "social-rejects.parquet").exists()
 
     metrics = json.loads((state.reports / "metrics.json").read_text())
     assert metrics["run_id"] == summary["train"]["counts"]["run_id"]
@@ -74,6 +78,9 @@ def test_every_output_exists_and_agrees(first_run):
     assert model_metrics["task"] == "style" and 0.0 <= model_metrics["accuracy"] <= 1.0
     report = (state.reports / "chorus-style-v1" / "report.html").read_text()
     assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
+    voting = metrics["voting"]
+    assert {"personal", "global", "random", "most_popular"} <= set(voting["schemes"])
+    assert "held-out-tags protocol" in report and "personal - global" in report
     assert _versions(settings) == [1]
 
 
@@ -123,3 +130,26 @@ def test_changed_training_setting_redoes_only_training(first_run):
     assert not summary["train"]["skipped"] and not summary["evaluate"]["skipped"]
     assert _versions(settings) == [1, 2]
     assert summary["train"]["counts"]["champion"] == 1  # the first version keeps the alias
+
+
+def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
+    from chorus import stages
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    playlists = pd.read_parquet(state.social / "playlists.parquet")
+    user = playlists["owner"].value_counts().index[0]
+    before = pd.read_parquet(state.labels / "labels.parquet")
+    result = stages.forget_user_stage(settings, user)
+    assert result["dropped"]["users"] == 1 and result["dropped"]["playlists"] >= 1
+    assert not result["labels"]["skipped"]
+    for name, column in (("users", "user_id"), ("playlists", "owner"), ("follows", "follower"), ("follows", "followee")):
+        assert user not in set(pd.read_parquet(state.social / f"{name}.parquet")[column])
+    after = pd.read_parquet(state.labels / "labels.parquet")
+    assert f"user:{user}" not in set(after["scope"])
+    assert not after.equals(before)
+    assert user not in (state.social / "forgotten.json").read_text()  # kept only as a digest
+    # a later ingest of the unchanged source keeps them out and is a no-op
+    again = stages.ingest_stage(settings)
+    assert again.skipped
+    assert user not in set(pd.read_parquet(state.social / "users.parquet")["user_id"])

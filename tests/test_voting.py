@@ -9,7 +9,8 @@ import pytest
 from chorus import MOODS
 from chorus.errors import ConfigError
 from chorus.social.tags import TagMapper, normalise_tag
-from chorus.social.voting import global_truth, top_k_labels, user_song_votes
+from chorus.social.graph import build_graph
+from chorus.social.voting import tag_matrix, top_k_labels, truth_table, user_song_votes, weighted_vote
 
 
 def test_normalisation_handles_case_whitespace_and_unicode():
@@ -49,10 +50,13 @@ def test_global_truth_averages_users_and_unions_a_users_playlists():
     members = pd.DataFrame({"playlist_id": ["p1", "p2", "p3", "p3"], "track_id": ["s1", "s1", "s1", "s2"]})
     votes = user_song_votes(playlists, members, TagMapper.load())
     assert len(votes.pairs) == 3  # (u1,s1) once although in two playlists
-    truth = global_truth(votes, top_k=1).set_index("track_id")
+    graph = build_graph(pd.DataFrame({"user_id": ["u1", "u2"]}), pd.DataFrame({"follower": [], "followee": []})).graph
+    tags = tag_matrix(votes, graph)
+    everyone = __import__("scipy.sparse", fromlist=["csr_matrix"]).csr_matrix(np.ones((1, 2), np.float32))
+    truth = truth_table(weighted_vote(everyone, tags), ["global"], tags, "top_k", 1, 0.5).set_index("track_id")
     assert truth.loc["s1", "score_quiet"] == 1.0  # both users
     assert truth.loc["s1", "score_sadness"] == 0.5  # one of two users
-    assert truth.loc["s1", "n_users"] == 2
+    assert truth.loc["s1", "weight"] == 2
     assert truth.loc["s1", "labels"] == ["quiet"]
     assert truth.loc["s2", "labels"] == ["quiet"]
 

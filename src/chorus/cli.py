@@ -201,6 +201,18 @@ def run() -> None:
     console.print("[bold]Stage timings (s)[/]: " + json.dumps(summary["timings_s"]))
 
 
+@app.command("forget-user")
+def forget_user(user_id: Annotated[str, typer.Argument(help="The user's id as in the social tables.")]) -> None:
+    """Remove a user's social rows (now and at every later ingest) and recompute the labels."""
+    from chorus import stages
+
+    settings = CTX.settings()
+    with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
+        result = stages.forget_user_stage(settings, user_id)
+    console.print(f"removed rows: {result['dropped']}")
+    _print_summary(result["labels"])
+
+
 @app.command()
 def gc(
     delete: Annotated[bool, typer.Option("--delete", help="Remove what is listed (default: a dry run that only lists).")] = False,
@@ -247,6 +259,22 @@ def bench_features(
     if not CTX.debug:
         _terminal_logs_without_tracebacks()
     figures = run_bench(settings, quick=quick, log=lambda text: err.print(text))
+    if not as_json:
+        for key, value in figures.items():
+            console.print(f"{key:>28}: {value}")
+    print(json.dumps(figures), flush=True)
+
+
+@bench_app.command("voting")
+def bench_voting(
+    quick: Annotated[bool, typer.Option("--quick", help="A small graph: checks chorus's truths equal networkx's.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")] = False,
+) -> None:
+    """Personal truths over a generated 1M-user follow graph against networkx + pandas."""
+    from benchmarks.voting import run as run_bench
+
+    settings = CTX.settings()
+    figures = run_bench(settings.state_dir, quick=quick, log=lambda text: err.print(text))
     if not as_json:
         for key, value in figures.items():
             console.print(f"{key:>28}: {value}")

@@ -58,9 +58,9 @@ class DemoSettings(StageSettings):
     sample_rate: int = 22050
     measures: int = Field(12, ge=1, description="Measures cut from each work before rendering.")
     soundfont: Path | None = Field(None, description="SF2 file; default: pretty_midi's TimGM6mb.")
-    users: int = Field(240, ge=4)
+    users: int = Field(400, ge=4)
     communities: int = Field(4, ge=1)
-    playlists_per_user: tuple[int, int] = (1, 3)
+    playlists_per_user: tuple[int, int] = (2, 5)
     playlist_size: tuple[int, int] = (4, 12)
     uniform_perception: bool = Field(
         False, description="All communities perceive moods alike (negative control for voting)."
@@ -126,10 +126,43 @@ class FeatureSettings(StageSettings):
 
 
 class LabelSettings(StageSettings):
-    """Mood truth from playlist tags."""
+    """Mood truth from playlist tags by social-network weighted voting (METHOD.md section 2)."""
 
-    top_k: int = Field(2, ge=1, le=12)
+    _runtime_fields = frozenset({"target_batch"})
+
     synonyms_file: Path | None = Field(None, description="YAML synonym table; default: the bundled one.")
+    max_depth: int = Field(3, ge=1, le=10, description="Hops of the follow graph a personal vote reaches.")
+    weighting: Literal["inverse", "exponential", "table"] = Field(
+        "inverse", description="w(d): 1/d, base^-(d-1), or weight_table[d-1].")
+    base: float = Field(2.0, gt=1.0, description="Base of the exponential weighting.")
+    weight_table: list[float] | None = Field(None, description="w(1..max_depth) for weighting=table.")
+    include_self: bool = Field(False, description="Whether a target's own tags count in their personal truth.")
+    prior_weight: float = Field(
+        5.0, ge=0.0,
+        description="Weight of global truth added to every personal vote (shrinks votes of few, distant voters).")
+    self_weight: float = Field(1.0, ge=0.0)
+    label_rule: Literal["top_k", "threshold"] = "top_k"
+    top_k: int = Field(2, ge=1, le=12)
+    threshold: float = Field(0.5, gt=0.0, le=1.0, description="For label_rule=threshold: moods scoring at least this.")
+    group_by: list[str] = Field(default_factory=lambda: ["culture", "age_band"],
+                                description="User attributes that define groups (one group truth per value).")
+    personal: Literal["none", "users", "sample", "group", "all"] = Field(
+        "sample", description="Whose personal truths are written: a list, a sample, a group's members, or all.")
+    personal_users: list[str] = Field(default_factory=list)
+    personal_sample: int = Field(20, ge=0)
+    personal_group: str | None = Field(None, description="attribute=value, for personal=group.")
+    target_batch: int = Field(1000, ge=1, description="Targets per sparse multi-source BFS (bounds memory).")
+    protocol_users: int = Field(120, ge=0, description="Users sampled for the held-out-tags protocol.")
+    protocol_min_songs: int = Field(4, ge=2)
+    protocol_holdout: float = Field(0.5, gt=0.0, lt=1.0)
+    bootstrap: int = Field(1000, ge=100)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _table_matches_depth(self) -> LabelSettings:
+        if self.weighting == "table" and (self.weight_table is None or len(self.weight_table) < self.max_depth):
+            raise ValueError(f"weighting=table needs weight_table with {self.max_depth} values (one per depth)")
+        return self
 
 
 class TrainSettings(StageSettings):

@@ -232,3 +232,53 @@ def _as_tag_list(value: Any) -> list[str]:
 def social_fingerprint(folder: Path) -> str:
     files = sorted(p for p in folder.iterdir() if p.stem in SOCIAL_TABLES and p.suffix in (".csv", ".parquet"))
     return stable_hash({p.name: file_sha256(p) for p in files})
+
+
+# --- users who leave ----------------------------------------------------------------------
+# The ids of users who asked to be forgotten are kept only as SHA-256 digests, so that a re-ingest
+# of the source tables drops them again without the state directory holding their ids.
+
+
+def user_digest(user_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(user_id).encode()).hexdigest()
+
+
+def forgotten_digests(social_dir: Path) -> list[str]:
+    import json
+
+    path = social_dir / "forgotten.json"
+    return sorted(json.loads(path.read_text())) if path.exists() else []
+
+
+def remember_forgotten(social_dir: Path, user_id: str) -> list[str]:
+    from chorus.io import write_json_atomic
+
+    digests = sorted(set(forgotten_digests(social_dir)) | {user_digest(user_id)})
+    write_json_atomic(social_dir / "forgotten.json", digests)
+    return digests
+
+
+def drop_forgotten(tables: dict[str, pd.DataFrame], digests: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Remove every social row of the forgotten users: their user row, follows either way, their
+    playlists and those playlists' tracks."""
+    if not digests:
+        return tables, {}
+    gone = set(digests)
+
+    def is_gone(column: pd.Series) -> pd.Series:
+        return column.astype(str).map(user_digest).isin(gone)
+
+    users, follows = tables["users"], tables["follows"]
+    playlists, members = tables["playlists"], tables["playlist_tracks"]
+    owned = is_gone(playlists["owner"])
+    dropped_playlists = set(playlists.loc[owned, "playlist_id"].astype(str))
+    out = {
+        "users": users[~is_gone(users["user_id"])],
+        "follows": follows[~(is_gone(follows["follower"]) | is_gone(follows["followee"]))],
+        "playlists": playlists[~owned],
+        "playlist_tracks": members[~members["playlist_id"].astype(str).isin(dropped_playlists)],
+    }
+    counts = {name: len(tables[name]) - len(out[name]) for name in out}
+    return {name: frame.reset_index(drop=True) for name, frame in out.items()}, counts

@@ -31,3 +31,20 @@ def naive_feature_maps(path: str, settings: FeatureSettings) -> dict[str, np.nda
     maps: dict[str, Any] = {"logmel": log_mel(stft), "harmonic": log_mel(harmonic), "percussive": log_mel(percussive)}
     maps["mfcc"] = librosa.feature.mfcc(S=maps["logmel"], n_mfcc=settings.n_mfcc)
     return maps
+
+
+def naive_personal_truth(graph: Any, tag_rows: Any, target: Any, max_depth: int, weights: Any) -> Any:
+    """The obvious personal vote for one target: networkx BFS with cutoff, then a pandas groupby
+    of the reached users' (user, song, mood) rows. Returns (song, mood) -> score as a Series."""
+    import networkx as nx
+    import pandas as pd
+
+    reached = nx.single_source_shortest_path_length(graph, target, cutoff=max_depth)
+    reached.pop(target, None)
+    if not reached:
+        return pd.Series(dtype=float)
+    hops = pd.DataFrame({"user": list(reached), "w": [weights[d - 1] for d in reached.values()]})
+    rows = tag_rows.merge(hops, on="user")
+    numerator = rows.groupby(["song", "mood"])["w"].sum()
+    denominator = rows.drop_duplicates(["user", "song"]).groupby("song")["w"].sum()
+    return numerator / denominator.reindex(numerator.index.get_level_values("song")).to_numpy()

@@ -86,7 +86,11 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
     candidates = candidates_for(corpus, settings.ingest.adapter)
     key = inputs_fingerprint(candidates, settings.ingest)
     quarantine_path = state.quarantine / "ingest.parquet"
-    social_key = social_fingerprint(social_dir) if social_dir and social_dir.exists() else None
+    from chorus.ingest import drop_forgotten, forgotten_digests
+
+    forgotten = forgotten_digests(state.social)
+    social_key = (stable_hash({"source": social_fingerprint(social_dir), "forgotten": forgotten})
+                  if social_dir and social_dir.exists() else None)
     social_paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
     tracks_current = output_is_current(state.tracks, key) and quarantine_path.exists()
     social_current = social_key is None or all(output_is_current(p, social_key) for p in social_paths.values())
@@ -112,6 +116,9 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
         tables = read_social(social_dir)
         for name, table in tables.items():
             validator.validate(table, name)
+        tables, dropped = drop_forgotten(tables, forgotten)
+        if dropped:
+            counts["forgotten_rows_dropped"] = dropped
         for name, table in tables.items():
             write_parquet(table, social_paths[name], {"key": social_key, "source": str(social_dir)})
         counts["social"] = {name: len(t) for name, t in tables.items()}
@@ -125,6 +132,23 @@ def load_tracks(settings: ChorusSettings) -> pd.DataFrame:
 
         raise InputError(str(state.tracks), "no tracks table: run `chorus ingest` first")
     return read_table(state.tracks)
+
+
+VOTED_TASK = "voted_mood"
+
+
+def training_tracks(settings: ChorusSettings) -> pd.DataFrame:
+    """The tracks table plus ``voted_mood``: the top mood of each track's global voted truth
+    (where the labels stage has run), so ``train.task=voted_mood`` trains on the crowd's labels."""
+    tracks = load_tracks(settings)
+    labels = StateDir(settings.state_dir).labels / "labels.parquet"
+    if labels.exists():
+        table = read_table(labels, columns=["scope", "track_id", *[f"score_{m}" for m in MOODS]])
+        glob = table[table["scope"] == "global"].set_index("track_id")
+        top = glob[[f"score_{m}" for m in MOODS]].to_numpy().argmax(axis=1)
+        voted = pd.Series([MOODS[j] for j in top], index=glob.index, dtype=object)
+        tracks[VOTED_TASK] = tracks["track_id"].map(voted)
+    return tracks
 
 
 # --- features -----------------------------------------------------------------------------
@@ -212,47 +236,129 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
 # --- labels -------------------------------------------------------------------------------
 
 
+def social_rejects(tables: dict[str, pd.DataFrame], known_tracks: set[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Referential checks across the social tables: a playlist whose owner is unknown, a
+    playlist_tracks row naming an unknown playlist or track, go to rejects with the reason (follows
+    are checked by build_graph). Empty playlists are fine."""
+    users = set(tables["users"]["user_id"].astype(str))
+    playlists, members = tables["playlists"], tables["playlist_tracks"]
+    rejects = []
+    bad_owner = ~playlists["owner"].astype(str).isin(users)
+    rejects.append(pd.DataFrame({"table": "playlists", "key": playlists.loc[bad_owner, "playlist_id"].astype(str),
+                                 "reason": "unknown owner", "detail": playlists.loc[bad_owner, "owner"].astype(str)}))
+    kept_playlists = playlists[~bad_owner]
+    playlist_ids = set(kept_playlists["playlist_id"].astype(str))
+    bad_playlist = ~members["playlist_id"].astype(str).isin(playlist_ids)
+    bad_track = ~members["track_id"].astype(str).isin(known_tracks)
+    for mask, reason in ((bad_playlist, "unknown or rejected playlist"), (bad_track & ~bad_playlist, "unknown track")):
+        rejects.append(pd.DataFrame({"table": "playlist_tracks",
+                                     "key": members.loc[mask, "playlist_id"].astype(str) + "/" + members.loc[mask, "track_id"].astype(str),
+                                     "reason": reason, "detail": ""}))
+    kept = {**tables, "playlists": kept_playlists.reset_index(drop=True),
+            "playlist_tracks": members[~bad_playlist & ~bad_track].reset_index(drop=True)}
+    return kept, pd.concat(rejects, ignore_index=True)
+
+
 def labels_stage(settings: ChorusSettings, validator: Any = None) -> StageSummary:
-    """Global mood truth by averaging users' mapped playlist tags, into ``labels/labels.parquet``."""
+    """Weighted voting over the follow graph: global, group and personal truth into
+    ``labels/labels.parquet``; social rejects into ``quarantine/social-rejects.parquet``; the
+    held-out-tags protocol into ``reports/metrics.json`` under "voting"."""
+    from chorus.social.graph import build_graph
+    from chorus.social.protocol import evaluate_protocol, label_quality
     from chorus.social.tags import TagMapper
-    from chorus.social.voting import global_truth, user_song_votes
+    from chorus.social.voting import build_truths, tag_matrix, user_song_votes
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
-    playlists_path, members_path = state.social / "playlists.parquet", state.social / "playlist_tracks.parquet"
-    if not playlists_path.exists():
+    paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
+    missing = [p for p in paths.values() if not p.exists()]
+    if missing:
         from chorus.errors import InputError
 
-        raise InputError(str(playlists_path), "no social tables: run `chorus ingest` with social data first")
+        raise InputError(str(missing[0]), "no social tables: run `chorus ingest` with social data first")
     synonyms = settings.labels.synonyms_file
+    tracks = load_tracks(settings)
     key = stable_hash({
         "settings": settings.labels.config_hash(),
         "synonyms": Path(synonyms).read_text() if synonyms else "bundled",
-        "social": (read_meta(playlists_path) or {}).get("key"),
-        "members": (read_meta(members_path) or {}).get("key"),
+        "social": {name: (read_meta(p) or {}).get("key") for name, p in paths.items()},
+        "tracks": (read_meta(state.tracks) or {}).get("key"),
     })
     out = state.labels / "labels.parquet"
-    if output_is_current(out, key):
+    rejects_path = state.quarantine / "social-rejects.parquet"
+    outputs = {"labels": str(out), "rejects": str(rejects_path), "metrics": str(state.reports / "metrics.json")}
+    if output_is_current(out, key) and rejects_path.exists():
         meta = read_meta(out) or {}
-        return StageSummary("labels", True, {"labels": str(out)}, meta.get("summary", {}), time.perf_counter() - started)
-    mapper = TagMapper.load(synonyms)
-    playlists = read_table(playlists_path)
-    playlists["tags"] = playlists["tags"].map(list)
-    votes = user_song_votes(playlists, read_table(members_path), mapper)
-    table = global_truth(votes, settings.labels.top_k)
-    if validator is None:
-        from chorus.validation import Validator
+        return StageSummary("labels", True, outputs, meta.get("summary", {}), time.perf_counter() - started)
 
-        validator = Validator(state.data_docs)
+    tables = {name: read_table(p) for name, p in paths.items()}
+    tables["playlists"]["tags"] = tables["playlists"]["tags"].map(list)
+    tables, rejects = social_rejects(tables, set(tracks["track_id"].astype(str)))
+    built = build_graph(tables["users"], tables["follows"])
+    rejects = pd.concat([rejects, pd.DataFrame({"table": "follows",
+                                                "key": built.rejects["follower"].astype(str) + "->" + built.rejects["followee"].astype(str),
+                                                "reason": built.rejects["reason"], "detail": ""})], ignore_index=True)
+    mapper = TagMapper.load(synonyms)
+    votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], mapper)
+    tags = tag_matrix(votes, built.graph)
+    table, truth_counts = build_truths(built.graph, tags, tables["users"], settings.labels)
+    validator = validator or shared_validator(settings)
     validator.validate(table, "labels")
+    protocol = evaluate_protocol(built.graph, tags, tables["users"], settings.labels)
+    if "mood" in tracks.columns:  # the demo's planted mood: the only true mood it has
+        planted = tracks.set_index(tracks["track_id"].astype(str))["mood"].dropna()
+        protocol["label_quality"] = label_quality(table, planted[planted.isin(MOODS)], settings.labels.top_k)
     summary = {
         "rows": len(table),
+        **truth_counts,
+        "graph": built.counts,
+        "rejects": {f"{t}: {r}": int(n) for (t, r), n in rejects.groupby(["table", "reason"]).size().items()},
         "user_song_pairs": len(votes.pairs),
         "playlists_without_mood": votes.playlists_without_mood,
         "discarded_tags": dict(votes.discarded_tags.most_common()),
     }
-    write_parquet(table, out, {"key": key, "summary": summary, "moods": list(MOODS), "top_k": settings.labels.top_k})
-    return StageSummary("labels", False, {"labels": str(out)}, summary, time.perf_counter() - started)
+    write_parquet(rejects, rejects_path, {"key": key})
+    write_parquet(table, out, {"key": key, "summary": summary, "moods": list(MOODS), "settings": settings.labels.model_dump(mode="json")})
+    update_metrics(state.reports / "metrics.json", "voting", protocol)
+    counts = {k: v for k, v in summary.items() if k not in ("discarded_tags",)}
+    margin = protocol.get("margin_personal_minus_global", {}).get("f1")
+    if margin:
+        counts["f1_personal_minus_global"] = f"{margin['mean']:+.3f} [{margin['ci'][0]:+.3f}, {margin['ci'][1]:+.3f}]"
+    return StageSummary("labels", False, outputs, counts, time.perf_counter() - started)
+
+
+def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
+    """Remove a user's social rows (now and on every later ingest) and recompute the labels."""
+    from chorus.errors import InputError
+    from chorus.ingest import drop_forgotten, remember_forgotten
+
+    state = StateDir(settings.state_dir)
+    paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
+    if not all(p.exists() for p in paths.values()):
+        raise InputError(str(state.social), "no social tables: run `chorus ingest` first")
+    tables = {name: read_table(p) for name, p in paths.items()}
+    if str(user_id) not in set(tables["users"]["user_id"].astype(str)):
+        raise InputError(str(paths["users"]), f"no user '{user_id}' (already forgotten, or never there)")
+    digests = remember_forgotten(state.social, user_id)
+    kept, dropped = drop_forgotten(tables, digests)
+    from chorus.ingest import social_fingerprint
+
+    _, social_dir = corpus_location(settings)
+    # the key ingest computes for this source and forgotten list: a later ingest finds it current,
+    # and the labels stage sees changed social inputs and recomputes
+    key = (stable_hash({"source": social_fingerprint(social_dir), "forgotten": digests})
+           if social_dir and social_dir.exists() else stable_hash({"forgotten": digests, "tables": str(state.social)}))
+    for name, table in kept.items():
+        write_parquet(table, paths[name], {**(read_meta(paths[name]) or {}), "key": key})
+    labels = labels_stage(settings)
+    return {"dropped": dropped, "labels": labels.as_dict()}
+
+
+def update_metrics(path: Path, section: str, value: Any) -> None:
+    """reports/metrics.json holds one section per stage that reports figures."""
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary[section] = value
+    write_json_atomic(path, summary)
 
 
 # --- train --------------------------------------------------------------------------------
@@ -289,7 +395,7 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
     state = StateDir(settings.state_dir).create()
     ts = settings.train
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
-    tracks = load_tracks(settings)
+    tracks = training_tracks(settings)
     if ts.task not in tracks.columns:
         from chorus.errors import InputError
 
@@ -350,8 +456,10 @@ def evaluate_stage(settings: ChorusSettings, version: int | None = None) -> Stag
             from chorus.errors import InputError
 
             raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
-    tracks = load_tracks(settings)
-    key = stable_hash({"model": ts.model_name, "version": version, "evaluate": es.config_hash(),
+    tracks = training_tracks(settings)
+    summary_file = state.reports / "metrics.json"
+    voting = (json.loads(summary_file.read_text()) if summary_file.exists() else {}).get("voting")
+    key = stable_hash({"model": ts.model_name, "version": version, "evaluate": es.config_hash(), "voting": voting,
                        "features": features_key(state.features, settings.features),
                        "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
     folder = state.reports / f"{ts.model_name}-v{version}"
@@ -380,7 +488,7 @@ def evaluate_stage(settings: ChorusSettings, version: int | None = None) -> Stag
         "MLflow run": run_id, "feature config hash": features.config_hash, "evaluation key": key,
         "git commit": git_commit(),
     }
-    html = render_report(f"chorus evaluation: {ts.model_name} v{version}", subject, metrics, history, notes=[
+    html = render_report(f"chorus evaluation: {ts.model_name} v{version}", subject, metrics, history, voting=voting, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
     ])

@@ -85,12 +85,39 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _with_ci(value: dict[str, Any]) -> str:
+    return f"{value['mean']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"
+
+
+def voting_section(voting: dict[str, Any] | None) -> str:
+    """The held-out-tags protocol table (METHOD.md section 2) and the labels' quality."""
+    if not voting or not voting.get("schemes"):
+        return ""
+    metrics = ("precision", "recall", "f1", "jaccard")
+    rows = [[scheme, *(_with_ci(values[m]) for m in metrics)] for scheme, values in voting["schemes"].items()]
+    rows.append(["personal - global", *(_with_ci(voting["margin_personal_minus_global"][m]) for m in metrics)])
+    table = _table(["scheme", f"precision@{voting['k']}", f"recall@{voting['k']}", "F1", "Jaccard"], rows)
+    quality = voting.get("label_quality") or {}
+    quality_rows = [[kind, quality[kind]["tracks"], quality[kind]["top1_accuracy"], quality[kind]["top_k_hit_rate"]]
+                    for kind in ("global", "group") if kind in quality]
+    quality_html = ""
+    if quality_rows:
+        quality_html = ("<p>How well voted truth recovers each demo track's planted mood (chance: "
+                        f"top-1 {quality['chance_top1']:.3f}, top-{quality['k']} {quality['chance_top_k']:.3f}).</p>"
+                        + _table(["truth", "tracks", "top-1 accuracy", f"top-{quality['k']} hit rate"], quality_rows))
+    settings = ", ".join(f"{k}={v}" for k, v in voting.get("settings", {}).items())
+    return (f"<h2>Voted labels: the held-out-tags protocol</h2><p class=\"muted\">{voting['users']} users, "
+            f"{voting['held_out_pairs']} held-out (user, song) pairs; each user's own tags predicted from truth built "
+            f"without them; mean over users with 95% bootstrap intervals. {html.escape(settings)}</p>{table}{quality_html}")
+
+
 def render_report(
     title: str,
     subject: dict[str, Any],
     metrics: ClassificationMetrics,
     history: list[dict[str, float]],
     notes: list[str] | None = None,
+    voting: dict[str, Any] | None = None,
 ) -> str:
     """The evaluation report as one HTML string."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
@@ -122,6 +149,7 @@ def render_report(
 <h2>Per class</h2>{per_class}
 <h2>Confusion matrix</h2><p class="muted">Rows are actual classes, columns predicted; track-level
 predictions average the segment probabilities of each track.</p>{confusion}{plots}
+{voting_section(voting)}
 <h2>Notes</h2><ul>{note_html}</ul>
 </body></html>
 """
