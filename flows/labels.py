@@ -11,7 +11,8 @@ from tasks import labels as label_tasks
 
 @flow(name="labels", log_prints=True)
 def labels(settings: ChorusSettings | None = None) -> dict[str, Any]:
-    """Mood truth from the crowd's playlist tags (global scope)."""
+    """Mood truth from the crowd's playlist tags: global, group and personal weighted votes, and
+    the held-out-tags protocol. Many personal targets fan out over Dask."""
     settings = resolve(settings)
     with holding_state(settings):
-        return label_tasks.global_labels(settings)
+        return label_tasks.voted_labels(settings)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -9,8 +10,21 @@ from chorus import stages
 from chorus.config import ChorusSettings
 
 
-@task(name="global-mood-truth", cache_policy=NO_CACHE)
-def global_labels(settings: ChorusSettings) -> dict[str, Any]:
-    summary = stages.labels_stage(settings).as_dict()
-    get_run_logger().info("labels: %s", summary["counts"])
+@task(name="voted-labels", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def voted_labels(settings: ChorusSettings) -> dict[str, Any]:
+    """Weighted voting; from labels.dask_min_targets personal targets on, their batches run on Dask."""
+    from chorus.compute import dask_batch_runner, dask_scheduler
+
+    logger = get_run_logger()
+    with ExitStack() as stack:
+        runner = None
+        targets = stages.personal_target_count(settings)
+        if targets >= settings.labels.dask_min_targets:
+            from distributed import Client
+
+            address = stack.enter_context(dask_scheduler(settings.features))
+            runner = dask_batch_runner(stack.enter_context(Client(address, set_as_default=False)))
+            logger.info("%d personal targets: batches of %d on Dask at %s", targets, settings.labels.target_batch, address)
+        summary = stages.labels_stage(settings, runner=runner).as_dict()
+    logger.info("labels: %s", {k: v for k, v in summary["counts"].items() if k != "rejects"})
     return summary

@@ -173,3 +173,20 @@ def test_protocol_personal_beats_global_when_communities_differ():
 def test_protocol_margin_vanishes_on_the_negative_control():
     margin = _protocol_on_demo_crowd(uniform=True)["margin_personal_minus_global"]["f1"]
     assert margin["ci"][0] <= 0 <= margin["ci"][1], margin
+
+
+def test_personal_batches_on_dask_give_the_same_truths():
+    from distributed import Client, LocalCluster
+
+    from chorus.compute import dask_batch_runner
+
+    users, follows, rows = _random_social()
+    built = build_graph(users, follows)
+    tags = tag_matrix_from_rows(rows.user.to_numpy(), rows.song.to_numpy(), rows.mood.to_numpy(), len(users),
+                                np.arange(40))
+    settings = LabelSettings(personal="all", target_batch=64, group_by=["culture"])
+    local, _ = build_truths(built.graph, tags, users, settings)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as cluster, \
+            Client(cluster) as client:
+        spread, _ = build_truths(built.graph, tags, users, settings, runner=dask_batch_runner(client))
+    pd.testing.assert_frame_equal(local, spread)

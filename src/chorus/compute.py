@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from chorus.config import FeatureSettings
 
@@ -39,3 +40,15 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
         host="127.0.0.1",
     ) as cluster:
         yield cluster.scheduler_address
+
+
+def dask_batch_runner(client: Any) -> Any:
+    """A voting BatchRunner over a Dask client: the graph and tag matrices are scattered to every
+    worker once, then one Dask task per batch of targets."""
+
+    def run(fn: Any, graph: Any, tags: Any, batches: list[Any], settings: Any) -> list[Any]:
+        graph_f, tags_f = client.scatter([graph, tags], broadcast=True)
+        n = len(batches)
+        return client.gather(client.map(fn, [graph_f] * n, [tags_f] * n, batches, [settings] * n, pure=False))
+
+    return run

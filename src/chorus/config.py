@@ -128,7 +128,7 @@ class FeatureSettings(StageSettings):
 class LabelSettings(StageSettings):
     """Mood truth from playlist tags by social-network weighted voting (METHOD.md section 2)."""
 
-    _runtime_fields = frozenset({"target_batch"})
+    _runtime_fields = frozenset({"target_batch", "dask_min_targets"})
 
     synonyms_file: Path | None = Field(None, description="YAML synonym table; default: the bundled one.")
     max_depth: int = Field(3, ge=1, le=10, description="Hops of the follow graph a personal vote reaches.")
@@ -152,6 +152,9 @@ class LabelSettings(StageSettings):
     personal_sample: int = Field(20, ge=0)
     personal_group: str | None = Field(None, description="attribute=value, for personal=group.")
     target_batch: int = Field(1000, ge=1, description="Targets per sparse multi-source BFS (bounds memory).")
+    dask_min_targets: int = Field(
+        50_000, ge=1,
+        description="From this many personal targets on, batches run on Dask (features.dask_address or a local cluster).")
     protocol_users: int = Field(120, ge=0, description="Users sampled for the held-out-tags protocol.")
     protocol_min_songs: int = Field(4, ge=2)
     protocol_holdout: float = Field(0.5, gt=0.0, lt=1.0)

@@ -259,7 +259,15 @@ def social_rejects(tables: dict[str, pd.DataFrame], known_tracks: set[str]) -> t
     return kept, pd.concat(rejects, ignore_index=True)
 
 
-def labels_stage(settings: ChorusSettings, validator: Any = None) -> StageSummary:
+def personal_target_count(settings: ChorusSettings) -> int:
+    """How many personal truths the labels stage will compute (0 without social tables)."""
+    from chorus.social.voting import select_targets
+
+    users = StateDir(settings.state_dir).social / "users.parquet"
+    return len(select_targets(read_table(users), settings.labels)) if users.exists() else 0
+
+
+def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = None) -> StageSummary:
     """Weighted voting over the follow graph: global, group and personal truth into
     ``labels/labels.parquet``; social rejects into ``quarantine/social-rejects.parquet``; the
     held-out-tags protocol into ``reports/metrics.json`` under "voting"."""
@@ -301,7 +309,7 @@ def labels_stage(settings: ChorusSettings, validator: Any = None) -> StageSummar
     mapper = TagMapper.load(synonyms)
     votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], mapper)
     tags = tag_matrix(votes, built.graph)
-    table, truth_counts = build_truths(built.graph, tags, tables["users"], settings.labels)
+    table, truth_counts = build_truths(built.graph, tags, tables["users"], settings.labels, runner)
     validator = validator or shared_validator(settings)
     validator.validate(table, "labels")
     protocol = evaluate_protocol(built.graph, tags, tables["users"], settings.labels)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -212,18 +213,34 @@ def select_targets(users: pd.DataFrame, settings: Any) -> list[str]:
     return ids.tolist()
 
 
-def personal_truths(graph: SocialGraph, tags: TagMatrix, targets: list[str], settings: Any) -> Vote:
-    """Personal votes of ``targets`` (rows in that order), in batches of ``target_batch``."""
+def personal_batch(graph: SocialGraph, tags: TagMatrix, positions: np.ndarray, settings: Any) -> Vote:
+    """Personal votes of one batch of target positions (rows 0..len-1)."""
     from chorus.social.graph import hop_weights
 
     weights = hop_weights(settings.weighting, settings.max_depth, settings.base, settings.weight_table)
+    return weighted_vote(personal_weights(graph, positions, settings.max_depth, weights,
+                                          settings.include_self, settings.self_weight), tags)
+
+
+# (function, graph, tags, batches, settings) -> votes in batch order: how batches fan out
+BatchRunner = Callable[[Callable[..., Vote], SocialGraph, TagMatrix, list[np.ndarray], Any], list[Vote]]
+
+
+def personal_truths(graph: SocialGraph, tags: TagMatrix, targets: list[str], settings: Any,
+                    runner: BatchRunner | None = None) -> Vote:
+    """Personal votes of ``targets`` (rows in that order), in batches of ``target_batch``; a
+    ``runner`` (e.g. Dask's) spreads the batches over workers."""
     positions = graph.positions(targets)
+    batches = [positions[start : start + settings.target_batch] for start in range(0, len(positions), settings.target_batch)]
+    if runner is None:
+        votes = [personal_batch(graph, tags, batch, settings) for batch in batches]
+    else:
+        votes = runner(personal_batch, graph, tags, batches, settings)
     parts = []
-    for start in range(0, len(positions), settings.target_batch):
-        batch = positions[start : start + settings.target_batch]
-        vote = weighted_vote(personal_weights(graph, batch, settings.max_depth, weights,
-                                              settings.include_self, settings.self_weight), tags)
-        parts.append(Vote(vote.row + start, vote.song, vote.scores, vote.weight))
+    offset = 0
+    for batch, vote in zip(batches, votes, strict=True):
+        parts.append(Vote(vote.row + offset, vote.song, vote.scores, vote.weight))
+        offset += len(batch)
     if not parts:
         return Vote(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, N_MOODS), np.float32), np.zeros(0, np.float32))
     return Vote(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("row", "song", "scores", "weight")))
@@ -241,7 +258,8 @@ def with_prior(vote: Vote, prior: Vote, tags: TagMatrix, prior_weight: float) ->
     return Vote(vote.row, vote.song, scores.astype(np.float32), vote.weight)
 
 
-def build_truths(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, settings: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+def build_truths(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, settings: Any,
+                 runner: BatchRunner | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Global, group and personal truth as one labels table. A target nobody in reach voted for
     falls back to their group's truth (first attribute of group_by that has one), then global;
     the ``fallback`` column records which."""
@@ -252,7 +270,7 @@ def build_truths(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, setti
     names, member = membership(users, graph, settings.group_by)
     group_table = truth_table(weighted_vote(member, tags), [f"group:{n}" for n in names], tags, *rule)
     targets = select_targets(users, settings)
-    personal = with_prior(personal_truths(graph, tags, targets, settings), global_vote, tags, settings.prior_weight)
+    personal = with_prior(personal_truths(graph, tags, targets, settings, runner), global_vote, tags, settings.prior_weight)
     personal_table = truth_table(personal, [f"user:{t}" for t in targets], tags, *rule)
     voted = set(personal.row.tolist())
     lonely = [t for i, t in enumerate(targets) if i not in voted]
