@@ -153,3 +153,20 @@ def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
     again = stages.ingest_stage(settings)
     assert again.skipped
     assert user not in set(pd.read_parquet(state.social / "users.parquet")["user_id"])
+
+
+def test_voted_labels_feed_training(first_run):
+    from chorus import stages
+    from chorus import MOODS
+
+    settings, _ = first_run
+    tracks = stages.training_tracks(settings)
+    labels = pd.read_parquet(StateDir(settings.state_dir).labels / "labels.parquet")
+    glob = labels[labels["scope"] == "global"].set_index("track_id")
+    voted = tracks.dropna(subset=["voted_mood"]).set_index("track_id")["voted_mood"]
+    assert len(voted) == len(glob)
+    top = glob[[f"score_{m}" for m in MOODS]].to_numpy().argmax(axis=1)
+    assert voted.loc[glob.index].tolist() == [MOODS[j] for j in top]
+    # the trainer accepts it as a task: its key changes when the voted labels do
+    voted_settings = settings.model_copy(update={"train": settings.train.model_copy(update={"task": "voted_mood"})})
+    assert stages.train_key(voted_settings, tracks) != stages.train_key(settings, tracks)

@@ -74,17 +74,26 @@ class FeatureExtractor:
     """The per-track chain for one feature configuration; filterbanks are built once."""
 
     def __init__(self, settings: FeatureSettings) -> None:
+        import scipy.signal
         import scipy.sparse
 
         self.settings = settings
         # Mel filters are mostly zeros: a sparse product is several times cheaper than dense.
         self.mel = scipy.sparse.csr_matrix(mel_filterbank(settings))
+        self.window = scipy.signal.get_window("hann", settings.n_fft, fftbins=True).astype(np.float32)
 
     def stft_magnitude(self, y: np.ndarray) -> np.ndarray:
-        import librosa
+        """|STFT| as librosa.stft computes it by default (centred frames, zero padding, periodic
+        Hann), with scipy's float32 real FFT: ~1.7x faster than librosa's call here."""
+        import scipy.fft
+        from numpy.lib.stride_tricks import sliding_window_view
 
         s = self.settings
-        return np.abs(librosa.stft(y, n_fft=s.n_fft, hop_length=s.hop_length))
+        half = s.n_fft // 2
+        padded = np.pad(np.asarray(y, np.float32), half)
+        frames = sliding_window_view(padded, s.n_fft)[:: s.hop_length]
+        spectrum = scipy.fft.rfft(frames * self.window, axis=1, workers=1)
+        return np.abs(spectrum).T
 
     def to_db(self, power: np.ndarray) -> np.ndarray:
         import librosa
@@ -102,11 +111,7 @@ class FeatureExtractor:
         if s.hpss:
             harm = centered_moving_median(magnitude, s.hpss_kernel, axis=1)  # across time
             perc = centered_moving_median(magnitude, s.hpss_kernel, axis=0)  # across frequency
-            # margin 1 as librosa's default: zeros split evenly between the parts
-            mask_h = librosa.util.softmask(harm, perc, power=2.0, split_zeros=True)
-            mask_p = librosa.util.softmask(perc, harm, power=2.0, split_zeros=True)
-            maps["harmonic"] = self.to_db((magnitude * mask_h) ** 2)
-            maps["percussive"] = self.to_db((magnitude * mask_p) ** 2)
+            maps["harmonic"], maps["percussive"] = (self.to_db(p) for p in hpss_powers(magnitude, harm, perc))
         return maps
 
     def mfcc_statistics(self, logmel: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -151,6 +156,26 @@ class FeatureExtractor:
         if not np.isfinite(y).all():
             raise AudioProblem("non_finite_samples", f"{int((~np.isfinite(y)).sum())} NaN/inf samples after decoding")
         return self.from_signal(track_id, y)
+
+
+def hpss_powers(magnitude: np.ndarray, harm: np.ndarray, perc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Harmonic and percussive power spectra from librosa's soft masks (power 2, margin 1):
+    mask_h = h^2 / (h^2 + p^2), zeros split evenly, computed in place in one pass instead of two
+    softmask calls. (librosa first divides by max(h, p) against overflow; audio magnitudes are
+    nowhere near it.) ``harm`` and ``perc`` are overwritten."""
+    np.multiply(harm, harm, out=harm)
+    np.multiply(perc, perc, out=perc)
+    np.add(harm, perc, out=perc)  # perc now holds h^2 + p^2
+    empty = perc <= np.finfo(np.float32).tiny
+    harm[empty], perc[empty] = 0.5, 1.0
+    np.divide(harm, perc, out=harm)  # mask_h
+    np.subtract(1.0, harm, out=perc)  # mask_p
+    power = magnitude * magnitude
+    np.multiply(harm, harm, out=harm)
+    np.multiply(harm, power, out=harm)
+    np.multiply(perc, perc, out=perc)
+    np.multiply(perc, power, out=perc)
+    return harm, perc
 
 
 def mel_filterbank(settings: FeatureSettings) -> np.ndarray:
@@ -372,8 +397,9 @@ def stage_shard(shard: Shard, results: list[TrackFeatures | dict[str, str]], set
     # tensors go uncompressed, the small columns zstd.
     tensors = {*map_names(settings), "mfcc_stats"}
     compression = {name: ("NONE" if name in tensors else "ZSTD") for name in table.column_names}
+    small = [name for name in table.column_names if name not in tensors]
     pq.write_table(table, tmp, compression=compression, use_dictionary=["track_id", "config_hash"],
-                   row_group_size=256)
+                   write_statistics=small, row_group_size=256)  # min/max of tensors: costly, unused
     return StagedShard(shard, Path(tmp), segment_checks(table, settings), rejected, table.num_rows,
                        meta["audio_seconds"], _worker_addresses())
 
