@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import os
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,7 +33,7 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     from distributed import LocalCluster
 
     with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}), LocalCluster(
-        n_workers=settings.dask_workers,
+        n_workers=settings.dask_workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,
         memory_limit=settings.worker_memory_limit,

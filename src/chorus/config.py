@@ -108,8 +108,8 @@ class FeatureSettings(StageSettings):
     n_mfcc: int = Field(20, ge=1, le=128)
     shard_size: int = Field(100, ge=1, le=1000, description="Tracks per Prefect task (50-500 in production); Dask maps files inside.")
     dask_address: str | None = Field(None, description="Scheduler address (tcp://host:8786); None starts a local cluster.")
-    dask_workers: int = Field(2, ge=1, description="Worker processes of the local cluster.")
-    worker_memory_limit: str = Field("4GiB", description="Memory limit per local Dask worker.")
+    dask_workers: int | None = Field(None, ge=1, description="Worker processes of the local cluster (default: one per CPU core).")
+    worker_memory_limit: str = Field("auto", description="Memory limit per local Dask worker (auto: memory / workers).")
 
     @model_validator(mode="after")
     def _mfcc_within_mels(self) -> FeatureSettings:
