@@ -21,12 +21,14 @@ from conftest import SR, tone, write_wav
 
 
 def music_like(seconds: float, seed: int = 0) -> np.ndarray:
-    """Tones plus clicks plus noise: both HPSS parts carry energy."""
+    """Tones plus clicks plus faint noise, fading out: both HPSS parts carry energy, and one part
+    dominates most bins by orders of magnitude (where careless mask arithmetic loses precision)."""
     rng = np.random.default_rng(seed)
     y = tone(seconds, 330.0, 0.2) + tone(seconds, 495.0, 0.1)
     clicks = np.zeros_like(y)
     clicks[:: SR // 4] = 0.8
-    return (y + clicks + 0.01 * rng.standard_normal(len(y))).astype(np.float32)
+    fade = np.linspace(1.0, 1e-3, len(y)).astype(np.float32)
+    return ((y + clicks + 1e-4 * rng.standard_normal(len(y))) * fade).astype(np.float32)
 
 
 @pytest.mark.parametrize("shape", [(1025, 200), (64, 7), (5, 40)])
@@ -36,16 +38,22 @@ def test_moving_median_equals_scipy_reflect_median(shape):
         assert np.array_equal(centered_moving_median(x, 31, axis), median_filter(x, size=size, mode="reflect"))
 
 
-def test_maps_match_the_naive_librosa_chain(tmp_path):
+@pytest.mark.parametrize("signal", ["music_like", "pure_tone"])
+def test_maps_match_the_naive_librosa_chain(tmp_path, signal):
     settings = FeatureSettings()
-    path = write_wav(tmp_path / "a.wav", music_like(6.0), subtype="FLOAT")
+    # a pure tone: harmonic dominates its bins by orders of magnitude, the percussive mask is tiny
+    y = music_like(6.0) if signal == "music_like" else tone(6.0, 440.0, 0.5)
+    path = write_wav(tmp_path / "a.wav", y, subtype="FLOAT")
     ours = FeatureExtractor(settings).analyse(
         __import__("chorus.audio", fromlist=["load_mono"]).load_mono(str(path), settings.sample_rate))
     reference = naive_feature_maps(str(path), settings)
     for name in ("logmel", "harmonic", "percussive"):
         assert ours[name].shape == reference[name].shape
-        assert np.abs(ours[name] - np.maximum(reference[name], settings.db_floor)).max() <= 0.01, name
+        # the benchmark's bound is 0.01 dB; the chain is meant to be exact up to float32 rounding
+        assert np.abs(ours[name] - np.maximum(reference[name], settings.db_floor)).max() <= 1e-3, name
     # the parts differ from the mixture (HPSS really ran) and split its energy
+    if signal == "pure_tone":
+        return
     assert np.abs(ours["harmonic"] - ours["logmel"]).max() > 3.0
     assert np.abs(ours["percussive"] - ours["logmel"]).max() > 3.0
 

@@ -74,26 +74,20 @@ class FeatureExtractor:
     """The per-track chain for one feature configuration; filterbanks are built once."""
 
     def __init__(self, settings: FeatureSettings) -> None:
-        import scipy.signal
         import scipy.sparse
 
         self.settings = settings
         # Mel filters are mostly zeros: a sparse product is several times cheaper than dense.
         self.mel = scipy.sparse.csr_matrix(mel_filterbank(settings))
-        self.window = scipy.signal.get_window("hann", settings.n_fft, fftbins=True).astype(np.float32)
 
     def stft_magnitude(self, y: np.ndarray) -> np.ndarray:
-        """|STFT| as librosa.stft computes it by default (centred frames, zero padding, periodic
-        Hann), with scipy's float32 real FFT: ~1.7x faster than librosa's call here."""
-        import scipy.fft
-        from numpy.lib.stride_tricks import sliding_window_view
+        """|STFT| with librosa.stft itself: another FFT (scipy's float32 rfft) was ~1.7x faster
+        but its different rounding moved near-silent mel bands of the percussive map by up to
+        0.04 dB against the reference chain; the STFT is ~10% of the chain."""
+        import librosa
 
         s = self.settings
-        half = s.n_fft // 2
-        padded = np.pad(np.asarray(y, np.float32), half)
-        frames = sliding_window_view(padded, s.n_fft)[:: s.hop_length]
-        spectrum = scipy.fft.rfft(frames * self.window, axis=1, workers=1)
-        return np.abs(spectrum).T
+        return np.abs(librosa.stft(y, n_fft=s.n_fft, hop_length=s.hop_length))
 
     def to_db(self, power: np.ndarray) -> np.ndarray:
         import librosa
@@ -165,11 +159,12 @@ def hpss_powers(magnitude: np.ndarray, harm: np.ndarray, perc: np.ndarray) -> tu
     nowhere near it.) ``harm`` and ``perc`` are overwritten."""
     np.multiply(harm, harm, out=harm)
     np.multiply(perc, perc, out=perc)
-    np.add(harm, perc, out=perc)  # perc now holds h^2 + p^2
-    empty = perc <= np.finfo(np.float32).tiny
-    harm[empty], perc[empty] = 0.5, 1.0
-    np.divide(harm, perc, out=harm)  # mask_h
-    np.subtract(1.0, harm, out=perc)  # mask_p
+    total = harm + perc
+    empty = total <= np.finfo(np.float32).tiny
+    total[empty], harm[empty], perc[empty] = 1.0, 0.5, 0.5
+    # each mask from its own part: 1 - mask_h would cancel catastrophically where one part dominates
+    np.divide(harm, total, out=harm)
+    np.divide(perc, total, out=perc)
     power = magnitude * magnitude
     np.multiply(harm, harm, out=harm)
     np.multiply(harm, power, out=harm)
