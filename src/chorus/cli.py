@@ -247,10 +247,21 @@ bench_app = typer.Typer(help="Benchmarks: each prints its figures, the last line
 app.add_typer(bench_app, name="bench")
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")]
+
+
+def _report_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """Readable lines (unless --json), then the figures as one JSON object on the last line."""
+    if not as_json:
+        for key, value in figures.items():
+            console.print(f"{key:>28}: {value}")
+    print(json.dumps(figures), flush=True)
+
+
 @bench_app.command("features")
 def bench_features(
     quick: Annotated[bool, typer.Option("--quick", help="A few short clips: checks the keys and the dB agreement.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """The features flow (1 and 2 warm Dask workers) against the pinned naive librosa chain."""
     from benchmarks.features import run as run_bench
@@ -258,27 +269,18 @@ def bench_features(
     settings = CTX.settings()
     if not CTX.debug:
         _terminal_logs_without_tracebacks()
-    figures = run_bench(settings, quick=quick, log=lambda text: err.print(text))
-    if not as_json:
-        for key, value in figures.items():
-            console.print(f"{key:>28}: {value}")
-    print(json.dumps(figures), flush=True)
+    _report_figures(run_bench(settings, quick=quick, log=err.print), as_json)
 
 
 @bench_app.command("voting")
 def bench_voting(
     quick: Annotated[bool, typer.Option("--quick", help="A small graph: checks chorus's truths equal networkx's.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Personal truths over a generated 1M-user follow graph against networkx + pandas."""
     from benchmarks.voting import run as run_bench
 
-    settings = CTX.settings()
-    figures = run_bench(settings.state_dir, quick=quick, log=lambda text: err.print(text))
-    if not as_json:
-        for key, value in figures.items():
-            console.print(f"{key:>28}: {value}")
-    print(json.dumps(figures), flush=True)
+    _report_figures(run_bench(CTX.settings().state_dir, quick=quick, log=err.print), as_json)
 
 
 def main() -> None:
