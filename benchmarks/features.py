@@ -150,7 +150,6 @@ def naive_process(job: dict[str, Any]) -> dict[str, Any]:
 
 def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict[str, Any]:
     from chorus import stages
-    from chorus.state import StateDir
 
     root = Path(settings.state_dir) / "bench" / ("features-quick" if quick else "features")
     bench = settings.model_copy(update={"state_dir": root, "demo": corpus_settings(quick),

@@ -12,8 +12,8 @@ from scipy.ndimage import median_filter
 from chorus.audio import AudioProblem
 from chorus.config import FeatureSettings
 from chorus.features import (
-    FeatureExtractor, catalogue, centered_moving_median, extract_track, load_features, logmel, plan_shards,
-    segment, segment_checks, stage_shard, write_index, write_shard,
+    FeatureExtractor, centered_moving_median, extract_track, load_features, logmel, plan_shards,
+    segment, write_index, write_shard,
 )
 from chorus.io import read_meta
 from chorus.reference import naive_feature_maps

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from chorus.audio import AudioProblem, load_mono
 from chorus.config import FeatureSettings, stable_hash
-from chorus.io import read_meta, write_json_atomic
+from chorus.io import read_meta, temp_path_beside, with_meta, write_json_atomic
 
 FEATURE_SCHEMA_VERSION = 2
 DB_REFERENCE = 1.0
@@ -97,8 +97,6 @@ class FeatureExtractor:
 
     def analyse(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """Full-length (n_mels, frames) maps of a mono signal at the analysis rate."""
-        import librosa
-
         s = self.settings
         magnitude = self.stft_magnitude(y)
         maps = {"logmel": self.to_db(magnitude**2)}
@@ -243,6 +241,12 @@ def _fixed(blocks: list[np.ndarray], size: int) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(np.float32, copy=False), pa.float32()), size)
 
 
+def tensor_rows(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_list column as a (rows, list_size) numpy array."""
+    column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+
+
 def features_table(items: list[TrackFeatures], settings: FeatureSettings) -> pa.Table:
     h, w = settings.n_mels, settings.segment_frames
     config_hash = settings.config_hash()
@@ -267,9 +271,8 @@ def segment_checks(table: pa.Table, settings: FeatureSettings) -> pd.DataFrame:
     low = np.full(table.num_rows, np.inf, np.float32)
     high = np.full(table.num_rows, -np.inf, np.float32)
     for name in [*map_names(settings), "mfcc_stats"]:
-        column = table.column(name).combine_chunks()
-        values = column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, column.type.list_size)
-        out[f"size_{name}"] = column.type.list_size
+        values = tensor_rows(table.column(name))
+        out[f"size_{name}"] = values.shape[1]
         finite &= np.isfinite(values).all(axis=1)
         if name != "mfcc_stats" and values.size:
             low = np.minimum(low, values.min(axis=1))
@@ -332,20 +335,31 @@ class StagedShard:
     rejected: list[dict[str, str]]
     segments: int
     audio_seconds: float
-    workers: list[str] = field(default_factory=list)
+
+
+def _shard_metas(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, chorus metadata) of every committed shard of ``folder``, in name order."""
+    found = []
+    for path in sorted(folder.glob("shard-*.parquet")):
+        meta = read_meta(path)
+        if meta and "tracks" in meta:
+            found.append((path.name, meta))
+    return found
+
+
+def _holders(metas: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """sha256 -> the first shard holding (or having rejected) that track."""
+    found: dict[str, str] = {}
+    for name, meta in metas:
+        for sha in [*meta["tracks"].values(), *(r["sha256"] for r in meta.get("rejected", []) if "sha256" in r)]:
+            found.setdefault(sha, name)
+    return found
 
 
 def catalogue(folder: Path) -> dict[str, str]:
     """sha256 -> shard file name, for every track a committed shard of ``folder`` holds (or
     rejected). What is on disk decides: a deleted shard's tracks are simply absent."""
-    found: dict[str, str] = {}
-    for path in sorted(folder.glob("shard-*.parquet")):
-        meta = read_meta(path)
-        if not meta or "tracks" not in meta:
-            continue
-        for sha in [*meta["tracks"].values(), *(r["sha256"] for r in meta.get("rejected", []) if "sha256" in r)]:
-            found.setdefault(sha, path.name)
-    return found
+    return _holders(_shard_metas(folder))
 
 
 def plan_shards(tracks: pd.DataFrame, settings: FeatureSettings, root: Path) -> list[Shard]:
@@ -370,24 +384,15 @@ def shard_is_current(shard: Shard) -> bool:
 def stage_shard(shard: Shard, results: list[TrackFeatures | dict[str, str]], settings: FeatureSettings) -> StagedShard:
     """Write a shard's Parquet to a temporary file beside its final path (runs on a Dask worker,
     so the tensors never travel to the flow process)."""
-    import os
-    import tempfile
-
-    from chorus.io import METADATA_KEY, SCHEMA_VERSION
-
     items = [r for r in results if isinstance(r, TrackFeatures)]
     sha_of = dict(zip(shard.tracks["track_id"], shard.tracks["sha256"], strict=True))
     rejected = [{**r, "sha256": sha_of[r["track_id"]]} for r in results if isinstance(r, dict)]
-    table = features_table(items, settings)
     meta = feature_metadata(settings, shard.key)
     meta["tracks"] = {i.track_id: sha_of[i.track_id] for i in items}
     meta["rejected"] = rejected
     meta["audio_seconds"] = sum(i.seconds for i in items)
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps({"schema_version": SCHEMA_VERSION, **meta},
-                                                                    sort_keys=True, default=str).encode()})
-    shard.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{shard.path.name}.", suffix=".tmp", dir=shard.path.parent)
-    os.close(fd)
+    table = with_meta(features_table(items, settings), meta)
+    tmp = temp_path_beside(shard.path)
     # Float maps barely compress (zstd saves ~15%) and this write sits on the critical path:
     # tensors go uncompressed, the small columns zstd.
     tensors = {*map_names(settings), "mfcc_stats"}
@@ -395,17 +400,7 @@ def stage_shard(shard: Shard, results: list[TrackFeatures | dict[str, str]], set
     small = [name for name in table.column_names if name not in tensors]
     pq.write_table(table, tmp, compression=compression, use_dictionary=["track_id", "config_hash"],
                    write_statistics=small, row_group_size=256)  # min/max of tensors: costly, unused
-    return StagedShard(shard, Path(tmp), segment_checks(table, settings), rejected, table.num_rows,
-                       meta["audio_seconds"], _worker_addresses())
-
-
-def _worker_addresses() -> list[str]:
-    try:
-        from distributed import get_worker
-
-        return [get_worker().address]
-    except (ImportError, ValueError):
-        return []
+    return StagedShard(shard, tmp, segment_checks(table, settings), rejected, table.num_rows, meta["audio_seconds"])
 
 
 def commit_shard(staged: StagedShard) -> Path:
@@ -433,18 +428,18 @@ def write_index(tracks: pd.DataFrame, settings: FeatureSettings, root: Path) -> 
 
     A track held by two shards (a retried shard racing its first attempt) is served once."""
     folder = feature_dir(root, settings)
-    held = catalogue(folder)
+    metas = _shard_metas(folder)  # one metadata read per shard
+    held = _holders(metas)
     wanted = set(tracks["sha256"])
     rejected: list[dict[str, str]] = []
     serving: dict[str, str] = {}
     shards: set[str] = set()
-    for path in sorted(folder.glob("shard-*.parquet")):
-        meta = read_meta(path) or {}
-        for track_id, sha in meta.get("tracks", {}).items():
-            if sha in wanted and held.get(sha) == path.name:
-                serving[track_id] = path.name
-                shards.add(path.name)
-        rejected += [r for r in meta.get("rejected", []) if r.get("sha256") in wanted and held.get(r["sha256"]) == path.name]
+    for name, meta in metas:
+        for track_id, sha in meta["tracks"].items():
+            if sha in wanted and held.get(sha) == name:
+                serving[track_id] = name
+                shards.add(name)
+        rejected += [r for r in meta.get("rejected", []) if r.get("sha256") in wanted and held.get(r["sha256"]) == name]
     index = {
         "config_hash": settings.config_hash(),
         "shards": sorted(shards),
@@ -493,9 +488,8 @@ def load_features(root: Path, settings: FeatureSettings, track_ids: list[str] | 
         table = pq.read_table(folder / name, columns=["track_id", "segment", "start_s", *names, "mfcc_stats"])
         table = table.filter(pc.is_in(table.column("track_id"), pa.array(mine)))
         for n in names:
-            arrays[n].append(table.column(n).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, h, w))
-        stats.append(table.column("mfcc_stats").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                     .reshape(table.num_rows, -1))
+            arrays[n].append(tensor_rows(table.column(n)).reshape(-1, h, w))
+        stats.append(tensor_rows(table.column("mfcc_stats")))
         frames.append(table.select(["track_id", "segment", "start_s"]).to_pandas())
     loaded = {n: (np.concatenate(a) if a else np.zeros((0, h, w), np.float32)) for n, a in arrays.items()}
     segments = (pd.concat(frames, ignore_index=True) if frames

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chorus.config import ChorusSettings
+from chorus.io import TEMP_GLOB
 from chorus.state import StateDir
-
-TEMP_GLOB = ".*.tmp"
 
 
 @dataclass(frozen=True)

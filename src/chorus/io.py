@@ -32,14 +32,23 @@ def track_id_for(sha256_hex: str) -> str:
     return sha256_hex[:16]
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+TEMP_GLOB = ".*.tmp"  # what temp_path_beside creates: hidden, so no reader's glob picks it up
+
+
+def temp_path_beside(path: str | Path) -> Path:
+    """A new empty temporary file beside ``path``: same filesystem, so renaming it into place is
+    atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    tmp_path = temp_path_beside(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -67,15 +76,20 @@ def write_parquet(
     """Write a Parquet file atomically (zstd), with ``meta`` stored as JSON in its metadata."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    existing = dict(table.schema.metadata or {})
-    existing[METADATA_KEY] = json.dumps(
-        {"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str
-    ).encode()
-    table = table.replace_schema_metadata(existing)
+    table = with_meta(table, meta)
     options.setdefault("compression", "zstd")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **options)
     return Path(path)
+
+
+def with_meta(table: pa.Table, meta: dict[str, Any] | None) -> pa.Table:
+    """``table`` with ``meta`` (and the schema version) as the chorus entry of its schema metadata."""
+    existing = dict(table.schema.metadata or {})
+    existing[METADATA_KEY] = json.dumps(
+        {"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str
+    ).encode()
+    return table.replace_schema_metadata(existing)
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
