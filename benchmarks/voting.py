@@ -63,19 +63,16 @@ def chorus_process(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
     import scipy.sparse as sp
 
     from chorus.config import LabelSettings
-    from chorus.social.graph import SocialGraph
+    from chorus.social.graph import SocialGraph, follow_matrix
     from chorus.social.voting import personal_truths, tag_matrix_from_rows, weighted_vote
 
     started = time.perf_counter()
     users = pd.read_parquet(folder / "users.parquet")["user_id"].to_numpy()
     follows = pd.read_parquet(folder / "follows.parquet")
     rows = pd.read_parquet(folder / "tag_rows.parquet")
-    # the same edge rules as build_graph (self-follows and duplicates dropped), on integer ids
-    src, dst = follows["follower"].to_numpy(np.int64), follows["followee"].to_numpy(np.int64)
-    keep = src != dst
-    adjacency = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (src[keep], dst[keep])), shape=(len(users),) * 2)
-    adjacency.sum_duplicates()
-    adjacency.data[:] = 1.0
+    # build_graph's edge rules on the generator's integer ids (no id lookup needed)
+    adjacency, _, _ = follow_matrix(follows["follower"].to_numpy(np.int64), follows["followee"].to_numpy(np.int64),
+                                    len(users))
     graph = SocialGraph(users, pd.Index(users), adjacency)
     tags = tag_matrix_from_rows(rows["user"].to_numpy(), rows["song"].to_numpy(), rows["mood"].to_numpy(np.int64),
                                 len(users), np.arange(params["songs"]))

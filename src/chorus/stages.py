@@ -143,9 +143,11 @@ def training_tracks(settings: ChorusSettings) -> pd.DataFrame:
     tracks = load_tracks(settings)
     labels = StateDir(settings.state_dir).labels / "labels.parquet"
     if labels.exists():
-        table = read_table(labels, columns=["scope", "track_id", *[f"score_{m}" for m in MOODS]])
+        from chorus.social.voting import SCORE_COLUMNS
+
+        table = read_table(labels, columns=["scope", "track_id", *SCORE_COLUMNS])
         glob = table[table["scope"] == "global"].set_index("track_id")
-        top = glob[[f"score_{m}" for m in MOODS]].to_numpy().argmax(axis=1)
+        top = glob[SCORE_COLUMNS].to_numpy().argmax(axis=1)
         voted = pd.Series([MOODS[j] for j in top], index=glob.index, dtype=object)
         tracks[VOTED_TASK] = tracks["track_id"].map(voted)
     return tracks

@@ -54,17 +54,22 @@ def build_graph(users: pd.DataFrame, follows: pd.DataFrame) -> GraphBuild:
         "followee": follows["followee"].to_numpy()[unknown],
         "reason": reasons[unknown],
     })
-    src, dst = follower[~unknown], followee[~unknown]
+    adjacency, self_follows, duplicates = follow_matrix(follower[~unknown], followee[~unknown], len(ids))
+    counts = {"users": len(ids), "follows_in": len(follows), "follows_kept": int(adjacency.nnz),
+              "follows_rejected": int(unknown.sum()), "self_follows_dropped": self_follows,
+              "duplicate_follows_dropped": duplicates}
+    return GraphBuild(SocialGraph(ids, index, adjacency), rejects, counts)
+
+
+def follow_matrix(src: np.ndarray, dst: np.ndarray, n_users: int) -> tuple[sp.csr_matrix, int, int]:
+    """(n x n) 0/1 CSR adjacency from follower/followee positions, with how many self-follows
+    and duplicate edges were dropped."""
     self_follow = src == dst
     src, dst = src[~self_follow], dst[~self_follow]
-    keys = np.unique(src.astype(np.int64) * len(ids) + dst)
-    duplicates = len(src) - len(keys)
-    src, dst = keys // len(ids), keys % len(ids)
-    adjacency = sp.csr_matrix((np.ones(len(keys), np.float32), (src, dst)), shape=(len(ids), len(ids)))
-    counts = {"users": len(ids), "follows_in": len(follows), "follows_kept": int(adjacency.nnz),
-              "follows_rejected": int(unknown.sum()), "self_follows_dropped": int(self_follow.sum()),
-              "duplicate_follows_dropped": int(duplicates)}
-    return GraphBuild(SocialGraph(ids, index, adjacency), rejects, counts)
+    keys = np.unique(src.astype(np.int64) * n_users + dst)
+    adjacency = sp.csr_matrix((np.ones(len(keys), np.float32), (keys // n_users, keys % n_users)),
+                              shape=(n_users, n_users))
+    return adjacency, int(self_follow.sum()), len(src) - len(keys)
 
 
 def hop_weights(weighting: Weighting, max_depth: int, base: float = 2.0,

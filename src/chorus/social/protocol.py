@@ -19,8 +19,8 @@ import scipy.sparse as sp
 
 from chorus import MOODS
 from chorus.config import LabelSettings
-from chorus.social.graph import SocialGraph, hop_weights
-from chorus.social.voting import N_MOODS, TagMatrix, personal_weights, top_k_labels
+from chorus.social.graph import SocialGraph
+from chorus.social.voting import N_MOODS, SCORE_COLUMNS, TagMatrix, membership, settings_weights, top_k_labels
 
 METRICS = ("precision", "recall", "f1", "jaccard")
 
@@ -75,9 +75,7 @@ def evaluate_protocol(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, 
         return {"users": 0, "note": f"no user has {settings.protocol_min_songs}+ tagged songs"}
 
     # personal: every other user within reach, weighted by hop distance (never the user)
-    weights = personal_weights(graph, holdout.users, settings.max_depth,
-                               hop_weight=hop_weights(settings.weighting, settings.max_depth, settings.base,
-                                                      settings.weight_table))
+    weights = settings_weights(graph, holdout.users, settings, include_self=False)
     personal_num = (weights @ tags.moods).tocsr()
     personal_den = (weights @ tags.presence).tocsr()
     # global and group sums over everyone; each user's own vectors are subtracted below
@@ -85,13 +83,9 @@ def evaluate_protocol(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, 
     global_den = np.asarray(tags.presence.sum(axis=0)).ravel()
     attributes = [a for a in settings.group_by if a in users.columns]
     groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    positions = graph.positions(users["user_id"].astype(str))
     for attribute in attributes:
-        values = np.empty(graph.n_users, dtype=object)
-        values[positions] = users[attribute].astype(str).to_numpy()
-        codes, names = pd.factorize(pd.Series(values))
-        member = sp.csr_matrix((np.ones(graph.n_users, np.float32), (codes, np.arange(graph.n_users))),
-                               shape=(len(names), graph.n_users))
+        _, member = membership(users, graph, [attribute])
+        codes = member.tocsc().indices  # every user is in exactly one group of an attribute
         groups[attribute] = (codes, (member @ tags.moods).tocsr(), np.asarray((member @ tags.presence).todense()))
     mood_counts = global_num.reshape(-1, N_MOODS).sum(axis=0)
 
@@ -168,14 +162,13 @@ def evaluate_protocol(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, 
 def label_quality(truth: pd.DataFrame, planted: pd.Series, top_k: int) -> dict[str, Any]:
     """How well global and group truth recover each track's planted mood (the demo's only true
     mood): top-1 accuracy and top-k hit rate per scope kind, beside chance (1/12, k/12)."""
-    score_columns = [f"score_{m}" for m in MOODS]
     out: dict[str, Any] = {"chance_top1": 1 / N_MOODS, "chance_top_k": top_k / N_MOODS, "k": top_k}
     for kind, frame in (("global", truth[truth["scope"] == "global"]),
                         ("group", truth[truth["scope"].str.startswith("group:")])):
         frame = frame[frame["track_id"].isin(planted.index)]
         if frame.empty:
             continue
-        scores = frame[score_columns].to_numpy()
+        scores = frame[SCORE_COLUMNS].to_numpy()
         want = np.array([MOODS.index(m) for m in planted.loc[frame["track_id"]].to_numpy()])
         order = np.argsort(-scores, axis=1, kind="stable")
         out[kind] = {"tracks": int(frame["track_id"].nunique()), "rows": len(frame),

@@ -11,8 +11,8 @@ truth vector, or the moods above a threshold.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,6 @@ import scipy.sparse as sp
 from chorus import MOODS
 from chorus.social.graph import SocialGraph
 from chorus.social.tags import TagMapper
-
 SCORE_COLUMNS = [f"score_{m}" for m in MOODS]
 
 
@@ -37,7 +36,7 @@ class UserSongVotes:
 
 
 def user_song_votes(playlists: pd.DataFrame, playlist_tracks: pd.DataFrame, mapper: TagMapper) -> UserSongVotes:
-    playlist_vectors = np.stack([mapper.vector(tags) for tags in playlists["tags"]]) if len(playlists) else np.zeros((0, 12), np.float32)
+    playlist_vectors = np.stack([mapper.vector(tags) for tags in playlists["tags"]]) if len(playlists) else np.zeros((0, N_MOODS), np.float32)
     without_mood = int((playlist_vectors.sum(axis=1) == 0).sum())
     index = pd.Series(np.arange(len(playlists)), index=playlists["playlist_id"].to_numpy())
     members = playlist_tracks[playlist_tracks["playlist_id"].isin(index.index)]
@@ -48,7 +47,7 @@ def user_song_votes(playlists: pd.DataFrame, playlist_tracks: pd.DataFrame, mapp
     # Union over a user's playlists holding the same song.
     keys = frame.groupby(["user_id", "track_id"], sort=True).ngroup().to_numpy()
     n = int(keys.max()) + 1 if len(keys) else 0
-    merged = np.zeros((n, len(MOODS)), np.float32)
+    merged = np.zeros((n, N_MOODS), np.float32)
     np.maximum.at(merged, keys, vectors)
     pairs = frame.assign(_k=keys).drop_duplicates("_k").sort_values("_k")[["user_id", "track_id"]].reset_index(drop=True)
     return UserSongVotes(pairs, merged, Counter(mapper.discarded), without_mood)
@@ -213,13 +212,17 @@ def select_targets(users: pd.DataFrame, settings: Any) -> list[str]:
     return ids.tolist()
 
 
-def personal_batch(graph: SocialGraph, tags: TagMatrix, positions: np.ndarray, settings: Any) -> Vote:
-    """Personal votes of one batch of target positions (rows 0..len-1)."""
+def settings_weights(graph: SocialGraph, targets: np.ndarray, settings: Any, include_self: bool) -> sp.csr_matrix:
+    """personal_weights with w(d) and the depth from the labels settings."""
     from chorus.social.graph import hop_weights
 
-    weights = hop_weights(settings.weighting, settings.max_depth, settings.base, settings.weight_table)
-    return weighted_vote(personal_weights(graph, positions, settings.max_depth, weights,
-                                          settings.include_self, settings.self_weight), tags)
+    hop_weight = hop_weights(settings.weighting, settings.max_depth, settings.base, settings.weight_table)
+    return personal_weights(graph, targets, settings.max_depth, hop_weight, include_self, settings.self_weight)
+
+
+def personal_batch(graph: SocialGraph, tags: TagMatrix, positions: np.ndarray, settings: Any) -> Vote:
+    """Personal votes of one batch of target positions (rows 0..len-1)."""
+    return weighted_vote(settings_weights(graph, positions, settings, settings.include_self), tags)
 
 
 # (function, graph, tags, batches, settings) -> votes in batch order: how batches fan out
