@@ -252,6 +252,13 @@ def forgotten_digests(social_dir: Path) -> list[str]:
     return sorted(json.loads(path.read_text())) if path.exists() else []
 
 
+def social_key(social_dir: Path, digests: list[str]) -> str:
+    """Key of the copied social tables: the source's content and who was forgotten since."""
+    from chorus.config import stable_hash
+
+    return stable_hash({"source": social_fingerprint(social_dir), "forgotten": digests})
+
+
 def remember_forgotten(social_dir: Path, user_id: str) -> list[str]:
     from chorus.io import write_json_atomic
 

@@ -77,7 +77,7 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
     """Probe/decode/validate the corpus into ``data/tracks.parquet`` + ``quarantine/``; validate
     and copy the social tables into ``social/``. GX failures stop here."""
     from chorus.datasets.adapters import candidates_for
-    from chorus.ingest import ingest, inputs_fingerprint, read_social, social_fingerprint
+    from chorus.ingest import ingest, inputs_fingerprint, read_social
     from chorus.validation import Validator
 
     started = time.perf_counter()
@@ -86,12 +86,11 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
     candidates = candidates_for(corpus, settings.ingest.adapter)
     key = inputs_fingerprint(candidates, settings.ingest)
     quarantine_path = state.quarantine / "ingest.parquet"
-    from chorus.ingest import drop_forgotten, forgotten_digests
+    from chorus.ingest import drop_forgotten, forgotten_digests, social_key as social_tables_key
 
     forgotten = forgotten_digests(state.social)
-    social_key = (stable_hash({"source": social_fingerprint(social_dir), "forgotten": forgotten})
-                  if social_dir and social_dir.exists() else None)
-    social_paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
+    social_key = social_tables_key(social_dir, forgotten) if social_dir and social_dir.exists() else None
+    social_paths = social_table_paths(state)
     tracks_current = output_is_current(state.tracks, key) and quarantine_path.exists()
     social_current = social_key is None or all(output_is_current(p, social_key) for p in social_paths.values())
     outputs = {"tracks": str(state.tracks), "quarantine": str(quarantine_path), "data_docs": str(state.data_docs / "index.html")}
@@ -280,7 +279,7 @@ def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = 
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
-    paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
+    paths = social_table_paths(state)
     missing = [p for p in paths.values() if not p.exists()]
     if missing:
         from chorus.errors import InputError
@@ -340,10 +339,10 @@ def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = 
 def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
     """Remove a user's social rows (now and on every later ingest) and recompute the labels."""
     from chorus.errors import InputError
-    from chorus.ingest import drop_forgotten, remember_forgotten
+    from chorus.ingest import drop_forgotten, remember_forgotten, social_key
 
     state = StateDir(settings.state_dir)
-    paths = {name: state.social / f"{name}.parquet" for name in ("users", "follows", "playlists", "playlist_tracks")}
+    paths = social_table_paths(state)
     if not all(p.exists() for p in paths.values()):
         raise InputError(str(state.social), "no social tables: run `chorus ingest` first")
     tables = {name: read_table(p) for name, p in paths.items()}
@@ -351,12 +350,10 @@ def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
         raise InputError(str(paths["users"]), f"no user '{user_id}' (already forgotten, or never there)")
     digests = remember_forgotten(state.social, user_id)
     kept, dropped = drop_forgotten(tables, digests)
-    from chorus.ingest import social_fingerprint
-
     _, social_dir = corpus_location(settings)
     # the key ingest computes for this source and forgotten list: a later ingest finds it current,
     # and the labels stage sees changed social inputs and recomputes
-    key = (stable_hash({"source": social_fingerprint(social_dir), "forgotten": digests})
+    key = (social_key(social_dir, digests)
            if social_dir and social_dir.exists() else stable_hash({"forgotten": digests, "tables": str(state.social)}))
     for name, table in kept.items():
         write_parquet(table, paths[name], {**(read_meta(paths[name]) or {}), "key": key})
@@ -364,9 +361,20 @@ def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
     return {"dropped": dropped, "labels": labels.as_dict()}
 
 
+def social_table_paths(state: StateDir) -> dict[str, Path]:
+    """The validated copies of the social tables under the state directory."""
+    from chorus.ingest import SOCIAL_TABLES
+
+    return {name: state.social / f"{name}.parquet" for name in SOCIAL_TABLES}
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """reports/metrics.json: one section per stage that reports figures ({} before any)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def update_metrics(path: Path, section: str, value: Any) -> None:
-    """reports/metrics.json holds one section per stage that reports figures."""
-    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary = read_metrics(path)
     summary[section] = value
     write_json_atomic(path, summary)
 
@@ -467,8 +475,7 @@ def evaluate_stage(settings: ChorusSettings, version: int | None = None) -> Stag
 
             raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
     tracks = training_tracks(settings)
-    summary_file = state.reports / "metrics.json"
-    voting = (json.loads(summary_file.read_text()) if summary_file.exists() else {}).get("voting")
+    voting = read_metrics(state.reports / "metrics.json").get("voting")
     key = stable_hash({"model": ts.model_name, "version": version, "evaluate": es.config_hash(), "voting": voting,
                        "features": features_key(state.features, settings.features),
                        "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
@@ -526,7 +533,7 @@ def _run_history(run_id: str) -> list[dict[str, float]]:
 
 def _update_summary(path: Path, record: dict[str, Any]) -> None:
     """reports/metrics.json: {"run_id": ..., "models": {name: {task, accuracy, ...}}}."""
-    summary = json.loads(path.read_text()) if path.exists() else {"models": {}}
+    summary = read_metrics(path)
     summary["run_id"] = record["run_id"]
     summary.setdefault("models", {})[record["model"]] = {
         "task": record["task"], "version": record["version"], "run_id": record["run_id"],
