@@ -44,7 +44,7 @@ def _bare_extract(track_id: str, uri: str, settings: Any) -> int:
     return extract_track(track_id, uri, settings).segments
 
 
-def _worker_peak_rss_mib() -> float:
+def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -68,18 +68,16 @@ def measure_cluster(settings: ChorusSettings, workers: int, tracks: Any, repeats
     of ``repeats``)."""
     import statistics
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    import dask
-
-    from chorus.compute import WORKER_ENVIRON
+    from chorus.compute import dask_scheduler
 
     started = time.perf_counter()
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1", memory_limit=settings.features.worker_memory_limit) as cluster, \
-            Client(cluster) as client:
+    local = settings.features.model_copy(update={"dask_workers": workers, "dask_address": None})
+    # the local cluster a run starts by default, started once here so the timed runs find it warm
+    with dask_scheduler(local) as address, Client(address) as client:
         on_cluster = settings.model_copy(update={"features": settings.features.model_copy(
-            update={"dask_address": cluster.scheduler_address})})
+            update={"dask_address": address})})
         # warm-up: imports on the workers, Prefect's API, the GX context, all on a cheap configuration
         cheap = on_cluster.model_copy(update={"features": on_cluster.features.model_copy(
             update={"hpss": False, "n_mels": 32})})
@@ -98,7 +96,7 @@ def measure_cluster(settings: ChorusSettings, workers: int, tracks: Any, repeats
             segments = sum(client.gather(client.map(_bare_extract, ids, uris, [settings.features] * len(ids),
                                                     pure=False)))
             bare_times.append(time.perf_counter() - started)
-        worker_rss = client.run(_worker_peak_rss_mib)
+        worker_rss = client.run(_peak_rss_mib)
     counts = summary["counts"]
     if counts["segments_written"] != segments:
         raise RuntimeError(f"flow wrote {counts['segments_written']} segments, the bare chain made {segments}")
@@ -189,7 +187,7 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
         "startup_seconds": round(results[2]["startup_seconds"], 2),
         "startup_seconds_1w": round(results[1]["startup_seconds"], 2),
         "max_abs_db_diff": naive["max_abs_db_diff"],
-        "flow_process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "flow_process_peak_rss_mib": round(_peak_rss_mib(), 1),
         "worker_peak_rss_mib": round(max(r["worker_peak_rss_mib"] for r in results.values()), 1),
         "targets": {"speedup_vs_naive": 10, "scaling_2w": 1.8, "orchestration_overhead": 0.05, "max_abs_db_diff": 0.01},
         "gpu": None,  # no CUDA here: the batched torch path is not measured
