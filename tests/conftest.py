@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +40,20 @@ def write_wav(path: Path, y: np.ndarray, sr: int = SR, subtype: str = "PCM_16") 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), y, sr, subtype=subtype)
     return path
+
+
+def run_chorus(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The ``chorus`` command in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "chorus.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def bench_figures(name: str, tmp_path: Path, timeout: float) -> dict:
+    """``chorus bench <name> --quick --json`` in its own state directory: its last line, parsed."""
+    done = run_chorus("--state-dir", str(tmp_path / "state"), "bench", name, "--quick", "--json",
+                      cwd=tmp_path, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

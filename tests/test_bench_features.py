@@ -3,11 +3,9 @@ line, and chorus's stored maps still agree with the pinned naive librosa chain."
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from conftest import bench_figures
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +14,7 @@ KEYS = {"clips", "audio_seconds", "naive_rtf", "chorus_rtf_1w", "chorus_rtf_2w",
 
 
 def test_quick_features_benchmark_agrees_with_the_reference(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "chorus.cli", "--state-dir", str(tmp_path / "state"),
-                           "bench", "features", "--quick", "--json"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = bench_figures("features", tmp_path, timeout=600)
     assert KEYS <= set(figures)
     assert figures["quick"] is True and figures["clips"] == 4 and figures["audio_seconds"] > 10
     assert figures["max_abs_db_diff"] <= 0.01

@@ -3,20 +3,14 @@ reference's on a small generated graph (same entries; scores within float32 roun
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from conftest import bench_figures
 
 KEYS = {"users", "follows", "tag_rows", "targets", "load_seconds", "global_seconds", "personal_seconds",
         "peak_rss_gib", "naive_seconds_per_target", "speedup_vs_naive"}
 
 
 def test_quick_voting_benchmark_agrees_with_networkx(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "chorus.cli", "--state-dir", str(tmp_path / "state"),
-                           "bench", "voting", "--quick", "--json"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = bench_figures("voting", tmp_path, timeout=300)
     assert KEYS <= set(figures) and figures["quick"] is True
     agreement = figures["agreement"]
     assert agreement["entries"] > 1000 and agreement["same_entries"]

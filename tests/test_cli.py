@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-CHORUS = [sys.executable, "-m", "chorus.cli"]
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CHORUS, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+from conftest import run_chorus as run
 
 
 def test_flags_reach_the_resolved_settings(tmp_path):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from chorus.config import ChorusSettings
 from chorus.housekeeping import find_garbage, remove
 from chorus.state import StateDir
+from conftest import run_chorus
 
 
 def _feature_set(root, name, shards=("shard-a.parquet",), served=None):
@@ -43,10 +42,10 @@ def test_unreferenced_feature_sets_and_leftovers_are_found_and_removed(tmp_path)
 def test_gc_command_is_a_dry_run_unless_told(tmp_path):
     settings = ChorusSettings(state_dir=tmp_path / "state")
     orphan = _feature_set(StateDir(settings.state_dir).features, "0" * 16)
-    cmd = [sys.executable, "-m", "chorus.cli", "--state-dir", str(settings.state_dir), "gc"]
-    dry = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    gc = ("--state-dir", str(settings.state_dir), "gc")
+    dry = run_chorus(*gc, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert "would be removed" in dry.stdout and orphan.exists()
-    wet = subprocess.run([*cmd, "--delete"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    wet = run_chorus(*gc, "--delete", cwd=tmp_path)
     assert wet.returncode == 0, wet.stderr
     assert "removed 1 item" in wet.stdout and not orphan.exists()
