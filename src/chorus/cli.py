@@ -159,13 +159,13 @@ def ingest() -> None:
 
 @app.command()
 def features() -> None:
-    """Extract log-mel segments on Dask into Parquet."""
+    """Log-mel, harmonic/percussive log-mel and MFCC statistics per segment, on Dask, into Parquet."""
     _print_summary(_run_flow("features"))
 
 
 @app.command()
 def labels() -> None:
-    """Turn playlist tags into mood labels."""
+    """Global, group and personal mood labels by weighted voting over the follow graph."""
     _print_summary(_run_flow("labels"))
 
 
