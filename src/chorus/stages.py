@@ -78,7 +78,6 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
     and copy the social tables into ``social/``. GX failures stop here."""
     from chorus.datasets.adapters import candidates_for
     from chorus.ingest import ingest, inputs_fingerprint, read_social
-    from chorus.validation import Validator
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
@@ -100,7 +99,7 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
         meta = read_meta(state.tracks) or {}
         return StageSummary("ingest", True, outputs, meta.get("summary", {}), time.perf_counter() - started)
 
-    validator = validator or Validator(state.data_docs)
+    validator = validator or shared_validator(settings)
     counts: dict[str, Any] = {}
     if not tracks_current:
         result = ingest(candidates, settings.ingest, cache_dir=state.data / "remote-cache", progress=progress)
