@@ -10,8 +10,8 @@ from tasks import evaluate as evaluate_tasks
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate(settings: ChorusSettings | None = None, version: int | None = None) -> dict[str, Any]:
-    """Score a registered version (default: the evaluate.alias one) and write the report."""
+def evaluate(settings: ChorusSettings | None = None, candidates: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Score the candidates of a training (and the champion) on the held-out split; write the report."""
     settings = resolve(settings)
     with holding_state(settings):
-        return evaluate_tasks.evaluate(settings, version)
+        return evaluate_tasks.evaluate(settings, candidates)

@@ -1,4 +1,4 @@
-"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> train -> evaluate."""
+"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> pretrain -> train -> evaluate."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Any
 
 from prefect import flow
 
+from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
 from flows._common import holding_state, resolve
 from flows.evaluate import evaluate
 from flows.features import features
 from flows.ingest import ingest
 from flows.labels import labels
-from flows.train import train
+from flows.train import pretrain, train
 
 
 @flow(name="pipeline", log_prints=True)
@@ -23,12 +24,15 @@ def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     timings: dict[str, float] = {}
     with holding_state(settings):
-        for name, stage in (("ingest", ingest), ("features", features), ("labels", labels), ("train", train)):
+        needs_backbone = any(s.name == "backbone" for s in resolve_candidates(list(settings.train.selected)))
+        stages = [("ingest", ingest), ("features", features), ("labels", labels)]
+        stages += [("pretrain", pretrain)] if needs_backbone else []
+        for name, stage in [*stages, ("train", train)]:
             started = time.perf_counter()
             summary[name] = stage(settings)
             timings[name] = time.perf_counter() - started
         started = time.perf_counter()
-        summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["version"])
+        summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["candidates"])
         timings["evaluate"] = time.perf_counter() - started
     summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     print("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

@@ -10,7 +10,7 @@ from chorus.config import ChorusSettings
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def evaluate(settings: ChorusSettings, version: int | None = None) -> dict[str, Any]:
-    summary = stages.evaluate_stage(settings, version).as_dict()
+def evaluate(settings: ChorusSettings, candidates: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    summary = stages.evaluate_stage(settings, candidates).as_dict()
     get_run_logger().info("evaluate: %s", summary["counts"])
     return summary

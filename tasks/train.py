@@ -9,13 +9,34 @@ from chorus import stages
 from chorus.config import ChorusSettings
 
 
-@task(name="train-and-register", cache_policy=NO_CACHE)
-def train(settings: ChorusSettings) -> dict[str, Any]:
+def _epoch_logger() -> Any:
     logger = get_run_logger()
 
-    def on_epoch(row: dict[str, float]) -> None:
-        logger.info("epoch %(epoch)d: loss %(train_loss).4f, valid accuracy %(valid_accuracy).3f", row)
+    def on_epoch(row: dict[str, Any]) -> None:
+        logger.info("%(candidate)s epoch %(epoch)d: loss %(train_loss).4f, validation %(valid_score).3f, "
+                    "%(samples_per_s).0f samples/s", row)
 
-    summary = stages.train_stage(settings, on_epoch=on_epoch).as_dict()
-    logger.info("train: %s", summary["counts"])
+    return on_epoch
+
+
+# A retry resumes from the last epoch's checkpoint, so it costs at most one epoch.
+@task(name="train-candidate", task_run_name="train-{candidate}", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def train_candidate(settings: ChorusSettings, candidate: str) -> dict[str, Any]:
+    summary = stages.train_stage(settings, on_epoch=_epoch_logger(), candidates=[candidate], assign_champions=False)
+    row = summary.counts["candidates"][candidate]
+    get_run_logger().info("%s: %s v%s (%s)", candidate, row["registered"], row["version"],
+                          "reused" if row["skipped"] else f"trained, validation {row.get('valid_score')}")
+    return summary.counts["candidates"]
+
+
+@task(name="assign-first-champions", cache_policy=NO_CACHE)
+def assign_first_champions(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    stages.first_champions(results)
+    return results
+
+
+@task(name="pretrain-backbone", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def pretrain(settings: ChorusSettings) -> dict[str, Any]:
+    summary = stages.pretrain_stage(settings, on_epoch=_epoch_logger()).as_dict()
+    get_run_logger().info("pretrain: %s", summary["counts"]["candidates"]["backbone"])
     return summary

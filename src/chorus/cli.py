@@ -115,7 +115,7 @@ def demo_data(
     _print_summary(summary.as_dict())
 
 
-def _run_flow(name: str, **kwargs: Any) -> dict[str, Any]:
+def _run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str, Any]:
     settings = CTX.settings()
     # Import after the environment is set: Prefect reads PREFECT_HOME at import.
     import importlib
@@ -123,7 +123,7 @@ def _run_flow(name: str, **kwargs: Any) -> dict[str, Any]:
     module = importlib.import_module(f"flows.{name}")
     if not CTX.debug:
         _terminal_logs_without_tracebacks()
-    return getattr(module, name)(settings=settings, **kwargs)
+    return getattr(module, flow_name or name)(settings=settings, **kwargs)
 
 
 class _WithoutTraceback(logging.Formatter):
@@ -169,31 +169,72 @@ def labels() -> None:
     _print_summary(_run_flow("labels"))
 
 
+Profile = Annotated[str | None, typer.Option("--profile", help="Candidate set: default or full (every model and baseline).")]
+
+
+def _select(profile: str | None, candidates: list[str] | None) -> None:
+    if profile is not None:
+        CTX.overrides.setdefault("train", {})["profile"] = profile
+    if candidates:
+        CTX.overrides.setdefault("train", {})["candidates"] = candidates
+
+
 @app.command()
-def train() -> None:
-    """Train, track and register the classifier."""
+def pretrain() -> None:
+    """Pretrain the shared backbone on its pretext task (cached; registered as <prefix>-backbone)."""
+    _print_summary(_run_flow("train", flow_name="pretrain"))
+
+
+@app.command()
+def train(
+    candidate: Annotated[list[str] | None, typer.Option("--candidate", "-c",
+                                                         help="Train this candidate (repeatable); see `chorus candidates`.")] = None,
+    profile: Profile = None,
+) -> None:
+    """Train, track and register the selected models and baselines."""
+    _select(profile, candidate)
     _print_summary(_run_flow("train"))
 
 
 @app.command()
-def evaluate(version: Annotated[int | None, typer.Option(help="Model version (default: the evaluate.alias one).")] = None) -> None:
-    """Evaluate a registered model on the held-out split and write the report."""
-    _print_summary(_run_flow("evaluate", version=version))
+def candidates() -> None:
+    """List every model and baseline `chorus train --candidate` accepts, and the profiles."""
+    from chorus.candidates import CATALOGUE
+    from chorus.config import PROFILES
+
+    table = Table(title="candidates")
+    for column in ("candidate", "task", "family", "needs", "profiles"):
+        table.add_column(column)
+    for name, spec in CATALOGUE.items():
+        table.add_row(name, spec.task, spec.family, ", ".join(spec.needs),
+                      ", ".join(p for p, names in PROFILES.items() if name in names))
+    console.print(table)
 
 
 @app.command()
-def run() -> None:
+def evaluate() -> None:
+    """Evaluate the champion on the held-out split and write the report."""
+    _print_summary(_run_flow("evaluate"))
+
+
+@app.command()
+def run(profile: Profile = None) -> None:
     """Run the whole pipeline as one Prefect flow and print where every output is."""
+    _select(profile, None)
     summary = _run_flow("pipeline")
     _print_summary(summary)
     settings = CTX.settings()
     state = StateDir(settings.state_dir)
-    train_counts = summary["train"]["counts"]
     console.print(f"[bold]State directory[/]: {state.root}")
-    console.print(
-        f"[bold]Registered model[/]: models:/{train_counts['model']}/{train_counts['version']}"
-        f" (alias champion -> v{train_counts['champion']}) in {settings.tracking_uri}"
-    )
+    models = Table(title=f"registered in {settings.tracking_uri}")
+    for column in ("candidate", "model", "validation", "test", "champion"):
+        models.add_column(column)
+    tested = summary["evaluate"]["counts"].get("candidates", {})
+    for name, row in summary["train"]["counts"]["candidates"].items():
+        valid = row.get("valid_score")
+        models.add_row(name, f"models:/{row['registered']}/{row['version']}", f"{valid:.3f}" if valid is not None else "",
+                       f"{tested[name]:.3f}" if name in tested else "", f"v{row.get('champion')}" if row.get("champion") else "")
+    console.print(models)
     console.print(f"[bold]Report[/]: {summary['evaluate']['outputs']['report']}")
     console.print(f"[bold]Metrics[/]: {summary['evaluate']['outputs']['metrics']}")
     console.print(f"[bold]Data Docs[/]: {state.data_docs / 'index.html'}")

@@ -168,22 +168,102 @@ class LabelSettings(StageSettings):
         return self
 
 
+class SvmSearchSettings(StageSettings):
+    """RBF SVM on MFCC statistics (or CNN features): C and gamma tuned by a search whose fitness
+    is cross-validated accuracy (folds grouped by track)."""
+
+    search: Literal["pso", "optuna", "grid"] = "pso"
+    budget: int = Field(24, ge=4, description="SVM fits per search (PSO: particles x iterations).")
+    particles: int = Field(6, ge=2)
+    folds: int = Field(3, ge=2)
+    pca_variance: float = Field(0.95, gt=0.0, le=1.0, description="PCA keeps this share of the variance.")
+    log10_c: tuple[float, float] = (-2.0, 3.0)
+    log10_gamma: tuple[float, float] = (-4.0, 1.0)
+    elm_hidden: int = Field(512, ge=8, description="Hidden units of the extreme learning machine.")
+    rakel_labelset: int = Field(3, ge=2, description="k of random k-labelsets.")
+
+
+class HashSettings(StageSettings):
+    """CRNNH: maps from the pretrained backbone's conv layers -> GRU -> k-bit codes."""
+
+    maps_per_layer: int = Field(24, ge=1, description="Feature maps kept per layer (highest activation variance).")
+    pooled: int = Field(2, ge=1, description="Each selected map pooled to pooled x pooled values.")
+    hidden: int = Field(128, ge=8)
+    loss: Literal["classification", "pairwise"] = "classification"
+    quantisation_weight: float = Field(0.1, ge=0.0)
+    balance_weight: float = Field(0.1, ge=0.0)
+    freeze_backbone: bool = True
+
+
+class BackboneSettings(StageSettings):
+    """The pretext task the shared backbone is pretrained on (train + valid splits only)."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["style", "instrument"],
+                             description="Track columns predicted together; 'instrument' is the demo's GM family.")
+    epochs: int = Field(12, ge=1)
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "default": ("paper_cnn", "short_chunk", "mood_tagger", "crnnh_32", "mfcc_svm_pso"),
+    "full": ("paper_cnn", "paper_cnn_3ch", "short_chunk", "short_chunk_logmel", "short_chunk_res", "crnn",
+             "transfer_frozen", "transfer_finetune", "mood_tagger", "crnnh_16", "crnnh_32", "crnnh_64",
+             "mfcc_svm_pso", "mfcc_svm_optuna", "mfcc_svm_grid", "cnn_svm", "cnn_smote_svm", "cnn_elm", "rakel"),
+}
+
+
 class TrainSettings(StageSettings):
-    """The style classifier: a small CNN on log-mel segments."""
+    """Which candidates train and how. Each candidate's cache key holds these settings (less the
+    selection and run-time fields) plus its own definition, so adding a candidate retrains nothing."""
 
-    _runtime_fields = frozenset({"device", "threads"})
+    _runtime_fields = frozenset({"device", "threads", "loader_workers", "profile", "candidates", "precision_check"})
 
-    model_name: str = "chorus-style"
-    task: str = "style"
+    model_prefix: str = Field("chorus", description="Registered names are <prefix>-<task>, e.g. chorus-style.")
+    task: str = Field("style", description="Tracks column of the single-label task.")
+    mood_task: str = Field("mood", description="Name of the multi-label task trained on the global voted labels.")
+    profile: Literal["default", "full"] = "default"
+    candidates: list[str] | None = Field(None, description="Explicit candidates; overrides the profile.")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=2)
     learning_rate: float = Field(3e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    schedule: Literal["cosine", "step", "onecycle"] = "onecycle"
+    step_every: int = Field(10, ge=1, description="Epochs between decays for schedule=step.")
     weight_decay: float = 1e-4
-    channels: tuple[int, ...] = (16, 32, 64)
-    dropout: float = 0.2
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    dropout: float = 0.3
+    patience: int = Field(8, ge=1, description="Early stopping: epochs without a better validation score.")
+    grad_clip: float = Field(5.0, gt=0)
+    crop_fraction: float = Field(0.875, gt=0.25, le=1.0, description="Random time crops (the article's 224 of 256).")
+    time_masks: int = Field(1, ge=0, description="SpecAugment time masks per example.")
+    freq_masks: int = Field(1, ge=0)
+    mask_width: int = Field(12, ge=1, description="Largest mask, in frames / bands.")
+    mixup_alpha: float = Field(0.0, ge=0.0, description="Mixup for single-label tasks; 0 turns it off.")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast (+ channels_last) where the CPU has bf16 units or on CUDA.")
     threads: int | None = None
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: batches cut in the training process).")
+    svm: SvmSearchSettings = Field(default_factory=SvmSearchSettings)
+    hashing: HashSettings = Field(default_factory=HashSettings)
+    backbone: BackboneSettings = Field(default_factory=BackboneSettings)
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        return tuple(self.candidates) if self.candidates else PROFILES[self.profile]
+
+    def registered_name(self, task: str) -> str:
+        return f"{self.model_prefix}-{task}"
+
+    @property
+    def model_name(self) -> str:
+        """The single-label task's registered name (chorus-style by default)."""
+        return self.registered_name(self.task)
+
+    def key_settings(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(self._runtime_fields))
 
 
 class EvaluateSettings(StageSettings):

@@ -90,35 +90,48 @@ def find_version(name: str, train_key: str) -> ModelRef | None:
     return ModelRef(name, int(best.version), best.run_id)
 
 
-def log_trained_model(
-    model: Any,
+CANDIDATE_TAG = "chorus.candidate"
+TASK_TAG = "chorus.task"
+
+
+def log_candidate(
+    scorer: Any,
     name: str,
     train_key: str,
     params: dict[str, Any],
     history: list[dict[str, float]],
     tags: dict[str, str],
     artifacts: dict[str, Any],
+    input_example: Any,
+    figures: dict[str, Any] | None = None,
 ) -> ModelRef:
-    """One MLflow run: params, per-epoch metrics, config/provenance artifacts, the model
-    (pickle serialisation: torch.export would pin the batch size), registered under ``name``."""
+    """One MLflow run per trained candidate: params, per-epoch metrics, provenance artifacts and
+    figures, and the scorer logged as a pyfunc (one input schema per task: a batch of stored
+    feature maps) with signature, an input example of two segments and explicit requirements,
+    registered under ``name``."""
     import mlflow
-    import torch
 
-    with mlflow.start_run(run_name=f"train-{name}") as run:
-        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in params.items()})
+    from chorus.serving import ChorusPyfunc, pip_requirements, signature_of
+
+    with mlflow.start_run(run_name=f"train-{tags.get(CANDIDATE_TAG, name)}") as run:
+        flat = {k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in params.items()}
+        mlflow.log_params({k: (str(v)[:6000] if v is not None else "None") for k, v in flat.items()})
         for row in history:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and v == v}, step=int(row["epoch"]))
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v == v}, step=int(row["epoch"]))
         mlflow.set_tags({**tags, TRAIN_KEY_TAG: train_key})
         with tempfile.TemporaryDirectory() as tmp:
             for filename, content in artifacts.items():
                 path = Path(tmp) / filename
                 path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
                 mlflow.log_artifact(str(path), artifact_path="provenance")
-        info = mlflow.pytorch.log_model(
-            model,
+        for filename, figure in (figures or {}).items():
+            mlflow.log_figure(figure, f"provenance/{filename}")
+        info = mlflow.pyfunc.log_model(
             name="model",
-            serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "chorus"],
+            python_model=ChorusPyfunc(scorer),
+            signature=signature_of(scorer, input_example),
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
             registered_model_name=name,
             await_registration_for=60,
         )
@@ -130,6 +143,24 @@ def log_trained_model(
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), key, value)
         return ModelRef(name, version, run.info.run_id)
+
+
+def model_uri(name: str, version_or_alias: int | str) -> str:
+    return f"models:/{name}@{version_or_alias}" if isinstance(version_or_alias, str) else f"models:/{name}/{version_or_alias}"
+
+
+def load_scorer(name: str, version_or_alias: int | str) -> Any:
+    """The registered scorer itself (a TorchScorer or SklearnScorer), for embeddings and checks;
+    ``mlflow.pyfunc.load_model`` of the same URI gives the served view."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model_uri(name, version_or_alias)).unwrap_python_model().scorer
+
+
+def version_tags(name: str, version: int) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient().get_model_version(name, str(version)).tags or {})
 
 
 def registered_feature_hashes() -> set[str]:
@@ -159,13 +190,6 @@ def set_alias(name: str, alias: str, version: int) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(name, alias, str(version))
-
-
-def load_model(name: str, version_or_alias: int | str) -> Any:
-    import mlflow.pytorch
-
-    ref = f"models:/{name}@{version_or_alias}" if isinstance(version_or_alias, str) else f"models:/{name}/{version_or_alias}"
-    return mlflow.pytorch.load_model(ref, map_location="cpu")
 
 
 def run_id_of(name: str, version: int) -> str:

@@ -389,24 +389,47 @@ def git_commit() -> str:
         return "unknown"
 
 
-def train_key(settings: ChorusSettings, tracks: pd.DataFrame) -> str:
+def mood_labels(settings: ChorusSettings) -> dict[str, list[str]]:
+    """track -> moods chosen by the global vote (the mood task's targets)."""
+    path = StateDir(settings.state_dir).labels / "labels.parquet"
+    if not path.exists():
+        return {}
+    table = read_table(path, columns=["scope", "track_id", "labels"])
+    glob = table[table["scope"] == "global"]
+    return {t: [str(m) for m in labels] for t, labels in zip(glob["track_id"], glob["labels"], strict=True)}
+
+
+def candidate_key(settings: ChorusSettings, spec: Any, targets: Any, dep_keys: dict[str, str]) -> str:
+    """What a candidate's training depends on: its definition, the settings it reads, the
+    features, its targets, and the keys of the models it builds on."""
+    from chorus.candidates import key_settings
     from chorus.features import features_key
 
-    task = settings.train.task
-    labelled = tracks[["track_id", "split", task]].sort_values("track_id").astype(str)
     return stable_hash({
-        "train": settings.train.config_hash(),
+        "candidate": key_settings(spec, settings.train),
         "features": features_key(features_root(settings), settings.features),
-        "labels": stable_hash(labelled.values.tolist()),
+        "targets": stable_hash(targets.digest_rows()),
+        "deps": dep_keys,
     })
 
 
-def train_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
-    """Train the classifier, log it to MLflow and register a version; the first version becomes
-    ``champion``. An unchanged re-run finds its registered version and trains nothing."""
+def train_key(settings: ChorusSettings, tracks: pd.DataFrame, candidate: str = "short_chunk") -> str:
+    """The cache key of one candidate (default: the short-chunk CNN) on these tracks."""
+    from chorus.candidates import CATALOGUE, task_targets
+
+    spec = CATALOGUE[candidate]
+    return candidate_key(settings, spec, task_targets(spec.task, tracks, settings.train, mood_labels(settings)), {})
+
+
+def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list[str] | None = None,
+                assign_champions: bool = True) -> StageSummary:
+    """Train every selected candidate (``train.candidates`` or the profile's set, plus what they
+    need), log each as an MLflow run and register it under its task's name. A candidate whose key
+    (settings, features, targets, dependencies) has a registered version is not retrained. A
+    name with no champion yet gets the best validation score of this run's candidates."""
     from chorus import registry
+    from chorus.candidates import resolve_candidates, task_targets
     from chorus.features import load_features
-    from chorus.training import train_classifier
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
@@ -417,106 +440,294 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
         from chorus.errors import InputError
 
         raise InputError(str(state.tracks), f"train.task '{ts.task}' is not a column of the tracks table")
-    key = train_key(settings, tracks)
-    existing = registry.find_version(ts.model_name, key)
-    if existing is not None:
-        ref = existing
-        skipped = True
-        counts: dict[str, Any] = {}
-    else:
-        ids = tracks.loc[tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
-        features = load_features(state.features, settings.features, ids, maps=("logmel",))
-        result = train_classifier(features, tracks, ts, on_epoch=on_epoch)
-        best = result.history[result.best_epoch - 1] if result.history else {}
-        config = {"train": ts.model_dump(mode="json"), "features": settings.features.model_dump(mode="json")}
-        ref = registry.log_trained_model(
-            result.model,
-            ts.model_name,
-            key,
-            params={**ts.model_dump(mode="json", exclude={"device", "threads"}), "feature_config_hash": features.config_hash,
-                    "n_train_segments": int((features.segments["track_id"].isin(tracks.loc[tracks.split == "train", "track_id"])).sum())},
-            history=result.history,
-            tags={"chorus.task": ts.task, "chorus.feature_config_hash": features.config_hash,
-                  "chorus.git_commit": git_commit(), "chorus.device": result.device},
-            artifacts={"config.json": config, "classes.json": result.model.classes, "history.json": result.history,
-                       "best.json": {"epoch": result.best_epoch, **best}},
-        )
-        skipped = False
-        counts = {"epochs": len(result.history), "best_epoch": result.best_epoch,
-                  "valid_accuracy": best.get("valid_accuracy"), "train_seconds": round(result.seconds, 1)}
-    if registry.alias_version(ts.model_name, "champion") is None:
-        registry.set_alias(ts.model_name, "champion", ref.version)
-    counts.update({"model": ts.model_name, "version": ref.version, "run_id": ref.run_id,
-                   "champion": registry.alias_version(ts.model_name, "champion")})
-    return StageSummary("train", skipped, {"model": ref.uri, "tracking_uri": settings.tracking_uri}, counts,
-                        time.perf_counter() - started)
+    specs = resolve_candidates(candidates or list(ts.selected))
+    moods = mood_labels(settings)
+    targets_of: dict[str, Any] = {}
+    features = None
+    keys: dict[str, str] = {}
+    deps: dict[str, Any] = {}
+    needed = {need for spec in specs for need in spec.needs}
+    results: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if spec.task not in targets_of:
+            targets_of[spec.task] = task_targets(spec.task, tracks, ts, moods)
+        targets = targets_of[spec.task]
+        key = keys[spec.name] = candidate_key(settings, spec, targets, {n: keys[n] for n in spec.needs})
+        name = ts.registered_name(spec.registered_task(ts))
+        ref = registry.find_version(name, key)
+        row: dict[str, Any] = {"registered": name, "task": spec.registered_task(ts), "kind": spec.kind}
+        if ref is not None:
+            row.update(skipped=True, valid_score=_version_metric(ref.run_id, "valid_score"))
+            if spec.name in needed:
+                deps[spec.name] = registry.load_scorer(name, ref.version)
+        else:
+            if features is None:
+                ids = tracks.loc[tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
+                from chorus.features import map_names
+
+                features = load_features(state.features, settings.features, ids, maps=map_names(settings.features))
+            checkpoint = state.checkpoints / f"{spec.name}-{key}.pt"
+            trained = _train_one(spec, features, settings, targets, deps, checkpoint, on_epoch)
+            ref = _register(spec, trained, name, key, settings, features)
+            checkpoint.unlink(missing_ok=True)
+            deps[spec.name] = trained.scorer
+            row.update(skipped=False, **trained.summary)
+        row.update(version=ref.version, run_id=ref.run_id, uri=ref.uri)
+        results[spec.name] = row
+    if assign_champions:
+        first_champions(results)
+    return train_summary(settings, results, started)
+
+
+def first_champions(results: dict[str, dict[str, Any]]) -> None:
+    """A registered name with no champion yet gets the candidate of this run with the best
+    validation score (the promotion gate takes over once a champion exists)."""
+    from chorus import registry
+
+    for name in sorted({r["registered"] for r in results.values()}):
+        if name.endswith("-backbone") or registry.alias_version(name, "champion") is not None:
+            continue
+        mine = [r for r in results.values() if r["registered"] == name]
+        best = max(mine, key=lambda r: (r.get("valid_score") if r.get("valid_score") is not None else -1.0))
+        registry.set_alias(name, "champion", best["version"])
+    for row in results.values():
+        row["champion"] = registry.alias_version(row["registered"], "champion")
+
+
+def train_summary(settings: ChorusSettings, results: dict[str, dict[str, Any]], started: float) -> StageSummary:
+    skipped = all(r["skipped"] for r in results.values())
+    counts = {"candidates": results, "trained": sum(not r["skipped"] for r in results.values()),
+              "reused": sum(r["skipped"] for r in results.values())}
+    return StageSummary("train", skipped, {"tracking_uri": settings.tracking_uri,
+                                           **{k: r["uri"] for k, r in results.items()}}, counts, time.perf_counter() - started)
+
+
+def pretrain_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
+    """The backbone's pretext training on its own (cached like any candidate)."""
+    summary = train_stage(settings, on_epoch=on_epoch, candidates=["backbone"])
+    summary.name = "pretrain"
+    return summary
+
+
+def _version_metric(run_id: str, metric: str) -> float | None:
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    value = run.data.metrics.get(metric)
+    return float(value) if value is not None else None
+
+
+def _train_one(spec: Any, features: Any, settings: ChorusSettings, targets: Any, deps: dict[str, Any],
+               checkpoint: Path, on_epoch: Any) -> Any:
+    from chorus.candidates import train_candidate
+
+    def report(row: dict[str, float]) -> None:
+        if on_epoch:
+            on_epoch({"candidate": spec.name, **row})
+
+    return train_candidate(spec, features, settings.features, targets, settings.train, deps, checkpoint, report)
+
+
+def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSettings, features: Any) -> Any:
+    import numpy as np
+
+    from chorus import registry
+    from chorus.candidates import key_settings
+    from chorus.evaluation.report import history_figure
+    from chorus.features import map_names
+
+    ts = settings.train
+    stored = map_names(settings.features)
+    example = np.stack([features.maps[m][:2] for m in stored], axis=1).astype(np.float32)
+    split_manifest = stable_hash(sorted(features.segments["track_id"].unique().tolist()))
+    config = {"candidate": key_settings(spec, ts), "train": ts.model_dump(mode="json"),
+              "features": settings.features.model_dump(mode="json")}
+    params = {"candidate": spec.name, "task": spec.registered_task(ts), "kind": spec.kind,
+              **{f"train.{k}": v for k, v in ts.model_dump(mode="json", exclude={"svm", "hashing", "backbone"}).items()},
+              **{f"candidate.{k}": v for k, v in trained.params.items() if k != "selected_maps"},
+              "feature_config_hash": features.config_hash, "split_manifest_hash": split_manifest,
+              "n_train_segments": trained.summary.get("n_train_segments")}
+    if spec.family == "sklearn":
+        params.update({f"svm.{k}": v for k, v in ts.svm.model_dump(mode="json").items()})
+    if spec.task == "hash":
+        params.update({f"hashing.{k}": v for k, v in ts.hashing.model_dump(mode="json").items()})
+    history = trained.history or [{"epoch": 1, "valid_score": trained.summary.get("valid_score") or float("nan")}]
+    figures = {}
+    if trained.history:
+        import matplotlib.pyplot as plt
+
+        figures["training_curves.png"] = history_figure(trained.history)
+    ref = registry.log_candidate(
+        trained.scorer, name, key, params=params, history=history,
+        tags={registry.CANDIDATE_TAG: spec.name, registry.TASK_TAG: spec.registered_task(ts),
+              "chorus.feature_config_hash": features.config_hash, "chorus.git_commit": git_commit(),
+              "chorus.device": str(trained.summary.get("device")), "chorus.precision": str(trained.summary.get("precision"))},
+        artifacts={"config.json": config, "labels.json": trained.scorer.contract.labels, "history.json": trained.history,
+                   "summary.json": trained.summary, "candidate.json": trained.params,
+                   "provenance.json": {"feature_config_hash": features.config_hash, "split_manifest_hash": split_manifest,
+                                       "train_key": key, "git_commit": git_commit()}},
+        input_example=example, figures=figures)
+    for figure in figures.values():
+        plt.close(figure)
+    return ref
 
 
 # --- evaluate -----------------------------------------------------------------------------
 
 
-def evaluate_stage(settings: ChorusSettings, version: int | None = None) -> StageSummary:
-    """Score a registered version (default: the evaluate.alias one) on the held-out split; write
-    ``reports/<model>-v<N>/report.html`` and ``reports/metrics.json``; log both to MLflow."""
+def score_candidate(scorer: Any, features: Any, targets: dict[str, Any], labels: list[str], kind: str,
+                    rounds: int, seed: int, k: int = 10) -> dict[str, Any]:
+    """Track-level test metrics of one scorer with 95% bootstrap intervals, beside the trivial
+    baseline of its task."""
+    import numpy as np
+
+    from chorus.evaluation.metrics import bootstrap_interval, hamming_map_at_k, multilabel_metrics
+    from chorus.training import segment_split, track_mean, track_targets
+
+    split = segment_split(features, scorer.contract.stored_maps, targets)
+    if len(split) == 0:
+        raise ValueError(f"{scorer.contract.candidate}: no test segments")
+    scores = scorer.scores(split.x)
+    track_ids, per_track = track_mean(scores, split.track_ids)
+    truth = track_targets(split)
+    if kind == "multi":
+        metrics = multilabel_metrics(truth, per_track, labels, rounds, seed)
+        return {"metric": "macro PR-AUC", "value": metrics["macro_pr_auc"], "baseline_name": "prevalence",
+                "baseline": metrics["prevalence_baseline"], **metrics, "track_ids": track_ids.tolist()}
+    if kind == "hash":
+        ap = hamming_map_at_k(per_track, truth, min(k, len(truth) - 1))
+        chance = float(np.mean([(truth == c).sum() - 1 for c in truth]) / max(len(truth) - 1, 1))
+        bit_balance = float(np.abs(np.where(per_track >= 0, 1.0, -1.0).mean(0)).mean())
+        return {"metric": f"Hamming mAP@{k}", "value": bootstrap_interval(lambda i: float(ap[i].mean()), len(ap), rounds, seed),
+                "baseline_name": "random ranking (precision)", "baseline": chance, "bits": int(per_track.shape[1]),
+                "mean_abs_bit_mean": bit_balance, "n": int(len(truth))}
+    predicted = per_track.argmax(1)
+    correct = (predicted == truth).astype(float)
+    majority = float(np.bincount(truth).max() / len(truth))
+    from chorus.evaluation import classification_metrics
+
+    cm = classification_metrics([labels[t] for t in truth], [labels[p] for p in predicted], labels)
+    return {"metric": "accuracy", "value": bootstrap_interval(lambda i: float(correct[i].mean()), len(correct), rounds, seed),
+            "baseline_name": "majority class", "baseline": majority, **cm.as_dict()}
+
+
+def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any]] | None = None) -> StageSummary:
+    """Score the candidates of a training (default: the champions) on the held-out split; write
+    ``reports/<model>-v<N>/report.html`` for the single-label champion and ``reports/metrics.json``
+    with every candidate; log both to MLflow."""
+
     from chorus import registry
+    from chorus.candidates import CATALOGUE, task_targets
     from chorus.evaluation import classification_metrics, render_report
-    from chorus.features import features_key, load_features
-    from chorus.training import track_predictions
+    from chorus.features import features_key, load_features, map_names
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
     es, ts = settings.evaluate, settings.train
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
-    if version is None:
-        version = registry.alias_version(ts.model_name, es.alias)
-        if version is None:
-            from chorus.errors import InputError
+    champion = registry.alias_version(ts.model_name, es.alias)
+    if champion is None:
+        from chorus.errors import InputError
 
-            raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
+        raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
+    if not candidates:
+        candidates = {}
     tracks = training_tracks(settings)
     voting = read_metrics(state.reports / "metrics.json").get("voting")
-    key = stable_hash({"model": ts.model_name, "version": version, "evaluate": es.config_hash(), "voting": voting,
-                       "features": features_key(state.features, settings.features),
+    evaluated = {k: {"registered": v["registered"], "version": v["version"]} for k, v in sorted(candidates.items())
+                 if v.get("kind") != "pretext"}
+    key = stable_hash({"champion": champion, "candidates": evaluated, "evaluate": es.config_hash(), "voting": voting,
+                       "features": features_key(state.features, settings.features), "moods": stable_hash(sorted(mood_labels(settings).items())),
                        "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
-    folder = state.reports / f"{ts.model_name}-v{version}"
+    folder = state.reports / f"{ts.model_name}-v{champion}"
     report_path, model_metrics_path, summary_path = folder / "report.html", folder / "metrics.json", state.reports / "metrics.json"
     outputs = {"report": str(report_path), "metrics": str(summary_path)}
     if model_metrics_path.exists() and report_path.exists():
         previous = json.loads(model_metrics_path.read_text())
         if previous.get("key") == key:
             _update_summary(summary_path, previous)
-            return StageSummary("evaluate", True, outputs, {"accuracy": previous["accuracy"], "version": version},
+            return StageSummary("evaluate", True, outputs, {"accuracy": previous["accuracy"], "version": champion},
                                 time.perf_counter() - started)
 
-    model = registry.load_model(ts.model_name, version)
+    test_ids = tracks.loc[tracks["split"] == es.split, "track_id"].tolist()
+    features = load_features(state.features, settings.features, test_ids, maps=map_names(settings.features))
+    moods = mood_labels(settings)
+    rows: list[dict[str, Any]] = []
+    per_candidate: dict[str, Any] = {}
+    for name, info in evaluated.items():
+        spec = CATALOGUE[name]
+        scorer = registry.load_scorer(info["registered"], info["version"])
+        scorer.contract.check_features(features.config_hash)
+        targets = task_targets(spec.task, tracks, ts, moods)
+        result = score_candidate(scorer, features, targets.splits[es.split], targets.labels, spec.kind,
+                                 settings.labels.bootstrap, settings.labels.seed)
+        if spec.task == "mood" and "mood" in tracks.columns:
+            result["planted_mood"] = _planted_mood_scores(scorer, features, tracks, es.split, settings)
+        per_candidate[name] = {"task": spec.registered_task(ts), "registered": info["registered"], "version": info["version"],
+                               **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class")},
+                               **({"confusion": result["confusion"], "per_class": result["per_class"]} if "confusion" in result else {})}
+        rows.append({"candidate": name, "registered": f"{info['registered']} v{info['version']}", "task": spec.registered_task(ts),
+                     "metric": result["metric"], "value": result["value"], "baseline_name": result["baseline_name"],
+                     "baseline": result["baseline"], "valid_score": candidates[name].get("valid_score") or float("nan")})
+
+    scorer = registry.load_scorer(ts.model_name, champion)
+    scorer.contract.check_features(features.config_hash)
     test = tracks[(tracks["split"] == es.split) & tracks[ts.task].notna()]
-    features = load_features(state.features, settings.features, test["track_id"].tolist(), maps=("logmel",))
-    model.check_features(features.config_hash)
-    preds = track_predictions(model.predict_proba(features.logmel), features.segments["track_id"].to_numpy(), model.classes)
-    actual = preds["track_id"].map(dict(zip(test["track_id"], test[ts.task].astype(str), strict=True)))
-    metrics = classification_metrics(actual.tolist(), preds["predicted"].tolist(), model.classes)
-    run_id = registry.run_id_of(ts.model_name, version)
+    from chorus.training import segment_split, track_mean
+
+    index = {c: i for i, c in enumerate(scorer.contract.labels)}
+    split = segment_split(features, scorer.contract.stored_maps,
+                          {t: index.get(str(v), -1) for t, v in zip(test["track_id"], test[ts.task], strict=True)})
+    track_ids, per_track = track_mean(scorer.scores(split.x), split.track_ids)
+    actual = pd.Series(track_ids).map(dict(zip(test["track_id"], test[ts.task].astype(str), strict=True)))
+    predicted = [scorer.contract.labels[j] for j in per_track.argmax(1)]
+    metrics = classification_metrics(actual.tolist(), predicted, scorer.contract.labels)
+    run_id = registry.run_id_of(ts.model_name, champion)
     history = _run_history(run_id)
-    champion = registry.alias_version(ts.model_name, "champion")
     subject = {
-        "model": f"{ts.model_name} version {version}", "task": ts.task, "split": es.split,
-        "aliases": f"champion = v{champion}" if champion else "none",
-        "MLflow run": run_id, "feature config hash": features.config_hash, "evaluation key": key,
-        "git commit": git_commit(),
+        "model": f"{ts.model_name} version {champion} ({scorer.contract.candidate})", "task": ts.task, "split": es.split,
+        "aliases": f"champion = v{champion}", "MLflow run": run_id, "feature config hash": features.config_hash,
+        "evaluation key": key, "git commit": git_commit(),
     }
-    html = render_report(f"chorus evaluation: {ts.model_name} v{version}", subject, metrics, history, voting=voting, notes=[
+    html = render_report(f"chorus evaluation: {ts.model_name} v{champion}", subject, metrics, history, voting=voting,
+                         candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
     ])
     write_text_atomic(report_path, html)
-    record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": version, "task": ts.task,
-              "split": es.split, **metrics.as_dict()}
+    record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": champion, "task": ts.task,
+              "candidate": scorer.contract.candidate, "split": es.split, **metrics.as_dict(), "candidates": per_candidate}
     write_json_atomic(model_metrics_path, record)
     registry.log_report(run_id, [report_path, model_metrics_path],
                         {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy})
     _update_summary(summary_path, record)
-    return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": version},
+    return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": champion,
+                                                     "candidates": {k: round(v["value"]["mean"], 4) for k, v in per_candidate.items()}},
                         time.perf_counter() - started)
+
+
+def _planted_mood_scores(scorer: Any, features: Any, tracks: pd.DataFrame, split: str, settings: ChorusSettings) -> dict[str, Any]:
+    """The mood tagger against the demo's planted mood (one true mood per track): macro PR-AUC of
+    the one-hot planted mood and top-1 accuracy, with chance beside them."""
+    import numpy as np
+
+    from chorus.evaluation.metrics import bootstrap_interval, macro_average_precision
+    from chorus.training import segment_split, track_mean, track_targets
+
+    chosen = tracks[(tracks["split"] == split) & tracks["mood"].isin(MOODS)]
+    hot = {t: np.isin(MOODS, [m]).astype(np.float32) for t, m in zip(chosen["track_id"], chosen["mood"], strict=True)}
+    part = segment_split(features, scorer.contract.stored_maps, hot)
+    if len(part) == 0:
+        return {}
+    _, per_track = track_mean(scorer.scores(part.x), part.track_ids)
+    truth = track_targets(part)
+    top1 = (per_track.argmax(1) == truth.argmax(1)).astype(float)
+    rounds, seed = settings.labels.bootstrap, settings.labels.seed
+    return {"n": int(len(truth)),
+            "macro_pr_auc": bootstrap_interval(lambda i: macro_average_precision(truth[i], per_track[i]), len(truth), rounds, seed),
+            "prevalence_baseline": float(truth[:, truth.sum(0) > 0].mean(0).mean()),
+            "top1_accuracy": bootstrap_interval(lambda i: float(top1[i].mean()), len(top1), rounds, seed),
+            "chance_top1": float(1 / len(MOODS))}
 
 
 def _run_history(run_id: str) -> list[dict[str, float]]:
@@ -524,7 +735,7 @@ def _run_history(run_id: str) -> list[dict[str, float]]:
 
     client = MlflowClient()
     rows: dict[int, dict[str, float]] = {}
-    for name in ("train_loss", "valid_accuracy"):
+    for name in ("train_loss", "valid_score"):
         for metric in client.get_metric_history(run_id, name):
             rows.setdefault(metric.step, {"epoch": metric.step})[name] = metric.value
     return [rows[k] for k in sorted(rows)]
@@ -539,6 +750,9 @@ def _update_summary(path: Path, record: dict[str, Any]) -> None:
         "split": record["split"], "n": record["n"], "accuracy": record["accuracy"],
         "balanced_accuracy": record["balanced_accuracy"], "majority_baseline": record["majority_baseline"],
         "classes": record["classes"], "confusion": record["confusion"],
+        "candidate": record.get("candidate"),
         "report": str(path.parent / f"{record['model']}-v{record['version']}" / "report.html"),
     }
+    if record.get("candidates"):
+        summary["candidates"] = record["candidates"]
     write_json_atomic(path, summary)

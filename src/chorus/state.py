@@ -64,6 +64,11 @@ class StateDir:
         return self.root / "reports"
 
     @property
+    def checkpoints(self) -> Path:
+        """Per-epoch training checkpoints, kept until the model is registered (resume after a kill)."""
+        return self.root / "checkpoints"
+
+    @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
 

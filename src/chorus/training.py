@@ -1,21 +1,32 @@
-"""Training a segment classifier on stored features. No MLflow or Prefect here: the caller logs."""
+"""Training a network on stored feature segments. No MLflow or Prefect here: the caller logs.
+
+Determinism: every epoch reseeds torch and the batch order from (seed, epoch), and augmentation
+draws from a seed per batch, so a run resumed from its last checkpoint after a SIGKILL continues
+exactly as the uninterrupted run would (checkpoints are written atomically at each epoch end).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
 
 from chorus.config import TrainSettings
 from chorus.features import FeatureSet
-from chorus.models.cnn import SegmentClassifier, StyleCNN
+from chorus.io import atomic_path
+from chorus.models.nets import balance_loss, pairwise_similarity_loss, quantisation_loss
+from chorus.models.scorer import TorchScorer
 
 log = logging.getLogger(__name__)
 
@@ -31,123 +42,323 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-@dataclass
-class LabelledSegments:
-    """Segments of one split with integer targets, and the segment -> track mapping."""
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """bf16 autocast pays on CPUs with AMX or AVX512-BF16 units (3.4x here); elsewhere it is
+    emulated and slower than fp32, so it is chosen only where the flags say so."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
-    logmel: np.ndarray
-    targets: np.ndarray
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    if precision == "fp32" or device.type == "mps":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+@dataclass
+class SegmentSplit:
+    """The segments of one split: stored maps, targets, and the track of each segment."""
+
+    x: np.ndarray  # (segments, stored maps, bands, frames) float32
+    y: np.ndarray  # (segments,) int64 | (segments, labels) float32 | (segments, heads) int64
     track_ids: np.ndarray
 
-
-def labelled_segments(features: FeatureSet, tracks: pd.DataFrame, task: str, split: str,
-                      classes: list[str]) -> LabelledSegments:
-    chosen = tracks[(tracks["split"] == split) & tracks[task].notna() & tracks[task].isin(classes)]
-    label_of = dict(zip(chosen["track_id"], chosen[task], strict=True))
-    mask = features.segments["track_id"].isin(label_of).to_numpy()
-    ids = features.segments["track_id"].to_numpy()[mask]
-    index = {c: i for i, c in enumerate(classes)}
-    targets = np.array([index[label_of[t]] for t in ids], dtype=np.int64)
-    return LabelledSegments(features.logmel[mask], targets, ids)
+    def __len__(self) -> int:
+        return len(self.y)
 
 
-def track_predictions(probs: np.ndarray, track_ids: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """Average segment probabilities per track; the prediction is the top class."""
-    frame = pd.DataFrame(probs, columns=classes)
+def segment_split(features: FeatureSet, stored_maps: tuple[str, ...], targets: dict[str, Any]) -> SegmentSplit:
+    """Segments of the tracks in ``targets`` (track -> target), each with its track's target."""
+    ids = features.segments["track_id"].to_numpy()
+    mask = np.isin(ids, list(targets))
+    chosen = ids[mask]
+    x = np.stack([features.maps[name][mask] for name in stored_maps], axis=1) if mask.any() else \
+        np.zeros((0, len(stored_maps), *features.logmel.shape[1:]), np.float32)
+    y = np.asarray([targets[t] for t in chosen])
+    return SegmentSplit(x, y, chosen)
+
+
+def track_mean(scores: np.ndarray, track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-track predictions: the mean of the track's segment scores (tracks sorted)."""
+    frame = pd.DataFrame(scores)
     frame["track_id"] = track_ids
-    mean = frame.groupby("track_id", sort=True)[classes].mean()
-    mean["predicted"] = mean[classes].idxmax(axis=1)
-    return mean.reset_index()
+    mean = frame.groupby("track_id", sort=True).mean()
+    return mean.index.to_numpy(), mean.to_numpy()
 
 
-def track_accuracy(model: SegmentClassifier, data: LabelledSegments) -> float:
-    if len(data.targets) == 0:
-        return float("nan")
-    preds = track_predictions(model.predict_proba(data.logmel), data.track_ids, model.classes)
-    truth = pd.Series(data.targets, index=data.track_ids).groupby(level=0).first()
-    actual = truth.loc[preds["track_id"]].map(lambda i: model.classes[i]).to_numpy()
-    return float((preds["predicted"].to_numpy() == actual).mean())
+def track_targets(split: SegmentSplit) -> np.ndarray:
+    _, first = np.unique(split.track_ids, return_index=True)
+    return split.y[first]  # np.unique sorts, like track_mean
 
 
 @dataclass
-class TrainResult:
-    model: SegmentClassifier
+class HeadSpec:
+    """How a network's output is trained and scored."""
+
+    kind: str  # single | multi | pretext | hash
+    head_sizes: list[int] = field(default_factory=list)  # pretext: classes per head
+    class_weights: np.ndarray | None = None
+    quantisation_weight: float = 0.0
+    balance_weight: float = 0.0
+    hash_loss: str = "classification"
+
+
+def compute_loss(scorer: TorchScorer, output: torch.Tensor, target: torch.Tensor, head: HeadSpec,
+                 weights: torch.Tensor | None) -> torch.Tensor:
+    output = output.float()
+    if head.kind == "single":
+        if target.dtype.is_floating_point:  # mixup's soft targets
+            return -(target * F.log_softmax(output, dim=1)).sum(1).mean()
+        return F.cross_entropy(output, target, weight=weights)
+    if head.kind == "multi":
+        return F.binary_cross_entropy_with_logits(output, target)
+    if head.kind == "pretext":
+        losses, start = [], 0
+        for i, size in enumerate(head.head_sizes):
+            losses.append(F.cross_entropy(output[:, start : start + size], target[:, i]))
+            start += size
+        return torch.stack(losses).sum()
+    if head.kind == "hash":
+        task = (pairwise_similarity_loss(output, target) if head.hash_loss == "pairwise"
+                else F.cross_entropy(scorer.net.classify(output), target))
+        return task + head.quantisation_weight * quantisation_loss(output) + head.balance_weight * balance_loss(output)
+    raise ValueError(f"unknown head kind {head.kind}")
+
+
+@torch.no_grad()
+def raw_outputs(scorer: TorchScorer, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    scorer.eval()
+    device = scorer.mean.device
+    out = [scorer(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)).float().cpu().numpy()
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def validation_score(scorer: TorchScorer, split: SegmentSplit, head: HeadSpec) -> float:
+    """Track-level: accuracy (single, pretext: mean over heads, hash: of the code classifier) or
+    macro average precision (multi)."""
+    if len(split) == 0:
+        return float("nan")
+    out = raw_outputs(scorer, split.x)
+    if head.kind == "hash":
+        with torch.no_grad():
+            out = scorer.net.classify(torch.from_numpy(out).to(scorer.mean.device)).float().cpu().numpy()
+    _, per_track = track_mean(out, split.track_ids)
+    truth = track_targets(split)
+    if head.kind == "multi":
+        present = truth.sum(0) > 0
+        if not present.any():
+            return float("nan")
+        return float(average_precision_score(truth[:, present], per_track[:, present], average="macro"))
+    if head.kind == "pretext":
+        accuracies, start = [], 0
+        for i, size in enumerate(head.head_sizes):
+            accuracies.append(float((per_track[:, start : start + size].argmax(1) == truth[:, i]).mean()))
+            start += size
+        return float(np.mean(accuracies))
+    return float((per_track.argmax(1) == truth).mean())
+
+
+class SegmentBatches(torch.utils.data.Dataset):
+    """Batches cut from in-RAM (or memory-mapped) segments: a random time crop per example and
+    SpecAugment-style masks (filled with the map's mean), drawn from a per-batch seed."""
+
+    def __init__(self, split: SegmentSplit, settings: TrainSettings, fill: np.ndarray, augment: bool) -> None:
+        self.split = split
+        frames = split.x.shape[3]
+        self.crop = max(8, int(frames * settings.crop_fraction)) if augment else frames
+        self.settings = settings
+        self.fill = np.asarray(fill, np.float32).reshape(-1, 1, 1)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, item: tuple[int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        seed, index = item
+        x = self.split.x[index]
+        if self.augment:
+            rng = np.random.default_rng(seed)
+            frames, s = x.shape[3], self.settings
+            offsets = rng.integers(0, frames - self.crop + 1, size=len(index))
+            x = np.stack([x[i, :, :, o : o + self.crop] for i, o in enumerate(offsets)])
+            for example in x:
+                for _ in range(s.time_masks):
+                    width = int(rng.integers(0, min(s.mask_width, self.crop // 4) + 1))
+                    start = int(rng.integers(0, self.crop - width + 1))
+                    example[:, :, start : start + width] = self.fill
+                for _ in range(s.freq_masks):
+                    width = int(rng.integers(0, min(s.mask_width, example.shape[1] // 4) + 1))
+                    start = int(rng.integers(0, example.shape[1] - width + 1))
+                    example[:, start : start + width, :] = self.fill
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(self.split.y[index])
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[tuple[int, np.ndarray]]:
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if batches and len(batches[-1]) < 2:  # batch norm needs two examples
+        batches.pop()
+    seeds = rng.integers(0, 2**31, size=len(batches))
+    return [(int(s), np.sort(b)) for s, b in zip(seeds, batches, strict=True)]
+
+
+@dataclass
+class FitResult:
+    scorer: TorchScorer
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"
+    resumed_from: int = 0
 
 
-def train_classifier(
-    features: FeatureSet,
-    tracks: pd.DataFrame,
+def _optimiser(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.learning_rate, momentum=settings.momentum, nesterov=True,
+                               weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def _schedule(optimiser: torch.optim.Optimizer, settings: TrainSettings, epochs: int, steps: int) -> Any:
+    total = max(1, epochs * steps)
+    if settings.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.learning_rate, total_steps=total)
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total)
+    return torch.optim.lr_scheduler.StepLR(optimiser, step_size=settings.step_every * steps, gamma=0.3)
+
+
+def fit(
+    scorer: TorchScorer,
+    train: SegmentSplit,
+    valid: SegmentSplit,
+    head: HeadSpec,
     settings: TrainSettings,
+    *,
+    epochs: int | None = None,
+    checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> TrainResult:
-    """Train on the train split, keep the epoch with the best validation track accuracy."""
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    else:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    max_steps: int | None = None,
+) -> FitResult:
+    """Train ``scorer`` on ``train``, keep the weights of the best validation epoch, stop early
+    after ``patience`` epochs without improvement. With ``checkpoint``, every epoch is saved and
+    an existing checkpoint is resumed. ``max_steps`` caps steps per epoch (benchmarks)."""
+    epochs = epochs or settings.epochs
+    torch.set_num_threads(settings.threads or max(1, os.cpu_count() or 1))
     device = pick_device(settings.device)
-    task = settings.task
-    labelled = tracks[tracks[task].notna() & (tracks["split"] == "train")]
-    classes = sorted(labelled[task].astype(str).unique().tolist())
-    if len(classes) < 2:
-        raise ValueError(f"task '{task}' needs at least two classes in the train split, found {classes}")
-    train = labelled_segments(features, tracks, task, "train", classes)
-    valid = labelled_segments(features, tracks, task, "valid", classes)
-    mean, std = float(train.logmel.mean()), float(train.logmel.std() + 1e-6)
-    net = StyleCNN(len(classes), tuple(settings.channels), settings.dropout)
-    model = SegmentClassifier(net, classes, features.config_hash, mean, std, task).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(len(train.targets) / settings.batch_size)))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.learning_rate, total_steps=settings.epochs * steps_per_epoch
-    )
-    # Class weights: the demo is balanced, user data rarely is.
-    counts = np.bincount(train.targets, minlength=len(classes)).astype(np.float32)
-    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes), device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    frames = train.logmel.shape[2]
-    crop = max(8, int(frames * 0.875))  # random time crops as augmentation
-    best_state, best_acc, best_epoch = None, -1.0, 0
-    history: list[dict[str, float]] = []
+    dtype = autocast_dtype(device, settings.precision)
+    scorer.to(device)
+    if dtype is not None and device.type == "cpu":
+        scorer.to(memory_format=torch.channels_last)
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    optimiser = _optimiser(params, settings)
+    batches_per_epoch = len(epoch_batches(len(train), settings.batch_size, settings.seed, 1))
+    steps = min(batches_per_epoch, max_steps or batches_per_epoch)
+    schedule = _schedule(optimiser, settings, epochs, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    weights = torch.tensor(head.class_weights, dtype=torch.float32, device=device) if head.class_weights is not None else None
+    fill = scorer.mean.flatten().cpu().numpy()
+    # Masks are filled with each stored map's mean: the dataset works on stored channels.
+    stored_fill = np.zeros(train.x.shape[1], np.float32)
+    stored_fill[scorer.channels.cpu().numpy()] = fill
+    data = SegmentBatches(train, settings, stored_fill, augment=True)
+
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "stale": 0,
+                             "best_state": None, "finished": False}
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        scorer.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        scaler.load_state_dict(saved["scaler"])
+        state = saved["state"]
+        log.info("resuming %s from epoch %d", checkpoint, state["epoch"])
+    resumed_from = state["epoch"]
     started = time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        order = rng.permutation(len(train.targets))
-        total, seen = 0.0, 0
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            if len(idx) < 2:
-                continue  # batch norm needs two samples
-            offset = int(rng.integers(0, frames - crop + 1))
-            batch = torch.from_numpy(train.logmel[idx][:, :, offset : offset + crop]).to(device)
-            target = torch.from_numpy(train.targets[idx]).to(device)
+    epoch = state["epoch"]
+    while not state["finished"] and epoch < epochs:
+        epoch += 1
+        torch.manual_seed(settings.seed * 7919 + epoch)  # dropout and mixup draws
+        scorer.train()
+        plan = epoch_batches(len(train), settings.batch_size, settings.seed, epoch)[:steps]
+        loader = torch.utils.data.DataLoader(data, sampler=plan, batch_size=None, num_workers=settings.loader_workers,
+                                             pin_memory=device.type == "cuda")
+        total_loss, seen, waited, busy = 0.0, 0, 0.0, 0.0
+        batches = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if dtype is not None and device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            if head.kind == "single" and settings.mixup_alpha > 0:
+                lam = float(np.random.default_rng([settings.seed, epoch, seen]).beta(settings.mixup_alpha, settings.mixup_alpha))
+                perm = torch.randperm(len(y), device=device)
+                soft = F.one_hot(y, scorer.net.head.out_features).float()
+                x, y = lam * x + (1 - lam) * x[perm], lam * soft + (1 - lam) * soft[perm]
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch), target)
-            loss.backward()
-            optimiser.step()
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                output = scorer(x)
+            loss = compute_loss(scorer, output, y, head, weights)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimiser)
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            scaler.step(optimiser)
+            scaler.update()
             schedule.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            waited += t1 - t0
+            busy += t2 - t0
+            total_loss += loss.item() * len(y)
+            seen += len(y)
         row = {
             "epoch": epoch,
-            "train_loss": total / max(seen, 1),
-            "valid_accuracy": track_accuracy(model, valid),
-            "learning_rate": schedule.get_last_lr()[0],
+            "train_loss": total_loss / max(seen, 1),
+            "valid_score": validation_score(scorer, valid, head),
+            "learning_rate": float(schedule.get_last_lr()[0]),
+            "samples_per_s": seen / busy if busy else 0.0,
+            "loader_share": waited / busy if busy else 0.0,
         }
-        history.append(row)
+        state["history"].append(row)
         if on_epoch:
             on_epoch(row)
-        score = row["valid_accuracy"] if not np.isnan(row["valid_accuracy"]) else -row["train_loss"]
-        if score > best_acc:
-            best_acc, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval().cpu()
-    return TrainResult(model, history, best_epoch, time.perf_counter() - started, str(device))
+        score = row["valid_score"] if not np.isnan(row["valid_score"]) else -row["train_loss"]
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, stale=0,
+                         best_state={k: v.detach().cpu().clone() for k, v in scorer.state_dict().items()})
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch
+        state["finished"] = state["stale"] >= settings.patience or epoch >= epochs
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, scorer, optimiser, schedule, scaler, state)
+    if state["best_state"] is not None:
+        scorer.load_state_dict(state["best_state"])
+    scorer.eval().cpu().to(memory_format=torch.contiguous_format)
+    return FitResult(scorer, state["history"], state["best_epoch"], time.perf_counter() - started, str(device),
+                     str(dtype).removeprefix("torch.") if dtype else "fp32", resumed_from)
+
+
+def save_checkpoint(path: Path, scorer: TorchScorer, optimiser: torch.optim.Optimizer, schedule: Any,
+                    scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"model": scorer.state_dict(), "optimizer": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(), "state": state}, tmp)

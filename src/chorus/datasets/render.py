@@ -34,6 +34,19 @@ MOOD_RENDERING: dict[str, dict[str, float | int]] = {
     "nostalgia": {"tempo": 0.8, "velocity": 60, "transpose": -2, "program": 19},  # church organ
 }
 
+# General MIDI families (program // 8): the demo's instrument label for the backbone's pretext task.
+GM_FAMILIES: tuple[str, ...] = (
+    "piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass",
+    "reed", "pipe", "synth lead", "synth pad", "synth effects", "ethnic", "percussive", "sound effects",
+)
+
+
+def instrument_family(mood: str) -> str | None:
+    """The GM family a demo track of this planted mood is rendered with."""
+    spec = MOOD_RENDERING.get(mood)
+    return GM_FAMILIES[int(spec["program"]) // 8] if spec else None
+
+
 _OPUS_STYLES_PATTERN = re.compile(r"^X:\s*(\d+)", re.MULTILINE)
 
 

@@ -44,3 +44,75 @@ def classification_metrics(actual: list[str], predicted: list[str], classes: lis
             for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
         },
     )
+
+
+def bootstrap_interval(statistic: Any, n: int, rounds: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """95% percentile interval of ``statistic(indices)`` over ``rounds`` resamples of n items
+    (tracks), with the point estimate on all of them."""
+    rng = np.random.default_rng(seed)
+    everything = np.arange(n)
+    values = []
+    for _ in range(rounds):
+        value = statistic(rng.integers(0, n, n))
+        if value == value:  # a resample may lack a class: skip NaN
+            values.append(value)
+    low, high = (np.percentile(values, [2.5, 97.5]) if values else (float("nan"), float("nan")))
+    return {"mean": float(statistic(everything)), "ci": [float(low), float(high)]}
+
+
+def macro_average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Macro PR-AUC over the labels that have at least one positive."""
+    from sklearn.metrics import average_precision_score
+
+    present = truth.sum(0) > 0
+    if not present.any():
+        return float("nan")
+    return float(average_precision_score(truth[:, present], scores[:, present], average="macro"))
+
+
+def multilabel_metrics(truth: np.ndarray, scores: np.ndarray, labels: list[str], rounds: int = 1000,
+                       seed: int = 0) -> dict[str, Any]:
+    """PR-AUC (average precision) and ROC-AUC per label, macro and micro, MAP, and the prevalence
+    baseline beside each PR-AUC (a constant scorer's average precision is the label's prevalence)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    present = truth.sum(0) > 0
+    both = present & (truth.sum(0) < len(truth))
+    per_label = {}
+    for j, name in enumerate(labels):
+        row: dict[str, Any] = {"positives": int(truth[:, j].sum()), "prevalence": float(truth[:, j].mean())}
+        if present[j]:
+            row["pr_auc"] = float(average_precision_score(truth[:, j], scores[:, j]))
+        if both[j]:
+            row["roc_auc"] = float(roc_auc_score(truth[:, j], scores[:, j]))
+        per_label[name] = row
+    prevalence = float(truth[:, present].mean(0).mean()) if present.any() else float("nan")
+    # MAP over tracks: each track's ranking of labels (label-ranking average precision).
+    from sklearn.metrics import label_ranking_average_precision_score
+
+    has_any = truth.sum(1) > 0
+    return {
+        "n": int(len(truth)),
+        "macro_pr_auc": bootstrap_interval(lambda i: macro_average_precision(truth[i], scores[i]), len(truth), rounds, seed),
+        "micro_pr_auc": float(average_precision_score(truth[:, present], scores[:, present], average="micro")) if present.any() else float("nan"),
+        "macro_roc_auc": float(roc_auc_score(truth[:, both], scores[:, both], average="macro")) if both.any() else float("nan"),
+        "micro_roc_auc": float(roc_auc_score(truth[:, both], scores[:, both], average="micro")) if both.any() else float("nan"),
+        "map_tracks": float(label_ranking_average_precision_score(truth[has_any], scores[has_any])) if has_any.any() else float("nan"),
+        "prevalence_baseline": prevalence,
+        "per_label": per_label,
+    }
+
+
+def hamming_map_at_k(codes: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per query: average precision of the top k by Hamming distance over the other items
+    (relevant = same label); ties broken by index, so the result is deterministic."""
+    codes = np.where(codes >= 0, 1, -1).astype(np.int32)
+    bits = codes.shape[1]
+    distance = (bits - codes @ codes.T) // 2
+    np.fill_diagonal(distance, bits + 1)  # a query never retrieves itself
+    order = np.argsort(distance, axis=1, kind="stable")[:, :k]
+    relevant = labels[order] == labels[:, None]
+    hits = np.cumsum(relevant, axis=1)
+    precision = hits / np.arange(1, k + 1)
+    denom = np.maximum(relevant.sum(1), 1)
+    return (precision * relevant).sum(1) / denom

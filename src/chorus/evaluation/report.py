@@ -50,9 +50,8 @@ def confusion_plot(metrics: ClassificationMetrics) -> str:
     return data
 
 
-def history_plot(history: list[dict[str, float]]) -> str | None:
-    if not history:
-        return None
+def history_figure(history: list[dict[str, float]]) -> Any:
+    """Training curves: train loss and the validation score per epoch (a matplotlib figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,14 +59,23 @@ def history_plot(history: list[dict[str, float]]) -> str | None:
 
     epochs = [h["epoch"] for h in history]
     fig, ax1 = plt.subplots(figsize=(6, 3.2))
-    ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:red")
+    ax1.plot(epochs, [h.get("train_loss", np.nan) for h in history], label="train loss", color="tab:red")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("train loss")
     ax2 = ax1.twinx()
-    ax2.plot(epochs, [h.get("valid_accuracy", np.nan) for h in history], label="valid accuracy", color="tab:blue")
-    ax2.set_ylabel("valid track accuracy")
+    ax2.plot(epochs, [h.get("valid_score", np.nan) for h in history], label="validation score", color="tab:blue")
+    ax2.set_ylabel("validation score (track level)")
     ax2.set_ylim(0, 1)
     fig.legend(loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.08))
+    return fig
+
+
+def history_plot(history: list[dict[str, float]]) -> str | None:
+    if not history:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig = history_figure(history)
     data = _png(fig)
     plt.close(fig)
     return data
@@ -87,6 +95,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _with_ci(value: dict[str, Any]) -> str:
     return f"{value['mean']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"
+
+
+def candidates_section(rows: list[dict[str, Any]]) -> str:
+    """Every candidate of the run on the held-out split, each beside its trivial baseline."""
+    if not rows:
+        return ""
+    body = [[r["candidate"], r["registered"], r["task"], r["metric"], _with_ci(r["value"]), r["baseline_name"],
+             r["baseline"], r.get("valid_score", float("nan"))] for r in rows]
+    return ("<h2>Candidates</h2><p class=\"muted\">Every model and baseline trained by this run, scored on the "
+            "held-out split at track level, with 95% bootstrap intervals over tracks.</p>"
+            + _table(["candidate", "registered", "task", "metric", "test [95% CI]", "baseline", "baseline value",
+                      "validation"], body))
 
 
 def voting_section(voting: dict[str, Any] | None) -> str:
@@ -118,6 +138,7 @@ def render_report(
     history: list[dict[str, float]],
     notes: list[str] | None = None,
     voting: dict[str, Any] | None = None,
+    candidates: list[dict[str, Any]] | None = None,
 ) -> str:
     """The evaluation report as one HTML string."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
@@ -149,6 +170,7 @@ def render_report(
 <h2>Per class</h2>{per_class}
 <h2>Confusion matrix</h2><p class="muted">Rows are actual classes, columns predicted; track-level
 predictions average the segment probabilities of each track.</p>{confusion}{plots}
+{candidates_section(candidates or [])}
 {voting_section(voting)}
 <h2>Notes</h2><ul>{note_html}</ul>
 </body></html>

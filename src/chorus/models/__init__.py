@@ -1,5 +1,8 @@
-"""PyTorch modules. Each model records the feature-config hash it was trained on."""
+"""PyTorch networks and the scorers that are registered (networks and scikit-learn pipelines
+under one contract)."""
 
-from chorus.models.cnn import SegmentClassifier, StyleCNN
+from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN
+from chorus.models.scorer import Contract, SklearnScorer, TorchScorer
 
-__all__ = ["SegmentClassifier", "StyleCNN"]
+__all__ = ["CRNN", "CRNNH", "Contract", "PaperCNN", "PretextCNN", "ShortChunkCNN", "SklearnScorer", "TorchScorer",
+           "TransferCNN"]

@@ -1,0 +1,176 @@
+"""The article's classic baselines on scikit-learn and maintained libraries: standardise -> PCA ->
+RBF SVM with C and gamma tuned by particle swarm optimisation (pyswarms; Optuna or a grid at the
+same budget for comparison), SMOTE (imbalanced-learn), random k-labelsets (scikit-multilearn),
+and an extreme learning machine (no maintained package: written here, tested against its
+closed form)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import LabelBinarizer, StandardScaler
+from sklearn.svm import SVC
+
+from chorus.config import SvmSearchSettings
+
+log = logging.getLogger(__name__)
+
+
+def svm_pipeline(c: float, gamma: float, pca_variance: float, seed: int, smote: bool = False,
+                 calibrated: bool = True) -> Any:
+    """standardise -> PCA (share of variance) -> [SMOTE] -> RBF SVM; ``calibrated`` adds Platt
+    scaling (sigmoid calibration) so the SVM gives probabilities like every other candidate."""
+    steps: list[tuple[str, Any]] = [("scale", StandardScaler()), ("pca", PCA(n_components=pca_variance, random_state=seed))]
+    svc: Any = SVC(C=c, gamma=gamma, kernel="rbf", random_state=seed)
+    if calibrated:
+        svc = CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+    if smote:
+        from imblearn.over_sampling import SMOTE
+        from imblearn.pipeline import Pipeline as ImbPipeline
+
+        return ImbPipeline([*steps, ("smote", SMOTE(random_state=seed, k_neighbors=3)), ("svm", svc)])
+    return Pipeline([*steps, ("svm", svc)])
+
+
+@dataclass
+class SearchResult:
+    c: float
+    gamma: float
+    cv_accuracy: float
+    evaluations: int
+    method: str
+    trials: list[dict[str, float]] = field(default_factory=list)
+
+
+class SvmFitness:
+    """Cross-validated accuracy of the SVM pipeline at (log10 C, log10 gamma); folds are grouped
+    by track so no track's segments sit on both sides of a fold."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: SvmSearchSettings, seed: int,
+                 smote: bool = False) -> None:
+        self.x, self.y, self.groups = x, y, groups
+        self.settings, self.seed, self.smote = settings, seed, smote
+        folds = min(settings.folds, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()) or 2)
+        self.cv = StratifiedGroupKFold(n_splits=max(2, folds), shuffle=True, random_state=seed)
+        self.trials: list[dict[str, float]] = []
+
+    def __call__(self, log_c: float, log_gamma: float) -> float:
+        # No calibration inside the search: Platt scaling is not needed to rank (C, gamma).
+        model = svm_pipeline(10**log_c, 10**log_gamma, self.settings.pca_variance, self.seed, self.smote, calibrated=False)
+        score = float(cross_val_score(model, self.x, self.y, groups=self.groups, cv=self.cv, scoring="accuracy").mean())
+        self.trials.append({"log10_c": float(log_c), "log10_gamma": float(log_gamma), "cv_accuracy": score})
+        return score
+
+
+def _best(fitness: SvmFitness, method: str) -> SearchResult:
+    best = max(fitness.trials, key=lambda t: t["cv_accuracy"])
+    return SearchResult(10 ** best["log10_c"], 10 ** best["log10_gamma"], best["cv_accuracy"], len(fitness.trials),
+                        method, fitness.trials)
+
+
+def pso_search(fitness: SvmFitness, settings: SvmSearchSettings, seed: int) -> SearchResult:
+    """The article's method: particle swarm over (log10 C, log10 gamma), fitness = CV accuracy."""
+    import pyswarms as ps
+
+    bounds = (np.array([settings.log10_c[0], settings.log10_gamma[0]]), np.array([settings.log10_c[1], settings.log10_gamma[1]]))
+    particles = min(settings.particles, settings.budget)
+    iterations = max(1, settings.budget // particles)
+    rng = np.random.default_rng(seed)
+    init = rng.uniform(bounds[0], bounds[1], size=(particles, 2))
+    optimiser = ps.single.GlobalBestPSO(n_particles=particles, dimensions=2, options={"c1": 1.5, "c2": 1.5, "w": 0.7},
+                                        bounds=bounds, init_pos=init)
+    np.random.seed(seed)  # pyswarms draws velocities from numpy's global generator
+    optimiser.optimize(lambda pos: np.array([-fitness(float(p[0]), float(p[1])) for p in pos]), iters=iterations,
+                       verbose=False)
+    return _best(fitness, "pso")
+
+
+def optuna_search(fitness: SvmFitness, settings: SvmSearchSettings, seed: int) -> SearchResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(lambda t: fitness(t.suggest_float("log10_c", *settings.log10_c),
+                                     t.suggest_float("log10_gamma", *settings.log10_gamma)), n_trials=settings.budget)
+    return _best(fitness, "optuna")
+
+
+def grid_search(fitness: SvmFitness, settings: SvmSearchSettings, seed: int) -> SearchResult:
+    side = max(2, int(np.sqrt(settings.budget)))
+    for log_c in np.linspace(*settings.log10_c, side):
+        for log_gamma in np.linspace(*settings.log10_gamma, side):
+            fitness(float(log_c), float(log_gamma))
+    return _best(fitness, "grid")
+
+
+SEARCHES = {"pso": pso_search, "optuna": optuna_search, "grid": grid_search}
+
+
+def tuned_svm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: SvmSearchSettings, seed: int,
+              search: str | None = None, smote: bool = False) -> tuple[Any, SearchResult]:
+    """Search C and gamma, then fit the pipeline with them on all of ``x``."""
+    fitness = SvmFitness(x, y, groups, settings, seed, smote)
+    result = SEARCHES[search or settings.search](fitness, settings, seed)
+    model = svm_pipeline(result.c, result.gamma, settings.pca_variance, seed, smote).fit(x, y)
+    return model, result
+
+
+class ELMClassifier(ClassifierMixin, BaseEstimator):
+    """Extreme learning machine (Huang et al. 2006): a fixed random hidden layer, output weights by
+    ridge-regularised least squares on one-hot targets. Inputs are standardised first."""
+
+    def __init__(self, n_hidden: int = 512, alpha: float = 1e-2, random_state: int = 0) -> None:
+        self.n_hidden = n_hidden
+        self.alpha = alpha
+        self.random_state = random_state
+
+    def _hidden(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(((x - self.mean_) / self.scale_) @ self.weights_ + self.bias_)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> ELMClassifier:
+        rng = np.random.default_rng(self.random_state)
+        x = np.asarray(x, np.float64)
+        self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-8
+        self.weights_ = rng.normal(0, 1 / np.sqrt(x.shape[1]), (x.shape[1], self.n_hidden))
+        self.bias_ = rng.normal(0, 1, self.n_hidden)
+        self.binarizer_ = LabelBinarizer(neg_label=-1, pos_label=1).fit(y)
+        self.classes_ = self.binarizer_.classes_
+        targets = self.binarizer_.transform(y)
+        if targets.shape[1] == 1:  # two classes: one column from the binarizer
+            targets = np.hstack([-targets, targets])
+        h = self._hidden(x)
+        self.beta_ = np.linalg.solve(h.T @ h + self.alpha * np.eye(self.n_hidden), h.T @ targets)
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return self._hidden(np.asarray(x, np.float64)) @ self.beta_
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = self.decision_function(x)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[self.decision_function(x).argmax(1)]
+
+
+def rakel(x: np.ndarray, y: np.ndarray, labelset_size: int, seed: int) -> Any:
+    """Random k-labelsets (disjoint, RAkELd) over standardised features; each labelset is a
+    multi-class problem over its label combinations, solved by logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from skmultilearn.ensemble import RakelD
+
+    np.random.seed(seed)  # RakelD draws its partition from numpy's global generator
+    present = y.sum(0) > 0
+    model = Pipeline([("scale", StandardScaler()),
+                      ("rakel", RakelD(base_classifier=LogisticRegression(max_iter=2000),
+                                       labelset_size=min(labelset_size, max(1, int(present.sum())))))])
+    return model.fit(x, y)

@@ -1,0 +1,143 @@
+"""What gets registered: a network or a scikit-learn pipeline wrapped with what it takes to use
+it safely. Every candidate of a task takes the same input (a batch of the feature set's stacked
+maps, (batch, maps, bands, frames) float32 dB) and gives the same output (class / label
+probabilities, or +-1 hash codes), so any of them can be a task's champion and serve alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from chorus.errors import StaleFeaturesError
+
+Kind = Literal["single", "multi", "hash", "pretext"]
+
+
+@dataclass
+class Contract:
+    """The facts a scorer was trained under: task, output labels, which stored maps it reads,
+    and the feature-config hash of the features it was trained on."""
+
+    task: str
+    kind: Kind
+    labels: list[str]
+    stored_maps: tuple[str, ...]
+    feature_config_hash: str
+    candidate: str
+
+    def check_features(self, config_hash: str) -> None:
+        if config_hash != self.feature_config_hash:
+            raise StaleFeaturesError(
+                f"{self.candidate} was trained on features {self.feature_config_hash}, got features {config_hash}: "
+                "re-extract with the model's feature settings or retrain"
+            )
+
+    def check_input(self, x: np.ndarray) -> None:
+        if x.ndim != 4 or x.shape[1] != len(self.stored_maps):
+            raise ValueError(
+                f"{self.candidate} expects (batch, {len(self.stored_maps)} maps {list(self.stored_maps)}, bands, frames), "
+                f"got shape {tuple(x.shape)}"
+            )
+
+
+class TorchScorer(nn.Module):
+    """A network, per-map normalisation, and the contract. ``forward`` takes stored maps
+    (batch, stored maps, bands, frames) and picks the channels the network was built for."""
+
+    def __init__(self, net: nn.Module, contract: Contract, channels: list[int], mean: np.ndarray,
+                 std: np.ndarray) -> None:
+        super().__init__()
+        self.net = net
+        self.contract = contract
+        self.register_buffer("channels", torch.tensor(channels, dtype=torch.long))
+        self.register_buffer("mean", torch.tensor(np.asarray(mean, np.float32)).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(np.asarray(std, np.float32)).view(1, -1, 1, 1))
+
+    def prepare(self, stored: torch.Tensor) -> torch.Tensor:
+        return (stored.index_select(1, self.channels) - self.mean) / self.std
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(stored))
+
+    def output_scores(self, output: torch.Tensor) -> torch.Tensor:
+        kind = self.contract.kind
+        if kind == "single":
+            return torch.softmax(output.float(), dim=1)
+        if kind == "multi":
+            return torch.sigmoid(output.float())
+        if kind == "hash":
+            return torch.where(output >= 0, 1.0, -1.0)
+        return output.float()
+
+    @torch.no_grad()
+    def _batched(self, x: np.ndarray, fn: Any, batch_size: int) -> np.ndarray:
+        self.contract.check_input(x)
+        self.eval()
+        device = self.mean.device
+        out = [fn(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], np.float32)).to(device)).float().cpu().numpy()
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return self._batched(x, lambda b: self.output_scores(self(b)), batch_size)
+
+    def embed(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Penultimate-layer vectors (semantic vectors for cosine retrieval)."""
+        return self._batched(x, lambda b: self.net.embed(self.prepare(b)), batch_size)
+
+
+class SklearnScorer:
+    """A scikit-learn estimator over features computed from the stored maps (MFCC statistics of
+    the log-mel, or a frozen network's embedding), under the same contract as a network."""
+
+    def __init__(self, featuriser: Any, estimator: Any, contract: Contract) -> None:
+        self.featuriser = featuriser
+        self.estimator = estimator
+        self.contract = contract
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        self.contract.check_input(x)
+        return self.featuriser(x)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        feats = self.features(x)
+        if self.contract.kind == "multi":
+            probs = self.estimator.predict_proba(feats)
+            return np.asarray(probs.toarray() if hasattr(probs, "toarray") else probs, np.float32)
+        return np.asarray(self.estimator.predict_proba(feats), np.float32)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        return self.features(x)
+
+
+class MfccFeaturiser:
+    """MFCC (DCT-II of the log-mel, as librosa.feature.mfcc) and first/second deltas of each
+    segment, mean and std: the classic baselines' input, computed from the same stored tensor
+    every other candidate reads."""
+
+    def __init__(self, logmel_channel: int, n_mfcc: int) -> None:
+        self.logmel_channel = logmel_channel
+        self.n_mfcc = n_mfcc
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import librosa
+
+        logmel = x[:, self.logmel_channel]  # (batch, bands, frames)
+        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=self.n_mfcc)
+        parts = [mfcc, librosa.feature.delta(mfcc, order=1), librosa.feature.delta(mfcc, order=2)]
+        stats = [f(p, axis=-1) for p in parts for f in (np.mean, np.std)]
+        return np.concatenate(stats, axis=1).astype(np.float32)
+
+
+class EmbeddingFeaturiser:
+    """A trained network's penultimate layer (e.g. the paper CNN's 1,690 features)."""
+
+    def __init__(self, scorer: TorchScorer) -> None:
+        self.scorer = scorer
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.scorer.embed(x)
