@@ -21,7 +21,8 @@ def _overrides(state_dir, **train):
         "state_dir": str(state_dir),
         "demo": TINY_DEMO,
         "features": {"shard_size": 5, "dask_workers": 2},
-        "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, **train},
+        "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, "backbone": {"epochs": 1, "channels": [8, 16]},
+                  "svm": {"budget": 4, "particles": 2}, "hashing": {"maps_per_layer": 4}, **train},
     }
 
 
@@ -73,33 +74,48 @@ def test_every_output_exists_and_agrees(first_run):
     assert (state.quarantine / "social-rejects.parquet").exists()
 
     metrics = json.loads((state.reports / "metrics.json").read_text())
-    assert metrics["run_id"] == summary["train"]["counts"]["run_id"]
+    trained = summary["train"]["counts"]["candidates"]
+    assert set(trained) == {"paper_cnn", "short_chunk", "mood_tagger", "backbone", "crnnh_32", "mfcc_svm_pso"}
+    champion = trained["paper_cnn"]["champion"]
+    style = {k: r for k, r in trained.items() if r["registered"] == "chorus-style"}
+    # the first champion is this run's best-validated style candidate
+    assert champion == max(style.values(), key=lambda r: r["valid_score"])["version"]
     model_metrics = metrics["models"]["chorus-style"]
     assert model_metrics["task"] == "style" and 0.0 <= model_metrics["accuracy"] <= 1.0
-    report = (state.reports / "chorus-style-v1" / "report.html").read_text()
+    assert model_metrics["version"] == champion
+    for name in ("paper_cnn", "short_chunk", "mfcc_svm_pso", "mood_tagger", "crnnh_32"):
+        low, high = metrics["candidates"][name]["value"]["ci"]
+        assert low <= metrics["candidates"][name]["value"]["mean"] <= high
+    assert metrics["candidates"]["mood_tagger"]["metric"] == "macro PR-AUC"
+    assert "planted_mood" in metrics["candidates"]["mood_tagger"]
+    assert metrics["candidates"]["crnnh_32"]["bits"] == 32
+    report = (state.reports / f"chorus-style-v{champion}" / "report.html").read_text()
+    assert "Candidates" in report and "mfcc_svm_pso" in report
     assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
     voting = metrics["voting"]
     assert {"personal", "global", "random", "most_popular"} <= set(voting["schemes"])
     assert "held-out-tags protocol" in report and "personal - global" in report
-    assert _versions(settings) == [1]
+    assert _versions(settings) == [1, 2, 3]
 
 
 def test_registered_champion_reproduces_recorded_accuracy(first_run):
+    import mlflow
+
     from chorus import registry
-    from chorus.features import load_features
-    from chorus.training import track_predictions
+    from chorus.features import load_features, map_names
+    from chorus.training import track_mean
 
     settings, _ = first_run
     state = StateDir(settings.state_dir)
     registry.configure(settings.tracking_uri)
-    model = registry.load_model("chorus-style", "champion")
+    served = mlflow.pyfunc.load_model("models:/chorus-style@champion")  # as a user would load it
+    labels = registry.load_scorer("chorus-style", "champion").contract.labels
     tracks = pd.read_parquet(state.tracks)
     test = tracks[tracks["split"] == "test"]
-    features = load_features(state.features, settings.features, test["track_id"].tolist())
-    model.check_features(features.config_hash)
-    preds = track_predictions(model.predict_proba(features.logmel), features.segments["track_id"].to_numpy(), model.classes)
-    truth = preds["track_id"].map(dict(zip(test["track_id"], test["style"], strict=True)))
-    accuracy = float(np.mean(preds["predicted"].to_numpy() == truth.to_numpy()))
+    features = load_features(state.features, settings.features, test["track_id"].tolist(), maps=map_names(settings.features))
+    track_ids, scores = track_mean(served.predict(features.stacked()), features.segments["track_id"].to_numpy())
+    truth = pd.Series(track_ids).map(dict(zip(test["track_id"], test["style"], strict=True)))
+    accuracy = float(np.mean(np.asarray(labels)[scores.argmax(1)] == truth.to_numpy()))
     recorded = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["accuracy"]
     assert accuracy == pytest.approx(recorded)
 
@@ -109,27 +125,33 @@ def test_second_run_does_no_new_work(first_run):
 
     settings, _ = first_run
     state = StateDir(settings.state_dir)
+    champion = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
     watched = sorted(state.features.rglob("*.parquet")) + [state.tracks, state.labels / "labels.parquet",
-                                                         state.reports / "chorus-style-v1" / "report.html"]
+                                                         state.reports / f"chorus-style-v{champion}" / "report.html"]
     before = {p: p.stat().st_mtime_ns for p in watched}
     summary = pipeline(settings=settings)
     assert summary["ingest"]["demo"]["skipped"] and summary["ingest"]["ingest"]["skipped"]
-    for stage in ("features", "labels", "train", "evaluate"):
+    for stage in ("features", "labels", "pretrain", "train", "evaluate"):
         assert summary[stage]["skipped"], stage
     assert {p: p.stat().st_mtime_ns for p in watched} == before
-    assert _versions(settings) == [1]
+    assert _versions(settings) == [1, 2, 3]
 
 
 def test_changed_training_setting_redoes_only_training(first_run):
     from flows.pipeline import pipeline
 
     settings, _ = first_run
+    champion = first_run[1]["train"]["counts"]["candidates"]["paper_cnn"]["champion"]
     changed = load_settings(overrides=_overrides(settings.state_dir, epochs=3))
     summary = pipeline(settings=changed)
-    assert summary["features"]["skipped"] and summary["labels"]["skipped"]
+    assert summary["features"]["skipped"] and summary["labels"]["skipped"] and summary["pretrain"]["skipped"]
     assert not summary["train"]["skipped"] and not summary["evaluate"]["skipped"]
-    assert _versions(settings) == [1, 2]
-    assert summary["train"]["counts"]["champion"] == 1  # the first version keeps the alias
+    trained = summary["train"]["counts"]["candidates"]
+    # the CNNs read train.epochs and retrain; the SVM baseline and the backbone do not
+    assert not trained["paper_cnn"]["skipped"] and not trained["short_chunk"]["skipped"]
+    assert trained["mfcc_svm_pso"]["skipped"] and trained["backbone"]["skipped"]
+    assert _versions(settings) == [1, 2, 3, 4, 5]
+    assert trained["paper_cnn"]["champion"] == champion  # the first champion keeps the alias
 
 
 def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):

@@ -332,7 +332,9 @@ def key_settings(spec: CandidateSpec, settings: TrainSettings) -> dict[str, Any]
                                                             "model_prefix", "mood_task"})
         if spec.task == "hash":
             chosen["hashing"] = settings.hashing.model_dump(mode="json")
-        if spec.task == "pretext":
+        if spec.task == "pretext":  # trains for backbone.epochs, on its own channels
+            chosen.pop("epochs")
+            chosen.pop("channels")
             chosen["backbone"] = settings.backbone.model_dump(mode="json")
     if spec.task == "mood":
         chosen["mood_task"] = settings.mood_task

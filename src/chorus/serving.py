@@ -14,7 +14,9 @@ class ChorusPyfunc(mlflow.pyfunc.PythonModel):
     def __init__(self, scorer: Any) -> None:
         self.scorer = scorer
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    # No type hints on predict: MLflow would try to derive a schema from them; the explicit
+    # tensor signature logged with the model is the contract.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input
         return np.asarray(self.scorer.scores(np.asarray(x, np.float32)), np.float32)
 

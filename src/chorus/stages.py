@@ -630,39 +630,40 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
         from chorus.errors import InputError
 
         raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
-    if not candidates:
-        candidates = {}
+    candidates = candidates or {}
     tracks = training_tracks(settings)
+    test_ids = tracks.loc[tracks["split"] == es.split, "track_id"].tolist()
+    features = load_features(state.features, settings.features, test_ids, maps=map_names(settings.features))
+    subject, scorer, unscorable = _report_subject(ts.model_name, champion, candidates, features.config_hash)
     voting = read_metrics(state.reports / "metrics.json").get("voting")
     evaluated = {k: {"registered": v["registered"], "version": v["version"]} for k, v in sorted(candidates.items())
                  if v.get("kind") != "pretext"}
-    key = stable_hash({"champion": champion, "candidates": evaluated, "evaluate": es.config_hash(), "voting": voting,
-                       "features": features_key(state.features, settings.features), "moods": stable_hash(sorted(mood_labels(settings).items())),
+    key = stable_hash({"champion": champion, "subject": subject, "candidates": evaluated, "evaluate": es.config_hash(),
+                       "voting": voting, "features": features_key(state.features, settings.features),
+                       "moods": stable_hash(sorted(mood_labels(settings).items())),
                        "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
-    folder = state.reports / f"{ts.model_name}-v{champion}"
+    folder = state.reports / f"{ts.model_name}-v{subject}"
     report_path, model_metrics_path, summary_path = folder / "report.html", folder / "metrics.json", state.reports / "metrics.json"
     outputs = {"report": str(report_path), "metrics": str(summary_path)}
     if model_metrics_path.exists() and report_path.exists():
         previous = json.loads(model_metrics_path.read_text())
         if previous.get("key") == key:
             _update_summary(summary_path, previous)
-            return StageSummary("evaluate", True, outputs, {"accuracy": previous["accuracy"], "version": champion},
+            return StageSummary("evaluate", True, outputs, {"accuracy": previous["accuracy"], "version": subject},
                                 time.perf_counter() - started)
 
-    test_ids = tracks.loc[tracks["split"] == es.split, "track_id"].tolist()
-    features = load_features(state.features, settings.features, test_ids, maps=map_names(settings.features))
     moods = mood_labels(settings)
     rows: list[dict[str, Any]] = []
     per_candidate: dict[str, Any] = {}
     for name, info in evaluated.items():
         spec = CATALOGUE[name]
-        scorer = registry.load_scorer(info["registered"], info["version"])
-        scorer.contract.check_features(features.config_hash)
+        candidate = registry.load_scorer(info["registered"], info["version"])
+        candidate.contract.check_features(features.config_hash)
         targets = task_targets(spec.task, tracks, ts, moods)
-        result = score_candidate(scorer, features, targets.splits[es.split], targets.labels, spec.kind,
+        result = score_candidate(candidate, features, targets.splits[es.split], targets.labels, spec.kind,
                                  settings.labels.bootstrap, settings.labels.seed)
         if spec.task == "mood" and "mood" in tracks.columns:
-            result["planted_mood"] = _planted_mood_scores(scorer, features, tracks, es.split, settings)
+            result["planted_mood"] = _planted_mood_scores(candidate, features, tracks, es.split, settings)
         per_candidate[name] = {"task": spec.registered_task(ts), "registered": info["registered"], "version": info["version"],
                                **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class")},
                                **({"confusion": result["confusion"], "per_class": result["per_class"]} if "confusion" in result else {})}
@@ -670,8 +671,6 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
                      "metric": result["metric"], "value": result["value"], "baseline_name": result["baseline_name"],
                      "baseline": result["baseline"], "valid_score": candidates[name].get("valid_score") or float("nan")})
 
-    scorer = registry.load_scorer(ts.model_name, champion)
-    scorer.contract.check_features(features.config_hash)
     test = tracks[(tracks["split"] == es.split) & tracks[ts.task].notna()]
     from chorus.training import segment_split, track_mean
 
@@ -682,28 +681,53 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     actual = pd.Series(track_ids).map(dict(zip(test["track_id"], test[ts.task].astype(str), strict=True)))
     predicted = [scorer.contract.labels[j] for j in per_track.argmax(1)]
     metrics = classification_metrics(actual.tolist(), predicted, scorer.contract.labels)
-    run_id = registry.run_id_of(ts.model_name, champion)
+    run_id = registry.run_id_of(ts.model_name, subject)
     history = _run_history(run_id)
-    subject = {
-        "model": f"{ts.model_name} version {champion} ({scorer.contract.candidate})", "task": ts.task, "split": es.split,
+    facts = {
+        "model": f"{ts.model_name} version {subject} ({scorer.contract.candidate})", "task": ts.task, "split": es.split,
         "aliases": f"champion = v{champion}", "MLflow run": run_id, "feature config hash": features.config_hash,
         "evaluation key": key, "git commit": git_commit(),
     }
-    html = render_report(f"chorus evaluation: {ts.model_name} v{champion}", subject, metrics, history, voting=voting,
+    html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
                          candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
+        *([unscorable] if unscorable else []),
     ])
     write_text_atomic(report_path, html)
-    record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": champion, "task": ts.task,
+    record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": subject, "champion": champion, "task": ts.task,
               "candidate": scorer.contract.candidate, "split": es.split, **metrics.as_dict(), "candidates": per_candidate}
     write_json_atomic(model_metrics_path, record)
     registry.log_report(run_id, [report_path, model_metrics_path],
                         {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy})
     _update_summary(summary_path, record)
-    return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": champion,
+    return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": subject,
                                                      "candidates": {k: round(v["value"]["mean"], 4) for k, v in per_candidate.items()}},
                         time.perf_counter() - started)
+
+
+def _report_subject(name: str, champion: int, candidates: dict[str, dict[str, Any]],
+                    config_hash: str) -> tuple[int, Any, str | None]:
+    """The version the report describes: the champion, or, when the champion cannot be scored on
+    the current features (trained on other features, or by an incompatible chorus), this run's
+    best-validated candidate of the same name, with the reason."""
+    from mlflow.exceptions import MlflowException
+
+    from chorus import registry
+    from chorus.errors import InputError, StaleFeaturesError
+
+    try:
+        scorer = registry.load_scorer(name, champion)
+        scorer.contract.check_features(config_hash)
+        return champion, scorer, None
+    except (StaleFeaturesError, ImportError, AttributeError, MlflowException) as exc:
+        reason = f"The champion (v{champion}) cannot be scored on the current features: {exc}"
+    mine = [row for row in candidates.values() if row["registered"] == name]
+    if not mine:
+        raise InputError(f"models:/{name}@champion", reason)
+    best = max(mine, key=lambda r: r.get("valid_score") if r.get("valid_score") is not None else -1.0)
+    log.warning("%s; reporting on this run's best candidate v%s instead", reason, best["version"])
+    return best["version"], registry.load_scorer(name, best["version"]), reason + f" This report describes v{best['version']}."
 
 
 def _planted_mood_scores(scorer: Any, features: Any, tracks: pd.DataFrame, split: str, settings: ChorusSettings) -> dict[str, Any]:
