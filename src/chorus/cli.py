@@ -324,6 +324,17 @@ def bench_voting(
     _report_figures(run_bench(CTX.settings().state_dir, quick=quick, log=err.print), as_json)
 
 
+@bench_app.command("train")
+def bench_train(
+    quick: Annotated[bool, typer.Option("--quick", help="Two models, a few steps: checks the keys.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Training-step throughput and loader share per network, automatic precision against fp32."""
+    from benchmarks.train import run as run_bench
+
+    _report_figures(run_bench(CTX.settings(), quick=quick, log=err.print), as_json)
+
+
 def main() -> None:
     """Entry point: ChorusError -> one line on stderr and exit code 2."""
     debug = "--debug" in sys.argv

@@ -184,22 +184,26 @@ class SegmentBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         seed, index = item
-        x = self.split.x[index]
-        if self.augment:
-            rng = np.random.default_rng(seed)
-            frames, s = x.shape[3], self.settings
-            offsets = rng.integers(0, frames - self.crop + 1, size=len(index))
-            x = np.stack([x[i, :, :, o : o + self.crop] for i, o in enumerate(offsets)])
-            for example in x:
-                for _ in range(s.time_masks):
-                    width = int(rng.integers(0, min(s.mask_width, self.crop // 4) + 1))
-                    start = int(rng.integers(0, self.crop - width + 1))
-                    example[:, :, start : start + width] = self.fill
-                for _ in range(s.freq_masks):
-                    width = int(rng.integers(0, min(s.mask_width, example.shape[1] // 4) + 1))
-                    start = int(rng.integers(0, example.shape[1] - width + 1))
-                    example[:, start : start + width, :] = self.fill
-        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(self.split.y[index])
+        source = self.split.x
+        if not self.augment:
+            return torch.from_numpy(np.ascontiguousarray(source[index], np.float32)), torch.from_numpy(self.split.y[index])
+        rng = np.random.default_rng(seed)
+        s, crop, bands = self.settings, self.crop, source.shape[2]
+        offsets = rng.integers(0, source.shape[3] - crop + 1, size=len(index))
+        # One copy per example, straight from the (possibly memory-mapped) store into the batch.
+        x = np.empty((len(index), source.shape[1], bands, crop), np.float32)
+        for i, (j, o) in enumerate(zip(index, offsets, strict=True)):
+            x[i] = source[j, :, :, o : o + crop]
+        widths_t = rng.integers(0, min(s.mask_width, crop // 4) + 1, size=(len(index), s.time_masks))
+        widths_f = rng.integers(0, min(s.mask_width, bands // 4) + 1, size=(len(index), s.freq_masks))
+        starts_t = rng.integers(0, crop - widths_t + 1)
+        starts_f = rng.integers(0, bands - widths_f + 1)
+        for i in range(len(index)):
+            for start, width in zip(starts_t[i], widths_t[i], strict=True):
+                x[i, :, :, start : start + width] = self.fill
+            for start, width in zip(starts_f[i], widths_f[i], strict=True):
+                x[i, :, start : start + width, :] = self.fill
+        return torch.from_numpy(x), torch.from_numpy(self.split.y[index])
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[tuple[int, np.ndarray]]:

@@ -1,0 +1,15 @@
+"""`chorus bench train --quick`: the figures the issue asks for, per model, from the real loop."""
+
+from __future__ import annotations
+
+from conftest import bench_figures
+
+
+def test_quick_train_benchmark_prints_throughput_and_loader_share(tmp_path):
+    figures = bench_figures("train", tmp_path, timeout=300)
+    assert figures["device"] in ("cpu", "cuda") and figures["input_shape"] == [3, 128, 128]
+    assert set(figures["models"]) == {"paper_cnn", "short_chunk"}
+    for model in figures["models"].values():
+        assert model["samples_per_s"] > 0 and model["fp32_samples_per_s"] > 0
+        assert 0.0 <= model["loader_share"] < 1.0
+    assert figures["max_loader_share"] == max(m["loader_share"] for m in figures["models"].values())
