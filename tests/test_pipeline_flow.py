@@ -192,3 +192,25 @@ def test_voted_labels_feed_training(first_run):
     # the trainer accepts it as a task: its key changes when the voted labels do
     voted_settings = settings.model_copy(update={"train": settings.train.model_copy(update={"task": "voted_mood"})})
     assert stages.train_key(voted_settings, tracks) != stages.train_key(settings, tracks)
+
+
+def test_each_candidate_is_a_complete_mlflow_run(first_run):
+    from mlflow import MlflowClient
+
+    from chorus import registry
+
+    settings, summary = first_run
+    registry.configure(settings.tracking_uri)
+    client = MlflowClient()
+    trained = summary["train"]["counts"]["candidates"]
+    cnn = client.get_run(trained["short_chunk"]["run_id"])
+    assert cnn.info.status == "FINISHED"
+    assert cnn.data.params["candidate"] == "short_chunk" and cnn.data.params["train.epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(cnn.info.run_id, "train_loss")] == [1, 2]  # every epoch
+    artifacts = {a.path for a in client.list_artifacts(cnn.info.run_id, "provenance")}
+    assert {"provenance/config.json", "provenance/labels.json", "provenance/provenance.json",
+            "provenance/training_curves.png"} <= artifacts
+    svm = client.get_run(trained["mfcc_svm_pso"]["run_id"])
+    assert float(svm.data.params["candidate.cv_accuracy"]) >= 0 and "valid_score" in svm.data.metrics
+    tags = registry.version_tags("chorus-style", trained["short_chunk"]["version"])
+    assert tags[registry.CANDIDATE_TAG] == "short_chunk" and tags["chorus.feature_config_hash"]

@@ -104,6 +104,7 @@ def log_candidate(
     artifacts: dict[str, Any],
     input_example: Any,
     figures: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> ModelRef:
     """One MLflow run per trained candidate: params, per-epoch metrics, provenance artifacts and
     figures, and the scorer logged as a pyfunc (one input schema per task: a batch of stored
@@ -113,11 +114,12 @@ def log_candidate(
 
     from chorus.serving import ChorusPyfunc, pip_requirements, signature_of
 
-    with mlflow.start_run(run_name=f"train-{tags.get(CANDIDATE_TAG, name)}") as run:
+    # With run_id, the run training_run opened is completed (pass only epochs not yet logged).
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train-{tags.get(CANDIDATE_TAG, name)}") as run:
         flat = {k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in params.items()}
         mlflow.log_params({k: (str(v)[:6000] if v is not None else "None") for k, v in flat.items()})
         for row in history:
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v == v}, step=int(row["epoch"]))
+            log_epoch(row)
         mlflow.set_tags({**tags, TRAIN_KEY_TAG: train_key})
         with tempfile.TemporaryDirectory() as tmp:
             for filename, content in artifacts.items():
@@ -143,6 +145,31 @@ def log_candidate(
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), key, value)
         return ModelRef(name, version, run.info.run_id)
+
+
+def log_epoch(row: dict[str, float]) -> None:
+    """One epoch's metrics to the active run, at step = epoch."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("epoch", "candidate") and v == v},
+                       step=int(row["epoch"]))
+
+
+def training_run(candidate: str, train_key: str) -> str:
+    """The MLflow run a training logs its epochs to while it trains: the unfinished run of the
+    same key (a resumed training continues it), or a new one."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    unfinished = MlflowClient().search_runs(
+        [experiment.experiment_id], f"tags.`{TRAIN_KEY_TAG}` = '{train_key}' and attributes.status = 'RUNNING'",
+        max_results=1, order_by=["attributes.start_time DESC"]) if experiment else []
+    if unfinished:
+        return unfinished[0].info.run_id
+    run = MlflowClient().create_run(experiment.experiment_id, run_name=f"train-{candidate}",
+                                    tags={TRAIN_KEY_TAG: train_key, CANDIDATE_TAG: candidate})
+    return run.info.run_id
 
 
 def model_uri(name: str, version_or_alias: int | str) -> str:

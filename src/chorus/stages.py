@@ -467,8 +467,9 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list
 
                 features = load_features(state.features, settings.features, ids, maps=map_names(settings.features))
             checkpoint = state.checkpoints / f"{spec.name}-{key}.pt"
-            trained = _train_one(spec, features, settings, targets, deps, checkpoint, on_epoch)
-            ref = _register(spec, trained, name, key, settings, features)
+            run_id = registry.training_run(spec.name, key)
+            trained = _train_one(spec, features, settings, targets, deps, checkpoint, on_epoch, run_id)
+            ref = _register(spec, trained, name, key, settings, features, run_id)
             checkpoint.unlink(missing_ok=True)
             deps[spec.name] = trained.scorer
             row.update(skipped=False, **trained.summary)
@@ -518,17 +519,30 @@ def _version_metric(run_id: str, metric: str) -> float | None:
 
 
 def _train_one(spec: Any, features: Any, settings: ChorusSettings, targets: Any, deps: dict[str, Any],
-               checkpoint: Path, on_epoch: Any) -> Any:
+               checkpoint: Path, on_epoch: Any, run_id: str) -> Any:
+    from mlflow import MlflowClient
+
     from chorus.candidates import train_candidate
 
+    client = MlflowClient()
+
     def report(row: dict[str, float]) -> None:
+        # Live, so a long training can be watched in the MLflow UI epoch by epoch.
+        client.log_batch(run_id, metrics=[_metric(k, v, int(row["epoch"])) for k, v in row.items()
+                                          if k not in ("epoch", "candidate") and v == v])
         if on_epoch:
             on_epoch({"candidate": spec.name, **row})
 
     return train_candidate(spec, features, settings.features, targets, settings.train, deps, checkpoint, report)
 
 
-def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSettings, features: Any) -> Any:
+def _metric(key: str, value: float, step: int) -> Any:
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), step)
+
+
+def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSettings, features: Any, run_id: str) -> Any:
     import numpy as np
 
     from chorus import registry
@@ -551,7 +565,8 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
         params.update({f"svm.{k}": v for k, v in ts.svm.model_dump(mode="json").items()})
     if spec.task == "hash":
         params.update({f"hashing.{k}": v for k, v in ts.hashing.model_dump(mode="json").items()})
-    history = trained.history or [{"epoch": 1, "valid_score": trained.summary.get("valid_score") or float("nan")}]
+    # Networks logged their epochs live; a baseline's one validation score is logged here.
+    history = [] if trained.history else [{"epoch": 1, "valid_score": trained.summary.get("valid_score") or float("nan")}]
     figures = {}
     if trained.history:
         import matplotlib.pyplot as plt
@@ -566,7 +581,7 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
                    "summary.json": trained.summary, "candidate.json": trained.params,
                    "provenance.json": {"feature_config_hash": features.config_hash, "split_manifest_hash": split_manifest,
                                        "train_key": key, "git_commit": git_commit()}},
-        input_example=example, figures=figures)
+        input_example=example, figures=figures, run_id=run_id)
     for figure in figures.values():
         plt.close(figure)
     return ref

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,10 +255,14 @@ def fit(
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     max_steps: int | None = None,
+    progress: bool | None = None,
 ) -> FitResult:
     """Train ``scorer`` on ``train``, keep the weights of the best validation epoch, stop early
     after ``patience`` epochs without improvement. With ``checkpoint``, every epoch is saved and
-    an existing checkpoint is resumed. ``max_steps`` caps steps per epoch (benchmarks)."""
+    an existing checkpoint is resumed. ``max_steps`` caps steps per epoch (benchmarks).
+    ``progress`` shows a bar per epoch (default: when stderr is a terminal)."""
+    from tqdm import tqdm
+
     epochs = epochs or settings.epochs
     torch.set_num_threads(settings.threads or max(1, os.cpu_count() or 1))
     device = pick_device(settings.device)
@@ -300,6 +305,9 @@ def fit(
                                              pin_memory=device.type == "cuda")
         total_loss, seen, waited, busy = 0.0, 0, 0.0, 0.0
         batches = iter(loader)
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=len(plan), desc=f"{scorer.contract.candidate} epoch {epoch}/{epochs}", leave=False,
+                   disable=not show, unit="batch")
         while True:
             t0 = time.perf_counter()
             try:
@@ -332,6 +340,8 @@ def fit(
             busy += t2 - t0
             total_loss += loss.item() * len(y)
             seen += len(y)
+            bar.update(1)
+        bar.close()
         row = {
             "epoch": epoch,
             "train_loss": total_loss / max(seen, 1),
