@@ -172,8 +172,14 @@ class SegmentBatches(torch.utils.data.Dataset):
     """Batches cut from in-RAM (or memory-mapped) segments: a random time crop per example and
     SpecAugment-style masks (filled with the map's mean), drawn from a per-batch seed."""
 
-    def __init__(self, split: SegmentSplit, settings: TrainSettings, fill: np.ndarray, augment: bool) -> None:
+    def __init__(self, split: SegmentSplit, settings: TrainSettings, fill: np.ndarray, augment: bool,
+                 channels: list[int] | None = None) -> None:
         self.split = split
+        self.channels = list(range(split.x.shape[1])) if channels is None else list(channels)
+        # A contiguous run of channels is a slice (a view); others need fancy indexing.
+        first = self.channels[0] if self.channels else 0
+        self.cut = (slice(first, first + len(self.channels)) if self.channels == list(range(first, first + len(self.channels)))
+                    else self.channels)
         frames = split.x.shape[3]
         self.crop = max(8, int(frames * settings.crop_fraction)) if augment else frames
         self.settings = settings
@@ -187,14 +193,15 @@ class SegmentBatches(torch.utils.data.Dataset):
         seed, index = item
         source = self.split.x
         if not self.augment:
-            return torch.from_numpy(np.ascontiguousarray(source[index], np.float32)), torch.from_numpy(self.split.y[index])
+            return (torch.from_numpy(np.ascontiguousarray(source[index][:, self.cut], np.float32)),
+                    torch.from_numpy(self.split.y[index]))
         rng = np.random.default_rng(seed)
         s, crop, bands = self.settings, self.crop, source.shape[2]
         offsets = rng.integers(0, source.shape[3] - crop + 1, size=len(index))
         # One copy per example, straight from the (possibly memory-mapped) store into the batch.
-        x = np.empty((len(index), source.shape[1], bands, crop), np.float32)
+        x = np.empty((len(index), len(self.channels), bands, crop), np.float32)
         for i, (j, o) in enumerate(zip(index, offsets, strict=True)):
-            x[i] = source[j, :, :, o : o + crop]
+            x[i] = source[j, self.cut, :, o : o + crop]
         widths_t = rng.integers(0, min(s.mask_width, crop // 4) + 1, size=(len(index), s.time_masks))
         widths_f = rng.integers(0, min(s.mask_width, bands // 4) + 1, size=(len(index), s.freq_masks))
         starts_t = rng.integers(0, crop - widths_t + 1)
@@ -215,6 +222,19 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[tuple[
         batches.pop()
     seeds = rng.integers(0, 2**31, size=len(batches))
     return [(int(s), np.sort(b)) for s, b in zip(seeds, batches, strict=True)]
+
+
+class EpochPlan(torch.utils.data.Sampler):
+    """The batches of the current epoch (seed, indices), set by the training loop each epoch."""
+
+    def __init__(self) -> None:
+        self.plan: list[tuple[int, np.ndarray]] = []
+
+    def __iter__(self) -> Any:
+        return iter(list(self.plan))
+
+    def __len__(self) -> int:
+        return len(self.plan)
 
 
 @dataclass
@@ -277,11 +297,9 @@ def fit(
     schedule = _schedule(optimiser, settings, epochs, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     weights = torch.tensor(head.class_weights, dtype=torch.float32, device=device) if head.class_weights is not None else None
-    fill = scorer.mean.flatten().cpu().numpy()
-    # Masks are filled with each stored map's mean: the dataset works on stored channels.
-    stored_fill = np.zeros(train.x.shape[1], np.float32)
-    stored_fill[scorer.channels.cpu().numpy()] = fill
-    data = SegmentBatches(train, settings, stored_fill, augment=True)
+    # Batches hold only the network's channels; masks are filled with each map's mean.
+    data = SegmentBatches(train, settings, scorer.mean.flatten().cpu().numpy(), augment=True,
+                          channels=scorer.channels.cpu().tolist())
 
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "stale": 0,
                              "best_state": None, "finished": False}
@@ -294,6 +312,11 @@ def fit(
         state = saved["state"]
         log.info("resuming %s from epoch %d", checkpoint, state["epoch"])
     resumed_from = state["epoch"]
+    # One loader for all epochs (worker processes, if any, persist); each epoch sets its plan.
+    schedule_of_batches = EpochPlan()
+    loader = torch.utils.data.DataLoader(data, sampler=schedule_of_batches, batch_size=None,
+                                         num_workers=settings.loader_workers, persistent_workers=settings.loader_workers > 0,
+                                         pin_memory=device.type == "cuda")
     started = time.perf_counter()
     epoch = state["epoch"]
     while not state["finished"] and epoch < epochs:
@@ -301,8 +324,7 @@ def fit(
         torch.manual_seed(settings.seed * 7919 + epoch)  # dropout and mixup draws
         scorer.train()
         plan = epoch_batches(len(train), settings.batch_size, settings.seed, epoch)[:steps]
-        loader = torch.utils.data.DataLoader(data, sampler=plan, batch_size=None, num_workers=settings.loader_workers,
-                                             pin_memory=device.type == "cuda")
+        schedule_of_batches.plan = plan
         total_loss, seen, waited, busy = 0.0, 0, 0.0, 0.0
         batches = iter(loader)
         show = sys.stderr.isatty() if progress is None else progress
@@ -325,7 +347,7 @@ def fit(
                 x, y = lam * x + (1 - lam) * x[perm], lam * soft + (1 - lam) * soft[perm]
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                output = scorer(x)
+                output = scorer.forward_selected(x)
             loss = compute_loss(scorer, output, y, head, weights)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)

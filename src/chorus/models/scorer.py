@@ -63,6 +63,11 @@ class TorchScorer(nn.Module):
     def forward(self, stored: torch.Tensor) -> torch.Tensor:
         return self.net(self.prepare(stored))
 
+    def forward_selected(self, selected: torch.Tensor) -> torch.Tensor:
+        """``forward`` for a batch that holds only this network's channels (training batches are
+        cut that way: a one-map model does not copy three)."""
+        return self.net((selected - self.mean) / self.std)
+
     def output_scores(self, output: torch.Tensor) -> torch.Tensor:
         kind = self.contract.kind
         if kind == "single":
