@@ -202,15 +202,15 @@ class SegmentBatches(torch.utils.data.Dataset):
         x = np.empty((len(index), len(self.channels), bands, crop), np.float32)
         for i, (j, o) in enumerate(zip(index, offsets, strict=True)):
             x[i] = source[j, self.cut, :, o : o + crop]
-        widths_t = rng.integers(0, min(s.mask_width, crop // 4) + 1, size=(len(index), s.time_masks))
-        widths_f = rng.integers(0, min(s.mask_width, bands // 4) + 1, size=(len(index), s.freq_masks))
+        widths_t = rng.integers(0, min(s.mask_width, crop // 4) + 1, size=(len(index), s.time_masks, 1))
+        widths_f = rng.integers(0, min(s.mask_width, bands // 4) + 1, size=(len(index), s.freq_masks, 1))
         starts_t = rng.integers(0, crop - widths_t + 1)
         starts_f = rng.integers(0, bands - widths_f + 1)
-        for i in range(len(index)):
-            for start, width in zip(starts_t[i], widths_t[i], strict=True):
-                x[i, :, :, start : start + width] = self.fill
-            for start, width in zip(starts_f[i], widths_f[i], strict=True):
-                x[i, :, start : start + width, :] = self.fill
+        frames_at, bands_at = np.arange(crop), np.arange(bands)
+        in_time = ((frames_at >= starts_t) & (frames_at < starts_t + widths_t)).any(axis=1)  # (batch, crop)
+        in_band = ((bands_at >= starts_f) & (bands_at < starts_f + widths_f)).any(axis=1)  # (batch, bands)
+        masked = in_time[:, None, None, :] | in_band[:, None, :, None]
+        np.copyto(x, self.fill[None], where=masked)
         return torch.from_numpy(x), torch.from_numpy(self.split.y[index])
 
 
