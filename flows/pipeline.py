@@ -1,4 +1,4 @@
-"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> pretrain -> train -> evaluate."""
+"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> pretrain -> train -> promote -> evaluate."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from flows.evaluate import evaluate
 from flows.features import features
 from flows.ingest import ingest
 from flows.labels import labels
+from flows.promote import promote
 from flows.train import pretrain, train
 
 
@@ -31,6 +32,9 @@ def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
             started = time.perf_counter()
             summary[name] = stage(settings)
             timings[name] = time.perf_counter() - started
+        started = time.perf_counter()
+        summary["promote"] = promote(settings, trigger="pipeline")
+        timings["promote"] = time.perf_counter() - started
         started = time.perf_counter()
         summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["candidates"])
         timings["evaluate"] = time.perf_counter() - started

@@ -23,12 +23,12 @@ def pretrain(settings: ChorusSettings | None = None) -> dict[str, Any]:
 @flow(name="train", log_prints=True)
 def train(settings: ChorusSettings | None = None, candidates: list[str] | None = None) -> dict[str, Any]:
     """Train the selected candidates (dependencies first), each a task that tracks its run in
-    MLflow and registers a version; names without a champion get this run's best."""
+    MLflow and registers a version; each name's best new version becomes its challenger."""
     settings = resolve(settings)
     started = time.perf_counter()
     with holding_state(settings):
         results: dict[str, dict[str, Any]] = {}
         for spec in resolve_candidates(candidates or list(settings.train.selected)):
             results.update(train_tasks.train_candidate(settings, spec.name))
-        results = train_tasks.assign_first_champions(results)
+        results = train_tasks.set_challengers(results)
     return stages.train_summary(settings, results, started).as_dict()

@@ -22,16 +22,16 @@ def _epoch_logger() -> Any:
 # A retry resumes from the last epoch's checkpoint, so it costs at most one epoch.
 @task(name="train-candidate", task_run_name="train-{candidate}", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def train_candidate(settings: ChorusSettings, candidate: str) -> dict[str, Any]:
-    summary = stages.train_stage(settings, on_epoch=_epoch_logger(), candidates=[candidate], assign_champions=False)
+    summary = stages.train_stage(settings, on_epoch=_epoch_logger(), candidates=[candidate], assign_challengers=False)
     row = summary.counts["candidates"][candidate]
     get_run_logger().info("%s: %s v%s (%s)", candidate, row["registered"], row["version"],
                           "reused" if row["skipped"] else f"trained, validation {row.get('valid_score')}")
     return summary.counts["candidates"]
 
 
-@task(name="assign-first-champions", cache_policy=NO_CACHE)
-def assign_first_champions(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    stages.first_champions(results)
+@task(name="set-challengers", cache_policy=NO_CACHE)
+def set_challengers(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    stages.set_challengers(results)
     return results
 
 

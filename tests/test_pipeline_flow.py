@@ -36,6 +36,13 @@ def first_run(prefect_harness, tmp_path_factory):
     return settings, summary
 
 
+def _alias(settings, alias, name="chorus-style"):
+    from chorus import registry
+
+    registry.configure(settings.tracking_uri)
+    return registry.alias_version(name, alias)
+
+
 def _versions(settings):
     from mlflow import MlflowClient
 
@@ -76,21 +83,27 @@ def test_every_output_exists_and_agrees(first_run):
     metrics = json.loads((state.reports / "metrics.json").read_text())
     trained = summary["train"]["counts"]["candidates"]
     assert set(trained) == {"paper_cnn", "short_chunk", "mood_tagger", "backbone", "crnnh_32", "mfcc_svm_pso"}
-    champion = trained["paper_cnn"]["champion"]
     style = {k: r for k, r in trained.items() if r["registered"] == "chorus-style"}
-    # the first champion is this run's best-validated style candidate
-    assert champion == max(style.values(), key=lambda r: r["valid_score"])["version"]
+    # the challenger is this run's best-validated style candidate; the gate decided on it
+    challenger = max(style.values(), key=lambda r: r["valid_score"])["version"]
+    assert trained["paper_cnn"]["challenger"] == challenger
+    decision = summary["promote"]["counts"]["decisions"]["chorus-style"]
+    assert decision["challenger"] == challenger and decision["champion"] is None and decision["trigger"] == "pipeline"
+    champion = _alias(settings, "champion")
+    assert champion == (challenger if decision["promote"] else None)
+    audit = [json.loads(line) for line in (state.audit / "promotions.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in audit} == {"chorus-style", "chorus-mood", "chorus-hash-32"}
     model_metrics = metrics["models"]["chorus-style"]
     assert model_metrics["task"] == "style" and 0.0 <= model_metrics["accuracy"] <= 1.0
-    assert model_metrics["version"] == champion
+    assert model_metrics["version"] == (champion or challenger)
     for name in ("paper_cnn", "short_chunk", "mfcc_svm_pso", "mood_tagger", "crnnh_32"):
         low, high = metrics["candidates"][name]["value"]["ci"]
         assert low <= metrics["candidates"][name]["value"]["mean"] <= high
     assert metrics["candidates"]["mood_tagger"]["metric"] == "macro PR-AUC"
     assert "planted_mood" in metrics["candidates"]["mood_tagger"]
     assert metrics["candidates"]["crnnh_32"]["bits"] == 32
-    report = (state.reports / f"chorus-style-v{champion}" / "report.html").read_text()
-    assert "Candidates" in report and "mfcc_svm_pso" in report
+    report = (state.reports / f"chorus-style-v{champion or challenger}" / "report.html").read_text()
+    assert "Candidates" in report and "mfcc_svm_pso" in report and "promotion" in report
     assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
     voting = metrics["voting"]
     assert {"personal", "global", "random", "most_popular"} <= set(voting["schemes"])
@@ -108,8 +121,9 @@ def test_registered_champion_reproduces_recorded_accuracy(first_run):
     settings, _ = first_run
     state = StateDir(settings.state_dir)
     registry.configure(settings.tracking_uri)
-    served = mlflow.pyfunc.load_model("models:/chorus-style@champion")  # as a user would load it
-    labels = registry.load_scorer("chorus-style", "champion").contract.labels
+    alias = "champion" if _alias(settings, "champion") else "challenger"
+    served = mlflow.pyfunc.load_model(f"models:/chorus-style@{alias}")  # as a user would load it
+    labels = registry.load_scorer("chorus-style", alias).contract.labels
     tracks = pd.read_parquet(state.tracks)
     test = tracks[tracks["split"] == "test"]
     features = load_features(state.features, settings.features, test["track_id"].tolist(), maps=map_names(settings.features))
@@ -131,7 +145,7 @@ def test_second_run_does_no_new_work(first_run):
     before = {p: p.stat().st_mtime_ns for p in watched}
     summary = pipeline(settings=settings)
     assert summary["ingest"]["demo"]["skipped"] and summary["ingest"]["ingest"]["skipped"]
-    for stage in ("features", "labels", "pretrain", "train", "evaluate"):
+    for stage in ("features", "labels", "pretrain", "train", "promote", "evaluate"):
         assert summary[stage]["skipped"], stage
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     assert _versions(settings) == [1, 2, 3]
@@ -141,7 +155,7 @@ def test_changed_training_setting_redoes_only_training(first_run):
     from flows.pipeline import pipeline
 
     settings, _ = first_run
-    champion = first_run[1]["train"]["counts"]["candidates"]["paper_cnn"]["champion"]
+    champion = _alias(settings, "champion")
     changed = load_settings(overrides=_overrides(settings.state_dir, epochs=3))
     summary = pipeline(settings=changed)
     assert summary["features"]["skipped"] and summary["labels"]["skipped"] and summary["pretrain"]["skipped"]
@@ -151,7 +165,10 @@ def test_changed_training_setting_redoes_only_training(first_run):
     assert not trained["paper_cnn"]["skipped"] and not trained["short_chunk"]["skipped"]
     assert trained["mfcc_svm_pso"]["skipped"] and trained["backbone"]["skipped"]
     assert _versions(settings) == [1, 2, 3, 4, 5]
-    assert trained["paper_cnn"]["champion"] == champion  # the first champion keeps the alias
+    # the new challenger went through the gate against the champion
+    decision = summary["promote"]["counts"]["decisions"]["chorus-style"]
+    assert decision["challenger"] == trained["paper_cnn"]["challenger"] and decision["champion"] == champion
+    assert _alias(settings, "champion") == (decision["challenger"] if decision["promote"] else champion)
 
 
 def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
@@ -214,3 +231,34 @@ def test_each_candidate_is_a_complete_mlflow_run(first_run):
     assert float(svm.data.params["candidate.cv_accuracy"]) >= 0 and "valid_score" in svm.data.metrics
     tags = registry.version_tags("chorus-style", trained["short_chunk"]["version"])
     assert tags[registry.CANDIDATE_TAG] == "short_chunk" and tags["chorus.feature_config_hash"]
+
+
+def test_promotion_gate_dry_run_and_unscorable_champion(first_run):
+    """A dry run moves nothing; a champion trained on other features is judged unscorable and
+    the decision says why."""
+    from chorus import promotion, registry, stages
+    from chorus.features import load_features, map_names
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    registry.configure(settings.tracking_uri)
+    challenger = _alias(settings, "challenger")
+    stale = registry.load_scorer("chorus-style", challenger)
+    stale.contract.feature_config_hash = "features-of-another-configuration"
+    example = load_features(state.features, settings.features, None, maps=map_names(settings.features)).stacked()[:2]
+    ref = registry.log_candidate(stale, "chorus-style", "stale-key", {"candidate": stale.contract.candidate}, [], {}, {},
+                                 input_example=example)
+    registry.set_alias("chorus-style", "champion", ref.version)
+    registry.set_alias("chorus-style", "challenger", challenger)
+    rows_before = len(promotion.read_audit(state.audit / "promotions.jsonl"))
+
+    dry = stages.promote_stage(settings, dry_run=True, names=["chorus-style"]).counts["decisions"]["chorus-style"]
+    assert dry["dry_run"] and "cannot be scored" in dry["reason"] and "StaleFeaturesError" in dry["reason"]
+    assert _alias(settings, "champion") == ref.version  # nothing moved
+
+    real = stages.promote_stage(settings, names=["chorus-style"]).counts["decisions"]["chorus-style"]
+    assert _alias(settings, "champion") == (challenger if real["promote"] else ref.version)
+    rows = promotion.read_audit(state.audit / "promotions.jsonl")[rows_before:]
+    assert [r["dry_run"] for r in rows] == [True, False]
+    again = stages.promote_stage(settings, names=["chorus-style"]).counts["decisions"]["chorus-style"]
+    assert not again["decided"]  # decided once against this champion

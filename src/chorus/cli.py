@@ -218,6 +218,35 @@ def evaluate() -> None:
 
 
 @app.command()
+def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit, move no alias.")] = False) -> None:
+    """Run the promotion gate: each challenger against its champion on fresh test scores."""
+    summary = _run_flow("promote", dry_run=dry_run)
+    for name, decision in summary["counts"]["decisions"].items():
+        verdict = ("would promote" if decision.get("promote") else "would refuse") if dry_run else (
+            "promoted" if decision.get("promote") else "refused") if decision["decided"] else "no decision"
+        console.print(f"[bold]{name}[/]: {verdict}: {decision['reason']}")
+    console.print(f"audit: {summary['outputs']['audit']}")
+
+
+@app.command()
+def rollback(model: Annotated[str, typer.Argument(help="Registered name, e.g. chorus-style.")]) -> None:
+    """Restore the previous champion of MODEL (audited; run again to undo)."""
+    from chorus import stages
+
+    settings = CTX.settings()
+    with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
+        decision = stages.rollback_stage(settings, model)
+    console.print(f"{model}: champion v{decision['champion']} -> v{decision['challenger']}")
+
+
+def _alias_text(name: str, alias: str) -> str:
+    from chorus import registry
+
+    version = registry.alias_version(name, alias)
+    return f"v{version}" if version else ""
+
+
+@app.command()
 def run(profile: Profile = None) -> None:
     """Run the whole pipeline as one Prefect flow and print where every output is."""
     _select(profile, None)
@@ -227,13 +256,19 @@ def run(profile: Profile = None) -> None:
     state = StateDir(settings.state_dir)
     console.print(f"[bold]State directory[/]: {state.root}")
     models = Table(title=f"registered in {settings.tracking_uri}")
-    for column in ("candidate", "model", "validation", "test", "champion"):
+    for column in ("candidate", "model", "validation", "test", "champion", "challenger"):
         models.add_column(column)
     tested = summary["evaluate"]["counts"].get("candidates", {})
+    from chorus import registry
+
+    registry.configure(settings.tracking_uri)
     for name, row in summary["train"]["counts"]["candidates"].items():
         valid = row.get("valid_score")
         models.add_row(name, f"models:/{row['registered']}/{row['version']}", f"{valid:.3f}" if valid is not None else "",
-                       f"{tested[name]:.3f}" if name in tested else "", f"v{row.get('champion')}" if row.get("champion") else "")
+                       f"{tested[name]:.3f}" if name in tested else "", _alias_text(row["registered"], "champion"),
+                       _alias_text(row["registered"], "challenger"))
+    for name, decision in summary["promote"]["counts"]["decisions"].items():
+        console.print(f"[bold]Promotion[/] {name}: {decision['reason']}")
     console.print(models)
     console.print(f"[bold]Report[/]: {summary['evaluate']['outputs']['report']}")
     console.print(f"[bold]Metrics[/]: {summary['evaluate']['outputs']['metrics']}")

@@ -273,6 +273,33 @@ class EvaluateSettings(StageSettings):
     alias: str = "champion"
 
 
+class PromotionRule(StageSettings):
+    """Promote when ``primary`` improves by at least ``min_improvement`` and no guard metric
+    drops by more than its tolerance."""
+
+    primary: str
+    min_improvement: float = 0.0
+    guards: dict[str, float] = Field(default_factory=dict)
+
+
+def _default_rules() -> dict[str, PromotionRule]:
+    return {
+        "single": PromotionRule(primary="accuracy", min_improvement=0.01, guards={"balanced_accuracy": 0.02, "macro_f1": 0.05}),
+        "multi": PromotionRule(primary="macro_pr_auc", min_improvement=0.005, guards={"micro_pr_auc": 0.02, "macro_roc_auc": 0.02}),
+        "hash": PromotionRule(primary="map_at_10", min_improvement=0.005, guards={"bit_balance": 0.1}),
+    }
+
+
+class PromoteSettings(StageSettings):
+    """The promotion gate: a rule per kind of task, overridable per registered model name."""
+
+    rules: dict[str, PromotionRule] = Field(default_factory=_default_rules, description="Per task kind: single, multi, hash.")
+    models: dict[str, PromotionRule] = Field(default_factory=dict, description="Per registered name, e.g. chorus-style.")
+
+    def rule_for(self, name: str, kind: str) -> PromotionRule:
+        return self.models.get(name) or self.rules[kind]
+
+
 class ChorusSettings(BaseSettings):
     """Everything chorus reads. Precedence: defaults < YAML (--config) < CHORUS_* env < flags."""
 
@@ -296,6 +323,7 @@ class ChorusSettings(BaseSettings):
     labels: LabelSettings = Field(default_factory=LabelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    promote: PromoteSettings = Field(default_factory=PromoteSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -422,11 +422,11 @@ def train_key(settings: ChorusSettings, tracks: pd.DataFrame, candidate: str = "
 
 
 def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list[str] | None = None,
-                assign_champions: bool = True) -> StageSummary:
+                assign_challengers: bool = True) -> StageSummary:
     """Train every selected candidate (``train.candidates`` or the profile's set, plus what they
     need), log each as an MLflow run and register it under its task's name. A candidate whose key
-    (settings, features, targets, dependencies) has a registered version is not retrained. A
-    name with no champion yet gets the best validation score of this run's candidates."""
+    (settings, features, targets, dependencies) has a registered version is not retrained. The
+    best-validated new version of each name becomes its ``challenger``."""
     from chorus import registry
     from chorus.candidates import resolve_candidates, task_targets
     from chorus.features import load_features
@@ -475,24 +475,25 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list
             row.update(skipped=False, **trained.summary)
         row.update(version=ref.version, run_id=ref.run_id, uri=ref.uri)
         results[spec.name] = row
-    if assign_champions:
-        first_champions(results)
+    if assign_challengers:
+        set_challengers(results)
     return train_summary(settings, results, started)
 
 
-def first_champions(results: dict[str, dict[str, Any]]) -> None:
-    """A registered name with no champion yet gets the candidate of this run with the best
-    validation score (the promotion gate takes over once a champion exists)."""
+def set_challengers(results: dict[str, dict[str, Any]]) -> None:
+    """Each registered name with versions new in this run gets the alias ``challenger`` on the
+    best-validated of them; the promotion gate decides whether it becomes champion."""
     from chorus import registry
 
     for name in sorted({r["registered"] for r in results.values()}):
-        if name.endswith("-backbone") or registry.alias_version(name, "champion") is not None:
+        new = [r for r in results.values() if r["registered"] == name and not r["skipped"]]
+        if name.endswith("-backbone") or not new:
             continue
-        mine = [r for r in results.values() if r["registered"] == name]
-        best = max(mine, key=lambda r: (r.get("valid_score") if r.get("valid_score") is not None else -1.0))
-        registry.set_alias(name, "champion", best["version"])
+        best = max(new, key=lambda r: (r.get("valid_score") if r.get("valid_score") is not None else -1.0))
+        registry.set_alias(name, "challenger", best["version"])
     for row in results.values():
         row["champion"] = registry.alias_version(row["registered"], "champion")
+        row["challenger"] = registry.alias_version(row["registered"], "challenger")
 
 
 def train_summary(settings: ChorusSettings, results: dict[str, dict[str, Any]], started: float) -> StageSummary:
@@ -587,6 +588,102 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
     return ref
 
 
+# --- promote ------------------------------------------------------------------------------
+
+
+def gate_metrics(result: dict[str, Any], kind: str) -> dict[str, float]:
+    """The flat metrics promotion rules name, from ``score_candidate``'s result."""
+    if kind == "multi":
+        return {"macro_pr_auc": result["value"]["mean"], "micro_pr_auc": result["micro_pr_auc"],
+                "macro_roc_auc": result["macro_roc_auc"]}
+    if kind == "hash":
+        return {"map_at_10": result["value"]["mean"], "bit_balance": 1.0 - result["mean_abs_bit_mean"]}
+    f1 = [c["f1"] for c in result["per_class"].values()]
+    return {"accuracy": result["value"]["mean"], "balanced_accuracy": result["balanced_accuracy"],
+            "macro_f1": float(sum(f1) / len(f1))}
+
+
+def score_version(settings: ChorusSettings, name: str, version: int, features: Any, tracks: pd.DataFrame,
+                  moods: dict[str, list[str]]) -> tuple[dict[str, float], float, str]:
+    """Fresh test-split scores of a registered version on the current features and labels.
+    Raises when the version cannot be scored here (other features, incompatible code)."""
+    from chorus import registry
+    from chorus.candidates import CATALOGUE, task_targets
+
+    scorer = registry.load_scorer(name, version)
+    scorer.contract.check_features(features.config_hash)
+    spec = CATALOGUE[scorer.contract.candidate]
+    targets = task_targets(spec.task, tracks, settings.train, moods)
+    result = score_candidate(scorer, features, targets.splits[settings.evaluate.split], targets.labels, spec.kind,
+                             200, settings.labels.seed)  # the gate uses point estimates: few bootstrap rounds
+    return gate_metrics(result, spec.kind), float(result["baseline"]), spec.kind
+
+
+def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str = "manual",
+                  names: list[str] | None = None) -> StageSummary:
+    """For each registered name with a challenger that is not the champion: score challenger and
+    champion afresh on the current test split, decide by the name's rule, move aliases (unless a
+    dry run) and audit. A challenger already decided against the same champion is not re-decided."""
+    from mlflow.exceptions import MlflowException
+
+    from chorus import promotion, registry
+    from chorus.candidates import resolve_candidates
+    from chorus.errors import StaleFeaturesError
+    from chorus.features import load_features, map_names
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    ts = settings.train
+    if names is None:
+        names = sorted({ts.registered_name(s.registered_task(ts)) for s in resolve_candidates(list(ts.selected))
+                        if s.kind != "pretext"})
+    tracks = training_tracks(settings)
+    moods = mood_labels(settings)
+    features = None
+    log_path = state.audit / "promotions.jsonl"
+    decisions: dict[str, Any] = {}
+    for name in names:
+        challenger = registry.alias_version(name, promotion.CHALLENGER)
+        champion = registry.alias_version(name, promotion.CHAMPION)
+        if challenger is None or challenger == champion:
+            decisions[name] = {"decided": False, "reason": "no challenger" if challenger is None else "challenger is champion"}
+            continue
+        tags = registry.version_tags(name, challenger)
+        if not dry_run and tags.get("chorus.promotion.champion_before") == str(champion) and \
+                tags.get("chorus.promotion.decision") in ("promoted", "refused"):
+            decisions[name] = {"decided": False, "reason": f"v{challenger} already {tags['chorus.promotion.decision']}"}
+            continue
+        if features is None:
+            ids = tracks.loc[tracks["split"] == settings.evaluate.split, "track_id"].tolist()
+            features = load_features(state.features, settings.features, ids, maps=map_names(settings.features))
+        challenger_metrics, baseline, kind = score_version(settings, name, challenger, features, tracks, moods)
+        rule = settings.promote.rule_for(name, kind)
+        champion_metrics, problem = None, None
+        if champion is not None:
+            try:
+                champion_metrics, _, _ = score_version(settings, name, champion, features, tracks, moods)
+            except (StaleFeaturesError, ImportError, AttributeError, KeyError, MlflowException) as exc:
+                problem = (f"champion v{champion} cannot be scored on the current data ({type(exc).__name__}: {exc}); "
+                           "it is judged against the trivial baseline instead")
+        decision = promotion.decide(name, challenger, challenger_metrics, baseline, rule, champion, champion_metrics, problem)
+        decision.dry_run, decision.trigger = dry_run, trigger
+        promotion.apply(decision, log_path)
+        decisions[name] = {"decided": True, **decision.as_dict()}
+    acted = [d for d in decisions.values() if d["decided"]]
+    counts = {"decisions": decisions, "promoted": sum(d["promote"] and not d["dry_run"] for d in acted),
+              "refused": sum(not d["promote"] for d in acted)}
+    return StageSummary("promote", not acted, {"audit": str(log_path)}, counts, time.perf_counter() - started)
+
+
+def rollback_stage(settings: ChorusSettings, name: str) -> dict[str, Any]:
+    from chorus import promotion, registry
+
+    state = StateDir(settings.state_dir).create()
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    return promotion.rollback(name, state.audit / "promotions.jsonl").as_dict()
+
+
 # --- evaluate -----------------------------------------------------------------------------
 
 
@@ -641,10 +738,6 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     es, ts = settings.evaluate, settings.train
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
     champion = registry.alias_version(ts.model_name, es.alias)
-    if champion is None:
-        from chorus.errors import InputError
-
-        raise InputError(f"models:/{ts.model_name}@{es.alias}", "no such alias: train a model first")
     candidates = candidates or {}
     tracks = training_tracks(settings)
     test_ids = tracks.loc[tracks["split"] == es.split, "track_id"].tolist()
@@ -700,7 +793,8 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     history = _run_history(run_id)
     facts = {
         "model": f"{ts.model_name} version {subject} ({scorer.contract.candidate})", "task": ts.task, "split": es.split,
-        "aliases": f"champion = v{champion}", "MLflow run": run_id, "feature config hash": features.config_hash,
+        "aliases": f"champion = v{champion}" if champion else "no champion", "MLflow run": run_id,
+        "promotion": _last_promotion(state, ts.model_name), "feature config hash": features.config_hash,
         "evaluation key": key, "git commit": git_commit(),
     }
     html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
@@ -721,7 +815,19 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
                         time.perf_counter() - started)
 
 
-def _report_subject(name: str, champion: int, candidates: dict[str, dict[str, Any]],
+def _last_promotion(state: StateDir, name: str) -> str:
+    from chorus.promotion import read_audit
+
+    rows = [r for r in read_audit(state.audit / "promotions.jsonl") if r["model"] == name]
+    if not rows:
+        return "no decision yet"
+    last = rows[-1]
+    verdict = "rollback" if last.get("action") == "rollback" else (
+        ("dry run: " if last["dry_run"] else "") + ("promoted" if last["promote"] else "refused"))
+    return f"{last['time']}: v{last['challenger']} {verdict} ({last['reason']})"
+
+
+def _report_subject(name: str, champion: int | None, candidates: dict[str, dict[str, Any]],
                     config_hash: str) -> tuple[int, Any, str | None]:
     """The version the report describes: the champion, or, when the champion cannot be scored on
     the current features (trained on other features, or by an incompatible chorus), this run's
@@ -731,12 +837,15 @@ def _report_subject(name: str, champion: int, candidates: dict[str, dict[str, An
     from chorus import registry
     from chorus.errors import InputError, StaleFeaturesError
 
-    try:
-        scorer = registry.load_scorer(name, champion)
-        scorer.contract.check_features(config_hash)
-        return champion, scorer, None
-    except (StaleFeaturesError, ImportError, AttributeError, MlflowException) as exc:
-        reason = f"The champion (v{champion}) cannot be scored on the current features: {exc}"
+    if champion is None:
+        reason = f"{name} has no champion (the promotion gate has not promoted a version)."
+    else:
+        try:
+            scorer = registry.load_scorer(name, champion)
+            scorer.contract.check_features(config_hash)
+            return champion, scorer, None
+        except (StaleFeaturesError, ImportError, AttributeError, MlflowException) as exc:
+            reason = f"The champion (v{champion}) cannot be scored on the current features: {exc}"
     mine = [row for row in candidates.values() if row["registered"] == name]
     if not mine:
         raise InputError(f"models:/{name}@champion", reason)

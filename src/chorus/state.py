@@ -64,6 +64,11 @@ class StateDir:
         return self.root / "reports"
 
     @property
+    def audit(self) -> Path:
+        """Append-only records: promotions.jsonl (every promotion decision and rollback)."""
+        return self.root / "audit"
+
+    @property
     def checkpoints(self) -> Path:
         """Per-epoch training checkpoints, kept until the model is registered (resume after a kill)."""
         return self.root / "checkpoints"

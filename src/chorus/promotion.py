@@ -1,0 +1,138 @@
+"""The promotion gate: a challenger replaces a champion only when it beats it on fresh scores.
+
+Pure decisions over metric dicts (``decide``) and the MLflow alias moves and audit records that
+carry them out (``apply``, ``rollback``). Aliases: ``challenger`` (the newest candidate of a
+name), ``champion`` (what serves), ``previous-champion`` (what a rollback restores). Every
+decision, dry runs included, is kept: as tags on the challenger's model version and as a row of
+``<state>/audit/promotions.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chorus.config import PromotionRule
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+
+
+@dataclass
+class Decision:
+    model: str
+    challenger: int
+    champion: int | None
+    promote: bool
+    reason: str
+    rule: dict[str, Any]
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None = None
+    baseline: float | None = None
+    dry_run: bool = False
+    trigger: str = "manual"
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    action: str = "promote"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(model: str, challenger: int, challenger_metrics: dict[str, float], baseline: float,
+           rule: PromotionRule, champion: int | None = None, champion_metrics: dict[str, float] | None = None,
+           champion_problem: str | None = None) -> Decision:
+    """Promote when the primary metric improves on the champion's by at least
+    ``rule.min_improvement`` and no guard metric falls more than its tolerance. Without a
+    champion (or with one that cannot be scored on the current data, ``champion_problem``) the
+    challenger must beat the task's trivial baseline on the primary metric."""
+    primary = rule.primary
+    value = challenger_metrics[primary]
+    common = {"model": model, "challenger": challenger, "champion": champion, "rule": rule.model_dump(),
+              "challenger_metrics": challenger_metrics, "champion_metrics": champion_metrics, "baseline": baseline}
+    if champion is None or champion_problem is not None:
+        lead = "no champion yet" if champion is None else champion_problem
+        if value > baseline:
+            return Decision(promote=True, reason=f"{lead}; {primary} {value:.4f} beats the trivial baseline {baseline:.4f}",
+                            **common)
+        return Decision(promote=False, reason=f"{lead}; {primary} {value:.4f} does not beat the trivial baseline "
+                                             f"{baseline:.4f}", **common)
+    assert champion_metrics is not None
+    gain = value - champion_metrics[primary]
+    if gain < rule.min_improvement:
+        return Decision(promote=False, reason=f"primary {primary}: {value:.4f} vs champion {champion_metrics[primary]:.4f} "
+                                             f"(gain {gain:+.4f} < required {rule.min_improvement:+.4f})", **common)
+    for guard, tolerance in rule.guards.items():
+        drop = champion_metrics[guard] - challenger_metrics[guard]
+        if drop > tolerance:
+            return Decision(promote=False, reason=f"guard {guard} regressed: {challenger_metrics[guard]:.4f} vs champion "
+                                                 f"{champion_metrics[guard]:.4f} (drop {drop:.4f} > tolerance {tolerance:.4f})",
+                            **common)
+    return Decision(promote=True, reason=f"primary {primary} gain {gain:+.4f} >= {rule.min_improvement:+.4f}; guards held",
+                    **common)
+
+
+def audit(log_path: Path, decision: Decision) -> None:
+    """Append one JSON line (flushed and fsynced: an audit row must survive a crash)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(decision.as_dict(), default=str) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_audit(log_path: Path) -> list[dict[str, Any]]:
+    if not log_path.exists():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+
+def _tag_version(name: str, version: int, decision: Decision) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    prefix = "chorus.rollback" if decision.action == "rollback" else "chorus.promotion"
+    tags = {"decision": "dry-run: " + ("would promote" if decision.promote else "would refuse") if decision.dry_run
+            else ("promoted" if decision.promote else "refused"),
+            "reason": decision.reason[:4000], "time": decision.time, "trigger": decision.trigger,
+            "champion_before": str(decision.champion), "rule": json.dumps(decision.rule),
+            "metrics": json.dumps(decision.challenger_metrics)}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), f"{prefix}.{key}", value)
+
+
+def apply(decision: Decision, log_path: Path) -> Decision:
+    """Carry out a decision (unless a dry run): champion -> challenger and the old champion ->
+    previous-champion on a pass, nothing on a refusal. Either way the audit is written."""
+    from chorus import registry
+
+    if decision.promote and not decision.dry_run:
+        if decision.champion is not None:
+            registry.set_alias(decision.model, PREVIOUS, decision.champion)
+        registry.set_alias(decision.model, CHAMPION, decision.challenger)
+    _tag_version(decision.model, decision.challenger, decision)
+    audit(log_path, decision)
+    return decision
+
+
+def rollback(name: str, log_path: Path, trigger: str = "manual") -> Decision:
+    """Restore ``previous-champion`` as champion; the version rolled back from becomes the
+    previous champion (so a rollback can itself be undone). Audited like a promotion."""
+    from chorus import registry
+    from chorus.errors import InputError
+
+    current = registry.alias_version(name, CHAMPION)
+    previous = registry.alias_version(name, PREVIOUS)
+    if previous is None:
+        raise InputError(f"models:/{name}@{PREVIOUS}", "no previous champion to roll back to")
+    registry.set_alias(name, CHAMPION, previous)
+    if current is not None:
+        registry.set_alias(name, PREVIOUS, current)
+    decision = Decision(model=name, challenger=previous, champion=current, promote=True, action="rollback",
+                        reason=f"rollback: champion v{current} -> v{previous}", rule={}, challenger_metrics={},
+                        trigger=trigger)
+    _tag_version(name, previous, decision)
+    audit(log_path, decision)
+    return decision

@@ -1,0 +1,101 @@
+"""The promotion gate: every branch of the decision, and the alias moves, version tags and audit
+rows of promote, refuse, dry run and rollback on a real MLflow registry (SQLite)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chorus import promotion, registry
+from chorus.config import PromotionRule
+from chorus.errors import InputError
+
+RULE = PromotionRule(primary="accuracy", min_improvement=0.02, guards={"balanced_accuracy": 0.03})
+
+
+def test_promotes_when_primary_improves_and_guards_hold():
+    d = promotion.decide("m", 2, {"accuracy": 0.70, "balanced_accuracy": 0.66}, 0.2, RULE, 1,
+                         {"accuracy": 0.60, "balanced_accuracy": 0.65})
+    assert d.promote and "gain +0.1000" in d.reason
+
+
+def test_refuses_on_the_primary_metric():
+    d = promotion.decide("m", 2, {"accuracy": 0.61, "balanced_accuracy": 0.70}, 0.2, RULE, 1,
+                         {"accuracy": 0.60, "balanced_accuracy": 0.65})
+    assert not d.promote and d.reason.startswith("primary accuracy")
+
+
+def test_refuses_on_a_guard_metric():
+    d = promotion.decide("m", 2, {"accuracy": 0.70, "balanced_accuracy": 0.60}, 0.2, RULE, 1,
+                         {"accuracy": 0.60, "balanced_accuracy": 0.65})
+    assert not d.promote and d.reason.startswith("guard balanced_accuracy regressed")
+
+
+def test_no_champion_needs_to_beat_the_trivial_baseline():
+    assert promotion.decide("m", 1, {"accuracy": 0.30, "balanced_accuracy": 0.3}, 0.2, RULE).promote
+    refused = promotion.decide("m", 1, {"accuracy": 0.15, "balanced_accuracy": 0.15}, 0.2, RULE)
+    assert not refused.promote and "no champion yet" in refused.reason
+
+
+def test_unscorable_champion_is_judged_by_the_baseline_and_says_why():
+    d = promotion.decide("m", 3, {"accuracy": 0.5, "balanced_accuracy": 0.5}, 0.2, RULE, 1, None,
+                         champion_problem="champion v1 cannot be scored on the current data")
+    assert d.promote and d.reason.startswith("champion v1 cannot be scored")
+
+
+@pytest.fixture
+def three_versions(tmp_path):
+    """A registry with three registered versions of one name (tiny real scorers)."""
+    from test_models import _train
+
+    from synthetic import synthetic, train_settings
+
+    registry.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    trained = _train("paper_cnn", train_settings(epochs=1))
+    example = synthetic()[0].stacked()[:2]
+    for i in range(3):
+        registry.log_candidate(trained.scorer, "chorus-style", f"key-{i}", {"candidate": "paper_cnn"}, [], {},
+                               {}, input_example=example)
+    return tmp_path / "audit" / "promotions.jsonl"
+
+
+def _decision(challenger, champion, promote, dry_run=False):
+    d = promotion.decide("chorus-style", challenger, {"accuracy": 0.9 if promote else 0.1, "balanced_accuracy": 0.9},
+                         0.2, RULE, champion, {"accuracy": 0.5, "balanced_accuracy": 0.5} if champion else None)
+    d.dry_run, d.trigger = dry_run, "test"
+    return d
+
+
+def test_aliases_tags_and_audit_of_every_action(three_versions):
+    log = three_versions
+    champion = lambda: registry.alias_version("chorus-style", "champion")  # noqa: E731
+
+    promotion.apply(_decision(1, None, True, dry_run=True), log)  # dry run: nothing moves
+    assert champion() is None
+    assert registry.version_tags("chorus-style", 1)["chorus.promotion.decision"] == "dry-run: would promote"
+
+    promotion.apply(_decision(1, None, True), log)  # no champion yet
+    assert champion() == 1
+
+    promotion.apply(_decision(2, 1, True), log)  # promote
+    assert champion() == 2 and registry.alias_version("chorus-style", "previous-champion") == 1
+    assert registry.version_tags("chorus-style", 2)["chorus.promotion.decision"] == "promoted"
+
+    promotion.apply(_decision(3, 2, False), log)  # refuse: nothing moves
+    assert champion() == 2
+    tags = registry.version_tags("chorus-style", 3)
+    assert tags["chorus.promotion.decision"] == "refused" and tags["chorus.promotion.champion_before"] == "2"
+
+    promotion.rollback("chorus-style", log, trigger="test")  # back to v1; v2 becomes previous
+    assert champion() == 1 and registry.alias_version("chorus-style", "previous-champion") == 2
+    assert registry.version_tags("chorus-style", 1)["chorus.rollback.reason"] == "rollback: champion v2 -> v1"
+
+    rows = promotion.read_audit(log)
+    assert [(r["challenger"], r["promote"], r["dry_run"], r["action"]) for r in rows] == [
+        (1, True, True, "promote"), (1, True, False, "promote"), (2, True, False, "promote"),
+        (3, False, False, "promote"), (1, True, False, "rollback")]
+    assert all({"time", "trigger", "rule", "reason", "challenger_metrics"} <= set(r) for r in rows)
+
+
+def test_rollback_without_a_previous_champion_is_a_clear_error(three_versions):
+    with pytest.raises(InputError, match="no previous champion"):
+        promotion.rollback("chorus-style", three_versions)
