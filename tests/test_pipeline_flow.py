@@ -262,3 +262,81 @@ def test_promotion_gate_dry_run_and_unscorable_champion(first_run):
     assert [r["dry_run"] for r in rows] == [True, False]
     again = stages.promote_stage(settings, names=["chorus-style"]).counts["decisions"]["chorus-style"]
     assert not again["decided"]  # decided once against this champion
+
+
+def _served_alias(settings):
+    return "champion" if _alias(settings, "champion") else "challenger"
+
+
+def test_tag_files_gives_the_models_predictions_on_the_stored_features(first_run, tmp_path):
+    from chorus import stages
+    from chorus.training import track_mean
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    tracks = pd.read_parquet(state.tracks)
+    test = tracks[tracks["split"] == "test"]
+    alias = _served_alias(settings)
+    out = tmp_path / "tags.parquet"
+    summary = stages.tag_stage(settings, test["uri"].tolist() + [str(tmp_path)], alias=alias, out=str(out))
+    assert summary.counts["files"] == len(test) and summary.outputs["predictions"] == str(out)
+    tagged = pd.read_parquet(out)
+    assert tagged["problem"].isna().all() and (tagged["segments"] > 0).all()
+
+    from chorus import registry
+    from chorus.features import load_features, map_names
+
+    scorer = registry.load_scorer("chorus-style", alias)
+    features = load_features(state.features, settings.features, test["track_id"].tolist(), maps=map_names(settings.features))
+    ids, scores = track_mean(scorer.scores(features.stacked()), features.segments["track_id"].to_numpy())
+    stored = dict(zip(ids, [scorer.contract.labels[j] for j in scores.argmax(1)], strict=True))
+    by_file = dict(zip(test["uri"], test["track_id"], strict=True))
+    for row in tagged.itertuples():
+        assert list(row.labels) == [stored[by_file[row.file]]]
+
+
+def test_mlflow_models_serve_answers_with_the_same_predictions(first_run):
+    """`mlflow models serve -m models:/chorus-style@<alias>` on 127.0.0.1, scored over HTTP."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    from chorus.features import load_features, map_names
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    alias = _served_alias(settings)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    import os
+
+    # mlflow execs `uvicorn` by name: the venv's bin must be on PATH (as with an activated venv)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/chorus-style@{alias}",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-2000:]
+                assert time.time() < deadline, "server did not become healthy"
+                time.sleep(1)
+        x = load_features(state.features, settings.features, None, maps=map_names(settings.features)).stacked()[:3]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+        expected = mlflow.pyfunc.load_model(f"models:/chorus-style@{alias}").predict(x)
+        np.testing.assert_allclose(np.asarray(answer), expected, rtol=1e-5, atol=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

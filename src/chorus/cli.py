@@ -229,6 +229,26 @@ def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and 
 
 
 @app.command()
+def tag(
+    paths: Annotated[list[str], typer.Argument(help="Audio files or folders.")],
+    model: Annotated[str | None, typer.Option(help="Registered name (default: the style model, chorus-style).")] = None,
+    alias: Annotated[str, typer.Option(help="Alias or version of the model.")] = "champion",
+    out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/tags/).")] = None,
+) -> None:
+    """Tag audio files with a registered model (same feature code, the model's feature settings)."""
+    import pandas as pd
+
+    summary = _run_flow("tag", paths=paths, model=model, alias=alias, out=out)
+    table = Table(title=summary["counts"]["model"])
+    for column in ("file", "labels", "segments"):
+        table.add_column(column, overflow="fold")
+    for row in pd.read_parquet(summary["outputs"]["predictions"]).itertuples():
+        table.add_row(Path(row.file).name, row.problem or ", ".join(row.labels), str(row.segments))
+    console.print(table)
+    console.print(f"predictions: {summary['outputs']['predictions']}")
+
+
+@app.command()
 def rollback(model: Annotated[str, typer.Argument(help="Registered name, e.g. chorus-style.")]) -> None:
     """Restore the previous champion of MODEL (audited; run again to undo)."""
     from chorus import stages

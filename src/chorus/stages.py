@@ -684,6 +684,36 @@ def rollback_stage(settings: ChorusSettings, name: str) -> dict[str, Any]:
     return promotion.rollback(name, state.audit / "promotions.jsonl").as_dict()
 
 
+# --- tag ----------------------------------------------------------------------------------
+
+
+def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = None, alias: str = "champion",
+              out: str | None = None) -> StageSummary:
+    """Predictions of ``models:/<model>@<alias>`` for audio files or folders, to Parquet
+    (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``)."""
+    from chorus import registry
+    from chorus.io import file_sha256
+    from chorus.tagging import audio_files, tag_files
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    name = model or settings.train.model_name
+    files = audio_files([Path(p).expanduser() for p in paths])
+    if not files:
+        from chorus.errors import InputError
+
+        raise InputError(", ".join(paths), "no audio files found")
+    table = tag_files(files, name, alias)
+    version = int(table["version"].iloc[0])
+    digest = stable_hash([[str(f), file_sha256(f)] for f in files])
+    target = Path(out).expanduser().resolve() if out else state.root / "tags" / f"{name}-v{version}-{digest}.parquet"
+    write_parquet(table, target)
+    return StageSummary("tag", False, {"predictions": str(target)},
+                        {"files": len(files), "tagged": int(table["problem"].isna().sum()), "model": f"{name} v{version}"},
+                        time.perf_counter() - started)
+
+
 # --- evaluate -----------------------------------------------------------------------------
 
 

@@ -1,0 +1,83 @@
+"""Batch tagging: audio files in, a registered model's predictions out, computed with the same
+feature code and the feature settings the model was trained on (read from its MLflow run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chorus.config import FeatureSettings
+from chorus.errors import InputError, StaleFeaturesError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a", ".opus"}
+
+
+def audio_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the audio files under the folders named (sorted, deduplicated)."""
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            found.update(p.resolve() for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        elif path.is_file():
+            found.add(path.resolve())
+        else:
+            raise InputError(str(path), "no such file or folder")
+    return sorted(found)
+
+
+def model_feature_settings(name: str, version: int) -> FeatureSettings:
+    """The feature settings a registered version was trained on (its run's provenance/config.json),
+    checked against the feature-config hash the model carries."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    from chorus import registry
+
+    run_id = registry.run_id_of(name, version)
+    config = json.loads(Path(download_artifacts(run_id=run_id, artifact_path="provenance/config.json")).read_text())
+    settings = FeatureSettings(**config["features"])
+    expected = MlflowClient().get_model_version(name, str(version)).tags.get(registry.FEATURE_HASH_TAG)
+    if expected and settings.config_hash() != expected:
+        raise StaleFeaturesError(f"models:/{name}/{version}: its recorded feature settings hash to {settings.config_hash()}, "
+                                 f"not the {expected} it was trained on")
+    return settings
+
+
+def tag_files(files: list[Path], name: str, alias: str = "champion") -> pd.DataFrame:
+    """One row per file: the model's output averaged over the file's segments. Files that cannot
+    be decoded get a row with their reason instead (nothing disappears)."""
+    from chorus import registry
+    from chorus.features import extract_track_or_problem
+
+    version = registry.alias_version(name, alias)
+    if version is None:
+        raise InputError(f"models:/{name}@{alias}", "no such alias: train and promote a model first")
+    scorer = registry.load_scorer(name, version)
+    features = model_feature_settings(name, version)
+    scorer.contract.check_features(features.config_hash())
+    contract = scorer.contract
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        item = extract_track_or_problem(path.stem, str(path), features)
+        row: dict[str, Any] = {"file": str(path), "model": name, "version": version, "candidate": contract.candidate}
+        if isinstance(item, dict):
+            rows.append({**row, "segments": 0, "labels": [], "scores": "{}", "problem": f"{item['reason']}: {item['detail']}"})
+            continue
+        stacked = np.stack([item.maps[m] for m in contract.stored_maps], axis=1)
+        mean = scorer.scores(stacked).mean(axis=0)
+        if contract.kind == "single":
+            labels = [contract.labels[int(mean.argmax())]]
+            scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
+        elif contract.kind == "multi":
+            labels = [contract.labels[j] for j in np.argsort(-mean) if mean[j] >= 0.5] or [contract.labels[int(mean.argmax())]]
+            scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
+        else:  # hash: the track's code is the sign of the mean of its segments' codes
+            labels = ["".join("1" if v >= 0 else "0" for v in mean)]
+            scores = {"bits": len(mean)}
+        rows.append({**row, "segments": int(stacked.shape[0]), "labels": labels, "scores": json.dumps(scores),
+                     "problem": None})
+    return pd.DataFrame(rows)

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from chorus import stages
+from chorus.config import ChorusSettings
+
+
+@task(name="tag-files", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def tag(settings: ChorusSettings, paths: list[str], model: str | None, alias: str, out: str | None) -> dict[str, Any]:
+    summary = stages.tag_stage(settings, paths, model, alias, out).as_dict()
+    get_run_logger().info("tag: %s -> %s", summary["counts"], summary["outputs"]["predictions"])
+    return summary
