@@ -24,6 +24,7 @@ run: setup
 
 ## Run the test suite.
 test: setup
+	./infra/local/install-system-packages.sh --test
 	$(BIN)/python -m pytest
 
 ## Unit tests only (no whole-pipeline flow test).

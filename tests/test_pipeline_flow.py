@@ -340,3 +340,33 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(first_run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_report_renders_in_headless_chromium_offline(first_run):
+    """The report opens in Debian's chromium with no console error and no request but itself."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    version = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
+    report = state.reports / f"chorus-style-v{version}" / "report.html"
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs it (infra/local/install-system-packages.sh --test)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        problems, requests = [], []
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("networkidle")
+        images = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        browser.close()
+    assert problems == []
+    assert [u for u in requests if not u.startswith("data:")] == [report.as_uri()]
+    assert images and all(images)
+    assert {"What was evaluated", "Candidates", "Confusion matrix"} <= set(headings)
