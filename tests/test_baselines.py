@@ -128,3 +128,32 @@ def test_fast_average_precision_equals_scikit_learn_with_ties():
     truth[:, 4] = 0  # a label with no positive is left out, as with average="macro" on present labels
     scores = rng.random((30, 5))
     assert macro_average_precision(truth, scores) == pytest.approx(average_precision_score(truth[:, :4], scores[:, :4]))
+
+
+def test_retrieval_metrics_on_known_rankings():
+    from chorus.evaluation.retrieval import (
+        compression_curve,
+        cosine_distance,
+        hamming_distance,
+        pca_rotation_codes,
+        ranking_metrics,
+    )
+
+    # two tight clusters, two segments per track: perfect retrieval
+    vectors = np.array([[1, 0.0], [1, 0.1], [0, 1.0], [0.1, 1]])
+    labels = np.array(["a", "a", "b", "b"])
+    tracks = np.array(["t1", "t1", "t2", "t2"])
+    perfect = ranking_metrics(cosine_distance(vectors), labels, tracks, k=1)
+    assert perfect["map_at_k"] == 1.0 and perfect["precision_at_k"] == 1.0 and perfect["original_in_top_k"] == 1.0
+    swapped = ranking_metrics(cosine_distance(vectors), np.array(["a", "b", "a", "b"]), tracks, k=1)
+    assert swapped["precision_at_k"] == 0.0
+    codes = np.array([[1, 1, -1], [1, -1, -1]])
+    assert hamming_distance(codes)[0, 1] == 1
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(50, 8))
+    assert pca_rotation_codes(train, train[:5], bits=16).shape == (5, 16)  # 8 PCA bits + 8 LSH bits
+    x = rng.normal(size=(80, 6))
+    y = (x[:, 0] > 0).astype(int)
+    curve = compression_curve(x[:60], y[:60], x[60:], y[60:], dims=[1, 3, 6])
+    assert [r["dims"] for r in curve] == [1, 3, 6]
+    assert curve[-1]["distortion_rate"] < 1e-10 < curve[0]["distortion_rate"]  # all dimensions: lossless

@@ -793,6 +793,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     moods = mood_labels(settings)
     rows: list[dict[str, Any]] = []
     per_candidate: dict[str, Any] = {}
+    hash_scorers: dict[str, Any] = {}
     for name, info in evaluated.items():
         spec = CATALOGUE[name]
         candidate = registry.load_scorer(info["registered"], info["version"])
@@ -802,6 +803,8 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
                                  settings.labels.bootstrap, settings.labels.seed)
         if spec.task == "mood" and "mood" in tracks.columns:
             result["planted_mood"] = _planted_mood_scores(candidate, features, tracks, es.split, settings)
+        if spec.kind == "hash":
+            hash_scorers[name] = candidate
         per_candidate[name] = {"task": spec.registered_task(ts), "registered": info["registered"], "version": info["version"],
                                **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class")},
                                **({"confusion": result["confusion"], "per_class": result["per_class"]} if "confusion" in result else {})}
@@ -827,7 +830,9 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
         "promotion": _last_promotion(state, ts.model_name), "feature config hash": features.config_hash,
         "evaluation key": key, "git commit": git_commit(),
     }
+    retrieval = _retrieval_and_compression(settings, state, tracks, features, scorer, hash_scorers)
     html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
+                         retrieval=retrieval,
                          candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
@@ -835,7 +840,8 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     ])
     write_text_atomic(report_path, html)
     record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": subject, "champion": champion, "task": ts.task,
-              "candidate": scorer.contract.candidate, "split": es.split, **metrics.as_dict(), "candidates": per_candidate}
+              "candidate": scorer.contract.candidate, "split": es.split, **metrics.as_dict(), "candidates": per_candidate,
+              "retrieval": retrieval}
     write_json_atomic(model_metrics_path, record)
     registry.log_report(run_id, [report_path, model_metrics_path],
                         {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy})
@@ -843,6 +849,35 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": subject,
                                                      "candidates": {k: round(v["value"]["mean"], 4) for k, v in per_candidate.items()}},
                         time.perf_counter() - started)
+
+
+def _retrieval_and_compression(settings: ChorusSettings, state: StateDir, tracks: pd.DataFrame, features: Any,
+                               scorer: Any, hash_scorers: dict[str, Any]) -> dict[str, Any]:
+    """Retrieval on the held-out segments (semantic vectors of the reported style model, codes of
+    each hash model, LSH and PCA+rotation of the semantic vectors at the same bits; relevant =
+    same style) and the compression curve of the semantic vectors (PCA fit on train)."""
+    import numpy as np
+
+    from chorus.candidates import task_targets
+    from chorus.evaluation.retrieval import compression_curve, retrieval_table
+    from chorus.features import load_features, map_names
+    from chorus.training import segment_split
+
+    targets = task_targets("style", tracks, settings.train)
+    test = segment_split(features, scorer.contract.stored_maps, targets.splits[settings.evaluate.split])
+    train_ids = list(targets.splits["train"])
+    train_features = load_features(state.features, settings.features, train_ids, maps=map_names(settings.features))
+    train = segment_split(train_features, scorer.contract.stored_maps, targets.splits["train"])
+    if len(test) < 3 or len(train) < 3:
+        return {}
+    train_vectors, test_vectors = scorer.embed(train.x), scorer.embed(test.x)
+    codes = {name: h.scores(test.x) for name, h in sorted(hash_scorers.items())}
+    table = retrieval_table(train_vectors, test_vectors, test.y, test.track_ids, codes, k=10, seed=settings.labels.seed)
+    dims = [d for d in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1690) if d <= train_vectors.shape[1]]
+    table["compression"] = compression_curve(train_vectors, train.y, test_vectors, test.y, dims, settings.labels.seed)
+    table["semantic_model"] = f"{scorer.contract.candidate} (penultimate layer, {train_vectors.shape[1]} dims)"
+    table["classes"] = int(len(np.unique(test.y)))
+    return table
 
 
 def _last_promotion(state: StateDir, name: str) -> str:

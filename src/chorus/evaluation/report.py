@@ -109,6 +109,22 @@ def candidates_section(rows: list[dict[str, Any]]) -> str:
                       "validation"], body))
 
 
+def retrieval_section(retrieval: dict[str, Any] | None) -> str:
+    if not retrieval or not retrieval.get("rankings"):
+        return ""
+    k = retrieval["k"]
+    rows = [[name, r["bits"] if r["bits"] else "", r["map_at_k"], r["precision_at_k"], r["original_in_top_k"]]
+            for name, r in retrieval["rankings"].items()]
+    ranking = _table(["ranking", "bits", f"mAP@{k}", f"precision@{k}", f"own track in top {k}"], rows)
+    curve = _table(["PCA dims", "accuracy", "distortion rate"],
+                   [[c["dims"], c["accuracy"], c["distortion_rate"]] for c in retrieval.get("compression", [])])
+    return (f"<h2>Retrieval</h2><p class=\"muted\">Held-out segments query each other; relevant = same style "
+            f"(chance precision {retrieval['chance_precision']:.3f}); semantic vectors: "
+            f"{html.escape(retrieval['semantic_model'])}. Hash baselines take the semantic vectors to the same bit "
+            f"budget.</p>{ranking}<h2>Compression</h2><p class=\"muted\">Semantic vectors reduced by PCA (fit on "
+            "train): logistic-regression accuracy and relative reconstruction error.</p>" + curve)
+
+
 def voting_section(voting: dict[str, Any] | None) -> str:
     """The held-out-tags protocol table (METHOD.md section 2) and the labels' quality."""
     if not voting or not voting.get("schemes"):
@@ -139,6 +155,7 @@ def render_report(
     notes: list[str] | None = None,
     voting: dict[str, Any] | None = None,
     candidates: list[dict[str, Any]] | None = None,
+    retrieval: dict[str, Any] | None = None,
 ) -> str:
     """The evaluation report as one HTML string."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
@@ -171,6 +188,7 @@ def render_report(
 <h2>Confusion matrix</h2><p class="muted">Rows are actual classes, columns predicted; track-level
 predictions average the segment probabilities of each track.</p>{confusion}{plots}
 {candidates_section(candidates or [])}
+{retrieval_section(retrieval)}
 {voting_section(voting)}
 <h2>Notes</h2><ul>{note_html}</ul>
 </body></html>

@@ -1,0 +1,98 @@
+"""Retrieval and compression metrics (METHOD.md section 4): rankings by cosine similarity of
+semantic vectors or Hamming distance of binary codes, judged by shared style labels and by
+whether another excerpt of the query's own track comes back; hash baselines at the same bit
+budget (LSH random projections, PCA + random rotation); accuracy and distortion after PCA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def cosine_distance(vectors: np.ndarray) -> np.ndarray:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return 1.0 - unit @ unit.T
+
+
+def hamming_distance(codes: np.ndarray) -> np.ndarray:
+    signs = np.where(codes >= 0, 1, -1).astype(np.int32)
+    return ((signs.shape[1] - signs @ signs.T) // 2).astype(np.float64)
+
+
+def ranking_metrics(distance: np.ndarray, labels: np.ndarray, tracks: np.ndarray, k: int) -> dict[str, float]:
+    """Every item queries all others (never itself; ties broken by index): mAP@k and precision@k
+    with relevant = same label, and the share of queries for which another excerpt (segment) of
+    the same track is in the top k."""
+    d = distance.astype(np.float64, copy=True)
+    np.fill_diagonal(d, np.inf)
+    k = min(k, len(d) - 1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    relevant = labels[order] == labels[:, None]
+    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
+    ap = (precision_at * relevant).sum(1) / np.maximum(relevant.sum(1), 1)
+    same_track = tracks[order] == tracks[:, None]
+    has_sibling = np.array([(tracks == t).sum() > 1 for t in tracks])
+    return {"map_at_k": float(ap.mean()), "precision_at_k": float(relevant.mean()),
+            "original_in_top_k": float(same_track.any(1)[has_sibling].mean()) if has_sibling.any() else float("nan"),
+            "k": int(k), "queries": int(len(d))}
+
+
+def lsh_codes(train: np.ndarray, vectors: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
+    """Random-hyperplane LSH: sign of Gaussian projections of the centred vectors."""
+    rng = np.random.default_rng(seed)
+    planes = rng.normal(size=(vectors.shape[1], bits))
+    return np.sign((vectors - train.mean(0)) @ planes + 1e-12)
+
+
+def pca_rotation_codes(train: np.ndarray, vectors: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
+    """PCA to ``bits`` dimensions (fewer if the vectors have fewer), a random orthogonal rotation
+    (balances variance over bits), sign; extra bits, if any, are LSH bits."""
+    from sklearn.decomposition import PCA
+
+    dims = min(bits, train.shape[1], len(train))
+    pca = PCA(n_components=dims, random_state=seed).fit(train)
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dims, dims)))
+    codes = np.sign(pca.transform(vectors) @ rotation + 1e-12)
+    if dims < bits:
+        codes = np.hstack([codes, lsh_codes(train, vectors, bits - dims, seed + 1)])
+    return codes
+
+
+def compression_curve(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                      dims: list[int], seed: int = 0) -> list[dict[str, float]]:
+    """For each d: logistic-regression accuracy on the PCA-d projection (fit on train) and the
+    distortion rate, the relative squared reconstruction error ||x - x^||^2 / ||x||^2 on test
+    (of the standardised vectors)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    a, b = scaler.transform(train_x), scaler.transform(test_x)
+    rows = []
+    for d in sorted({min(d, a.shape[1], len(a)) for d in dims}):
+        pca = PCA(n_components=d, random_state=seed).fit(a)
+        reduced_a, reduced_b = pca.transform(a), pca.transform(b)
+        model = LogisticRegression(max_iter=2000).fit(reduced_a, train_y)
+        rebuilt = pca.inverse_transform(reduced_b)
+        distortion = float(((b - rebuilt) ** 2).sum() / max((b**2).sum(), 1e-12))
+        rows.append({"dims": int(d), "accuracy": float((model.predict(reduced_b) == test_y).mean()),
+                     "distortion_rate": distortion})
+    return rows
+
+
+def retrieval_table(train_vectors: np.ndarray, vectors: np.ndarray, labels: np.ndarray, tracks: np.ndarray,
+                    hash_codes: dict[str, np.ndarray], k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Semantic (cosine) ranking, each hash model's Hamming ranking, and LSH / PCA+rotation codes
+    of the semantic vectors at each hash model's bit budget."""
+    rows = {"semantic cosine": {**ranking_metrics(cosine_distance(vectors), labels, tracks, k), "bits": None}}
+    for name, codes in hash_codes.items():
+        bits = codes.shape[1]
+        rows[f"{name} Hamming"] = {**ranking_metrics(hamming_distance(codes), labels, tracks, k), "bits": bits}
+        rows[f"LSH {bits}-bit"] = {**ranking_metrics(hamming_distance(lsh_codes(train_vectors, vectors, bits, seed)),
+                                                     labels, tracks, k), "bits": bits}
+        rows[f"PCA+rotation {bits}-bit"] = {**ranking_metrics(
+            hamming_distance(pca_rotation_codes(train_vectors, vectors, bits, seed)), labels, tracks, k), "bits": bits}
+    chance = float(np.mean([(labels == c).sum() - 1 for c in labels]) / max(len(labels) - 1, 1))
+    return {"rankings": rows, "chance_precision": chance, "k": k}
