@@ -735,7 +735,8 @@ def score_candidate(scorer: Any, features: Any, targets: dict[str, Any], labels:
     if kind == "multi":
         metrics = multilabel_metrics(truth, per_track, labels, rounds, seed)
         return {"metric": "macro PR-AUC", "value": metrics["macro_pr_auc"], "baseline_name": "prevalence",
-                "baseline": metrics["prevalence_baseline"], **metrics, "track_ids": track_ids.tolist()}
+                "baseline": metrics["prevalence_baseline"], **metrics, "track_ids": track_ids.tolist(),
+                "arrays": (truth, per_track)}
     if kind == "hash":
         ap = hamming_map_at_k(per_track, truth, min(k, len(truth) - 1))
         chance = float(np.mean([(truth == c).sum() - 1 for c in truth]) / max(len(truth) - 1, 1))
@@ -794,6 +795,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     rows: list[dict[str, Any]] = []
     per_candidate: dict[str, Any] = {}
     hash_scorers: dict[str, Any] = {}
+    figures: list[tuple[str, str]] = []
     for name, info in evaluated.items():
         spec = CATALOGUE[name]
         candidate = registry.load_scorer(info["registered"], info["version"])
@@ -805,8 +807,12 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
             result["planted_mood"] = _planted_mood_scores(candidate, features, tracks, es.split, settings)
         if spec.kind == "hash":
             hash_scorers[name] = candidate
+        if "arrays" in result:
+            from chorus.evaluation.report import multilabel_curves_plot
+
+            figures.append((f"{name}: PR and ROC curves, per-label PR-AUC", multilabel_curves_plot(*result["arrays"], targets.labels)))
         per_candidate[name] = {"task": spec.registered_task(ts), "registered": info["registered"], "version": info["version"],
-                               **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class")},
+                               **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class", "arrays")},
                                **({"confusion": result["confusion"], "per_class": result["per_class"]} if "confusion" in result else {})}
         rows.append({"candidate": name, "registered": f"{info['registered']} v{info['version']}", "task": spec.registered_task(ts),
                      "metric": result["metric"], "value": result["value"], "baseline_name": result["baseline_name"],
@@ -831,8 +837,10 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
         "evaluation key": key, "git commit": git_commit(),
     }
     retrieval = _retrieval_and_compression(settings, state, tracks, features, scorer, hash_scorers)
+    if retrieval:
+        figures.append(("Semantic vectors in 2-D", retrieval.pop("plot")))
     html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
-                         retrieval=retrieval,
+                         retrieval=retrieval, figures=figures,
                          candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
@@ -868,7 +876,7 @@ def _retrieval_and_compression(settings: ChorusSettings, state: StateDir, tracks
     train_ids = list(targets.splits["train"])
     train_features = load_features(state.features, settings.features, train_ids, maps=map_names(settings.features))
     train = segment_split(train_features, scorer.contract.stored_maps, targets.splits["train"])
-    if len(test) < 3 or len(train) < 3:
+    if len(test) < 2 or len(train) < 2:  # a query needs at least one other item
         return {}
     train_vectors, test_vectors = scorer.embed(train.x), scorer.embed(test.x)
     codes = {name: h.scores(test.x) for name, h in sorted(hash_scorers.items())}
@@ -876,6 +884,9 @@ def _retrieval_and_compression(settings: ChorusSettings, state: StateDir, tracks
     dims = [d for d in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1690) if d <= train_vectors.shape[1]]
     table["compression"] = compression_curve(train_vectors, train.y, test_vectors, test.y, dims, settings.labels.seed)
     table["semantic_model"] = f"{scorer.contract.candidate} (penultimate layer, {train_vectors.shape[1]} dims)"
+    from chorus.evaluation.report import embedding_plot
+
+    table["plot"] = embedding_plot(test_vectors, [targets.labels[int(i)] for i in test.y])
     table["classes"] = int(len(np.unique(test.y)))
     return table
 

@@ -37,8 +37,14 @@ def model_feature_settings(name: str, version: int) -> FeatureSettings:
 
     from chorus import registry
 
+    from mlflow.exceptions import MlflowException
+
     run_id = registry.run_id_of(name, version)
-    config = json.loads(Path(download_artifacts(run_id=run_id, artifact_path="provenance/config.json")).read_text())
+    try:
+        config = json.loads(Path(download_artifacts(run_id=run_id, artifact_path="provenance/config.json")).read_text())
+    except MlflowException as exc:
+        raise InputError(f"models:/{name}/{version}", "its run has no provenance/config.json, so the feature settings "
+                                                      "it was trained on are unknown; retrain it with chorus") from exc
     settings = FeatureSettings(**config["features"])
     expected = MlflowClient().get_model_version(name, str(version)).tags.get(registry.FEATURE_HASH_TAG)
     if expected and settings.config_hash() != expected:

@@ -50,6 +50,64 @@ def confusion_plot(metrics: ClassificationMetrics) -> str:
     return data
 
 
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure_uri(fig: Any) -> str:
+    data = _png(fig)
+    _pyplot().close(fig)
+    return data
+
+
+def multilabel_curves_plot(truth: np.ndarray, scores: np.ndarray, labels: list[str]) -> str:
+    """Micro-averaged PR and ROC curves, and PR-AUC per label beside its prevalence."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+    plt = _pyplot()
+    present = truth.sum(0) > 0
+    fig, (pr, roc, bars) = plt.subplots(1, 3, figsize=(13, 3.6))
+    precision, recall, _ = precision_recall_curve(truth[:, present].ravel(), scores[:, present].ravel())
+    pr.plot(recall, precision)
+    pr.axhline(truth[:, present].mean(), color="grey", ls="--", label="prevalence")
+    pr.set(xlabel="recall", ylabel="precision", title="PR (micro)")
+    pr.legend()
+    both = present & (truth.sum(0) < len(truth))
+    fpr, tpr, _ = roc_curve(truth[:, both].ravel(), scores[:, both].ravel())
+    roc.plot(fpr, tpr)
+    roc.plot([0, 1], [0, 1], color="grey", ls="--")
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (micro)")
+    names = [n for n, p in zip(labels, present, strict=True) if p]
+    aps = [average_precision_score(truth[:, j], scores[:, j]) for j in np.flatnonzero(present)]
+    x = np.arange(len(names))
+    bars.bar(x - 0.2, aps, 0.4, label="PR-AUC")
+    bars.bar(x + 0.2, truth[:, present].mean(0), 0.4, label="prevalence")
+    bars.set_xticks(x, names, rotation=60, ha="right")
+    bars.set(title="per label")
+    bars.legend()
+    return _figure_uri(fig)
+
+
+def embedding_plot(vectors: np.ndarray, labels: list[str]) -> str:
+    """The semantic vectors projected to 2-D by PCA, coloured by label."""
+    from sklearn.decomposition import PCA
+
+    plt = _pyplot()
+    points = PCA(n_components=2, random_state=0).fit_transform(vectors)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for name in sorted(set(labels)):
+        chosen = np.array([lab == name for lab in labels])
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=14, label=name)
+    ax.set(title="held-out segments, semantic vectors (PCA 2-D)")
+    ax.legend(fontsize=7, loc="best")
+    return _figure_uri(fig)
+
+
 def history_figure(history: list[dict[str, float]]) -> Any:
     """Training curves: train loss and the validation score per epoch (a matplotlib figure)."""
     import matplotlib
@@ -156,6 +214,7 @@ def render_report(
     voting: dict[str, Any] | None = None,
     candidates: list[dict[str, Any]] | None = None,
     retrieval: dict[str, Any] | None = None,
+    figures: list[tuple[str, str]] | None = None,
 ) -> str:
     """The evaluation report as one HTML string."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
@@ -177,6 +236,8 @@ def render_report(
     curve = history_plot(history)
     if curve:
         plots += f'<h2>Training curves</h2><img alt="training curves" src="{curve}">'
+    for heading, uri in figures or []:
+        plots += f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" src="{uri}">'
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in (notes or []))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
