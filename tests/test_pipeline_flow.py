@@ -105,6 +105,7 @@ def test_every_output_exists_and_agrees(first_run):
     report = (state.reports / f"chorus-style-v{champion or challenger}" / "report.html").read_text()
     assert "Candidates" in report and "mfcc_svm_pso" in report and "promotion" in report
     assert "crnnh_32 Hamming" in report and "LSH 32-bit" in report and "distortion rate" in report
+    assert "<h2>Promotion</h2>" in report and f"challenger v{challenger}" in report
     assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
     voting = metrics["voting"]
     assert {"personal", "global", "random", "most_popular"} <= set(voting["schemes"])

@@ -840,7 +840,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     if retrieval:
         figures.append(("Semantic vectors in 2-D", retrieval.pop("plot")))
     html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
-                         retrieval=retrieval, figures=figures,
+                         retrieval=retrieval, figures=figures, promotion=_latest_decision(state, ts.model_name),
                          candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
@@ -891,13 +891,17 @@ def _retrieval_and_compression(settings: ChorusSettings, state: StateDir, tracks
     return table
 
 
-def _last_promotion(state: StateDir, name: str) -> str:
+def _latest_decision(state: StateDir, name: str) -> dict[str, Any] | None:
     from chorus.promotion import read_audit
 
     rows = [r for r in read_audit(state.audit / "promotions.jsonl") if r["model"] == name]
-    if not rows:
+    return rows[-1] if rows else None
+
+
+def _last_promotion(state: StateDir, name: str) -> str:
+    last = _latest_decision(state, name)
+    if last is None:
         return "no decision yet"
-    last = rows[-1]
     verdict = "rollback" if last.get("action") == "rollback" else (
         ("dry run: " if last["dry_run"] else "") + ("promoted" if last["promote"] else "refused"))
     return f"{last['time']}: v{last['challenger']} {verdict} ({last['reason']})"

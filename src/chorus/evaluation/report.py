@@ -167,6 +167,26 @@ def candidates_section(rows: list[dict[str, Any]]) -> str:
                       "validation"], body))
 
 
+def promotion_section(decision: dict[str, Any] | None) -> str:
+    """The latest gate decision for the model: challenger vs champion vs trivial baseline."""
+    if not decision:
+        return ""
+    if decision.get("action") == "rollback":
+        return f"<h2>Promotion</h2><p>{html.escape(decision['reason'])} ({html.escape(decision['time'])})</p>"
+    champion = decision.get("champion_metrics") or {}
+    rule = decision.get("rule") or {}
+    rows = [[metric, value, champion.get(metric, float("nan")),
+             decision["baseline"] if metric == rule.get("primary") else "",
+             "primary" if metric == rule.get("primary") else f"guard (tolerance {rule.get('guards', {}).get(metric, '')})"]
+            for metric, value in decision["challenger_metrics"].items()]
+    verdict = ("dry run: would " if decision["dry_run"] else "") + ("promote" if decision["promote"] else "refuse")
+    champion_name = f"champion v{decision['champion']}" if decision.get("champion") else "champion (none)"
+    return (f"<h2>Promotion</h2><p><b>{html.escape(verdict)}</b> challenger v{decision['challenger']}: "
+            f"{html.escape(decision['reason'])} <span class=\"muted\">({html.escape(decision['time'])}, trigger "
+            f"{html.escape(str(decision['trigger']))})</span></p>"
+            + _table(["metric", f"challenger v{decision['challenger']}", champion_name, "trivial baseline", "rule"], rows))
+
+
 def retrieval_section(retrieval: dict[str, Any] | None) -> str:
     if not retrieval or not retrieval.get("rankings"):
         return ""
@@ -215,6 +235,7 @@ def render_report(
     candidates: list[dict[str, Any]] | None = None,
     retrieval: dict[str, Any] | None = None,
     figures: list[tuple[str, str]] | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> str:
     """The evaluation report as one HTML string."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
@@ -248,6 +269,7 @@ def render_report(
 <h2>Per class</h2>{per_class}
 <h2>Confusion matrix</h2><p class="muted">Rows are actual classes, columns predicted; track-level
 predictions average the segment probabilities of each track.</p>{confusion}{plots}
+{promotion_section(promotion)}
 {candidates_section(candidates or [])}
 {retrieval_section(retrieval)}
 {voting_section(voting)}
