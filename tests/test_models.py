@@ -74,25 +74,25 @@ def test_map_selection_keeps_the_highest_variance_maps():
     assert len(chosen) == 2 and len(chosen[1]) == 2
 
 
+def _minimise(loss_of_codes, raw, steps=200):
+    optimiser = torch.optim.Adam([raw], lr=0.05)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss_of_codes(torch.tanh(raw)).backward()
+        optimiser.step()
+
+
 def test_quantisation_and_balance_terms_move_codes_as_intended():
     assert quantisation_loss(torch.tensor([[1.0, -1.0]])) == 0 and balance_loss(torch.ones(4, 3)) == 1
     torch.manual_seed(0)
     raw = torch.randn(64, 16, requires_grad=True)
-    optimiser = torch.optim.Adam([raw], lr=0.05)
     start_q = quantisation_loss(torch.tanh(raw)).item()
-    for _ in range(200):
-        optimiser.zero_grad()
-        quantisation_loss(torch.tanh(raw)).backward()
-        optimiser.step()
+    _minimise(quantisation_loss, raw)
     assert quantisation_loss(torch.tanh(raw)).item() < start_q / 3  # pulled towards +-1
 
     skewed = (torch.randn(64, 16) + 1.5).requires_grad_(True)  # most bits +1
-    optimiser = torch.optim.Adam([skewed], lr=0.05)
     start_b = balance_loss(torch.tanh(skewed)).item()
-    for _ in range(200):
-        optimiser.zero_grad()
-        balance_loss(torch.tanh(skewed)).backward()
-        optimiser.step()
+    _minimise(balance_loss, skewed)
     assert balance_loss(torch.tanh(skewed)).item() < start_b / 10  # each bit's mean near 0
 
 

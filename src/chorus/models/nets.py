@@ -131,25 +131,32 @@ class PretextCNN(nn.Module):
         return torch.cat([head(e) for head in self.heads], dim=1)
 
 
-class TransferCNN(nn.Module):
-    """A pretrained trunk with a new head; ``freeze`` keeps the trunk's weights (and its batch-norm
-    statistics) fixed."""
+class OnPretrainedTrunk(nn.Module):
+    """Base of networks built on a pretrained trunk: ``freeze`` keeps the trunk's weights and its
+    batch-norm statistics fixed (the trunk stays in eval mode while the rest trains)."""
 
-    def __init__(self, trunk: ShortChunkCNN, n_out: int, freeze: bool = True, dropout: float = 0.3) -> None:
+    def __init__(self, trunk: ShortChunkCNN, freeze: bool) -> None:
         super().__init__()
         self.trunk = trunk
         self.freeze = freeze
         if freeze:
             trunk.requires_grad_(False)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(trunk.embedding_size, n_out)
-        self.embedding_size = trunk.embedding_size
 
-    def train(self, mode: bool = True) -> TransferCNN:
+    def train(self, mode: bool = True) -> OnPretrainedTrunk:
         super().train(mode)
         if self.freeze:
             self.trunk.eval()
         return self
+
+
+class TransferCNN(OnPretrainedTrunk):
+    """A pretrained trunk with a new head."""
+
+    def __init__(self, trunk: ShortChunkCNN, n_out: int, freeze: bool = True, dropout: float = 0.3) -> None:
+        super().__init__(trunk, freeze)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(trunk.embedding_size, n_out)
+        self.embedding_size = trunk.embedding_size
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk.embed(x)
@@ -185,7 +192,7 @@ def select_maps_by_variance(trunk: ShortChunkCNN, batches: list[torch.Tensor], p
     return chosen
 
 
-class CRNNH(nn.Module):
+class CRNNH(OnPretrainedTrunk):
     """CRNN hashing: from each conv block of a pretrained trunk, the selected feature maps, each
     pooled to a ``pooled x pooled`` grid; one vector per layer, a sequence over layers read by a
     GRU (128), a k-bit tanh head. ``forward`` gives relaxed codes in (-1, 1); ``codes`` their sign.
@@ -193,11 +200,7 @@ class CRNNH(nn.Module):
 
     def __init__(self, trunk: ShortChunkCNN, selected: list[torch.Tensor], bits: int, n_classes: int,
                  pooled: int = 2, hidden: int = 128, freeze: bool = True) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.freeze = freeze
-        if freeze:
-            trunk.requires_grad_(False)
+        super().__init__(trunk, freeze)
         self.pooled = pooled
         self.bits = bits
         for i, index in enumerate(selected):
@@ -210,12 +213,6 @@ class CRNNH(nn.Module):
         self.code = nn.Linear(hidden, bits)
         self.classifier = nn.Linear(bits, n_classes)
         self.embedding_size = hidden
-
-    def train(self, mode: bool = True) -> CRNNH:
-        super().train(mode)
-        if self.freeze:
-            self.trunk.eval()
-        return self
 
     def layer_sequence(self, x: torch.Tensor) -> torch.Tensor:
         steps = []
