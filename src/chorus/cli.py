@@ -277,7 +277,7 @@ def run(profile: Profile = None) -> None:
     console.print(f"[bold]State directory[/]: {state.root}")
     models = Table(title=f"registered in {settings.tracking_uri}")
     for column in ("candidate", "model", "validation", "test", "champion", "challenger"):
-        models.add_column(column)
+        models.add_column(column, overflow="fold")
     tested = summary["evaluate"]["counts"].get("candidates", {})
     from chorus import registry
 

@@ -224,6 +224,41 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[tuple[
     return [(int(s), np.sort(b)) for s, b in zip(seeds, batches, strict=True)]
 
 
+class Prefetched:
+    """Iterates ``source`` one item ahead in a background thread, so the next batch is cut while
+    the current one trains (numpy copies and torch kernels release the GIL). Order is kept and an
+    exception in the source is raised here."""
+
+    _END = object()
+
+    def __init__(self, source: Any, depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._queue: Any = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._fill, args=(iter(source),), daemon=True)
+        self._thread.start()
+
+    def _fill(self, source: Any) -> None:
+        try:
+            for item in source:
+                self._queue.put(item)
+            self._queue.put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._queue.put(exc)
+
+    def __iter__(self) -> Prefetched:
+        return self
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
 class EpochPlan(torch.utils.data.Sampler):
     """The batches of the current epoch (seed, indices), set by the training loop each epoch."""
 
@@ -326,7 +361,8 @@ def fit(
         plan = epoch_batches(len(train), settings.batch_size, settings.seed, epoch)[:steps]
         schedule_of_batches.plan = plan
         total_loss, seen, waited, busy = 0.0, 0, 0.0, 0.0
-        batches = iter(loader)
+        # Worker processes already prepare ahead; in-process loading gets a prefetch thread.
+        batches = iter(loader) if settings.loader_workers else Prefetched(loader)
         show = sys.stderr.isatty() if progress is None else progress
         bar = tqdm(total=len(plan), desc=f"{scorer.contract.candidate} epoch {epoch}/{epochs}", leave=False,
                    disable=not show, unit="batch")
