@@ -99,3 +99,24 @@ def test_aliases_tags_and_audit_of_every_action(three_versions):
 def test_rollback_without_a_previous_champion_is_a_clear_error(three_versions):
     with pytest.raises(InputError, match="no previous champion"):
         promotion.rollback("chorus-style", three_versions)
+
+
+def test_scores_compare_class_names_not_positions():
+    """A champion trained when the classes were listed differently is scored by name."""
+    import numpy as np
+    import pandas as pd
+
+    from chorus.features import FeatureSet
+    from chorus.models.scorer import Contract
+    from chorus.stages import score_candidate
+
+    class Fixed:  # outputs: track t0 -> "b", t1 -> "a"
+        contract = Contract("style", "single", ["b", "a"], ("logmel",), "h", "fixed")
+
+        def scores(self, x):
+            return np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)[: len(x)]
+
+    features = FeatureSet(np.zeros((2, 4, 4), np.float32), pd.DataFrame({"track_id": ["t0", "t1"], "segment": 0}),
+                          "h", {"logmel": np.zeros((2, 4, 4), np.float32)})
+    result = score_candidate(Fixed(), features, {"t0": 1, "t1": 0}, ["a", "b"], "single", rounds=100, seed=0)
+    assert result["value"]["mean"] == 1.0 and result["accuracy"] == 1.0

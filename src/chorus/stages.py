@@ -744,12 +744,15 @@ def score_candidate(scorer: Any, features: Any, targets: dict[str, Any], labels:
         return {"metric": f"Hamming mAP@{k}", "value": bootstrap_interval(lambda i: float(ap[i].mean()), len(ap), rounds, seed),
                 "baseline_name": "random ranking (precision)", "baseline": chance, "bits": int(per_track.shape[1]),
                 "mean_abs_bit_mean": bit_balance, "n": int(len(truth))}
-    predicted = per_track.argmax(1)
-    correct = (predicted == truth).astype(float)
+    # Outputs are indexed by the scorer's own classes, targets by the current ones: a champion
+    # trained when the class list differed is compared by name, not by position.
+    actual = [labels[t] for t in truth]
+    predicted = [scorer.contract.labels[p] for p in per_track.argmax(1)]
+    correct = np.array([a == p for a, p in zip(actual, predicted, strict=True)], dtype=float)
     majority = float(np.bincount(truth).max() / len(truth))
     from chorus.evaluation import classification_metrics
 
-    cm = classification_metrics([labels[t] for t in truth], [labels[p] for p in predicted], labels)
+    cm = classification_metrics(actual, predicted, labels)
     return {"metric": "accuracy", "value": bootstrap_interval(lambda i: float(correct[i].mean()), len(correct), rounds, seed),
             "baseline_name": "majority class", "baseline": majority, **cm.as_dict()}
 
