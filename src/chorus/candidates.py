@@ -22,7 +22,7 @@ from chorus.config import FeatureSettings, TrainSettings
 from chorus.features import FeatureSet, map_names
 from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN, select_maps_by_variance
 from chorus.models.scorer import Contract, EmbeddingFeaturiser, MfccFeaturiser, SklearnScorer, TorchScorer
-from chorus.training import HeadSpec, SegmentSplit, fit, segment_split, track_mean, track_targets
+from chorus.training import HeadSpec, SegmentSplit, fit, segment_split, track_level_score, track_mean, track_targets
 
 TaskFamily = Literal["style", "mood", "hash", "pretext"]
 
@@ -308,13 +308,7 @@ def sklearn_valid_score(scorer: SklearnScorer, valid: SegmentSplit) -> float:
     if len(valid) == 0:
         return float("nan")
     _, per_track = track_mean(scorer.scores(valid.x), valid.track_ids)
-    truth = track_targets(valid)
-    if scorer.contract.kind == "multi":
-        from sklearn.metrics import average_precision_score
-
-        present = truth.sum(0) > 0
-        return float(average_precision_score(truth[:, present], per_track[:, present], average="macro"))
-    return float((per_track.argmax(1) == truth).mean())
+    return track_level_score(per_track, track_targets(valid), scorer.contract.kind)
 
 
 def spec_dict(spec: CandidateSpec) -> dict[str, Any]:

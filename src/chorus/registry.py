@@ -119,7 +119,7 @@ def log_candidate(
         flat = {k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in params.items()}
         mlflow.log_params({k: (str(v)[:6000] if v is not None else "None") for k, v in flat.items()})
         for row in history:
-            log_epoch(row)
+            log_epoch(run.info.run_id, row)
         mlflow.set_tags({**tags, TRAIN_KEY_TAG: train_key})
         with tempfile.TemporaryDirectory() as tmp:
             for filename, content in artifacts.items():
@@ -147,12 +147,16 @@ def log_candidate(
         return ModelRef(name, version, run.info.run_id)
 
 
-def log_epoch(row: dict[str, float]) -> None:
-    """One epoch's metrics to the active run, at step = epoch."""
-    import mlflow
+def log_epoch(run_id: str, row: dict[str, Any]) -> None:
+    """One epoch's metrics (the row's numbers, NaN left out) to the run, at step = epoch."""
+    import time
 
-    mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("epoch", "candidate") and v == v},
-                       step=int(row["epoch"]))
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now, step = int(time.time() * 1000), int(row["epoch"])
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in row.items()
+                                              if k not in ("epoch", "candidate") and v == v])
 
 
 def training_run(candidate: str, train_key: str) -> str:

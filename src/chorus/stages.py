@@ -521,26 +521,15 @@ def _version_metric(run_id: str, metric: str) -> float | None:
 
 def _train_one(spec: Any, features: Any, settings: ChorusSettings, targets: Any, deps: dict[str, Any],
                checkpoint: Path, on_epoch: Any, run_id: str) -> Any:
-    from mlflow import MlflowClient
-
+    from chorus import registry
     from chorus.candidates import train_candidate
 
-    client = MlflowClient()
-
     def report(row: dict[str, float]) -> None:
-        # Live, so a long training can be watched in the MLflow UI epoch by epoch.
-        client.log_batch(run_id, metrics=[_metric(k, v, int(row["epoch"])) for k, v in row.items()
-                                          if k not in ("epoch", "candidate") and v == v])
+        registry.log_epoch(run_id, row)  # live: a long training can be watched in the MLflow UI
         if on_epoch:
             on_epoch({"candidate": spec.name, **row})
 
     return train_candidate(spec, features, settings.features, targets, settings.train, deps, checkpoint, report)
-
-
-def _metric(key: str, value: float, step: int) -> Any:
-    from mlflow.entities import Metric
-
-    return Metric(key, float(value), int(time.time() * 1000), step)
 
 
 def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSettings, features: Any, run_id: str) -> Any:
@@ -552,6 +541,7 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
     from chorus.features import map_names
 
     ts = settings.train
+    commit = git_commit()
     stored = map_names(settings.features)
     example = np.stack([features.maps[m][:2] for m in stored], axis=1).astype(np.float32)
     split_manifest = stable_hash(sorted(features.segments["track_id"].unique().tolist()))
@@ -576,12 +566,12 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
     ref = registry.log_candidate(
         trained.scorer, name, key, params=params, history=history,
         tags={registry.CANDIDATE_TAG: spec.name, registry.TASK_TAG: spec.registered_task(ts),
-              "chorus.feature_config_hash": features.config_hash, "chorus.git_commit": git_commit(),
+              "chorus.feature_config_hash": features.config_hash, "chorus.git_commit": commit,
               "chorus.device": str(trained.summary.get("device")), "chorus.precision": str(trained.summary.get("precision"))},
         artifacts={"config.json": config, "labels.json": trained.scorer.contract.labels, "history.json": trained.history,
                    "summary.json": trained.summary, "candidate.json": trained.params,
                    "provenance.json": {"feature_config_hash": features.config_hash, "split_manifest_hash": split_manifest,
-                                       "train_key": key, "git_commit": git_commit()}},
+                                       "train_key": key, "git_commit": commit}},
         input_example=example, figures=figures, run_id=run_id)
     for figure in figures.values():
         plt.close(figure)
@@ -723,7 +713,8 @@ def score_candidate(scorer: Any, features: Any, targets: dict[str, Any], labels:
     baseline of its task."""
     import numpy as np
 
-    from chorus.evaluation.metrics import bootstrap_interval, hamming_map_at_k, multilabel_metrics
+    from chorus.evaluation.metrics import bootstrap_interval, multilabel_metrics
+    from chorus.evaluation.retrieval import average_precision_at_k, chance_precision, hamming_distance, top_k
     from chorus.training import segment_split, track_mean, track_targets
 
     split = segment_split(features, scorer.contract.stored_maps, targets)
@@ -738,8 +729,8 @@ def score_candidate(scorer: Any, features: Any, targets: dict[str, Any], labels:
                 "baseline": metrics["prevalence_baseline"], **metrics, "track_ids": track_ids.tolist(),
                 "arrays": (truth, per_track)}
     if kind == "hash":
-        ap = hamming_map_at_k(per_track, truth, min(k, len(truth) - 1))
-        chance = float(np.mean([(truth == c).sum() - 1 for c in truth]) / max(len(truth) - 1, 1))
+        ap = average_precision_at_k(top_k(hamming_distance(per_track), k), truth)
+        chance = chance_precision(truth)
         bit_balance = float(np.abs(np.where(per_track >= 0, 1.0, -1.0).mean(0)).mean())
         return {"metric": f"Hamming mAP@{k}", "value": bootstrap_interval(lambda i: float(ap[i].mean()), len(ap), rounds, seed),
                 "baseline_name": "random ranking (precision)", "baseline": chance, "bits": int(per_track.shape[1]),

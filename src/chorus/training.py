@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score
 
 from chorus.config import TrainSettings
+from chorus.evaluation.metrics import macro_average_precision
 from chorus.features import FeatureSet
 from chorus.io import atomic_path
 from chorus.models.nets import balance_loss, pairwise_similarity_loss, quantisation_loss
@@ -153,15 +153,17 @@ def validation_score(scorer: TorchScorer, split: SegmentSplit, head: HeadSpec) -
         with torch.no_grad():
             out = scorer.net.classify(torch.from_numpy(out).to(scorer.mean.device)).float().cpu().numpy()
     _, per_track = track_mean(out, split.track_ids)
-    truth = track_targets(split)
-    if head.kind == "multi":
-        present = truth.sum(0) > 0
-        if not present.any():
-            return float("nan")
-        return float(average_precision_score(truth[:, present], per_track[:, present], average="macro"))
-    if head.kind == "pretext":
+    return track_level_score(per_track, track_targets(split), head.kind, head.head_sizes)
+
+
+def track_level_score(per_track: np.ndarray, truth: np.ndarray, kind: str, head_sizes: list[int] | None = None) -> float:
+    """The validation score of any candidate from its per-track outputs: macro average precision
+    (multi), mean accuracy over the heads (pretext), else accuracy."""
+    if kind == "multi":
+        return macro_average_precision(truth, per_track)
+    if kind == "pretext":
         accuracies, start = [], 0
-        for i, size in enumerate(head.head_sizes):
+        for i, size in enumerate(head_sizes or []):
             accuracies.append(float((per_track[:, start : start + size].argmax(1) == truth[:, i]).mean()))
             start += size
         return float(np.mean(accuracies))

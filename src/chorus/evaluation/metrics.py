@@ -114,17 +114,3 @@ def multilabel_metrics(truth: np.ndarray, scores: np.ndarray, labels: list[str],
         "per_label": per_label,
     }
 
-
-def hamming_map_at_k(codes: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per query: average precision of the top k by Hamming distance over the other items
-    (relevant = same label); ties broken by index, so the result is deterministic."""
-    codes = np.where(codes >= 0, 1, -1).astype(np.int32)
-    bits = codes.shape[1]
-    distance = (bits - codes @ codes.T) // 2
-    np.fill_diagonal(distance, bits + 1)  # a query never retrieves itself
-    order = np.argsort(distance, axis=1, kind="stable")[:, :k]
-    relevant = labels[order] == labels[:, None]
-    hits = np.cumsum(relevant, axis=1)
-    precision = hits / np.arange(1, k + 1)
-    denom = np.maximum(relevant.sum(1), 1)
-    return (precision * relevant).sum(1) / denom

@@ -26,30 +26,6 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def confusion_plot(metrics: ClassificationMetrics) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.asarray(metrics.confusion, dtype=float)
-    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.6 * len(metrics.classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(metrics.classes)), metrics.classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(metrics.classes)), metrics.classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title("Confusion matrix (counts; colour = row-normalised)")
-    data = _png(fig)
-    plt.close(fig)
-    return data
-
-
 def _pyplot() -> Any:
     import matplotlib
 
@@ -63,6 +39,24 @@ def _figure_uri(fig: Any) -> str:
     data = _png(fig)
     _pyplot().close(fig)
     return data
+
+
+def confusion_plot(metrics: ClassificationMetrics) -> str:
+    plt = _pyplot()
+    matrix = np.asarray(metrics.confusion, dtype=float)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.6 * len(metrics.classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(metrics.classes)), metrics.classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(metrics.classes)), metrics.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title("Confusion matrix (counts; colour = row-normalised)")
+    return _figure_uri(fig)
 
 
 def multilabel_curves_plot(truth: np.ndarray, scores: np.ndarray, labels: list[str]) -> str:
@@ -110,11 +104,7 @@ def embedding_plot(vectors: np.ndarray, labels: list[str]) -> str:
 
 def history_figure(history: list[dict[str, float]]) -> Any:
     """Training curves: train loss and the validation score per epoch (a matplotlib figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax1 = plt.subplots(figsize=(6, 3.2))
     ax1.plot(epochs, [h.get("train_loss", np.nan) for h in history], label="train loss", color="tab:red")
@@ -129,14 +119,7 @@ def history_figure(history: list[dict[str, float]]) -> Any:
 
 
 def history_plot(history: list[dict[str, float]]) -> str | None:
-    if not history:
-        return None
-    import matplotlib.pyplot as plt
-
-    fig = history_figure(history)
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _figure_uri(history_figure(history)) if history else None
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:

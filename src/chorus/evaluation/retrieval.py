@@ -20,22 +20,38 @@ def hamming_distance(codes: np.ndarray) -> np.ndarray:
     return ((signs.shape[1] - signs @ signs.T) // 2).astype(np.float64)
 
 
-def ranking_metrics(distance: np.ndarray, labels: np.ndarray, tracks: np.ndarray, k: int) -> dict[str, float]:
-    """Every item queries all others (never itself; ties broken by index): mAP@k and precision@k
-    with relevant = same label, and the share of queries for which another excerpt (segment) of
-    the same track is in the top k."""
+def top_k(distance: np.ndarray, k: int) -> np.ndarray:
+    """Each item's k nearest others (never itself; ties broken by index, so deterministic)."""
     d = distance.astype(np.float64, copy=True)
     np.fill_diagonal(d, np.inf)
-    k = min(k, len(d) - 1)
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.argsort(d, axis=1, kind="stable")[:, : min(k, len(d) - 1)]
+
+
+def average_precision_at_k(order: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per query: average precision over its ranked top k (relevant = same label)."""
     relevant = labels[order] == labels[:, None]
-    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
-    ap = (precision_at * relevant).sum(1) / np.maximum(relevant.sum(1), 1)
+    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, order.shape[1] + 1)
+    return (precision_at * relevant).sum(1) / np.maximum(relevant.sum(1), 1)
+
+
+def chance_precision(labels: np.ndarray) -> float:
+    """Expected precision of a random ranking: the mean share of the other items a query shares
+    its label with."""
+    return float(np.mean([(labels == c).sum() - 1 for c in labels]) / max(len(labels) - 1, 1))
+
+
+def ranking_metrics(distance: np.ndarray, labels: np.ndarray, tracks: np.ndarray, k: int) -> dict[str, float]:
+    """Every item queries all others: mAP@k and precision@k with relevant = same label, and the
+    share of queries for which another excerpt (segment) of the same track is in the top k."""
+    order = top_k(distance, k)
+    k = order.shape[1]
+    relevant = labels[order] == labels[:, None]
+    ap = average_precision_at_k(order, labels)
     same_track = tracks[order] == tracks[:, None]
     has_sibling = np.array([(tracks == t).sum() > 1 for t in tracks])
     return {"map_at_k": float(ap.mean()), "precision_at_k": float(relevant.mean()),
             "original_in_top_k": float(same_track.any(1)[has_sibling].mean()) if has_sibling.any() else float("nan"),
-            "k": int(k), "queries": int(len(d))}
+            "k": int(k), "queries": int(len(order))}
 
 
 def lsh_codes(train: np.ndarray, vectors: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
@@ -94,5 +110,4 @@ def retrieval_table(train_vectors: np.ndarray, vectors: np.ndarray, labels: np.n
                                                      labels, tracks, k), "bits": bits}
         rows[f"PCA+rotation {bits}-bit"] = {**ranking_metrics(
             hamming_distance(pca_rotation_codes(train_vectors, vectors, bits, seed)), labels, tracks, k), "bits": bits}
-    chance = float(np.mean([(labels == c).sum() - 1 for c in labels]) / max(len(labels) - 1, 1))
-    return {"rankings": rows, "chance_precision": chance, "k": k}
+    return {"rankings": rows, "chance_precision": chance_precision(labels), "k": k}
