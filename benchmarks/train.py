@@ -44,13 +44,14 @@ def _fake_features(settings: ChorusSettings, n: int, seed: int = 0) -> tuple[Any
 
 def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame, params: dict[str, Any],
              precision: str) -> dict[str, float]:
-    from chorus.candidates import BACKBONE, CATALOGUE, build_network, stored_maps_of, task_targets
+    from chorus.candidates import BACKBONE, CATALOGUE, build_network, task_targets
+    from chorus.features import map_names
     from chorus.models.scorer import Contract, TorchScorer
     from chorus.training import HeadSpec, fit, segment_split
 
     ts = settings.train.model_copy(update={"precision": precision, "patience": 100})
     spec = CATALOGUE[name]
-    stored = stored_maps_of(settings.features)
+    stored = map_names(settings.features)
     targets = task_targets("style", tracks, ts)
     train = segment_split(features, stored, targets.splits["train"])
     empty = segment_split(features, stored, {})

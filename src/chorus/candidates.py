@@ -163,7 +163,7 @@ def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings
         return np.array([indices[i].get(str(r[c]), 0) for i, c in enumerate(settings.backbone.tasks)], np.int64)
 
     rows = {s: {r.track_id: row(r._asdict()) for r in labelled[labelled.split == s].itertuples()} for s in ("train", "valid")}
-    return TaskTargets(names, {"train": {**rows["train"]}, "valid": rows["valid"], "test": {}}, sizes)
+    return TaskTargets(names, {**rows, "test": {}}, sizes)
 
 
 # --- training -----------------------------------------------------------------------------
@@ -175,10 +175,6 @@ class Trained:
     history: list[dict[str, float]]
     params: dict[str, Any]
     summary: dict[str, Any]
-
-
-def stored_maps_of(features: FeatureSettings) -> tuple[str, ...]:
-    return map_names(features)
 
 
 def _contract(spec: CandidateSpec, settings: TrainSettings, targets: TaskTargets, stored: tuple[str, ...],
@@ -236,7 +232,7 @@ def train_candidate(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Trained:
     deps = dict(deps or {})
-    stored = stored_maps_of(feature_settings)
+    stored = map_names(feature_settings)
     train = segment_split(features, stored, targets.splits["train"])
     valid = segment_split(features, stored, targets.splits["valid"])
     if len(train) == 0:
@@ -311,10 +307,6 @@ def sklearn_valid_score(scorer: SklearnScorer, valid: SegmentSplit) -> float:
     return track_level_score(per_track, track_targets(valid), scorer.contract.kind)
 
 
-def spec_dict(spec: CandidateSpec) -> dict[str, Any]:
-    return asdict(spec)
-
-
 def key_settings(spec: CandidateSpec, settings: TrainSettings) -> dict[str, Any]:
     """The settings a candidate's result depends on (so changing the SVM search budget does not
     retrain the CNNs, and choosing other candidates retrains nothing)."""
@@ -332,4 +324,4 @@ def key_settings(spec: CandidateSpec, settings: TrainSettings) -> dict[str, Any]
             chosen["backbone"] = settings.backbone.model_dump(mode="json")
     if spec.task == "mood":
         chosen["mood_task"] = settings.mood_task
-    return {"spec": spec_dict(spec), "settings": chosen}
+    return {"spec": asdict(spec), "settings": chosen}

@@ -262,9 +262,6 @@ class TrainSettings(StageSettings):
         """The single-label task's registered name (chorus-style by default)."""
         return self.registered_name(self.task)
 
-    def key_settings(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=set(self._runtime_fields))
-
 
 class EvaluateSettings(StageSettings):
     """Held-out evaluation and its report."""

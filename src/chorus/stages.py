@@ -745,7 +745,7 @@ def score_candidate(scorer: Any, features: Any, targets: dict[str, Any], labels:
 
     cm = classification_metrics(actual, predicted, labels)
     return {"metric": "accuracy", "value": bootstrap_interval(lambda i: float(correct[i].mean()), len(correct), rounds, seed),
-            "baseline_name": "majority class", "baseline": majority, **cm.as_dict()}
+            "baseline_name": "majority class", "baseline": majority, **cm.as_dict(), "classification": cm}
 
 
 def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any]] | None = None) -> StageSummary:
@@ -755,7 +755,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
 
     from chorus import registry
     from chorus.candidates import CATALOGUE, task_targets
-    from chorus.evaluation import classification_metrics, render_report
+    from chorus.evaluation import render_report
     from chorus.features import features_key, load_features, map_names
 
     started = time.perf_counter()
@@ -790,13 +790,18 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     per_candidate: dict[str, Any] = {}
     hash_scorers: dict[str, Any] = {}
     figures: list[tuple[str, str]] = []
+    results: dict[str, dict[str, Any]] = {}
+    targets_of: dict[str, Any] = {}
     for name, info in evaluated.items():
         spec = CATALOGUE[name]
         candidate = registry.load_scorer(info["registered"], info["version"])
         candidate.contract.check_features(features.config_hash)
-        targets = task_targets(spec.task, tracks, ts, moods)
+        if spec.task not in targets_of:
+            targets_of[spec.task] = task_targets(spec.task, tracks, ts, moods)
+        targets = targets_of[spec.task]
         result = score_candidate(candidate, features, targets.splits[es.split], targets.labels, spec.kind,
                                  settings.labels.bootstrap, settings.labels.seed)
+        results[name] = result
         if spec.task == "mood" and "mood" in tracks.columns:
             result["planted_mood"] = _planted_mood_scores(candidate, features, tracks, es.split, settings)
         if spec.kind == "hash":
@@ -806,22 +811,20 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
 
             figures.append((f"{name}: PR and ROC curves, per-label PR-AUC", multilabel_curves_plot(*result["arrays"], targets.labels)))
         per_candidate[name] = {"task": spec.registered_task(ts), "registered": info["registered"], "version": info["version"],
-                               **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class", "arrays")},
+                               **{k: v for k, v in result.items() if k not in ("track_ids", "confusion", "per_class", "arrays", "classification")},
                                **({"confusion": result["confusion"], "per_class": result["per_class"]} if "confusion" in result else {})}
         rows.append({"candidate": name, "registered": f"{info['registered']} v{info['version']}", "task": spec.registered_task(ts),
                      "metric": result["metric"], "value": result["value"], "baseline_name": result["baseline_name"],
                      "baseline": result["baseline"], "valid_score": candidates[name].get("valid_score") or float("nan")})
 
-    test = tracks[(tracks["split"] == es.split) & tracks[ts.task].notna()]
-    from chorus.training import segment_split, track_mean
-
-    index = {c: i for i, c in enumerate(scorer.contract.labels)}
-    split = segment_split(features, scorer.contract.stored_maps,
-                          {t: index.get(str(v), -1) for t, v in zip(test["track_id"], test[ts.task], strict=True)})
-    track_ids, per_track = track_mean(scorer.scores(split.x), split.track_ids)
-    actual = pd.Series(track_ids).map(dict(zip(test["track_id"], test[ts.task].astype(str), strict=True)))
-    predicted = [scorer.contract.labels[j] for j in per_track.argmax(1)]
-    metrics = classification_metrics(actual.tolist(), predicted, scorer.contract.labels)
+    # The report's subject is scored like every candidate (once, if it is one of them).
+    subject_result = next((results[n] for n, info in evaluated.items()
+                           if info["registered"] == ts.model_name and info["version"] == subject), None)
+    if subject_result is None:
+        targets = targets_of.get("style") or task_targets("style", tracks, ts, moods)
+        subject_result = score_candidate(scorer, features, targets.splits[es.split], targets.labels, "single",
+                                         settings.labels.bootstrap, settings.labels.seed)
+    metrics = subject_result["classification"]
     run_id = registry.run_id_of(ts.model_name, subject)
     history = _run_history(run_id)
     facts = {
