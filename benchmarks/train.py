@@ -59,7 +59,7 @@ def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.Data
     contract = Contract("style", "hash" if spec.task == "hash" else "single", targets.labels, stored, "bench", name)
     deps: dict[str, Any] = {}
     if spec.needs:  # an untrained backbone costs the same per step as a trained one
-        net, _ = build_network(BACKBONE, ts, 0, len(stored), {"head_sizes": [6, 8]})
+        net, _ = build_network(BACKBONE, ts, 14, len(stored), {}, head_sizes=[6, 8])
         deps["backbone"] = TorchScorer(net, contract, list(range(len(stored))), np.zeros(len(stored)), np.ones(len(stored)))
         channels = list(range(len(stored)))
     net, _ = build_network(spec, ts, len(targets.labels), len(channels), deps, train)

@@ -193,8 +193,10 @@ def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def build_network(spec: CandidateSpec, settings: TrainSettings, n_out: int, in_channels: int,
-                  deps: dict[str, Any], train: SegmentSplit | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The network of a torch candidate, freshly initialised from ``settings.seed``."""
+                  deps: dict[str, Any], train: SegmentSplit | None = None,
+                  head_sizes: list[int] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network of a torch candidate, freshly initialised from ``settings.seed``
+    (``head_sizes``: the pretext heads' class counts)."""
     torch.manual_seed(settings.seed)
     facts: dict[str, Any] = {}
     if spec.arch == "paper_cnn":
@@ -204,8 +206,7 @@ def build_network(spec: CandidateSpec, settings: TrainSettings, n_out: int, in_c
     if spec.arch == "crnn":
         return CRNN(n_out, in_channels, tuple(settings.channels)[:3], dropout=settings.dropout), facts
     if spec.arch == "pretext":
-        sizes = deps["head_sizes"]
-        return PretextCNN(sizes, in_channels, tuple(settings.backbone.channels), settings.dropout), facts
+        return PretextCNN(list(head_sizes or []), in_channels, tuple(settings.backbone.channels), settings.dropout), facts
     backbone: TorchScorer = deps["backbone"]
     trunk = copy.deepcopy(backbone.net.trunk)
     if spec.arch == "transfer":
@@ -231,7 +232,7 @@ def train_candidate(
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Trained:
-    deps = dict(deps or {})
+    deps = deps or {}
     stored = map_names(feature_settings)
     train = segment_split(features, stored, targets.splits["train"])
     valid = segment_split(features, stored, targets.splits["valid"])
@@ -249,8 +250,7 @@ def train_candidate(
         channels = [0] if spec.maps == "logmel" else list(range(len(stored)))
         mean, std = _channel_stats(train, channels)
     n_out = sum(targets.head_sizes) if spec.kind == "pretext" else len(targets.labels)
-    deps["head_sizes"] = targets.head_sizes
-    net, facts = build_network(spec, settings, n_out, len(channels), deps, train)
+    net, facts = build_network(spec, settings, n_out, len(channels), deps, train, targets.head_sizes)
     scorer = TorchScorer(net, contract, channels, mean, std)
     hs = settings.hashing
     head = HeadSpec(spec.kind, targets.head_sizes,
