@@ -222,9 +222,10 @@ def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and 
     """Run the promotion gate: each challenger against its champion on fresh test scores."""
     summary = _run_flow("promote", dry_run=dry_run)
     for name, decision in summary["counts"]["decisions"].items():
-        verdict = ("would promote" if decision.get("promote") else "would refuse") if dry_run else (
-            "promoted" if decision.get("promote") else "refused") if decision["decided"] else "no decision"
-        console.print(f"[bold]{name}[/]: {verdict}: {decision['reason']}")
+        from chorus.promotion import verdict
+
+        said = verdict(decision) if decision["decided"] else "no decision"
+        console.print(f"[bold]{name}[/]: {said}: {decision['reason']}")
     console.print(f"audit: {summary['outputs']['audit']}")
 
 

@@ -41,6 +41,16 @@ class Decision:
         return asdict(self)
 
 
+def verdict(record: dict[str, Any]) -> str:
+    """One wording of a decision (a ``Decision.as_dict()`` or an audit row) for tags, the report
+    and the terminal."""
+    if record.get("action") == "rollback":
+        return "rollback"
+    if record["dry_run"]:
+        return "dry-run: would " + ("promote" if record["promote"] else "refuse")
+    return "promoted" if record["promote"] else "refused"
+
+
 def decide(model: str, challenger: int, challenger_metrics: dict[str, float], baseline: float,
            rule: PromotionRule, champion: int | None = None, champion_metrics: dict[str, float] | None = None,
            champion_problem: str | None = None) -> Decision:
@@ -94,8 +104,7 @@ def _tag_version(name: str, version: int, decision: Decision) -> None:
 
     client = MlflowClient()
     prefix = "chorus.rollback" if decision.action == "rollback" else "chorus.promotion"
-    tags = {"decision": "dry-run: " + ("would promote" if decision.promote else "would refuse") if decision.dry_run
-            else ("promoted" if decision.promote else "refused"),
+    tags = {"decision": verdict(decision.as_dict()),
             "reason": decision.reason[:4000], "time": decision.time, "trigger": decision.trigger,
             "champion_before": str(decision.champion), "rule": json.dumps(decision.rule),
             "metrics": json.dumps(decision.challenger_metrics)}

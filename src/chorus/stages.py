@@ -899,9 +899,9 @@ def _last_promotion(state: StateDir, name: str) -> str:
     last = _latest_decision(state, name)
     if last is None:
         return "no decision yet"
-    verdict = "rollback" if last.get("action") == "rollback" else (
-        ("dry run: " if last["dry_run"] else "") + ("promoted" if last["promote"] else "refused"))
-    return f"{last['time']}: v{last['challenger']} {verdict} ({last['reason']})"
+    from chorus.promotion import verdict
+
+    return f"{last['time']}: v{last['challenger']} {verdict(last)} ({last['reason']})"
 
 
 def _report_subject(name: str, champion: int | None, candidates: dict[str, dict[str, Any]],

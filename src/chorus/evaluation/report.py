@@ -162,9 +162,10 @@ def promotion_section(decision: dict[str, Any] | None) -> str:
              decision["baseline"] if metric == rule.get("primary") else "",
              "primary" if metric == rule.get("primary") else f"guard (tolerance {rule.get('guards', {}).get(metric, '')})"]
             for metric, value in decision["challenger_metrics"].items()]
-    verdict = ("dry run: would " if decision["dry_run"] else "") + ("promote" if decision["promote"] else "refuse")
+    from chorus.promotion import verdict
+
     champion_name = f"champion v{decision['champion']}" if decision.get("champion") else "champion (none)"
-    return (f"<h2>Promotion</h2><p><b>{html.escape(verdict)}</b> challenger v{decision['challenger']}: "
+    return (f"<h2>Promotion</h2><p><b>{html.escape(verdict(decision))}</b> challenger v{decision['challenger']}: "
             f"{html.escape(decision['reason'])} <span class=\"muted\">({html.escape(decision['time'])}, trigger "
             f"{html.escape(str(decision['trigger']))})</span></p>"
             + _table(["metric", f"challenger v{decision['challenger']}", champion_name, "trivial baseline", "rule"], rows))
