@@ -1,4 +1,4 @@
-"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> pretrain -> train -> promote -> evaluate."""
+"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> pretrain -> train -> promote -> index -> evaluate."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from flows.features import features
 from flows.ingest import ingest
 from flows.labels import labels
 from flows.promote import promote
+from flows.search import index
 from flows.train import pretrain, train
 
 
@@ -35,6 +36,9 @@ def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         summary["promote"] = promote(settings, trigger="pipeline")
         timings["promote"] = time.perf_counter() - started
+        started = time.perf_counter()
+        summary["index"] = index(settings)
+        timings["index"] = time.perf_counter() - started
         started = time.perf_counter()
         summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["candidates"])
         timings["evaluate"] = time.perf_counter() - started

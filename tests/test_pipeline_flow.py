@@ -23,6 +23,7 @@ def _overrides(state_dir, **train):
         "features": {"shard_size": 5, "dask_workers": 2},
         "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, "backbone": {"epochs": 1, "channels": [8, 16]},
                   "svm": {"budget": 4, "particles": 2}, "hashing": {"maps_per_layer": 4}, **train},
+        "search": {"check": {"k": 3}},
     }
 
 
@@ -113,6 +114,47 @@ def test_every_output_exists_and_agrees(first_run):
     assert _versions(settings) == [1, 2, 3]
 
 
+def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(first_run, tmp_path):
+    from chorus.search import SearchIndex
+    from conftest import run_chorus
+
+    settings, summary = first_run
+    state = StateDir(settings.state_dir)
+    built = summary["index"]
+    assert not built["skipped"] and built["counts"]["tracks"] == 12 and built["counts"]["bits"] == 32
+    index = SearchIndex.load(built["outputs"]["index"])
+    champion = _alias(settings, "champion")
+    assert index.meta["semantic"]["name"] == "chorus-style" and index.meta["semantic"]["version"] == champion
+    assert index.meta["hash"] == {"name": "chorus-hash-32", "version": _alias(settings, "champion", "chorus-hash-32"),
+                                  "candidate": "crnnh_32"}
+    assert sorted(index.track_ids) == sorted(pd.read_parquet(state.tracks)["track_id"])
+    # queried with another excerpt, added noise or a gain change, a track finds itself among the
+    # top 3 of 12 (chance: 25%) in semantic and rerank modes
+    check = index.meta["check"]
+    assert check["tracks"] == 12 and check["k"] == 3
+    for mode in ("semantic", "rerank"):
+        assert check["worst"][mode] >= 0.8, check["found_in_top_k"]
+    report = (state.reports / f"chorus-style-v{champion}" / "report.html").read_text()
+    assert "Similar-song search" in report and "crnnh_32 Hamming top 100 -&gt; cosine" in report
+    assert json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["search"]["check"] == check
+
+    # the CLI, by track id prefix and by audio file, in a fresh process
+    track = index.track_ids[0]
+    audio = pd.read_parquet(state.tracks).set_index("track_id").loc[index.track_ids[1], "uri"]
+    out = tmp_path / "hits.parquet"
+    done = run_chorus("--state-dir", str(state.root), "search", "--like", track[:8], "--like", audio, "--k", "4",
+                      "--mode", "semantic", "--out", str(out), cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert track in done.stdout and "style" in done.stdout
+    hits = pd.read_parquet(out)
+    by_id, by_file = hits[hits["like"] == track[:8]], hits[hits["like"] == audio]
+    assert len(by_id) == 4 and track not in set(by_id["track_id"]) and by_id["cosine"].is_monotonic_decreasing
+    assert by_file["track_id"].iloc[0] == index.track_ids[1] and by_file["cosine"].iloc[0] > 0.99
+    assert {"style", "voted_moods", "hamming"} <= set(hits.columns)
+    bad = run_chorus("--state-dir", str(state.root), "search", "--like", "no-such-track", cwd=tmp_path, timeout=240)
+    assert bad.returncode != 0 and "no-such-track: neither an audio file nor a track id" in bad.stderr + bad.stdout
+
+
 def test_registered_champion_reproduces_recorded_accuracy(first_run):
     import mlflow
 
@@ -147,7 +189,7 @@ def test_second_run_does_no_new_work(first_run):
     before = {p: p.stat().st_mtime_ns for p in watched}
     summary = pipeline(settings=settings)
     assert summary["ingest"]["demo"]["skipped"] and summary["ingest"]["ingest"]["skipped"]
-    for stage in ("features", "labels", "pretrain", "train", "promote", "evaluate"):
+    for stage in ("features", "labels", "pretrain", "train", "promote", "index", "evaluate"):
         assert summary[stage]["skipped"], stage
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     assert _versions(settings) == [1, 2, 3]

@@ -249,6 +249,41 @@ def tag(
     console.print(f"predictions: {summary['outputs']['predictions']}")
 
 
+@app.command("index")
+def build_index() -> None:
+    """Build the search index of the champions (semantic vectors + hash codes) and check it with
+    degraded copies of every track."""
+    summary = _run_flow("search", flow_name="index")
+    _print_summary(summary)
+    found = summary["counts"]["degraded_found_in_top_k"]
+    console.print("original in the top k from degraded copies (worst of excerpt/noise/gain): "
+                  + ", ".join(f"{mode} {share:.0%}" for mode, share in found.items()))
+
+
+@app.command()
+def search(
+    like: Annotated[list[str], typer.Option("--like", help="Audio file, folder or track id (or a 6+ character prefix); repeatable.")],
+    k: Annotated[int | None, typer.Option("--k", help="Neighbours per query (default search.k).")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="hash | semantic | rerank (default search.mode).")] = None,
+    out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/search/results/).")] = None,
+) -> None:
+    """Similar songs: the nearest tracks of the champions' index, with distances and labels."""
+    import pandas as pd
+
+    summary = _run_flow("search", queries=like, k=k, mode=mode, out=out)
+    hits = pd.read_parquet(summary["outputs"]["results"])
+    labels = [c for c in hits.columns if c not in {"like", "rank", "track_id", "hamming", "cosine", "mode", "index"}]
+    for query, rows in hits.groupby("like", sort=False):
+        table = Table(title=f"like {query} ({summary['counts']['mode']}, index {summary['counts']['index']})")
+        for column in ("rank", "track_id", "hamming", "cosine", *labels):
+            table.add_column(column, overflow="fold")
+        for row in rows.itertuples(index=False):
+            table.add_row(str(row.rank), row.track_id, str(row.hamming), f"{row.cosine:.4f}",
+                          *[str(getattr(row, c)) for c in labels])
+        console.print(table)
+    console.print(f"results: {summary['outputs']['results']}")
+
+
 @app.command()
 def rollback(model: Annotated[str, typer.Argument(help="Registered name, e.g. chorus-style.")]) -> None:
     """Restore the previous champion of MODEL (audited; run again to undo)."""
@@ -389,6 +424,17 @@ def bench_train(
     from benchmarks.train import run as run_bench
 
     _report_figures(run_bench(CTX.settings(), quick=quick, log=err.print), as_json)
+
+
+@bench_app.command("search")
+def bench_search(
+    quick: Annotated[bool, typer.Option("--quick", help="A small index, checked against a numpy scan (seconds).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Exact and approximate Hamming, cosine and re-ranked search over 1M synthetic clustered items."""
+    from benchmarks.search import run as run_bench
+
+    _report_figures(run_bench(CTX.settings().search, quick=quick, log=err.print), as_json)
 
 
 def main() -> None:

@@ -270,6 +270,37 @@ class EvaluateSettings(StageSettings):
     alias: str = "champion"
 
 
+class DegradedQuerySettings(StageSettings):
+    """The search check: each corpus track queried with degraded copies of its own audio (another
+    excerpt, added white noise, a gain change); the original must come back in the top k."""
+
+    excerpt_s: float = Field(4.0, gt=0, description="Length of the excerpt query, from a random offset.")
+    snr_db: float = Field(30.0, description="Signal-to-noise ratio of the added white noise.")
+    gain_db: float = Field(-6.0, description="Gain change of the gain query.")
+    k: int = Field(10, ge=1)
+    tracks: int | None = Field(None, ge=1, description="Check this many tracks (a seeded sample); default all.")
+    seed: int = 0
+
+
+class SearchSettings(StageSettings):
+    """Similar-song search: which registered models make the index, and how it is searched."""
+
+    _runtime_fields = frozenset({"k", "mode"})
+
+    semantic_model: str | None = Field(None, description="Registered model whose penultimate layer gives the semantic "
+                                                         "vectors (default: the style model, chorus-style).")
+    hash_bits: int = Field(32, description="The hash model is <prefix>-hash-<bits>.")
+    alias: str = Field("champion", description="Alias (or version) of both models the index is built for.")
+    k: int = Field(10, ge=1)
+    mode: Literal["hash", "semantic", "rerank"] = "rerank"
+    rerank_candidates: int = Field(100, ge=1, description="Hamming candidates re-ranked by cosine in rerank mode.")
+    approximate_above: int = Field(200_000, ge=1, description="Corpora larger than this get approximate (IVF) "
+                                                              "indexes instead of exact flat ones.")
+    ivf_lists: int | None = Field(None, ge=1, description="IVF cells of the approximate indexes (default sqrt(n)).")
+    ivf_probe: int = Field(32, ge=1, description="IVF cells visited per query.")
+    check: DegradedQuerySettings = Field(default_factory=DegradedQuerySettings)
+
+
 class PromotionRule(StageSettings):
     """Promote when ``primary`` improves by at least ``min_improvement`` and no guard metric
     drops by more than its tolerance."""
@@ -321,6 +352,7 @@ class ChorusSettings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -236,7 +236,8 @@ def extract_track_or_problem(track_id: str, uri: str, settings: FeatureSettings)
 # --- storage -------------------------------------------------------------------------------
 
 
-def _fixed(blocks: list[np.ndarray], size: int) -> pa.FixedSizeListArray:
+def fixed_size_column(blocks: list[np.ndarray], size: int) -> pa.FixedSizeListArray:
+    """Row blocks (each (rows, ...) float32) as one fixed_size_list<float32>[size] column."""
     flat = np.concatenate([b.reshape(-1) for b in blocks]) if blocks else np.zeros(0, np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(np.float32, copy=False), pa.float32()), size)
 
@@ -258,8 +259,8 @@ def features_table(items: list[TrackFeatures], settings: FeatureSettings) -> pa.
         "config_hash": pa.array([config_hash] * sum(i.segments for i in items), pa.string()),
     }
     for name in map_names(settings):
-        columns[name] = _fixed([i.maps[name] for i in items], h * w)
-    columns["mfcc_stats"] = _fixed([i.mfcc_stats for i in items], 6 * settings.n_mfcc)
+        columns[name] = fixed_size_column([i.maps[name] for i in items], h * w)
+    columns["mfcc_stats"] = fixed_size_column([i.mfcc_stats for i in items], 6 * settings.n_mfcc)
     return pa.table(columns)
 
 

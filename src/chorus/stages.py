@@ -704,6 +704,182 @@ def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = No
                         time.perf_counter() - started)
 
 
+# --- search -------------------------------------------------------------------------------
+
+
+def search_models(settings: ChorusSettings) -> tuple[Any, Any]:
+    """The two registered versions an index is built for: the semantic model's and the hash
+    model's, at ``search.alias`` (champion by default)."""
+    from chorus.search.encode import resolve_version
+
+    semantic = settings.search.semantic_model or settings.train.model_name
+    hashing = settings.train.registered_name(f"hash-{settings.search.hash_bits}")
+    return resolve_version(semantic, settings.search.alias), resolve_version(hashing, settings.search.alias)
+
+
+def index_folder(state: StateDir, semantic: Any, hashing: Any) -> Path:
+    return state.search / f"{semantic.name}-v{semantic.version}+{hashing.name}-v{hashing.version}"
+
+
+def index_stage(settings: ChorusSettings, validator: Any = None) -> StageSummary:
+    """Semantic vectors and hash codes of every track of the corpus, from the stored features,
+    for the models at ``search.alias``; faiss indexes; then the degraded-copy check. Skipped when
+    the index on disk was built from the same versions, features and settings."""
+    import numpy as np
+
+    from chorus import registry
+    from chorus.features import features_key, load_features
+    from chorus.search import SearchIndex
+    from chorus.search.encode import TrackEncoder
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    semantic, hashing = search_models(settings)
+    folder = index_folder(state, semantic, hashing)
+    key = stable_hash([str(semantic), str(hashing), features_key(state.features, settings.features),
+                       settings.search.config_hash()])
+    if (folder / "index.json").exists() and json.loads((folder / "index.json").read_text()).get("key") == key:
+        meta = json.loads((folder / "index.json").read_text())
+        return StageSummary("index", True, {"index": str(folder)}, _index_counts(meta), time.perf_counter() - started)
+    encoder = TrackEncoder.from_registry(semantic, hashing)
+    if encoder.features.config_hash() != settings.features.config_hash():
+        from chorus.errors import StaleFeaturesError
+
+        raise StaleFeaturesError(f"{semantic} was trained on features {encoder.features.config_hash()}, the corpus's are "
+                                 f"{settings.features.config_hash()}: retrain it (chorus run) or set the feature settings back")
+    features = load_features(state.features, settings.features, maps=encoder.maps)
+    track_ids, vectors, codes = encoder.encode_segments(features.maps, features.segments["track_id"].to_numpy())
+    search = settings.search
+    meta = {"key": key, "name": folder.name, "semantic": semantic.__dict__, "hash": hashing.__dict__,
+            "feature_config_hash": settings.features.config_hash(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    index = SearchIndex.build(track_ids, vectors, codes, meta, search.approximate_above, search.ivf_lists, search.ivf_probe)
+    (validator or shared_validator(settings)).validate(
+        index.checks(), "search_index", {"track_ids": sorted(load_tracks(settings)["track_id"]), "code_bytes": index.bits // 8})
+    index.meta["check"] = degraded_check(settings, index, encoder)
+    index.save(folder)
+    log.info("index %s: %d tracks; original in top %d from degraded copies: %s", folder.name, len(index),
+             search.check.k, index.meta["check"]["worst"])
+    return StageSummary("index", False, {"index": str(folder)}, _index_counts(index.meta), time.perf_counter() - started)
+
+
+def _index_counts(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"tracks": meta["tracks"], "bits": meta["bits"], "dims": meta["dims"],
+            "semantic": f"{meta['semantic']['name']} v{meta['semantic']['version']}",
+            "hash": f"{meta['hash']['name']} v{meta['hash']['version']}",
+            "degraded_found_in_top_k": meta["check"]["worst"]}
+
+
+def degraded_check(settings: ChorusSettings, index: Any, encoder: Any) -> dict[str, Any]:
+    """Every corpus track (or ``search.check.tracks`` of them) queried with degraded copies of its
+    audio; the copies' features are extracted on Dask like the corpus's."""
+    from distributed import Client
+
+    from chorus.compute import dask_scheduler
+    from chorus.search.degraded import check_tracks, degraded_maps, degraded_query_check
+
+    check = settings.search.check
+    tracks = load_tracks(settings).set_index("track_id")
+    chosen = check_tracks([t for t in index.track_ids if t in tracks.index], check)
+    uris = tracks.loc[chosen, "uri"].tolist()
+    n = len(chosen)
+    with dask_scheduler(settings.features) as address, Client(address) as client:
+        futures = client.map(degraded_maps, chosen, uris, [encoder.features] * n, [check] * n, [encoder.maps] * n, pure=False)
+        copies = dict(zip(chosen, client.gather(futures), strict=True))
+    return {**degraded_query_check(index, encoder, copies, check.k, settings.search.rerank_candidates),
+            "settings": check.model_dump(mode="json")}
+
+
+def current_index_meta(settings: ChorusSettings) -> dict[str, Any] | None:
+    """What the index of the models now at ``search.alias`` records (versions, check), if built."""
+    from chorus.errors import ChorusError
+
+    try:
+        semantic, hashing = search_models(settings)
+    except ChorusError:
+        return None
+    path = index_folder(StateDir(settings.state_dir), semantic, hashing) / "index.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_index(settings: ChorusSettings) -> Any:
+    """The index of the models now at ``search.alias``; a clear error when it is not built."""
+    from chorus import registry
+    from chorus.errors import InputError
+    from chorus.search import SearchIndex
+
+    state = StateDir(settings.state_dir)
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    semantic, hashing = search_models(settings)
+    folder = index_folder(state, semantic, hashing)
+    if not (folder / "index.json").exists():
+        raise InputError(str(folder), f"no search index for {semantic} and {hashing}", "build it with `chorus index`")
+    return SearchIndex.load(folder)
+
+
+def track_labels(settings: ChorusSettings) -> pd.DataFrame:
+    """Per track: its label columns from the corpus and its globally voted moods (when voted)."""
+    from chorus.ingest import TRACK_COLUMNS
+
+    tracks = load_tracks(settings)
+    table = tracks[["track_id", *[c for c in tracks.columns if c not in TRACK_COLUMNS]]].set_index("track_id")
+    labels = StateDir(settings.state_dir).labels / "labels.parquet"
+    if labels.exists():
+        voted = read_table(labels, columns=["scope", "track_id", "labels"])
+        voted = voted[voted["scope"] == "global"].set_index("track_id")["labels"]
+        table["voted_moods"] = table.index.map(lambda t: ", ".join(voted[t]) if t in voted.index else "")
+    return table
+
+
+def search_stage(settings: ChorusSettings, queries: list[str], k: int | None = None, mode: str | None = None,
+                 out: str | None = None) -> StageSummary:
+    """Nearest tracks of each query, an audio file or folder (encoded with the index's models and
+    their feature settings) or a track id (or a 6+ character prefix of one) of the corpus (left out
+    of its own results); to Parquet
+    (default ``<state>/search/results/<digest>.parquet``)."""
+    import numpy as np
+
+    from chorus.errors import InputError
+    from chorus.search.encode import ModelVersion, TrackEncoder
+
+    started = time.perf_counter()
+    state = StateDir(settings.state_dir).create()
+    k, mode = k or settings.search.k, mode or settings.search.mode
+    index = load_index(settings)
+    from chorus.tagging import audio_files
+
+    # a folder stands for the audio files under it
+    queries = [q for query in queries for q in ([str(f) for f in audio_files([Path(query).expanduser()])]
+                                                 if Path(query).expanduser().is_dir() else [query])]
+    encoder: Any = None
+    vectors, codes, exclude = [], [], []
+    for query in queries:
+        path = Path(query).expanduser()
+        if path.is_file():
+            if encoder is None:
+                encoder = TrackEncoder.from_registry(ModelVersion(**index.meta["semantic"]), ModelVersion(**index.meta["hash"]))
+            vector, code = encoder.encode_file(path.resolve())
+            position = None
+        else:
+            matches = [i for i, t in enumerate(index.track_ids) if str(t).startswith(query)] if len(query) >= 6 else []
+            if len(matches) != 1:
+                rule = "neither an audio file nor a track id of the index" if not matches else "matches several track ids"
+                raise InputError(query, rule, f"index {index.meta['name']}: {len(index)} tracks")
+            position = matches[0]
+            vector, code = index.vectors[position], index.codes[position]
+        vectors.append(vector), codes.append(code), exclude.append(position)
+    hits = index.search(np.stack(vectors), np.stack(codes), k, mode, settings.search.rerank_candidates, exclude=exclude)
+    hits.insert(0, "like", [queries[q] for q in hits["query"]])
+    hits = hits.drop(columns="query").join(track_labels(settings), on="track_id")
+    hits["mode"], hits["index"] = mode, index.meta["name"]
+    digest = stable_hash([index.meta["key"], queries, k, mode])
+    target = Path(out).expanduser().resolve() if out else state.search / "results" / f"{digest}.parquet"
+    write_parquet(hits, target)
+    return StageSummary("search", False, {"results": str(target)},
+                        {"queries": len(queries), "k": k, "mode": mode, "index": index.meta["name"]},
+                        time.perf_counter() - started)
+
+
 # --- evaluate -----------------------------------------------------------------------------
 
 
@@ -769,10 +945,12 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     features = load_features(state.features, settings.features, test_ids, maps=map_names(settings.features))
     subject, scorer, unscorable = _report_subject(ts.model_name, champion, candidates, features.config_hash)
     voting = read_metrics(state.reports / "metrics.json").get("voting")
+    search_check = current_index_meta(settings)
     evaluated = {k: {"registered": v["registered"], "version": v["version"]} for k, v in sorted(candidates.items())
                  if v.get("kind") != "pretext"}
     key = stable_hash({"champion": champion, "subject": subject, "candidates": evaluated, "evaluate": es.config_hash(),
                        "voting": voting, "features": features_key(state.features, settings.features),
+                       "search": (search_check or {}).get("key"),
                        "moods": stable_hash(sorted(mood_labels(settings).items())),
                        "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
     folder = state.reports / f"{ts.model_name}-v{subject}"
@@ -837,7 +1015,8 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     if retrieval:
         figures.append(("Semantic vectors in 2-D", retrieval.pop("plot")))
     html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
-                         retrieval=retrieval, figures=figures, promotion=_latest_decision(state, ts.model_name),
+                         retrieval=retrieval, search=search_check, figures=figures,
+                         promotion=_latest_decision(state, ts.model_name),
                          candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
@@ -846,7 +1025,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     write_text_atomic(report_path, html)
     record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": subject, "champion": champion, "task": ts.task,
               "candidate": scorer.contract.candidate, "split": es.split, **metrics.as_dict(), "candidates": per_candidate,
-              "retrieval": retrieval}
+              "retrieval": retrieval, "search": search_check}
     write_json_atomic(model_metrics_path, record)
     registry.log_report(run_id, [report_path, model_metrics_path],
                         {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy})
@@ -877,7 +1056,8 @@ def _retrieval_and_compression(settings: ChorusSettings, state: StateDir, tracks
         return {}
     train_vectors, test_vectors = scorer.embed(train.x), scorer.embed(test.x)
     codes = {name: h.scores(test.x) for name, h in sorted(hash_scorers.items())}
-    table = retrieval_table(train_vectors, test_vectors, test.y, test.track_ids, codes, k=10, seed=settings.labels.seed)
+    table = retrieval_table(train_vectors, test_vectors, test.y, test.track_ids, codes, k=10, seed=settings.labels.seed,
+                            rerank_candidates=settings.search.rerank_candidates)
     dims = [d for d in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1690) if d <= train_vectors.shape[1]]
     table["compression"] = compression_curve(train_vectors, train.y, test_vectors, test.y, dims, settings.labels.seed)
     table["semantic_model"] = f"{scorer.contract.candidate} (penultimate layer, {train_vectors.shape[1]} dims)"

@@ -74,6 +74,11 @@ class StateDir:
         return self.root / "checkpoints"
 
     @property
+    def search(self) -> Path:
+        """Search indexes, one folder per pair of model versions, and batch query results."""
+        return self.root / "search"
+
+    @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
 

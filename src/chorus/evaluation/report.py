@@ -187,6 +187,23 @@ def retrieval_section(retrieval: dict[str, Any] | None) -> str:
             "train): logistic-regression accuracy and relative reconstruction error.</p>" + curve)
 
 
+def search_section(index: dict[str, Any] | None) -> str:
+    """The search index's degraded-copy check: per mode, the share of tracks found from each copy."""
+    if not index or not index.get("check"):
+        return ""
+    check = index["check"]
+    found = check["found_in_top_k"]
+    degradations = sorted(next(iter(found.values())))
+    rows = [[mode, *(found[mode][d] for d in degradations)] for mode in found]
+    cfg = check.get("settings", {})
+    return (f"<h2>Similar-song search</h2><p class=\"muted\">Index {html.escape(index['name'])} "
+            f"({index['tracks']} tracks, {index['bits']}-bit codes, {index['dims']}-d semantic vectors; "
+            f"{html.escape(index['hash_index'])} / {html.escape(index['vector_index'])}). Each of {check['tracks']} tracks "
+            f"queried with a degraded copy of its audio: another {cfg.get('excerpt_s', '?')} s excerpt, white noise at "
+            f"{cfg.get('snr_db', '?')} dB SNR, a {cfg.get('gain_db', '?')} dB gain change. Share of tracks whose original "
+            f"is in the top {check['k']}:</p>" + _table(["mode", *degradations], rows))
+
+
 def voting_section(voting: dict[str, Any] | None) -> str:
     """The held-out-tags protocol table (METHOD.md section 2) and the labels' quality."""
     if not voting or not voting.get("schemes"):
@@ -220,6 +237,7 @@ def render_report(
     retrieval: dict[str, Any] | None = None,
     figures: list[tuple[str, str]] | None = None,
     promotion: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
 ) -> str:
     """The evaluation report as one HTML string."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
@@ -256,6 +274,7 @@ predictions average the segment probabilities of each track.</p>{confusion}{plot
 {promotion_section(promotion)}
 {candidates_section(candidates or [])}
 {retrieval_section(retrieval)}
+{search_section(search)}
 {voting_section(voting)}
 <h2>Notes</h2><ul>{note_html}</ul>
 </body></html>

@@ -127,6 +127,18 @@ def _feature_segments_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
     return checks
 
 
+def _search_index_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    """A search index, one row per track (see chorus.search.index.index_checks)."""
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="track_id"),
+        gxe.ExpectColumnDistinctValuesToEqualSet(column="track_id", value_set=param(params, "track_ids")),
+        gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+        gxe.ExpectColumnValuesToBeInSet(column="code_bytes", value_set=param(params, "code_bytes", as_list=True)),
+    ]
+
+
 SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
     "tracks": _tracks_suite,
     "users": _users_suite,
@@ -135,6 +147,7 @@ SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
     "playlist_tracks": _playlist_tracks_suite,
     "labels": _labels_suite,
     "feature_segments": _feature_segments_suite,
+    "search_index": _search_index_suite,
 }
 
 

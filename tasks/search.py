@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from chorus import stages
+from chorus.config import ChorusSettings
+
+
+@task(name="build-index", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def build_index(settings: ChorusSettings) -> dict[str, Any]:
+    summary = stages.index_stage(settings).as_dict()
+    get_run_logger().info("index %s (%s): %s", summary["outputs"]["index"], "current" if summary["skipped"] else "built",
+                          summary["counts"])
+    return summary
+
+
+@task(name="search-queries", cache_policy=NO_CACHE)
+def search(settings: ChorusSettings, queries: list[str], k: int | None, mode: str | None, out: str | None) -> dict[str, Any]:
+    summary = stages.search_stage(settings, queries, k, mode, out).as_dict()
+    get_run_logger().info("search: %s -> %s", summary["counts"], summary["outputs"]["results"])
+    return summary
