@@ -37,7 +37,7 @@ def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
         summary["promote"] = promote(settings, trigger="pipeline")
         timings["promote"] = time.perf_counter() - started
         started = time.perf_counter()
-        summary["index"] = index(settings)
+        summary["index"] = index(settings, if_models=True)
         timings["index"] = time.perf_counter() - started
         started = time.perf_counter()
         summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["candidates"])

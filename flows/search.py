@@ -10,12 +10,13 @@ from tasks import search as search_tasks
 
 
 @flow(name="index", log_prints=True)
-def index(settings: ChorusSettings | None = None) -> dict[str, Any]:
+def index(settings: ChorusSettings | None = None, if_models: bool = False) -> dict[str, Any]:
     """The search index of the champions (semantic vectors, hash codes, faiss), rebuilt when a
-    champion, the features or the search settings change, and its degraded-copy check."""
+    champion, the features or the search settings change, and its degraded-copy check.
+    ``if_models``: a model without a champion yet skips the index instead of failing."""
     settings = resolve(settings)
     with holding_state(settings):
-        return search_tasks.build_index(settings)
+        return search_tasks.build_index(settings, if_models)
 
 
 @flow(name="search", log_prints=True)

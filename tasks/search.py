@@ -10,10 +10,10 @@ from chorus.config import ChorusSettings
 
 
 @task(name="build-index", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def build_index(settings: ChorusSettings) -> dict[str, Any]:
-    summary = stages.index_stage(settings).as_dict()
-    get_run_logger().info("index %s (%s): %s", summary["outputs"]["index"], "current" if summary["skipped"] else "built",
-                          summary["counts"])
+def build_index(settings: ChorusSettings, if_models: bool = False) -> dict[str, Any]:
+    summary = stages.index_stage(settings, if_models=if_models).as_dict()
+    get_run_logger().info("index %s (%s): %s", summary["outputs"].get("index", "not built"),
+                          "current" if summary["skipped"] else "built", summary["counts"])
     return summary
 
 

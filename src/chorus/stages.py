@@ -721,13 +721,13 @@ def index_folder(state: StateDir, semantic: Any, hashing: Any) -> Path:
     return state.search / f"{semantic.name}-v{semantic.version}+{hashing.name}-v{hashing.version}"
 
 
-def index_stage(settings: ChorusSettings, validator: Any = None) -> StageSummary:
+def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool = False) -> StageSummary:
     """Semantic vectors and hash codes of every track of the corpus, from the stored features,
     for the models at ``search.alias``; faiss indexes; then the degraded-copy check. Skipped when
-    the index on disk was built from the same versions, features and settings."""
-    import numpy as np
-
+    the index on disk was built from the same versions, features and settings, and (``if_models``,
+    as in the pipeline) when a model has no version at the alias yet."""
     from chorus import registry
+    from chorus.errors import InputError
     from chorus.features import features_key, load_features
     from chorus.search import SearchIndex
     from chorus.search.encode import TrackEncoder
@@ -735,7 +735,13 @@ def index_stage(settings: ChorusSettings, validator: Any = None) -> StageSummary
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
-    semantic, hashing = search_models(settings)
+    try:
+        semantic, hashing = search_models(settings)
+    except InputError as missing:
+        if not if_models:
+            raise
+        log.warning("no search index: %s", missing)
+        return StageSummary("index", True, {}, {"reason": str(missing)}, time.perf_counter() - started)
     folder = index_folder(state, semantic, hashing)
     key = stable_hash([str(semantic), str(hashing), features_key(state.features, settings.features),
                        settings.search.config_hash()])
