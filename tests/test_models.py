@@ -188,3 +188,22 @@ def test_scorer_refuses_features_of_another_configuration():
         trained.scorer.contract.check_features("another-hash")
     with pytest.raises(ValueError, match="expects"):
         trained.scorer.scores(np.zeros((2, 1, 32, 32), np.float32))  # one map where three are stored
+
+
+def test_level_and_noise_augmentation_acts_like_gain_and_white_noise():
+    from chorus.training import level_and_noise, noise_bank
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(-50, 10, (8, 3, 16, 20)).astype(np.float32)
+    x[:, :, :4] = -100.0  # digital silence in the lowest bands
+    bank = noise_bank((3, 16, 20), 4, seed=0)
+    gained = level_and_noise(x.copy(), np.random.default_rng(1), 6.0, 0.0, (20.0, 20.0), -100.0, bank)
+    shift = (gained - x)[:, :, 4:]
+    assert np.allclose(shift, shift[:, :1, :1, :1], atol=1e-4)  # one level change per example
+    assert np.abs(shift).max() <= 6.0 + 1e-4 and np.ptp(shift[:, 0, 0, 0]) > 1.0
+    assert (gained[:, :, :4] == -100.0).all()  # silence stays silent
+    noisy = level_and_noise(x.copy(), np.random.default_rng(1), 0.0, 1.0, (20.0, 20.0), -100.0, bank)
+    signal, added = 10 ** (x[:, 0] / 10), 10 ** (noisy[:, 0] / 10) - 10 ** (x[:, 0] / 10)
+    snr = 10 * np.log10(signal.mean(axis=(1, 2)) / added.mean(axis=(1, 2)))
+    assert np.allclose(snr, 20.0, atol=1.5)  # the drawn SNR, against the example's own power
+    assert (noisy[:, :, :4] > -100.0).all() and (noisy >= x - 1e-4).all()  # noise only adds power

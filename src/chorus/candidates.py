@@ -257,7 +257,8 @@ def train_candidate(
                     _class_weights(train.y, len(targets.labels)) if spec.kind == "single" else None,
                     hs.quantisation_weight, hs.balance_weight, hs.loss)
     epochs = settings.backbone.epochs if spec.kind == "pretext" else settings.epochs
-    result = fit(scorer, train, valid, head, settings, epochs=epochs, checkpoint=checkpoint, on_epoch=on_epoch)
+    result = fit(scorer, train, valid, head, settings, epochs=epochs, checkpoint=checkpoint, on_epoch=on_epoch,
+                 floor_db=feature_settings.db_floor)
     best = result.history[result.best_epoch - 1] if result.history else {}
     params = {"architecture": spec.arch, "input_maps": [stored[c] for c in channels],
               "parameters": sum(p.numel() for p in net.parameters()),

@@ -240,6 +240,11 @@ class TrainSettings(StageSettings):
     freq_masks: int = Field(1, ge=0)
     mask_width: int = Field(12, ge=1, description="Largest mask, in frames / bands.")
     mixup_alpha: float = Field(0.0, ge=0.0, description="Mixup for single-label tasks; 0 turns it off.")
+    level_db: float = Field(6.0, ge=0.0, description="Random level change per example, up to +- this many dB "
+                                                     "(what a gain change does to a dB map).")
+    noise_probability: float = Field(0.5, ge=0.0, le=1.0, description="Share of examples given additive white noise "
+                                                                     "in the power domain.")
+    noise_snr_db: tuple[float, float] = Field((10.0, 40.0), description="Range of the noise's SNR, drawn uniformly.")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -170,12 +170,47 @@ def track_level_score(per_track: np.ndarray, truth: np.ndarray, kind: str, head_
     return float((per_track.argmax(1) == truth).mean())
 
 
+_LN10_OVER_10 = np.float32(np.log(10.0) / 10.0)
+
+
+def noise_bank(shape: tuple[int, ...], size: int, seed: int) -> np.ndarray:
+    """``size`` unit-mean white-noise power fields (exponential per bin, like a periodogram's),
+    drawn once: sampling fresh ones per batch would cost more than the training step."""
+    return np.random.default_rng([seed, 7]).standard_exponential(size=(size, *shape), dtype=np.float32)
+
+
+def level_and_noise(x: np.ndarray, rng: np.random.Generator, level_db: float, noise_probability: float,
+                    snr_db: tuple[float, float], floor_db: float, bank: np.ndarray) -> np.ndarray:
+    """What a gain change and additive white noise do to dB maps, in place on a batch (examples,
+    channels, bands, frames): each example's level moves by up to +-``level_db``; a
+    ``noise_probability`` share of examples get a noise field from ``bank`` at a level ``snr_db``
+    below the example's mean power in its first channel (the log-mel; later channels, the HPSS
+    parts, take half the noise each). Bins at the floor (digital silence) stay there under the
+    level change."""
+    n = len(x)
+    silent = x <= floor_db
+    x += rng.uniform(-level_db, level_db, size=(n, 1, 1, 1)).astype(np.float32)
+    noisy = np.flatnonzero(rng.random(n) < noise_probability)
+    if len(noisy):
+        power = np.exp(x[noisy] * _LN10_OVER_10)
+        reference = power[:, :1].mean(axis=(1, 2, 3), keepdims=True)
+        snr = rng.uniform(snr_db[0], snr_db[1], size=(len(noisy), 1, 1, 1)).astype(np.float32)
+        scale = np.where(np.arange(x.shape[1]) == 0, 1.0, 0.5).astype(np.float32).reshape(1, -1, 1, 1)
+        power += bank[rng.integers(0, len(bank), len(noisy))] * (reference * np.exp(-snr * _LN10_OVER_10) * scale)
+        x[noisy] = np.log(power) / _LN10_OVER_10
+        silent[noisy] = False  # noise fills silence
+    np.maximum(x, floor_db, out=x)
+    np.copyto(x, np.float32(floor_db), where=silent)
+    return x
+
+
 class SegmentBatches(torch.utils.data.Dataset):
-    """Batches cut from in-RAM (or memory-mapped) segments: a random time crop per example and
-    SpecAugment-style masks (filled with the map's mean), drawn from a per-batch seed."""
+    """Batches cut from in-RAM (or memory-mapped) segments: a random time crop per example, a
+    random level change and additive noise (``level_and_noise``), and SpecAugment-style masks
+    (filled with the map's mean), drawn from a per-batch seed."""
 
     def __init__(self, split: SegmentSplit, settings: TrainSettings, fill: np.ndarray, augment: bool,
-                 channels: list[int] | None = None) -> None:
+                 channels: list[int] | None = None, floor_db: float = -100.0) -> None:
         self.split = split
         self.channels = list(range(split.x.shape[1])) if channels is None else list(channels)
         # A contiguous run of channels is a slice (a view); others need fancy indexing.
@@ -187,6 +222,9 @@ class SegmentBatches(torch.utils.data.Dataset):
         self.settings = settings
         self.fill = np.asarray(fill, np.float32).reshape(-1, 1, 1)
         self.augment = augment
+        self.floor_db = floor_db
+        self.bank = (noise_bank((len(self.channels), split.x.shape[2], self.crop), 64, settings.seed)
+                     if augment and settings.noise_probability > 0 else np.ones((1, 1, 1, 1), np.float32))
 
     def __len__(self) -> int:
         return len(self.split)
@@ -204,6 +242,8 @@ class SegmentBatches(torch.utils.data.Dataset):
         x = np.empty((len(index), len(self.channels), bands, crop), np.float32)
         for i, (j, o) in enumerate(zip(index, offsets, strict=True)):
             x[i] = source[j, self.cut, :, o : o + crop]
+        if s.level_db > 0 or s.noise_probability > 0:
+            level_and_noise(x, rng, s.level_db, s.noise_probability, s.noise_snr_db, self.floor_db, self.bank)
         widths_t = rng.integers(0, min(s.mask_width, crop // 4) + 1, size=(len(index), s.time_masks, 1))
         widths_f = rng.integers(0, min(s.mask_width, bands // 4) + 1, size=(len(index), s.freq_masks, 1))
         starts_t = rng.integers(0, crop - widths_t + 1)
@@ -313,11 +353,13 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     max_steps: int | None = None,
     progress: bool | None = None,
+    floor_db: float = -100.0,
 ) -> FitResult:
     """Train ``scorer`` on ``train``, keep the weights of the best validation epoch, stop early
     after ``patience`` epochs without improvement. With ``checkpoint``, every epoch is saved and
     an existing checkpoint is resumed. ``max_steps`` caps steps per epoch (benchmarks).
-    ``progress`` shows a bar per epoch (default: when stderr is a terminal)."""
+    ``progress`` shows a bar per epoch (default: when stderr is a terminal). ``floor_db``: the
+    features' dB floor (augmentation keeps silence there)."""
     from tqdm import tqdm
 
     epochs = epochs or settings.epochs
@@ -336,7 +378,7 @@ def fit(
     weights = torch.tensor(head.class_weights, dtype=torch.float32, device=device) if head.class_weights is not None else None
     # Batches hold only the network's channels; masks are filled with each map's mean.
     data = SegmentBatches(train, settings, scorer.mean.flatten().cpu().numpy(), augment=True,
-                          channels=scorer.channels.cpu().tolist())
+                          channels=scorer.channels.cpu().tolist(), floor_db=floor_db)
 
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "stale": 0,
                              "best_state": None, "finished": False}
