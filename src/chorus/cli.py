@@ -151,9 +151,24 @@ def _terminal_logs_without_tracebacks() -> None:
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
+Dataset = Annotated[str | None, typer.Option("--dataset", help="A standard dataset in its own layout: mtat, jamendo or gtzan.")]
+DatasetRoot = Annotated[Path | None, typer.Option("--root", help="The dataset's root folder (with --dataset).")]
+
+
+def _select_dataset(dataset: str | None, root: Path | None) -> None:
+    if dataset is None and root is None:
+        return
+    from chorus.datasets.adapters import DATASETS
+
+    if dataset not in DATASETS or root is None:
+        raise typer.BadParameter(f"--dataset ({', '.join(DATASETS)}) and --root DIR go together")
+    CTX.overrides.setdefault("ingest", {}).update({"adapter": dataset, "manifest": str(root.expanduser().resolve())})
+
+
 @app.command()
-def ingest() -> None:
-    """Probe, decode and validate the corpus (the demo one unless ingest.manifest is set)."""
+def ingest(dataset: Dataset = None, root: DatasetRoot = None) -> None:
+    """Probe, decode and validate the corpus (the demo one unless ingest.manifest or --dataset is set)."""
+    _select_dataset(dataset, root)
     _print_summary(_run_flow("ingest"))
 
 

@@ -77,7 +77,13 @@ class IngestSettings(StageSettings):
     manifest: str | None = Field(
         None, description="Manifest (CSV/Parquet), a folder-per-label root, or None for the demo."
     )
-    adapter: Literal["auto", "demo", "folder", "manifest"] = "auto"
+    adapter: Literal["auto", "demo", "folder", "manifest", "mtat", "jamendo", "gtzan"] = "auto"
+    split_files: dict[str, str] | None = Field(None, description="Standard datasets: {train|valid|test: file listing "
+                                                                 "clip ids, file names or paths}; overrides the usual split.")
+    top_tags: int | None = Field(50, ge=1, description="MagnaTagATune: keep the most frequent tags (None: all).")
+    tag_category: Literal["mood/theme", "genre", "instrument", "top50", "all"] = Field(
+        "mood/theme", description="MTG-Jamendo: which tags to keep.")
+    jamendo_split: str = Field("split-0", description="MTG-Jamendo: the official split (split-0 .. split-4).")
     social_dir: str | None = Field(None, description="Folder with users/follows/playlists/playlist_tracks.")
     allowed_schemes: list[str] = Field(default_factory=lambda: ["file"])
     min_duration_s: float = Field(3.0, gt=0)

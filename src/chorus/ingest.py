@@ -177,8 +177,10 @@ def ingest(
             row[column] = None if pd.isna(value) or value == "" else str(value)
         rows.append(row)
     tracks = pd.DataFrame(rows, columns=TRACK_COLUMNS + label_columns)
+    if candidates.rejected is not None:  # annotation rows the adapter could not use
+        bad += [{**r, "source": candidates.source} for r in candidates.rejected.to_dict("records")]
     quarantine = pd.DataFrame(
-        [{k: r.get(k) for k in QUARANTINE_COLUMNS} for r in sorted(bad, key=lambda r: r["uri"])],
+        [{k: r.get(k) for k in QUARANTINE_COLUMNS} for r in sorted(bad, key=lambda r: str(r["uri"]))],
         columns=QUARANTINE_COLUMNS,
     )
     quarantine["manifest_row"] = pd.array(quarantine["manifest_row"].map(lambda v: None if v is None or pd.isna(v) else int(v)), dtype="Int64")
@@ -195,7 +197,9 @@ def inputs_fingerprint(candidates: Candidates, settings: IngestSettings) -> str:
             stats.append((uri, st.st_size, st.st_mtime_ns) if st else (uri,))
         except (AudioProblem, OSError):
             stats.append((uri, "-"))
-    table_hash = hashlib.sha256(pd.util.hash_pandas_object(candidates.table.astype(str), index=False).values.tobytes()).hexdigest()
+    tables = [candidates.table] + ([candidates.rejected] if candidates.rejected is not None else [])
+    table_hash = hashlib.sha256(b"".join(pd.util.hash_pandas_object(t.astype(str), index=False).values.tobytes()
+                                         for t in tables)).hexdigest()
     return stable_hash({"settings": settings.config_hash(), "table": table_hash, "files": stats, "root": str(candidates.root)})
 
 

@@ -82,7 +82,7 @@ def ingest_stage(settings: ChorusSettings, progress: Any = None, validator: Any 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
     corpus, social_dir = corpus_location(settings)
-    candidates = candidates_for(corpus, settings.ingest.adapter)
+    candidates = candidates_for(corpus, settings.ingest.adapter, settings.ingest)
     key = inputs_fingerprint(candidates, settings.ingest)
     quarantine_path = state.quarantine / "ingest.parquet"
     from chorus.ingest import drop_forgotten, forgotten_digests, social_key as social_tables_key

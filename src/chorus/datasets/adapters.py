@@ -4,12 +4,14 @@
 - ``folder``: folder-per-label (GTZAN layout ``root/<label>/<file>``), label column ``label``.
 - ``manifest``: a CSV or Parquet file with a ``uri`` column and optional label/split columns;
   relative paths resolve against the manifest's folder.
+- ``mtat``, ``jamendo``, ``gtzan``: standard datasets in their own layouts (chorus.datasets.standard).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,6 +28,9 @@ class Candidates:
     root: Path
     source: str
     manifest_file: Path | None
+    # annotation rows the adapter could not use (uri, reason, detail, manifest_row): quarantined
+    rejected: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)  # how labels and splits were read
 
 
 def read_manifest_table(path: Path) -> pd.DataFrame:
@@ -56,11 +61,27 @@ def from_folder(root: Path) -> Candidates:
     return Candidates(pd.DataFrame(rows), root.resolve(), "folder", None)
 
 
-def candidates_for(location: str | Path, adapter: str = "auto") -> Candidates:
-    """Pick the adapter by name or, with ``auto``, by what ``location`` is."""
+DATASETS = ("mtat", "jamendo", "gtzan")
+
+
+def candidates_for(location: str | Path, adapter: str = "auto", settings: Any = None) -> Candidates:
+    """Pick the adapter by name or, with ``auto``, by what ``location`` is. ``settings``
+    (IngestSettings) carries the standard datasets' options: split files, tags, category."""
     path = Path(location).expanduser()
     if not path.exists():
         raise InputError(str(path), "corpus location does not exist")
+    if adapter in DATASETS:
+        from chorus.config import IngestSettings
+        from chorus.datasets import standard
+
+        if not path.is_dir():
+            raise InputError(str(path), f"the {adapter} adapter needs the dataset's root folder")
+        s = settings or IngestSettings()
+        if adapter == "mtat":
+            return standard.from_mtat(path, s.top_tags, s.split_files)
+        if adapter == "jamendo":
+            return standard.from_jamendo(path, s.tag_category, s.jamendo_split, s.split_files)
+        return standard.from_gtzan(path, s.split_files, s.split, s.split_seed)
     if adapter == "auto":
         if path.is_dir():
             adapter = "demo" if (path / "demo.json").exists() else "folder"
@@ -76,4 +97,4 @@ def candidates_for(location: str | Path, adapter: str = "auto") -> Candidates:
         if path.is_dir():
             raise InputError(str(path), "the manifest adapter needs a CSV/Parquet file, not a directory")
         return from_manifest(path)
-    raise InputError(str(path), f"unknown adapter '{adapter}' (auto, demo, folder, manifest)")
+    raise InputError(str(path), f"unknown adapter '{adapter}' (auto, demo, folder, manifest, mtat, jamendo, gtzan)")
