@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 
 from chorus.candidates import resolve_candidates
+from chorus.stages import social_data_present
 from chorus.config import ChorusSettings
 from flows._common import holding_state, resolve
 from flows.evaluate import evaluate
@@ -30,6 +31,11 @@ def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
         stages = [("ingest", ingest), ("features", features), ("labels", labels)]
         stages += [("pretrain", pretrain)] if needs_backbone else []
         for name, stage in [*stages, ("train", train)]:
+            if name == "labels" and not social_data_present(settings):
+                # a corpus without a crowd (a standard dataset): tasks read its own labels
+                summary[name] = {"stage": "labels", "skipped": True, "outputs": {}, "seconds": 0.0,
+                                 "counts": {"reason": "no social data (ingest.social_dir)"}}
+                continue
             started = time.perf_counter()
             summary[name] = stage(settings)
             timings[name] = time.perf_counter() - started

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from chorus import MOODS
 from chorus.config import FeatureSettings, TrainSettings
 from chorus.features import FeatureSet, map_names
 from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN, select_maps_by_variance
@@ -129,7 +128,7 @@ def pretext_columns(tracks: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 
 
 def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings,
-                 mood_labels: dict[str, list[str]] | None = None) -> TaskTargets:
+                 mood_labels: MultiLabelTruth | None = None) -> TaskTargets:
     """Targets of a task family. The test split is included (for evaluation) but never trained on."""
     splits = ("train", "valid", "test")
     if task in ("style", "hash"):
@@ -143,11 +142,12 @@ def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings
                                                                           labelled.loc[labelled.split == s, column], strict=True)
                                          if str(v) in index} for s in splits})
     if task == "mood":
-        mood_labels = mood_labels or {}
-        if not mood_labels:
-            raise ValueError("the mood task needs the global voted labels: run the labels stage first")
-        hot = {t: np.isin(MOODS, labels).astype(np.float32) for t, labels in mood_labels.items()}
-        return TaskTargets(list(MOODS), {s: {t: hot[t] for t in tracks.loc[tracks.split == s, "track_id"] if t in hot}
+        if mood_labels is None or not mood_labels.labels:
+            raise ValueError(f"the multi-label task '{settings.mood_task}' has no labels (the voted moods need the "
+                             "labels stage; a column task needs its column in the tracks table)")
+        vocabulary = mood_labels.vocabulary
+        hot = {t: np.isin(vocabulary, labels).astype(np.float32) for t, labels in mood_labels.labels.items()}
+        return TaskTargets(list(vocabulary), {s: {t: hot[t] for t in tracks.loc[tracks.split == s, "track_id"] if t in hot}
                                          for s in splits})
     columns = pretext_columns(tracks, settings.backbone.tasks)
     names, sizes, indices = [], [], []
@@ -164,6 +164,19 @@ def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings
 
     rows = {s: {r.track_id: row(r._asdict()) for r in labelled[labelled.split == s].itertuples()} for s in ("train", "valid")}
     return TaskTargets(names, {**rows, "test": {}}, sizes)
+
+
+@dataclass(frozen=True)
+class MultiLabelTruth:
+    """A multi-label task's vocabulary and each labelled track's labels (within it)."""
+
+    vocabulary: list[str]
+    labels: dict[str, list[str]]
+
+    def digest(self) -> str:
+        from chorus.config import stable_hash
+
+        return stable_hash([self.vocabulary, sorted(self.labels.items())])
 
 
 # --- training -----------------------------------------------------------------------------

@@ -37,9 +37,12 @@ class Context:
         self.config: Path | None = None
         self.overrides: dict[str, Any] = {}
         self.debug = False
+        self.task: str | None = None
 
     def settings(self) -> ChorusSettings:
         settings = load_settings(self.config, self.overrides)
+        if self.task:
+            settings = settings.for_task(self.task)
         apply_runtime_environment(StateDir(settings.state_dir))
         return settings
 
@@ -185,6 +188,8 @@ def labels() -> None:
 
 
 Profile = Annotated[str | None, typer.Option("--profile", help="Candidate set: default or full (every model and baseline).")]
+Task = Annotated[str | None, typer.Option("--task", help="Train and report one task (settings: tasks.<name>), e.g. tags "
+                                                         "(MagnaTagATune, MTG-Jamendo) or genre (GTZAN).")]
 
 
 def _select(profile: str | None, candidates: list[str] | None) -> None:
@@ -205,8 +210,10 @@ def train(
     candidate: Annotated[list[str] | None, typer.Option("--candidate", "-c",
                                                          help="Train this candidate (repeatable); see `chorus candidates`.")] = None,
     profile: Profile = None,
+    task: Task = None,
 ) -> None:
     """Train, track and register the selected models and baselines."""
+    CTX.task = task
     _select(profile, candidate)
     _print_summary(_run_flow("train"))
 
@@ -227,8 +234,9 @@ def candidates() -> None:
 
 
 @app.command()
-def evaluate() -> None:
+def evaluate(task: Task = None) -> None:
     """Evaluate the champion on the held-out split and write the report."""
+    CTX.task = task
     _print_summary(_run_flow("evaluate"))
 
 
@@ -318,8 +326,10 @@ def _alias_text(name: str, alias: str) -> str:
 
 
 @app.command()
-def run(profile: Profile = None) -> None:
+def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, root: DatasetRoot = None) -> None:
     """Run the whole pipeline as one Prefect flow and print where every output is."""
+    CTX.task = task
+    _select_dataset(dataset, root)
     _select(profile, None)
     summary = _run_flow("pipeline")
     _print_summary(summary)

@@ -210,6 +210,10 @@ class BackboneSettings(StageSettings):
     channels: tuple[int, ...] = (32, 64, 128, 128)
 
 
+# What `chorus run --task <single-label task>` trains: no backbone (its pretext labels are the
+# demo's), the article's CNN, the short-chunk CNN and the MFCC + SVM baseline.
+SINGLE_LABEL_CANDIDATES: tuple[str, ...] = ("paper_cnn", "short_chunk", "mfcc_svm_pso")
+
 PROFILES: dict[str, tuple[str, ...]] = {
     "default": ("paper_cnn", "short_chunk", "mood_tagger", "crnnh_32", "mfcc_svm_pso"),
     "full": ("paper_cnn", "paper_cnn_3ch", "short_chunk", "short_chunk_logmel", "short_chunk_res", "crnn",
@@ -274,11 +278,38 @@ class TrainSettings(StageSettings):
         return self.registered_name(self.task)
 
 
+class TaskSettings(StageSettings):
+    """A labelling task: where its labels come from, its vocabulary, single- or multi-label.
+    ``chorus run --task NAME`` trains and reports it; it registers as <prefix>-<NAME> (a single-
+    label task as <prefix>-<column>)."""
+
+    kind: Literal["single", "multi"]
+    source: Literal["column", "voted"] = Field("column", description="A tracks column (from the manifest or a "
+                                                                     "dataset's annotations), or the crowd's voted moods.")
+    column: str | None = Field(None, description="Default: the task's name.")
+    vocabulary: list[str] | None = Field(None, description="Default: the labels found in the data.")
+    top_n: int | None = Field(None, ge=1, description="Multi-label: keep the most frequent labels of the train split.")
+    separator: str = Field(";", description="Multi-label column: labels joined by this.")
+
+
+def _default_tasks() -> dict[str, TaskSettings]:
+    return {
+        "style": TaskSettings(kind="single", column="style"),
+        "mood": TaskSettings(kind="multi", source="voted"),
+        "tags": TaskSettings(kind="multi", column="tags"),  # MagnaTagATune, MTG-Jamendo
+        "genre": TaskSettings(kind="single", column="genre"),  # GTZAN
+        "label": TaskSettings(kind="single", column="label"),  # a folder-per-label corpus
+    }
+
+
 class EvaluateSettings(StageSettings):
     """Held-out evaluation and its report."""
 
     split: str = "test"
     alias: str = "champion"
+    subject: Literal["single", "multi"] = Field("single", description="Which model the report describes: the "
+                                                                      "single-label task's (train.task) or the "
+                                                                      "multi-label task's (train.mood_task).")
 
 
 class DegradedQuerySettings(StageSettings):
@@ -364,6 +395,7 @@ class ChorusSettings(BaseSettings):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    tasks: dict[str, TaskSettings] = Field(default_factory=_default_tasks, description="Tasks by name (chorus run --task).")
 
     @classmethod
     def settings_customise_sources(
@@ -376,6 +408,23 @@ class ChorusSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # First wins: flags (init), then env, then the YAML file, then defaults.
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    def for_task(self, name: str) -> ChorusSettings:
+        """These settings aimed at one task: what trains (a single-label task: the style family of
+        candidates on its column; a multi-label one: the tagger) and what the report describes."""
+        if name not in self.tasks:
+            raise ConfigError(f"task '{name}' is not defined; tasks: {', '.join(sorted(self.tasks))} (settings: tasks.<name>)")
+        task = self.tasks[name]
+        if task.kind == "single":
+            train = {"task": task.column or name, "candidates": list(SINGLE_LABEL_CANDIDATES)}
+        else:
+            train = {"mood_task": name, "candidates": ["mood_tagger"]}
+        return self.model_copy(update={"train": self.train.model_copy(update=train),
+                                       "evaluate": self.evaluate.model_copy(update={"subject": task.kind})})
+
+    def multi_task(self) -> TaskSettings:
+        """The multi-label task the tagger trains on (train.mood_task; voted moods by default)."""
+        return self.tasks.get(self.train.mood_task) or TaskSettings(kind="multi", source="voted")
 
     def resolved(self) -> ChorusSettings:
         """A copy with the state directory made absolute (outputs never depend on the cwd)."""

@@ -360,6 +360,11 @@ def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
     return {"dropped": dropped, "labels": labels.as_dict()}
 
 
+def social_data_present(settings: ChorusSettings) -> bool:
+    """Whether ingest stored the crowd's tables (a standard dataset has none)."""
+    return all(p.exists() for p in social_table_paths(StateDir(settings.state_dir)).values())
+
+
 def social_table_paths(state: StateDir) -> dict[str, Path]:
     """The validated copies of the social tables under the state directory."""
     from chorus.ingest import SOCIAL_TABLES
@@ -389,14 +394,37 @@ def git_commit() -> str:
         return "unknown"
 
 
-def mood_labels(settings: ChorusSettings) -> dict[str, list[str]]:
-    """track -> moods chosen by the global vote (the mood task's targets)."""
-    path = StateDir(settings.state_dir).labels / "labels.parquet"
-    if not path.exists():
-        return {}
-    table = read_table(path, columns=["scope", "track_id", "labels"])
-    glob = table[table["scope"] == "global"]
-    return {t: [str(m) for m in labels] for t, labels in zip(glob["track_id"], glob["labels"], strict=True)}
+def mood_labels(settings: ChorusSettings) -> Any:
+    """The multi-label task's truth (``train.mood_task``): by default the moods chosen by the
+    global vote; or a tracks column of labels joined by the task's separator (a dataset's tags),
+    its vocabulary given or the labels found (the ``top_n`` most frequent in the train split)."""
+    from chorus.candidates import MultiLabelTruth
+
+    task = settings.multi_task()
+    if task.source == "voted":
+        path = StateDir(settings.state_dir).labels / "labels.parquet"
+        if not path.exists():
+            return MultiLabelTruth(list(task.vocabulary or MOODS), {})
+        table = read_table(path, columns=["scope", "track_id", "labels"])
+        glob = table[table["scope"] == "global"]
+        return MultiLabelTruth(list(task.vocabulary or MOODS),
+                               {t: [str(m) for m in labels] for t, labels in zip(glob["track_id"], glob["labels"], strict=True)})
+    from chorus.datasets.standard import top_tags
+
+    column = task.column or settings.train.mood_task
+    tracks = load_tracks(settings)
+    if column not in tracks.columns:
+        from chorus.errors import InputError
+
+        raise InputError(str(StateDir(settings.state_dir).tracks), f"no '{column}' column for task '{settings.train.mood_task}'",
+                         f"columns: {', '.join(tracks.columns)}")
+    labelled = tracks[tracks[column].notna()]
+    lists = {t: [x.strip() for x in str(v).split(task.separator) if x.strip()]
+             for t, v in zip(labelled["track_id"], labelled[column], strict=True)}
+    train = set(labelled.loc[labelled["split"] == "train", "track_id"])
+    vocabulary = list(task.vocabulary) if task.vocabulary else sorted(top_tags([lists[t] for t in train], task.top_n))
+    chosen = set(vocabulary)
+    return MultiLabelTruth(vocabulary, {t: [x for x in labels if x in chosen] for t, labels in lists.items()})
 
 
 def candidate_key(settings: ChorusSettings, spec: Any, targets: Any, dep_keys: dict[str, str]) -> str:
@@ -436,11 +464,12 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list
     ts = settings.train
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
     tracks = training_tracks(settings)
-    if ts.task not in tracks.columns:
+    specs = resolve_candidates(candidates or list(ts.selected))
+    if ts.task not in tracks.columns and any(spec.task in ("style", "hash") for spec in specs):
         from chorus.errors import InputError
 
-        raise InputError(str(state.tracks), f"train.task '{ts.task}' is not a column of the tracks table")
-    specs = resolve_candidates(candidates or list(ts.selected))
+        raise InputError(str(state.tracks), f"train.task '{ts.task}' is not a column of the tracks table",
+                         "choose a task of this corpus: chorus run --task <name>")
     moods = mood_labels(settings)
     targets_of: dict[str, Any] = {}
     features = None
@@ -594,7 +623,7 @@ def gate_metrics(result: dict[str, Any], kind: str) -> dict[str, float]:
 
 
 def score_version(settings: ChorusSettings, name: str, version: int, features: Any, tracks: pd.DataFrame,
-                  moods: dict[str, list[str]]) -> tuple[dict[str, float], float, str]:
+                  moods: Any) -> tuple[dict[str, float], float, str]:
     """Fresh test-split scores of a registered version on the current features and labels.
     Raises when the version cannot be scored here (other features, incompatible code)."""
     from chorus import registry
@@ -943,13 +972,16 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
     es, ts = settings.evaluate, settings.train
+    multi = es.subject == "multi"
+    # the model the report describes: the single-label task's, or the multi-label task's
+    subject_name, task = (ts.registered_name(ts.mood_task), ts.mood_task) if multi else (ts.model_name, ts.task)
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
-    champion = registry.alias_version(ts.model_name, es.alias)
+    champion = registry.alias_version(subject_name, es.alias)
     candidates = candidates or {}
     tracks = training_tracks(settings)
     test_ids = tracks.loc[tracks["split"] == es.split, "track_id"].tolist()
     features = load_features(state.features, settings.features, test_ids, maps=map_names(settings.features))
-    subject, scorer, unscorable = _report_subject(ts.model_name, champion, candidates, features.config_hash)
+    subject, scorer, unscorable = _report_subject(subject_name, champion, candidates, features.config_hash)
     voting = read_metrics(state.reports / "metrics.json").get("voting")
     search_check = current_index_meta(settings)
     evaluated = {k: {"registered": v["registered"], "version": v["version"]} for k, v in sorted(candidates.items())
@@ -957,16 +989,18 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     key = stable_hash({"champion": champion, "subject": subject, "candidates": evaluated, "evaluate": es.config_hash(),
                        "voting": voting, "features": features_key(state.features, settings.features),
                        "search": (search_check or {}).get("key"),
-                       "moods": stable_hash(sorted(mood_labels(settings).items())),
-                       "tracks": stable_hash(tracks[["track_id", "split", ts.task]].astype(str).values.tolist())})
-    folder = state.reports / f"{ts.model_name}-v{subject}"
+                       "moods": mood_labels(settings).digest(),
+                       "tracks": stable_hash(tracks[[c for c in ("track_id", "split", ts.task) if c in tracks.columns]]
+                                             .astype(str).values.tolist())})
+    folder = state.reports / f"{subject_name}-v{subject}"
     report_path, model_metrics_path, summary_path = folder / "report.html", folder / "metrics.json", state.reports / "metrics.json"
     outputs = {"report": str(report_path), "metrics": str(summary_path)}
     if model_metrics_path.exists() and report_path.exists():
         previous = json.loads(model_metrics_path.read_text())
         if previous.get("key") == key:
             _update_summary(summary_path, previous)
-            return StageSummary("evaluate", True, outputs, {"accuracy": previous["accuracy"], "version": subject},
+            return StageSummary("evaluate", True, outputs, {previous.get("headline", "accuracy"): previous[previous.get("headline", "accuracy")],
+                                                            "version": subject},
                                 time.perf_counter() - started)
 
     moods = mood_labels(settings)
@@ -1003,42 +1037,86 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
 
     # The report's subject is scored like every candidate (once, if it is one of them).
     subject_result = next((results[n] for n, info in evaluated.items()
-                           if info["registered"] == ts.model_name and info["version"] == subject), None)
+                           if info["registered"] == subject_name and info["version"] == subject), None)
     if subject_result is None:
-        targets = targets_of.get("style") or task_targets("style", tracks, ts, moods)
-        subject_result = score_candidate(scorer, features, targets.splits[es.split], targets.labels, "single",
-                                         settings.labels.bootstrap, settings.labels.seed)
-    metrics = subject_result["classification"]
-    run_id = registry.run_id_of(ts.model_name, subject)
+        family = "mood" if multi else "style"
+        targets = targets_of.get(family) or task_targets(family, tracks, ts, moods)
+        subject_result = score_candidate(scorer, features, targets.splits[es.split], targets.labels,
+                                         "multi" if multi else "single", settings.labels.bootstrap, settings.labels.seed)
+    run_id = registry.run_id_of(subject_name, subject)
     history = _run_history(run_id)
+    protocol = evaluation_protocol(settings, tracks, multi)
     facts = {
-        "model": f"{ts.model_name} version {subject} ({scorer.contract.candidate})", "task": ts.task, "split": es.split,
-        "aliases": f"champion = v{champion}" if champion else "no champion", "MLflow run": run_id,
-        "promotion": _last_promotion(state, ts.model_name), "feature config hash": features.config_hash,
+        "model": f"{subject_name} version {subject} ({scorer.contract.candidate})", "task": task, "protocol": protocol["name"],
+        "split": es.split, "aliases": f"champion = v{champion}" if champion else "no champion", "MLflow run": run_id,
+        "promotion": _last_promotion(state, subject_name), "feature config hash": features.config_hash,
         "evaluation key": key, "git commit": git_commit(),
     }
-    retrieval = _retrieval_and_compression(settings, state, tracks, features, scorer, hash_scorers)
+    retrieval = {} if multi or ts.task not in tracks.columns else _retrieval_and_compression(
+        settings, state, tracks, features, scorer, hash_scorers)
     if retrieval:
         figures.append(("Semantic vectors in 2-D", retrieval.pop("plot")))
-    html = render_report(f"chorus evaluation: {ts.model_name} v{subject}", facts, metrics, history, voting=voting,
+    if multi:
+        headline = {"metric": "macro_pr_auc", "macro_pr_auc": subject_result["macro_pr_auc"]["mean"],
+                    "macro_roc_auc": subject_result["macro_roc_auc"], "n": subject_result["n"],
+                    "prevalence_baseline": subject_result["prevalence_baseline"],
+                    "labels": list(scorer.contract.labels)}
+        summary_metrics = {k: v for k, v in subject_result.items() if k not in ("track_ids", "arrays", "value", "metric",
+                                                                              "baseline", "baseline_name")}
+        mlflow_metrics = {f"{es.split}_macro_pr_auc": headline["macro_pr_auc"], f"{es.split}_macro_roc_auc": headline["macro_roc_auc"]}
+        notes = [f"Prevalence baseline (macro PR-AUC of constant scores): {headline['prevalence_baseline']:.3f}; "
+                 "ROC-AUC of constant scores is 0.5."]
+    else:
+        metrics = subject_result["classification"]
+        headline = {"metric": "accuracy", **metrics.as_dict()}
+        summary_metrics = metrics.as_dict()
+        mlflow_metrics = {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy}
+        notes = [f"Majority-class baseline: {metrics.majority_baseline:.3f}."]
+    html = render_report(f"chorus evaluation: {subject_name} v{subject}", facts, subject_result.get("classification"), history,
+                         tagging=subject_result if multi else None, protocol=protocol, voting=voting,
                          retrieval=retrieval, search=search_check, figures=figures,
-                         promotion=_latest_decision(state, ts.model_name),
-                         candidates=rows, notes=[
+                         promotion=_latest_decision(state, subject_name), candidates=rows, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
-        f"Majority-class baseline: {metrics.majority_baseline:.3f}.",
-        *([unscorable] if unscorable else []),
+        *notes, *([unscorable] if unscorable else []),
     ])
     write_text_atomic(report_path, html)
-    record = {"key": key, "run_id": run_id, "model": ts.model_name, "version": subject, "champion": champion, "task": ts.task,
-              "candidate": scorer.contract.candidate, "split": es.split, **metrics.as_dict(), "candidates": per_candidate,
-              "retrieval": retrieval, "search": search_check}
+    record = {"key": key, "run_id": run_id, "model": subject_name, "version": subject, "champion": champion, "task": task,
+              "kind": "multi" if multi else "single", "headline": headline["metric"], "protocol": protocol,
+              "candidate": scorer.contract.candidate, "split": es.split, **summary_metrics, **headline,
+              "candidates": per_candidate, "retrieval": retrieval, "search": search_check}
     write_json_atomic(model_metrics_path, record)
-    registry.log_report(run_id, [report_path, model_metrics_path],
-                        {f"{es.split}_accuracy": metrics.accuracy, f"{es.split}_balanced_accuracy": metrics.balanced_accuracy})
+    registry.log_report(run_id, [report_path, model_metrics_path], mlflow_metrics)
     _update_summary(summary_path, record)
-    return StageSummary("evaluate", False, outputs, {"accuracy": round(metrics.accuracy, 4), "n": metrics.n, "version": subject,
+    return StageSummary("evaluate", False, outputs, {headline["metric"]: round(headline[headline["metric"]], 4),
+                                                     "n": headline["n"], "version": subject,
                                                      "candidates": {k: round(v["value"]["mean"], 4) for k, v in per_candidate.items()}},
                         time.perf_counter() - started)
+
+
+# Published figures for context in the report, clearly other work: (dataset source, kind) -> rows.
+PUBLISHED_REFERENCES: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("mtat", "multi"): [{"work": "Won et al. 2020, short-chunk CNN + residual, MagnaTagATune top-50",
+                         "macro ROC-AUC": 0.913, "macro PR-AUC": 0.461}],
+    ("jamendo", "multi"): [{"work": "MediaEval 2019 Emotion and Theme Recognition, best submission (mood/theme)",
+                            "macro ROC-AUC": 0.773, "macro PR-AUC": 0.155}],
+    ("gtzan", "single"): [{"work": "Kim et al. 2019 / Lee et al. 2019 style sample-level CNNs, GTZAN fault-filtered split",
+                           "accuracy": 0.797}],
+}
+
+
+def evaluation_protocol(settings: ChorusSettings, tracks: pd.DataFrame, multi: bool) -> dict[str, Any]:
+    """How the subject is judged: the dataset's usual protocol, named, with published figures of
+    other work on the same dataset beside ours (never as ours)."""
+    sources = sorted(set(tracks["source"].astype(str))) if "source" in tracks.columns else []
+    source = sources[0] if len(sources) == 1 else "mixed"
+    if multi:
+        name = ("tagging: macro ROC-AUC and PR-AUC over the task's labels (per-label table too); "
+                "track-level predictions = mean of segment predictions")
+    else:
+        name = ("classification: accuracy and confusion matrix; track-level predictions = mean of segment "
+                "probabilities")
+    kind = "multi" if multi else "single"
+    return {"name": name, "dataset": source, "published": PUBLISHED_REFERENCES.get((source, kind), [])}
 
 
 def _retrieval_and_compression(settings: ChorusSettings, state: StateDir, tracks: pd.DataFrame, features: Any,
@@ -1156,12 +1234,12 @@ def _update_summary(path: Path, record: dict[str, Any]) -> None:
     """reports/metrics.json: {"run_id": ..., "models": {name: {task, accuracy, ...}}}."""
     summary = read_metrics(path)
     summary["run_id"] = record["run_id"]
+    headline = ("accuracy", "balanced_accuracy", "majority_baseline", "classes", "confusion") \
+        if record.get("kind", "single") == "single" else ("macro_pr_auc", "macro_roc_auc", "prevalence_baseline", "labels")
     summary.setdefault("models", {})[record["model"]] = {
-        "task": record["task"], "version": record["version"], "run_id": record["run_id"],
-        "split": record["split"], "n": record["n"], "accuracy": record["accuracy"],
-        "balanced_accuracy": record["balanced_accuracy"], "majority_baseline": record["majority_baseline"],
-        "classes": record["classes"], "confusion": record["confusion"],
-        "candidate": record.get("candidate"),
+        "task": record["task"], "version": record["version"], "run_id": record["run_id"], "split": record["split"],
+        "n": record["n"], **{k: record[k] for k in headline}, "candidate": record.get("candidate"),
+        "protocol": (record.get("protocol") or {}).get("name"),
         "report": str(path.parent / f"{record['model']}-v{record['version']}" / "report.html"),
     }
     if record.get("candidates"):

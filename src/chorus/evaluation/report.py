@@ -226,10 +226,51 @@ def voting_section(voting: dict[str, Any] | None) -> str:
             f"without them; mean over users with 95% bootstrap intervals. {html.escape(settings)}</p>{table}{quality_html}")
 
 
+def classification_sections(metrics: ClassificationMetrics) -> str:
+    headline = _table(["metric", "value"], [["tracks evaluated", metrics.n], ["accuracy", metrics.accuracy],
+                                            ["balanced accuracy", metrics.balanced_accuracy],
+                                            ["majority-class baseline", metrics.majority_baseline]])
+    per_class = _table(["class", "precision", "recall", "F1", "support"],
+                       [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in metrics.per_class.items()])
+    confusion = _table(["actual \\ predicted", *metrics.classes],
+                       [[c, *row] for c, row in zip(metrics.classes, metrics.confusion, strict=True)])
+    return (f"<h2>Headline</h2>{headline}<h2>Per class</h2>{per_class}<h2>Confusion matrix</h2><p class=\"muted\">Rows "
+            "are actual classes, columns predicted; track-level predictions average the segment probabilities of each "
+            f"track.</p>{confusion}<img alt=\"confusion matrix\" src=\"{confusion_plot(metrics)}\">")
+
+
+def tagging_sections(result: dict[str, Any]) -> str:
+    """Multi-label headline (macro PR-AUC with its interval, ROC-AUC, micro, MAP, baseline) and the
+    per-label table."""
+    headline = _table(["metric", "value"], [
+        ["tracks evaluated", result["n"]], ["macro PR-AUC", _with_ci(result["macro_pr_auc"])],
+        ["macro ROC-AUC", result["macro_roc_auc"]], ["micro PR-AUC", result["micro_pr_auc"]],
+        ["micro ROC-AUC", result["micro_roc_auc"]], ["MAP (per track)", result["map_tracks"]],
+        ["prevalence baseline (macro PR-AUC)", result["prevalence_baseline"]]])
+    per_label = _table(["label", "positives", "prevalence", "PR-AUC", "ROC-AUC"],
+                       [[label, r["positives"], r["prevalence"], r.get("pr_auc", ""), r.get("roc_auc", "")]
+                        for label, r in result["per_label"].items()])
+    return f"<h2>Headline</h2>{headline}<h2>Per label</h2>{per_label}"
+
+
+def protocol_section(protocol: dict[str, Any] | None) -> str:
+    if not protocol:
+        return ""
+    published = protocol.get("published") or []
+    table = ""
+    if published:
+        columns = [c for c in published[0] if c != "work"]
+        table = ("<p><b>Published figures of other work on this dataset, for context only: not chorus's results, and "
+                 "not necessarily the same split or preprocessing.</b></p>"
+                 + _table(["other work", *columns], [[r["work"], *(r[c] for c in columns)] for r in published]))
+    return (f"<h2>Protocol</h2><p>{html.escape(protocol['name'])} (dataset: {html.escape(str(protocol['dataset']))})."
+            f"</p>{table}")
+
+
 def render_report(
     title: str,
     subject: dict[str, Any],
-    metrics: ClassificationMetrics,
+    metrics: ClassificationMetrics | None,
     history: list[dict[str, float]],
     notes: list[str] | None = None,
     voting: dict[str, Any] | None = None,
@@ -238,24 +279,14 @@ def render_report(
     figures: list[tuple[str, str]] | None = None,
     promotion: dict[str, Any] | None = None,
     search: dict[str, Any] | None = None,
+    tagging: dict[str, Any] | None = None,
+    protocol: dict[str, Any] | None = None,
 ) -> str:
-    """The evaluation report as one HTML string."""
+    """The evaluation report as one HTML string: a single-label subject (``metrics``) or a
+    multi-label one (``tagging``: multilabel_metrics of the subject)."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
-    headline = _table(
-        ["metric", "value"],
-        [
-            ["tracks evaluated", metrics.n],
-            ["accuracy", metrics.accuracy],
-            ["balanced accuracy", metrics.balanced_accuracy],
-            ["majority-class baseline", metrics.majority_baseline],
-        ],
-    )
-    per_class = _table(
-        ["class", "precision", "recall", "F1", "support"],
-        [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in metrics.per_class.items()],
-    )
-    confusion = _table(["actual \\ predicted", *metrics.classes], [[c, *row] for c, row in zip(metrics.classes, metrics.confusion, strict=True)])
-    plots = f'<img alt="confusion matrix" src="{confusion_plot(metrics)}">'
+    body = tagging_sections(tagging) if tagging is not None else classification_sections(metrics)  # type: ignore[arg-type]
+    plots = ""
     curve = history_plot(history)
     if curve:
         plots += f'<h2>Training curves</h2><img alt="training curves" src="{curve}">'
@@ -267,10 +298,8 @@ def render_report(
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>What was evaluated</h2>{facts}
-<h2>Headline</h2>{headline}
-<h2>Per class</h2>{per_class}
-<h2>Confusion matrix</h2><p class="muted">Rows are actual classes, columns predicted; track-level
-predictions average the segment probabilities of each track.</p>{confusion}{plots}
+{protocol_section(protocol)}
+{body}{plots}
 {promotion_section(promotion)}
 {candidates_section(candidates or [])}
 {retrieval_section(retrieval)}
