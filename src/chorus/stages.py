@@ -1099,7 +1099,7 @@ PUBLISHED_REFERENCES: dict[tuple[str, str], list[dict[str, Any]]] = {
                          "macro ROC-AUC": 0.913, "macro PR-AUC": 0.461}],
     ("jamendo", "multi"): [{"work": "MediaEval 2019 Emotion and Theme Recognition, best submission (mood/theme)",
                             "macro ROC-AUC": 0.773, "macro PR-AUC": 0.155}],
-    ("gtzan", "single"): [{"work": "Kim et al. 2019 / Lee et al. 2019 style sample-level CNNs, GTZAN fault-filtered split",
+    ("gtzan", "single"): [{"work": "published CNN result on the GTZAN fault-filtered split (Kereliuk, Sturm and Larsen 2015)",
                            "accuracy": 0.797}],
 }
 
