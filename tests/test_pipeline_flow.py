@@ -137,7 +137,7 @@ def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(firs
     subject = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
     report = (state.reports / f"chorus-style-v{subject}" / "report.html").read_text()
     assert "Similar-song search" in report and "crnnh_32 Hamming top 100 -&gt; cosine" in report
-    assert json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["search"]["check"] == check
+    assert json.loads((state.reports / f"chorus-style-v{subject}" / "metrics.json").read_text())["search"]["check"] == check
 
     # the CLI, by track id prefix and by audio file, in a fresh process
     track = index.track_ids[0]
