@@ -146,13 +146,13 @@ def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(firs
     done = run_chorus("--state-dir", str(state.root), "--set", "search.alias=challenger", "search", "--like", track[:8], "--like", audio, "--k", "4",
                       "--mode", "semantic", "--out", str(out), cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert track in done.stdout and "style" in done.stdout
+    assert f"like {track[:8]} (semantic" in done.stdout and "results:" in done.stdout
     hits = pd.read_parquet(out)
     by_id, by_file = hits[hits["like"] == track[:8]], hits[hits["like"] == audio]
     assert len(by_id) == 4 and track not in set(by_id["track_id"]) and by_id["cosine"].is_monotonic_decreasing
     assert by_file["track_id"].iloc[0] == index.track_ids[1] and by_file["cosine"].iloc[0] > 0.99
     assert {"style", "voted_moods", "hamming"} <= set(hits.columns)
-    bad = run_chorus("--state-dir", str(state.root), "search", "--like", "no-such-track", cwd=tmp_path, timeout=240)
+    bad = run_chorus("--state-dir", str(state.root), "--set", "search.alias=challenger", "search", "--like", "no-such-track", cwd=tmp_path, timeout=240)
     assert bad.returncode != 0 and "no-such-track: neither an audio file nor a track id" in bad.stderr + bad.stdout
 
 
