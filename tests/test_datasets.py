@@ -104,3 +104,29 @@ def test_stratified_split_keeps_each_label_in_proportion():
     split = pd.Series(stratified_split(labels, (0.6, 0.2, 0.2), seed=1))
     assert split[labels == "a"].value_counts().to_dict() == {"train": 6, "valid": 2, "test": 2}
     assert split[labels == "b"].value_counts().to_dict() == {"train": 3, "valid": 1, "test": 1}
+
+
+def test_tasks_read_labels_from_an_annotation_file_and_keep_their_vocabulary(tmp_path):
+    from chorus.errors import ConfigError
+
+    root = make_gtzan(tmp_path / "gtzan")
+    tracks, _ = _ingest(tmp_path, root, "gtzan")
+    annotations = tmp_path / "moods.csv"
+    rows = [(f"gtzan/genres/{g}/{g}.{i:05d}.wav", "dark;loud" if g == "metal" else "calm") for g in GTZAN_GENRES for i in range(5)]
+    pd.DataFrame(rows, columns=["uri", "feel"]).iloc[:-1].to_csv(annotations, index=False)  # one clip unannotated
+    settings = load_settings(overrides={
+        "state_dir": str(tmp_path / "state"),
+        "ingest": {"manifest": str(root), "adapter": "gtzan"},
+        "tasks": {"feel": {"kind": "multi", "source": "file", "file": str(annotations), "top_n": 2},
+                  "genre": {"kind": "single", "column": "genre", "vocabulary": ["blues", "metal"]}},
+    }).for_task("feel")
+    truth = stages.mood_labels(settings)
+    assert truth.vocabulary == ["calm", "dark"]  # the two most frequent in the train split
+    assert len(truth.labels) == 14 and {tuple(v) for v in truth.labels.values()} == {("calm",), ("dark",)}
+    with_labels = stages.training_tracks(settings)
+    assert with_labels["feel"].notna().sum() == 14
+    assert set(with_labels["genre"].dropna()) == {"blues", "metal"}  # classical is outside the task's vocabulary
+    with pytest.raises(ConfigError, match="source=file needs file"):
+        load_settings(overrides={"tasks": {"x": {"kind": "multi", "source": "file"}}})
+    with pytest.raises(ConfigError, match="task 'nope' is not defined"):
+        load_settings().for_task("nope")

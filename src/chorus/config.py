@@ -284,12 +284,21 @@ class TaskSettings(StageSettings):
     label task as <prefix>-<column>)."""
 
     kind: Literal["single", "multi"]
-    source: Literal["column", "voted"] = Field("column", description="A tracks column (from the manifest or a "
-                                                                     "dataset's annotations), or the crowd's voted moods.")
+    source: Literal["column", "file", "voted"] = Field(
+        "column", description="A tracks column (from the manifest or a dataset's annotations), an annotation file "
+                              "(``file``), or the crowd's voted moods.")
     column: str | None = Field(None, description="Default: the task's name.")
+    file: str | None = Field(None, description="source=file: CSV/TSV/Parquet with a track_id (or uri, as in the "
+                                               "manifest) column and the label column.")
     vocabulary: list[str] | None = Field(None, description="Default: the labels found in the data.")
     top_n: int | None = Field(None, ge=1, description="Multi-label: keep the most frequent labels of the train split.")
     separator: str = Field(";", description="Multi-label column: labels joined by this.")
+
+    @model_validator(mode="after")
+    def _file_given(self) -> TaskSettings:
+        if self.source == "file" and not self.file:
+            raise ValueError("source=file needs file: the annotation file")
+        return self
 
 
 def _default_tasks() -> dict[str, TaskSettings]:

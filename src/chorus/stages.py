@@ -135,10 +135,37 @@ def load_tracks(settings: ChorusSettings) -> pd.DataFrame:
 VOTED_TASK = "voted_mood"
 
 
+def with_task_labels(tracks: pd.DataFrame, settings: ChorusSettings) -> pd.DataFrame:
+    """Tasks' labels joined from their annotation files (``source: file``), and single-label
+    values outside a task's given vocabulary blanked (the task ignores those tracks)."""
+    from chorus.datasets.adapters import read_manifest_table
+    from chorus.errors import InputError
+
+    for name, task in settings.tasks.items():
+        column = task.column or name
+        if task.source == "file":
+            path = Path(task.file).expanduser()  # type: ignore[arg-type]
+            if not path.is_file():
+                raise InputError(str(path), f"annotation file of task '{name}' not found")
+            table = read_manifest_table(path)
+            key = "track_id" if "track_id" in table.columns else "uri"
+            if key not in table.columns or column not in table.columns:
+                raise InputError(str(path), f"task '{name}' needs a track_id or uri column and a '{column}' column",
+                                 f"columns: {list(table.columns)}")
+            if key == "uri":  # as in the manifest: relative to the annotation file's folder
+                table["uri"] = [str((path.parent / u).resolve()) for u in table["uri"]]
+            values = table.drop_duplicates(key, keep="last").set_index(key)[column]
+            tracks[column] = tracks[key].map(values)
+        if task.kind == "single" and task.vocabulary and column in tracks.columns:
+            tracks[column] = tracks[column].where(tracks[column].isin(task.vocabulary))
+    return tracks
+
+
 def training_tracks(settings: ChorusSettings) -> pd.DataFrame:
     """The tracks table plus ``voted_mood``: the top mood of each track's global voted truth
-    (where the labels stage has run), so ``train.task=voted_mood`` trains on the crowd's labels."""
-    tracks = load_tracks(settings)
+    (where the labels stage has run), so ``train.task=voted_mood`` trains on the crowd's labels;
+    plus the tasks' labels from annotation files."""
+    tracks = with_task_labels(load_tracks(settings), settings)
     labels = StateDir(settings.state_dir).labels / "labels.parquet"
     if labels.exists():
         from chorus.social.voting import SCORE_COLUMNS
@@ -412,7 +439,7 @@ def mood_labels(settings: ChorusSettings) -> Any:
     from chorus.datasets.standard import top_tags
 
     column = task.column or settings.train.mood_task
-    tracks = load_tracks(settings)
+    tracks = training_tracks(settings)
     if column not in tracks.columns:
         from chorus.errors import InputError
 
