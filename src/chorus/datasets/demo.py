@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -120,8 +121,11 @@ def generate_demo(
         jobs.append((work, mood, str(out), settings.clip_seconds, settings.measures))
     soundfont = settings.soundfont or default_soundfont()
     results: dict[str, str | None] = {}
+    # forkserver, not fork: forking a process that runs threads (a Prefect API, Dask, torch) can
+    # copy a held lock into the child, which then waits forever
     with ProcessPoolExecutor(
         max_workers=settings.workers,
+        mp_context=multiprocessing.get_context("forkserver"),
         initializer=_init_worker,
         initargs=(str(soundfont), settings.sample_rate),
     ) as pool:
