@@ -130,3 +130,21 @@ def test_tasks_read_labels_from_an_annotation_file_and_keep_their_vocabulary(tmp
         load_settings(overrides={"tasks": {"x": {"kind": "multi", "source": "file"}}})
     with pytest.raises(ConfigError, match="task 'nope' is not defined"):
         load_settings().for_task("nope")
+
+
+def test_a_task_brings_its_own_split(tmp_path):
+    root = make_gtzan(tmp_path / "gtzan")
+    _ingest(tmp_path, root, "gtzan")
+    annotations = tmp_path / "protocol.csv"
+    rows = [(f"gtzan/genres/{g}/{g}.{i:05d}.wav", g, "test" if i == 0 else ("skip" if i == 1 else "train"))
+            for g in GTZAN_GENRES for i in range(5)]
+    pd.DataFrame(rows, columns=["uri", "genre_v2", "fold"]).to_csv(annotations, index=False)
+    settings = load_settings(overrides={
+        "state_dir": str(tmp_path / "state"), "ingest": {"manifest": str(root), "adapter": "gtzan"},
+        "tasks": {"genre_v2": {"kind": "single", "source": "file", "file": str(annotations), "split": "fold"}},
+    }).for_task("genre_v2")
+    tracks = stages.training_tracks(settings)
+    assert settings.train.task == "genre_v2" and settings.train.split_column == "fold"
+    assert len(tracks) == 12  # "skip" is no split: those tracks sit out this task
+    assert tracks.groupby("split").size().to_dict() == {"test": 3, "train": 9}
+    assert (tracks.loc[tracks["split"] == "test", "uri"].str.endswith(".00000.wav")).all()

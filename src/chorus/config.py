@@ -231,6 +231,7 @@ class TrainSettings(StageSettings):
     model_prefix: str = Field("chorus", description="Registered names are <prefix>-<task>, e.g. chorus-style.")
     task: str = Field("style", description="Tracks column of the single-label task.")
     mood_task: str = Field("mood", description="Name of the multi-label task trained on the global voted labels.")
+    split_column: str = Field("split", description="Tracks column with train/valid/test (a task's own split).")
     profile: Literal["default", "full"] = "default"
     candidates: list[str] | None = Field(None, description="Explicit candidates; overrides the profile.")
     epochs: int = Field(20, ge=1)
@@ -293,6 +294,8 @@ class TaskSettings(StageSettings):
     vocabulary: list[str] | None = Field(None, description="Default: the labels found in the data.")
     top_n: int | None = Field(None, ge=1, description="Multi-label: keep the most frequent labels of the train split.")
     separator: str = Field(";", description="Multi-label column: labels joined by this.")
+    split: str = Field("split", description="Column (of the tracks, or of the annotation file) with each track's "
+                                            "train/valid/test for this task; default: the corpus's split.")
 
     @model_validator(mode="after")
     def _file_given(self) -> TaskSettings:
@@ -428,6 +431,7 @@ class ChorusSettings(BaseSettings):
             train = {"task": task.column or name, "candidates": list(SINGLE_LABEL_CANDIDATES)}
         else:
             train = {"mood_task": name, "candidates": ["mood_tagger"]}
+        train["split_column"] = task.split
         return self.model_copy(update={"train": self.train.model_copy(update=train),
                                        "evaluate": self.evaluate.model_copy(update={"subject": task.kind})})
 

@@ -154,10 +154,18 @@ def with_task_labels(tracks: pd.DataFrame, settings: ChorusSettings) -> pd.DataF
                                  f"columns: {list(table.columns)}")
             if key == "uri":  # as in the manifest: relative to the annotation file's folder
                 table["uri"] = [str((path.parent / u).resolve()) for u in table["uri"]]
-            values = table.drop_duplicates(key, keep="last").set_index(key)[column]
-            tracks[column] = tracks[key].map(values)
+            table = table.drop_duplicates(key, keep="last").set_index(key)
+            for name_in_file in {column, task.split} & set(table.columns) - {"split"}:
+                tracks[name_in_file] = tracks[key].map(table[name_in_file])
         if task.kind == "single" and task.vocabulary and column in tracks.columns:
             tracks[column] = tracks[column].where(tracks[column].isin(task.vocabulary))
+    split = settings.train.split_column
+    if split != "split":  # the task's own protocol: its split replaces the corpus's
+        if split not in tracks.columns:
+            raise InputError(str(StateDir(settings.state_dir).tracks), f"no split column '{split}'",
+                             f"columns: {list(tracks.columns)}")
+        tracks["split"] = tracks[split].where(tracks[split].isin(["train", "valid", "test"]))
+        tracks = tracks[tracks["split"].notna()].reset_index(drop=True)
     return tracks
 
 
