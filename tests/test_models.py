@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from chorus import MOODS
-from chorus.candidates import CATALOGUE, resolve_candidates, task_targets, train_candidate
+from chorus.candidates import CATALOGUE, MultiLabelTruth, resolve_candidates, task_targets, train_candidate
 from chorus.errors import StaleFeaturesError
 from chorus.models.nets import (
     CRNN,
@@ -100,7 +100,7 @@ def _train(name: str, settings=None, deps=None, checkpoint=None, on_epoch=None, 
     features, tracks = synthetic(**data)
     settings = settings or train_settings()
     spec = CATALOGUE[name]
-    moods = {t: [m] for t, m in zip(tracks["track_id"], tracks["mood"], strict=True)}
+    moods = MultiLabelTruth(list(MOODS), {t: [m] for t, m in zip(tracks["track_id"], tracks["mood"], strict=True)})
     targets = task_targets(spec.task, tracks, settings, moods)
     return train_candidate(spec, features, feature_settings(), targets, settings, deps, checkpoint, on_epoch)
 
