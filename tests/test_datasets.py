@@ -120,7 +120,7 @@ def test_tasks_read_labels_from_an_annotation_file_and_keep_their_vocabulary(tmp
         "tasks": {"feel": {"kind": "multi", "source": "file", "file": str(annotations), "top_n": 2},
                   "genre": {"kind": "single", "column": "genre", "vocabulary": ["blues", "metal"]}},
     }).for_task("feel")
-    truth = stages.mood_labels(settings)
+    truth = stages.mood_labels(settings, stages.training_tracks(settings))
     assert truth.vocabulary == ["calm", "dark"]  # the two most frequent in the train split
     assert len(truth.labels) == 14 and {tuple(v) for v in truth.labels.values()} == {("calm",), ("dark",)}
     with_labels = stages.training_tracks(settings)

@@ -429,25 +429,29 @@ def git_commit() -> str:
         return "unknown"
 
 
-def mood_labels(settings: ChorusSettings) -> Any:
+def voted_global_labels(settings: ChorusSettings) -> dict[str, list[str]]:
+    """track -> the moods the global vote chose ({} before the labels stage has run)."""
+    path = StateDir(settings.state_dir).labels / "labels.parquet"
+    if not path.exists():
+        return {}
+    table = read_table(path, columns=["scope", "track_id", "labels"])
+    glob = table[table["scope"] == "global"]
+    return {t: [str(m) for m in labels] for t, labels in zip(glob["track_id"], glob["labels"], strict=True)}
+
+
+def mood_labels(settings: ChorusSettings, tracks: pd.DataFrame) -> Any:
     """The multi-label task's truth (``train.mood_task``): by default the moods chosen by the
-    global vote; or a tracks column of labels joined by the task's separator (a dataset's tags),
-    its vocabulary given or the labels found (the ``top_n`` most frequent in the train split)."""
+    global vote; or a column of ``tracks`` (``training_tracks``) with labels joined by the task's
+    separator (a dataset's tags), its vocabulary given or the labels found (the ``top_n`` most
+    frequent in the train split)."""
     from chorus.candidates import MultiLabelTruth
 
     task = settings.multi_task()
     if task.source == "voted":
-        path = StateDir(settings.state_dir).labels / "labels.parquet"
-        if not path.exists():
-            return MultiLabelTruth(list(task.vocabulary or MOODS), {})
-        table = read_table(path, columns=["scope", "track_id", "labels"])
-        glob = table[table["scope"] == "global"]
-        return MultiLabelTruth(list(task.vocabulary or MOODS),
-                               {t: [str(m) for m in labels] for t, labels in zip(glob["track_id"], glob["labels"], strict=True)})
+        return MultiLabelTruth(list(task.vocabulary or MOODS), voted_global_labels(settings))
     from chorus.datasets.standard import top_tags
 
     column = task.column or settings.train.mood_task
-    tracks = training_tracks(settings)
     if column not in tracks.columns:
         from chorus.errors import InputError
 
@@ -481,7 +485,7 @@ def train_key(settings: ChorusSettings, tracks: pd.DataFrame, candidate: str = "
     from chorus.candidates import CATALOGUE, task_targets
 
     spec = CATALOGUE[candidate]
-    return candidate_key(settings, spec, task_targets(spec.task, tracks, settings.train, mood_labels(settings)), {})
+    return candidate_key(settings, spec, task_targets(spec.task, tracks, settings.train, mood_labels(settings, tracks)), {})
 
 
 def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list[str] | None = None,
@@ -505,7 +509,7 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list
 
         raise InputError(str(state.tracks), f"train.task '{ts.task}' is not a column of the tracks table",
                          "choose a task of this corpus: chorus run --task <name>")
-    moods = mood_labels(settings)
+    moods = mood_labels(settings, tracks)
     targets_of: dict[str, Any] = {}
     features = None
     keys: dict[str, str] = {}
@@ -693,7 +697,7 @@ def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str 
         names = sorted({ts.registered_name(s.registered_task(ts)) for s in resolve_candidates(list(ts.selected))
                         if s.kind != "pretext"})
     tracks = training_tracks(settings)
-    moods = mood_labels(settings)
+    moods = mood_labels(settings, tracks)
     features = None
     log_path = state.audit / "promotions.jsonl"
     decisions: dict[str, Any] = {}
@@ -893,11 +897,9 @@ def track_labels(settings: ChorusSettings) -> pd.DataFrame:
 
     tracks = load_tracks(settings)
     table = tracks[["track_id", *[c for c in tracks.columns if c not in TRACK_COLUMNS]]].set_index("track_id")
-    labels = StateDir(settings.state_dir).labels / "labels.parquet"
-    if labels.exists():
-        voted = read_table(labels, columns=["scope", "track_id", "labels"])
-        voted = voted[voted["scope"] == "global"].set_index("track_id")["labels"]
-        table["voted_moods"] = table.index.map(lambda t: ", ".join(voted[t]) if t in voted.index else "")
+    voted = voted_global_labels(settings)
+    if voted:
+        table["voted_moods"] = table.index.map(lambda t: ", ".join(voted.get(t, [])))
     return table
 
 
@@ -1019,12 +1021,13 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     subject, scorer, unscorable = _report_subject(subject_name, champion, candidates, features.config_hash)
     voting = read_metrics(state.reports / "metrics.json").get("voting")
     search_check = current_index_meta(settings)
+    moods = mood_labels(settings, tracks)
     evaluated = {k: {"registered": v["registered"], "version": v["version"]} for k, v in sorted(candidates.items())
                  if v.get("kind") != "pretext"}
     key = stable_hash({"champion": champion, "subject": subject, "candidates": evaluated, "evaluate": es.config_hash(),
                        "voting": voting, "features": features_key(state.features, settings.features),
                        "search": (search_check or {}).get("key"),
-                       "moods": mood_labels(settings).digest(),
+                       "moods": moods.digest(),
                        "tracks": stable_hash(tracks[[c for c in ("track_id", "split", ts.task) if c in tracks.columns]]
                                              .astype(str).values.tolist())})
     folder = state.reports / f"{subject_name}-v{subject}"
@@ -1038,7 +1041,6 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
                                                             "version": subject},
                                 time.perf_counter() - started)
 
-    moods = mood_labels(settings)
     rows: list[dict[str, Any]] = []
     per_candidate: dict[str, Any] = {}
     hash_scorers: dict[str, Any] = {}
