@@ -218,11 +218,16 @@ def segment(spec: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarray, np
 _EXTRACTORS: dict[str, FeatureExtractor] = {}
 
 
-def extract_track(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures:
+def extractor_for(settings: FeatureSettings) -> FeatureExtractor:
+    """One extractor (filterbank, windows) per process and configuration."""
     key = settings.config_hash()
-    if key not in _EXTRACTORS:  # one per worker process and configuration
+    if key not in _EXTRACTORS:
         _EXTRACTORS[key] = FeatureExtractor(settings)
-    return _EXTRACTORS[key].extract(track_id, uri)
+    return _EXTRACTORS[key]
+
+
+def extract_track(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures:
+    return extractor_for(settings).extract(track_id, uri)
 
 
 def extract_track_or_problem(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures | dict[str, str]:

@@ -799,6 +799,7 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
     from chorus.features import features_key, load_features
     from chorus.search import SearchIndex
     from chorus.search.encode import TrackEncoder
+    from chorus.search.index import read_index_meta
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
@@ -813,8 +814,8 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
     folder = index_folder(state, semantic, hashing)
     key = stable_hash([str(semantic), str(hashing), features_key(state.features, settings.features),
                        settings.search.config_hash()])
-    if (folder / "index.json").exists() and json.loads((folder / "index.json").read_text()).get("key") == key:
-        meta = json.loads((folder / "index.json").read_text())
+    meta = read_index_meta(folder)
+    if meta is not None and meta.get("key") == key:
         return StageSummary("index", True, {"index": str(folder)}, _index_counts(meta), time.perf_counter() - started)
     encoder = TrackEncoder.from_registry(semantic, hashing)
     if encoder.features.config_hash() != settings.features.config_hash():
@@ -828,9 +829,10 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
     meta = {"key": key, "name": folder.name, "semantic": semantic.__dict__, "hash": hashing.__dict__,
             "feature_config_hash": settings.features.config_hash(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     index = SearchIndex.build(track_ids, vectors, codes, meta, search.approximate_above, search.ivf_lists, search.ivf_probe)
+    tracks = load_tracks(settings)
     (validator or shared_validator(settings)).validate(
-        index.checks(), "search_index", {"track_ids": sorted(load_tracks(settings)["track_id"]), "code_bytes": index.bits // 8})
-    index.meta["check"] = degraded_check(settings, index, encoder)
+        index.checks(), "search_index", {"track_ids": sorted(tracks["track_id"]), "code_bytes": index.bits // 8})
+    index.meta["check"] = degraded_check(settings, index, encoder, tracks)
     index.save(folder)
     log.info("index %s: %d tracks; original in top %d from degraded copies: %s", folder.name, len(index),
              search.check.k, index.meta["check"]["worst"])
@@ -844,7 +846,7 @@ def _index_counts(meta: dict[str, Any]) -> dict[str, Any]:
             "degraded_found_in_top_k": meta["check"]["worst"]}
 
 
-def degraded_check(settings: ChorusSettings, index: Any, encoder: Any) -> dict[str, Any]:
+def degraded_check(settings: ChorusSettings, index: Any, encoder: Any, tracks: pd.DataFrame) -> dict[str, Any]:
     """Every corpus track (or ``search.check.tracks`` of them) queried with degraded copies of its
     audio; the copies' features are extracted on Dask like the corpus's."""
     from distributed import Client
@@ -853,7 +855,7 @@ def degraded_check(settings: ChorusSettings, index: Any, encoder: Any) -> dict[s
     from chorus.search.degraded import check_tracks, degraded_maps, degraded_query_check
 
     check = settings.search.check
-    tracks = load_tracks(settings).set_index("track_id")
+    tracks = tracks.set_index("track_id")
     chosen = check_tracks([t for t in index.track_ids if t in tracks.index], check)
     uris = tracks.loc[chosen, "uri"].tolist()
     n = len(chosen)
@@ -867,28 +869,24 @@ def degraded_check(settings: ChorusSettings, index: Any, encoder: Any) -> dict[s
 def current_index_meta(settings: ChorusSettings) -> dict[str, Any] | None:
     """What the index of the models now at ``search.alias`` records (versions, check), if built."""
     from chorus.errors import ChorusError
+    from chorus.search.index import read_index_meta
 
     try:
         semantic, hashing = search_models(settings)
     except ChorusError:
         return None
-    path = index_folder(StateDir(settings.state_dir), semantic, hashing) / "index.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_index_meta(index_folder(StateDir(settings.state_dir), semantic, hashing))
 
 
 def load_index(settings: ChorusSettings) -> Any:
-    """The index of the models now at ``search.alias``; a clear error when it is not built."""
+    """The index of the models now at ``search.alias`` (its folder names both versions; a clear
+    error when it is not built)."""
     from chorus import registry
-    from chorus.errors import InputError
     from chorus.search import SearchIndex
 
     state = StateDir(settings.state_dir)
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
-    semantic, hashing = search_models(settings)
-    folder = index_folder(state, semantic, hashing)
-    if not (folder / "index.json").exists():
-        raise InputError(str(folder), f"no search index for {semantic} and {hashing}", "build it with `chorus index`")
-    return SearchIndex.load(folder)
+    return SearchIndex.load(index_folder(state, *search_models(settings)))
 
 
 def track_labels(settings: ChorusSettings) -> pd.DataFrame:

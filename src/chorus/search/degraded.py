@@ -40,9 +40,9 @@ def degraded_maps(track_id: str, uri: str, features: FeatureSettings, settings: 
     """Decode a track, degrade it each way and extract each copy's stored maps with the same
     feature code as the corpus (runs on Dask workers: a plain function of plain arguments)."""
     from chorus.audio import load_mono
-    from chorus.features import FeatureExtractor
+    from chorus.features import extractor_for
 
-    extractor = FeatureExtractor(features)
+    extractor = extractor_for(features)
     y = load_mono(uri, features.sample_rate)
     copies = degraded_copies(y, features.sample_rate, settings, track_rng(settings.seed, track_id))
     return {name: {m: item.maps[m] for m in maps}

@@ -84,6 +84,12 @@ def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: 
     return out
 
 
+def read_index_meta(folder: Path) -> dict[str, Any] | None:
+    """``index.json`` of an index folder (written last, so present means complete), or None."""
+    path = Path(folder) / "index.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 @dataclass
 class SearchIndex:
     """Tracks (row i is faiss id i), their unit semantic vectors and packed codes, the two faiss
@@ -199,11 +205,11 @@ class SearchIndex:
         from chorus.features import tensor_rows
 
         folder = Path(folder)
-        if not (folder / "index.json").exists():
+        meta = read_index_meta(folder)
+        if meta is None:
             from chorus.errors import InputError
 
             raise InputError(str(folder), "no search index here", "build one with `chorus index`")
-        meta = json.loads((folder / "index.json").read_text())
         table = pq.read_table(folder / "tracks.parquet")
         codes = np.frombuffer(b"".join(table.column("code").to_pylist()), np.uint8).reshape(len(table), -1)
         return cls(np.asarray(table.column("track_id").to_pylist(), dtype=object), tensor_rows(table.column("vector")),
