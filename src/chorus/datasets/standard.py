@@ -27,7 +27,9 @@ SPLITS = ("train", "valid", "test")
 MTAT_FOLDER_SPLIT = {**{c: "train" for c in "0123456789ab"}, "c": "valid", **{c: "test" for c in "def"}}
 
 # MTG-Jamendo tag categories (the prefix before '---' in a tag)
-JAMENDO_CATEGORIES = {"mood/theme": "mood/theme", "genre": "genre", "instrument": "instrument"}
+JAMENDO_CATEGORIES = ("mood/theme", "genre", "instrument")
+# each category's own TSVs: autotagging_moodtheme.tsv, autotagging_moodtheme-train.tsv, ...
+JAMENDO_FILE_INFIX = {"mood/theme": "_moodtheme", "genre": "_genre", "instrument": "_instrument", "top50": "_top50tags"}
 JAMENDO_SPLIT_NAMES = {"train": "train", "validation": "valid", "test": "test"}
 
 GTZAN_RANDOM_SPLIT_WARNING = ("GTZAN without split files: a random stratified split, which inflates accuracy "
@@ -158,13 +160,14 @@ def _jamendo_rows(path: Path) -> tuple[list[dict[str, object]], list[dict[str, o
     return rows, rejected
 
 
-def _jamendo_file(folder: Path, stem: str, category: str) -> Path:
-    """The category's own TSV (autotagging_moodtheme.tsv ...) if present, else the full one."""
-    own = {"mood/theme": "_moodtheme", "genre": "_genre", "instrument": "_instrument", "top50": "_top50tags"}.get(category, "")
-    for name in (f"{stem}{own}.tsv", f"{stem}.tsv"):
+def _jamendo_tsv(folder: Path, category: str, suffix: str = "", missing: str = "MTG-Jamendo TSV not found") -> Path:
+    """The category's own TSV (autotagging_moodtheme<suffix>.tsv ...) if present, else the full
+    one (autotagging<suffix>.tsv); ``suffix`` names a split file, e.g. -train."""
+    names = [f"autotagging{JAMENDO_FILE_INFIX.get(category, '')}{suffix}.tsv", f"autotagging{suffix}.tsv"]
+    for name in names:
         if (folder / name).is_file():
             return folder / name
-    raise InputError(str(folder / f"{stem}.tsv"), "MTG-Jamendo TSV not found")
+    raise InputError(str(folder / names[0]), missing)
 
 
 def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0",
@@ -176,7 +179,7 @@ def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0
     audio = root / "audio" if (root / "audio").is_dir() else root
     if category not in (*JAMENDO_CATEGORIES, "top50", "all"):
         raise InputError(f"ingest.tag_category={category}", "one of mood/theme, genre, instrument, top50, all")
-    source = _jamendo_file(data, "autotagging", category)
+    source = _jamendo_tsv(data, category)
     rows, rejected = _jamendo_rows(source)
     if split_files:
         lists = read_split_files(split_files)
@@ -189,7 +192,7 @@ def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0
             raise InputError(str(folder), f"official split folder not found (splits/{split} beside the TSV)")
         split_of = {}
         for official, ours in JAMENDO_SPLIT_NAMES.items():
-            listed, _ = _jamendo_rows(_jamendo_split_file(folder, official, category))
+            listed, _ = _jamendo_rows(_jamendo_tsv(folder, category, f"-{official}", "official split file not found"))
             split_of.update({str(r["track_id_source"]): ours for r in listed})
         split_note = f"official {split}"
     kept = []
@@ -211,15 +214,6 @@ def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0
     table = pd.DataFrame(kept)
     return Candidates(table, root.resolve(), "jamendo", source, _rejected(rejected),
                       notes=[f"MTG-Jamendo {category}: {len(vocabulary)} tags", split_note])
-
-
-def _jamendo_split_file(folder: Path, official: str, category: str) -> Path:
-    own = {"mood/theme": "autotagging_moodtheme", "genre": "autotagging_genre", "instrument": "autotagging_instrument",
-           "top50": "autotagging_top50tags"}.get(category, "autotagging")
-    for name in (f"{own}-{official}.tsv", f"autotagging-{official}.tsv"):
-        if (folder / name).is_file():
-            return folder / name
-    raise InputError(str(folder / f"{own}-{official}.tsv"), "official split file not found")
 
 
 # --- GTZAN --------------------------------------------------------------------------------
