@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.chorus-installed
 CHORUS_ARGS ?=
 
-.PHONY: setup run test test-fast clean-state
+.PHONY: setup run test test-fast test-services services-up services-down services-status serve clean-state
 
 $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.sh
 	./infra/local/install-system-packages.sh
@@ -27,9 +27,26 @@ test: setup
 	./infra/local/install-system-packages.sh --test
 	$(BIN)/python -m pytest
 
+## The service tier alone: real Prefect/MLflow/PostgreSQL/Dask processes, deployments, the UIs in Chromium.
+test-services: setup
+	./infra/local/install-system-packages.sh --test
+	$(BIN)/python -m pytest -m services
+
+## Start the local services (Prefect server, MLflow on PostgreSQL, Dask scheduler + workers, chorus serve).
+services-up: setup
+	./infra/local/install-system-packages.sh --services
+	./infra/local/services.sh up
+
+## Stop them (chorus serve and workers first, PostgreSQL last).
+services-down:
+	./infra/local/services.sh down
+
+services-status:
+	./infra/local/services.sh status
+
 ## Unit tests only (no whole-pipeline flow test).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not services"
 
 ## Delete everything the default run wrote.
 clean-state:

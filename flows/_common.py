@@ -1,16 +1,51 @@
-"""What every flow does first: resolve settings and hold the state directory."""
+"""What every flow shares: its settings, the state lock, its run name, failure notice, artifacts."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
 
-from chorus.config import ChorusSettings, load_settings
+from pydantic import Field
+
+from chorus.config import ChorusSettings, load_settings, set_dotted
+from chorus.io import append_jsonl
 from chorus.state import StateDir, state_lock
 
+# The settings parameter every flow takes. Empty: the settings of the process running the flow
+# (its CHORUS_* environment and the YAML file in CHORUS_CONFIG, e.g. what `chorus serve` was
+# started with); what a caller fills in is laid over those.
+SETTINGS_DESCRIPTION = ("chorus settings for this run, laid over those of the process running it (CHORUS_* "
+                        "environment, CHORUS_CONFIG file). Leave empty to use them as they are.")
+SettingsParameter = Field(None, description=SETTINGS_DESCRIPTION)
 
-def resolve(settings: ChorusSettings | None) -> ChorusSettings:
-    return (settings or load_settings()).resolved()
+CONFIG_ENV = "CHORUS_CONFIG"
+
+
+def resolve(settings: ChorusSettings | dict[str, Any] | None) -> ChorusSettings:
+    """The run's settings: the process's, with what the caller set laid over them."""
+    given: dict[str, Any] = {}
+    if isinstance(settings, ChorusSettings):
+        given = settings.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(settings, dict):
+        given = settings
+    return load_settings(os.environ.get(CONFIG_ENV) or None, given).resolved()
+
+
+def overridden(settings: ChorusSettings, changes: dict[str, Any]) -> ChorusSettings:
+    """``settings`` with dotted keys changed (``{"demo.scale": 0.5}``); None values change nothing.
+    How a flow's typed parameters reach the settings."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return settings
+    data = settings.model_dump(mode="json")
+    for key, value in changes.items():
+        set_dotted(data, key, value)
+    return ChorusSettings.model_validate(data).resolved()
 
 
 @contextmanager
@@ -18,3 +53,48 @@ def holding_state(settings: ChorusSettings) -> Iterator[StateDir]:
     state = StateDir(settings.state_dir).create()
     with state_lock(state, settings.lock_timeout_s):
         yield state
+
+
+def run_name() -> str:
+    """`<flow> <deployment or 'local'> <UTC time>`: what the Prefect UI lists runs by."""
+    from prefect.runtime import deployment, flow_run
+
+    when = (flow_run.scheduled_start_time or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M")
+    return f"{flow_run.flow_name} · {deployment.name or 'local'} · {when}"
+
+
+def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_failure hook: the log, a line in <state>/audit/failures.jsonl and, when configured,
+    the Prefect notification block ``orchestration.notification_block``."""
+    logger = logging.getLogger("chorus.failures")
+    try:
+        settings = resolve(flow_run.parameters.get("settings"))
+    except Exception as exc:  # settings that do not load are the failure itself; still report it
+        logger.error("flow run %s failed and its settings do not load (%s)", flow_run.name, exc)
+        return
+    record = {"time": datetime.now(timezone.utc).isoformat(), "flow": flow.name, "flow_run": flow_run.name,
+              "flow_run_id": str(flow_run.id), "deployment_id": str(flow_run.deployment_id or ""),
+              "state": state.name, "message": state.message}
+    path = StateDir(settings.state_dir).audit / "failures.jsonl"
+    append_jsonl(path, record)
+    logger.error("flow run %s (%s) failed: %s; recorded in %s", flow_run.name, flow.name, state.message, path)
+    block = settings.orchestration.notification_block
+    if block:
+        from prefect.blocks.core import Block
+
+        try:
+            Block.load(block).notify(body=json.dumps(record, indent=1), subject=f"chorus: {flow_run.name} failed")
+        except Exception as exc:  # a broken notifier must not hide the failure it reports
+            logger.error("notification block %s failed: %s", block, exc)
+
+
+FLOW_OPTIONS: dict[str, Any] = {"flow_run_name": run_name, "on_failure": [notify_failure], "log_prints": True}
+
+
+def publish_artifacts(key: str, markdown: str, table: list[dict[str, Any]] | None = None) -> None:
+    """A markdown artifact (and a table) on the current flow run, shown in the Prefect UI."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(markdown=markdown, key=key, description=markdown.splitlines()[0].lstrip("# "))
+    if table:
+        create_table_artifact(table=table, key=f"{key}-table")

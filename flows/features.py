@@ -7,15 +7,22 @@ from prefect import flow
 
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
-from flows._common import holding_state, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
 from tasks import features as feature_tasks
 
 
-@flow(name="features", log_prints=True)
-def features(settings: ChorusSettings | None = None) -> dict[str, Any]:
+@flow(name="features", **FLOW_OPTIONS)
+def features(settings: ChorusSettings | None = SettingsParameter, dask_address: str | None = None,
+             shard_size: int | None = None) -> dict[str, Any]:
     """Log-mel, harmonic/percussive log-mel and MFCC statistics for every new track: one task
-    per shard, Dask inside (a local cluster, or the scheduler at features.dask_address), Parquet out."""
-    settings = resolve(settings)
+    per shard, Dask inside (a local cluster, or the scheduler at features.dask_address), Parquet out.
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+        dask_address: Dask scheduler to extract on (tcp://host:8786); empty: features.dask_address, else a local cluster.
+        shard_size: Tracks per Prefect task (one Parquet shard each); empty: features.shard_size.
+    """
+    settings = overridden(resolve(settings), {"features.dask_address": dask_address, "features.shard_size": shard_size})
     with holding_state(settings):
         started = time.perf_counter()
         pending = feature_tasks.plan(settings)

@@ -5,15 +5,22 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import holding_state, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
 from tasks import demo as demo_tasks
 from tasks import ingest as ingest_tasks
 
 
-@flow(name="ingest", log_prints=True)
-def ingest(settings: ChorusSettings | None = None) -> dict[str, Any]:
-    """Build the demo corpus when no corpus is configured, then probe, validate and quarantine."""
-    settings = resolve(settings)
+@flow(name="ingest", **FLOW_OPTIONS)
+def ingest(settings: ChorusSettings | None = SettingsParameter, demo_scale: float | None = None,
+           manifest: str | None = None) -> dict[str, Any]:
+    """Build the demo corpus when no corpus is configured, then probe, validate and quarantine.
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+        demo_scale: Size of the demo corpus (tracks per style and users are multiplied by it); empty: demo.scale.
+        manifest: A corpus to ingest instead of the demo: manifest file or folder-per-label root; empty: ingest.manifest.
+    """
+    settings = overridden(resolve(settings), {"demo.scale": demo_scale, "ingest.manifest": manifest})
     with holding_state(settings):
         summaries: dict[str, Any] = {}
         if settings.ingest.manifest is None:

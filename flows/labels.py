@@ -5,14 +5,18 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import holding_state, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from tasks import labels as label_tasks
 
 
-@flow(name="labels", log_prints=True)
-def labels(settings: ChorusSettings | None = None) -> dict[str, Any]:
+@flow(name="labels", **FLOW_OPTIONS)
+def labels(settings: ChorusSettings | None = SettingsParameter) -> dict[str, Any]:
     """Mood truth from the crowd's playlist tags: global, group and personal weighted votes, and
-    the held-out-tags protocol. Many personal targets fan out over Dask."""
+    the held-out-tags protocol. Many personal targets fan out over Dask.
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+    """
     settings = resolve(settings)
     with holding_state(settings):
         return label_tasks.voted_labels(settings)

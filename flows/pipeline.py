@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
 from chorus.candidates import resolve_candidates
-from chorus.stages import social_data_present
 from chorus.config import ChorusSettings
-from flows._common import holding_state, resolve
+from chorus.stages import social_data_present
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
 from flows.evaluate import evaluate
 from flows.features import features
 from flows.ingest import ingest
@@ -19,35 +19,54 @@ from flows.promote import promote
 from flows.search import index
 from flows.train import pretrain, train
 
+Stage = Literal["ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate"]
+STAGES: tuple[Stage, ...] = ("ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate")
+# The two scheduled halves: data (nightly) and models (weekly).
+REFRESH: tuple[Stage, ...] = ("ingest", "features", "labels")
+RETRAIN: tuple[Stage, ...] = ("pretrain", "train", "promote", "index", "evaluate")
 
-@flow(name="pipeline", log_prints=True)
-def pipeline(settings: ChorusSettings | None = None) -> dict[str, Any]:
-    """Every stage in order, each a subflow; unchanged stages find their outputs and skip."""
-    settings = resolve(settings)
+
+@flow(name="pipeline", **FLOW_OPTIONS)
+def pipeline(settings: ChorusSettings | None = SettingsParameter, stages: list[Stage] | None = None,
+             demo_scale: float | None = None, epochs: int | None = None, trigger: str = "pipeline") -> dict[str, Any]:
+    """Every stage in order, each a subflow; unchanged stages find their outputs and skip.
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+        stages: Which stages run (in pipeline order); empty: all of them.
+        demo_scale: Size of the demo corpus (multiplies tracks per style and users); empty: demo.scale.
+        epochs: Training epochs per network; empty: train.epochs.
+        trigger: Recorded with promotion decisions (pipeline, schedule, manual).
+    """
+    settings = overridden(resolve(settings), {"demo.scale": demo_scale, "train.epochs": epochs})
+    selected = set(stages or STAGES)
     summary: dict[str, Any] = {}
     timings: dict[str, float] = {}
+
+    def timed(name: str, run: Any, *args: Any, **kwargs: Any) -> None:
+        started = time.perf_counter()
+        summary[name] = run(settings, *args, **kwargs)
+        timings[name] = time.perf_counter() - started
+
     with holding_state(settings):
         needs_backbone = any(s.name == "backbone" for s in resolve_candidates(list(settings.train.selected)))
-        stages = [("ingest", ingest), ("features", features), ("labels", labels)]
-        stages += [("pretrain", pretrain)] if needs_backbone else []
-        for name, stage in [*stages, ("train", train)]:
+        for name, stage in [("ingest", ingest), ("features", features), ("labels", labels), ("pretrain", pretrain),
+                            ("train", train)]:
+            if name not in selected or (name == "pretrain" and not needs_backbone):
+                continue
             if name == "labels" and not social_data_present(settings):
                 # a corpus without a crowd (a standard dataset): tasks read its own labels
                 summary[name] = {"stage": "labels", "skipped": True, "outputs": {}, "seconds": 0.0,
                                  "counts": {"reason": "no social data (ingest.social_dir)"}}
                 continue
-            started = time.perf_counter()
-            summary[name] = stage(settings)
-            timings[name] = time.perf_counter() - started
-        started = time.perf_counter()
-        summary["promote"] = promote(settings, trigger="pipeline")
-        timings["promote"] = time.perf_counter() - started
-        started = time.perf_counter()
-        summary["index"] = index(settings, if_models=True)
-        timings["index"] = time.perf_counter() - started
-        started = time.perf_counter()
-        summary["evaluate"] = evaluate(settings, summary["train"]["counts"]["candidates"])
-        timings["evaluate"] = time.perf_counter() - started
+            timed(name, stage)
+        if "promote" in selected:
+            timed("promote", promote, trigger=trigger)
+        if "index" in selected:
+            timed("index", index, if_models=True)
+        if "evaluate" in selected:
+            trained = summary["train"]["counts"]["candidates"] if "train" in summary else None
+            timed("evaluate", evaluate, trained)
     summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     print("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return summary

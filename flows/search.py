@@ -5,23 +5,35 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import holding_state, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from tasks import search as search_tasks
 
 
-@flow(name="index", log_prints=True)
-def index(settings: ChorusSettings | None = None, if_models: bool = False) -> dict[str, Any]:
+@flow(name="index", **FLOW_OPTIONS)
+def index(settings: ChorusSettings | None = SettingsParameter, if_models: bool = False) -> dict[str, Any]:
     """The search index of the champions (semantic vectors, hash codes, faiss), rebuilt when a
     champion, the features or the search settings change, and its degraded-copy check.
-    ``if_models``: a model without a champion yet skips the index instead of failing."""
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+        if_models: A model without a champion yet skips the index instead of failing.
+    """
     settings = resolve(settings)
     with holding_state(settings):
         return search_tasks.build_index(settings, if_models)
 
 
-@flow(name="search", log_prints=True)
-def search(queries: list[str], settings: ChorusSettings | None = None, k: int | None = None, mode: str | None = None,
-           out: str | None = None) -> dict[str, Any]:
-    """Batch similar-song queries (audio files, folders or track ids) against the champions'
-    index, to Parquet. Reads only: it does not wait for a run holding the state directory."""
+@flow(name="search", **FLOW_OPTIONS)
+def search(queries: list[str], settings: ChorusSettings | None = SettingsParameter, k: int | None = None,
+           mode: str | None = None, out: str | None = None) -> dict[str, Any]:
+    """Batch similar-song queries against the champions' index, to Parquet. Reads only: it does
+    not wait for a run holding the state directory.
+
+    Args:
+        queries: Audio files, folders or track ids (or 6+ character prefixes).
+        settings: chorus settings laid over those of the process running the flow.
+        k: Neighbours per query; empty: search.k.
+        mode: hash, semantic or rerank; empty: search.mode.
+        out: Parquet file to write; empty: under <state>/search/results/.
+    """
     return search_tasks.search(resolve(settings), queries, k, mode, out)

@@ -5,13 +5,21 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, resolve
 from tasks import tag as tag_tasks
 
 
-@flow(name="tag", log_prints=True)
-def tag(paths: list[str], settings: ChorusSettings | None = None, model: str | None = None, alias: str = "champion",
-        out: str | None = None) -> dict[str, Any]:
+@flow(name="tag", **FLOW_OPTIONS)
+def tag(paths: list[str], settings: ChorusSettings | None = SettingsParameter, model: str | None = None,
+        alias: str = "champion", out: str | None = None) -> dict[str, Any]:
     """Batch tagging (e.g. on a schedule over an incoming folder): a registered model's
-    predictions for audio files, to Parquet."""
+    predictions for audio files, to Parquet.
+
+    Args:
+        paths: Audio files or folders.
+        settings: chorus settings laid over those of the process running the flow.
+        model: Registered model name; empty: the style model (chorus-style).
+        alias: Alias or version of the model.
+        out: Parquet file to write; empty: under <state>/tags/.
+    """
     return tag_tasks.tag(resolve(settings), paths, model, alias, out)

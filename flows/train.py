@@ -8,23 +8,37 @@ from prefect import flow
 from chorus import stages
 from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
-from flows._common import holding_state, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
 from tasks import train as train_tasks
 
 
-@flow(name="pretrain", log_prints=True)
-def pretrain(settings: ChorusSettings | None = None) -> dict[str, Any]:
-    """Pretrain the shared backbone on its pretext task (cached: unchanged inputs reuse it)."""
-    settings = resolve(settings)
+@flow(name="pretrain", **FLOW_OPTIONS)
+def pretrain(settings: ChorusSettings | None = SettingsParameter, epochs: int | None = None) -> dict[str, Any]:
+    """Pretrain the shared backbone on its pretext task (cached: unchanged inputs reuse it).
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+        epochs: Pretraining epochs; empty: train.backbone.epochs.
+    """
+    settings = overridden(resolve(settings), {"train.backbone.epochs": epochs})
     with holding_state(settings):
         return train_tasks.pretrain(settings)
 
 
-@flow(name="train", log_prints=True)
-def train(settings: ChorusSettings | None = None, candidates: list[str] | None = None) -> dict[str, Any]:
+@flow(name="train", **FLOW_OPTIONS)
+def train(settings: ChorusSettings | None = SettingsParameter, candidates: list[str] | None = None,
+          epochs: int | None = None, task: str | None = None) -> dict[str, Any]:
     """Train the selected candidates (dependencies first), each a task that tracks its run in
-    MLflow and registers a version; each name's best new version becomes its challenger."""
-    settings = resolve(settings)
+    MLflow and registers a version; each name's best new version becomes its challenger.
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+        candidates: Candidates to train (`chorus candidates` lists them); empty: train.profile's set.
+        epochs: Training epochs per network; empty: train.epochs.
+        task: A task of the settings' `tasks` (e.g. genre, tags) to train instead of the default ones.
+    """
+    settings = overridden(resolve(settings), {"train.epochs": epochs})
+    settings = settings.for_task(task) if task else settings
     started = time.perf_counter()
     with holding_state(settings):
         results: dict[str, dict[str, Any]] = {}

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Debian packages chorus needs at run/test time, installed only where missing.
 #   libfluidsynth3: FluidSynth, which renders the demo corpus (pyfluidsynth loads it).
-#   chromium (with --test): the headless browser the report test opens the HTML report in.
+#   postgresql (with --services or --test): the MLflow tracking server's database (make services-up).
+#   chromium (with --test): the headless browser the report and UI tests drive.
 set -euo pipefail
 need=()
 ldconfig -p 2>/dev/null | grep -q 'libfluidsynth.so.3' || need+=(libfluidsynth3)
-if [ "${1:-}" = "--test" ]; then
-  command -v chromium >/dev/null || need+=(chromium)
-fi
+case "${1:-}" in
+  --test)
+    command -v chromium >/dev/null || need+=(chromium)
+    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+    ;;
+  --services)
+    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+    ;;
+esac
 if ((${#need[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "chorus needs: ${need[*]} (no apt-get here: install them with your package manager)" >&2

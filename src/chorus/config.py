@@ -382,6 +382,36 @@ class PromoteSettings(StageSettings):
         return self.models.get(name) or self.rules[kind]
 
 
+class ServicesSettings(StageSettings):
+    """The local services `chorus services up` starts (infra/local): a Prefect server, an MLflow
+    tracking server on PostgreSQL, a Dask scheduler with workers, and `chorus serve`. Everything
+    listens on ``host`` only; data and logs live under <state_dir>/services/."""
+
+    host: str = Field("127.0.0.1", description="Interface every service binds to.")
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    postgres_port: int = Field(5433, ge=1, le=65535, description="Not 5432: a system PostgreSQL may hold it.")
+    dask_port: int = Field(8786, ge=1, le=65535)
+    dask_dashboard_port: int = Field(8787, ge=0, le=65535, description="0: no dashboard.")
+    dask_workers: int = Field(2, ge=1)
+    dask_worker_memory: str = Field("4GiB", description="Memory limit per Dask worker.")
+    serve: bool = Field(True, description="Also start `chorus serve` (the deployments) once the servers are up.")
+    startup_timeout_s: float = Field(180.0, gt=0, description="How long each service may take to pass its health check.")
+
+
+class OrchestrationSettings(StageSettings):
+    """The deployments `chorus serve` (and prefect.yaml) define: schedules, their timezone, and
+    where a failed run is reported."""
+
+    timezone: str = Field("UTC", description="IANA timezone of both schedules, e.g. Europe/Berlin.")
+    refresh_cron: str = Field("0 2 * * *", description="Nightly ingest + features + labels.")
+    retrain_cron: str = Field("0 4 * * 0", description="Weekly pretrain + train + promote + index + evaluate.")
+    schedules_active: bool = Field(True, description="False: the scheduled deployments exist but are paused.")
+    notification_block: str | None = Field(
+        None, description="A Prefect notification block (<block-type-slug>/<name>, e.g. slack-webhook/chorus-alerts) "
+                          "told about every failed run, beside the log and <state>/audit/failures.jsonl.")
+
+
 class ChorusSettings(BaseSettings):
     """Everything chorus reads. Precedence: defaults < YAML (--config) < CHORUS_* env < flags."""
 
@@ -396,6 +426,10 @@ class ChorusSettings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, description="Default: sqlite:///<state_dir>/mlflow.db"
     )
+    prefect_api_url: str | None = Field(
+        None, description="A Prefect server's API (http://host:4200/api); default: a temporary API per run, "
+                          "its database under the state directory. Sets PREFECT_API_URL for chorus's processes."
+    )
     lock_timeout_s: float = Field(
         0.0, description="How long a run waits for the state lock; 0 refuses at once, -1 waits forever."
     )
@@ -408,6 +442,8 @@ class ChorusSettings(BaseSettings):
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     tasks: dict[str, TaskSettings] = Field(default_factory=_default_tasks, description="Tasks by name (chorus run --task).")
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -456,7 +492,7 @@ def stable_hash(data: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = target
     for key in keys[:-1]:
@@ -473,7 +509,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. train.epochs=3")
         key, raw = pair.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+        set_dotted(out, key.strip(), yaml.safe_load(raw))
     return out
 
 

@@ -67,6 +67,16 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line, flushed and fsynced: an audit row must survive a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record, default=str) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def write_parquet(
     table: pa.Table | pd.DataFrame,
     path: str | Path,

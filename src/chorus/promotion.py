@@ -10,13 +10,13 @@ decision, dry runs included, is kept: as tags on the challenger's model version 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from chorus.config import PromotionRule
+from chorus.io import append_jsonl
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 
@@ -85,12 +85,8 @@ def decide(model: str, challenger: int, challenger_metrics: dict[str, float], ba
 
 
 def audit(log_path: Path, decision: Decision) -> None:
-    """Append one JSON line (flushed and fsynced: an audit row must survive a crash)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as out:
-        out.write(json.dumps(decision.as_dict(), default=str) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    """Append the decision as one JSON line (fsynced: an audit row must survive a crash)."""
+    append_jsonl(log_path, decision.as_dict())
 
 
 def read_audit(log_path: Path) -> list[dict[str, Any]]:

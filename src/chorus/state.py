@@ -132,11 +132,15 @@ def runtime_environment(state: StateDir) -> dict[str, str]:
     return env
 
 
-def apply_runtime_environment(state: StateDir, override: bool = False) -> None:
+def apply_runtime_environment(state: StateDir, override: bool = False, prefect_api_url: str | None = None) -> None:
+    """Set the run's environment; ``prefect_api_url`` (the ``prefect_api_url`` setting) points
+    Prefect at a server and wins over an inherited PREFECT_API_URL, being the more specific."""
     state.create()  # PREFECT_HOME must exist before Prefect starts its temporary API
     for key, value in runtime_environment(state).items():
         if override or key not in os.environ:
             os.environ[key] = value
+    if prefect_api_url:
+        os.environ["PREFECT_API_URL"] = prefect_api_url
 
 
 # Locks this process holds, by lock-file path: nested flows of one run re-enter instead of

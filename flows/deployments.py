@@ -1,0 +1,63 @@
+"""The deployments `chorus serve` serves (prefect.yaml defines the same ones for a work pool).
+
+- pipeline/nightly-refresh: ingest + features + labels, on orchestration.refresh_cron
+- pipeline/weekly-retrain: pretrain + train + promote + index + evaluate, on orchestration.retrain_cron
+- <stage>/on-demand for every stage, and pipeline/on-demand: run from the UI or
+  `prefect deployment run 'ingest/on-demand' -p demo_scale=0.5`
+
+Both schedules use orchestration.timezone. Each deployment runs one flow run at a time (more
+queue); runs of different deployments are kept apart by the state lock (a served run waits
+for it: `chorus services up` sets lock_timeout_s to -1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+from chorus.config import ChorusSettings
+from flows.evaluate import evaluate
+from flows.features import features
+from flows.ingest import ingest
+from flows.labels import labels
+from flows.pipeline import REFRESH, RETRAIN, pipeline
+from flows.promote import promote
+from flows.search import index, search
+from flows.tag import tag
+from flows.train import pretrain, train
+
+ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, pretrain, train, promote, index, evaluate, tag,
+                                          search, pipeline)
+DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
+
+
+def deployments(settings: ChorusSettings) -> list[RunnerDeployment]:
+    """Every chorus deployment, its schedules from ``settings.orchestration``."""
+    orchestration = settings.orchestration
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    common: dict[str, Any] = {"concurrency_limit": one_at_a_time, "tags": ["chorus"]}
+    scheduled = [
+        pipeline.to_deployment(
+            "nightly-refresh", schedules=[Cron(orchestration.refresh_cron, timezone=orchestration.timezone)],
+            paused=not orchestration.schedules_active, parameters={"stages": list(REFRESH), "trigger": "schedule"},
+            description="Nightly: ingest new audio and social data, extract features, vote labels.", **common),
+        pipeline.to_deployment(
+            "weekly-retrain", schedules=[Cron(orchestration.retrain_cron, timezone=orchestration.timezone)],
+            paused=not orchestration.schedules_active, parameters={"stages": list(RETRAIN), "trigger": "schedule"},
+            description="Weekly: pretrain, train every candidate, run the promotion gate, index, evaluate.", **common),
+    ]
+    on_demand = [flow.to_deployment("on-demand", description=f"Run `{flow.name}` now, with parameters "
+                                    "(the UI's Custom run, or prefect deployment run -p key=value).", **common)
+                 for flow in ON_DEMAND]
+    return scheduled + on_demand
+
+
+def serve(settings: ChorusSettings) -> None:
+    """Register the deployments with the Prefect server and run their flow runs here until stopped."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments(settings), print_starting_message=True)
