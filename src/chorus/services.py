@@ -23,8 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from chorus.config import ChorusSettings, ServicesSettings
 from chorus.errors import ChorusError
+from chorus.io import write_text_atomic
 from chorus.state import TELEMETRY_OFF, StateDir
 
 
@@ -165,6 +168,11 @@ class LocalServices:
         return self.root / "logs" / f"{name}.log"
 
     @property
+    def settings_file(self) -> Path:
+        """The settings the services were started with, handed to `chorus serve` (its flow runs use them)."""
+        return self.root / "settings.yaml"
+
+    @property
     def env_file(self) -> Path:
         """`source` it to point a shell's chorus commands (and prefect/mlflow CLIs) at the services."""
         return self.root / "chorus.env"
@@ -204,7 +212,8 @@ class LocalServices:
                          settings_env_name("state_dir"): str(self.state.root),
                          # a scheduled run waits for a UI-triggered one holding the state, and vice versa
                          settings_env_name("lock_timeout_s"): "-1"}
-            out.append(Service("serve", [str(bin_dir / "chorus"), "serve"], self._deployments_served(), serve_env,
+            out.append(Service("serve", [str(bin_dir / "chorus"), "--config", str(self.settings_file), "serve"],
+                               self._deployments_served(), serve_env,
                                f"{e.prefect_ui_url}/deployments"))
         return out
 
@@ -241,6 +250,7 @@ class LocalServices:
         for folder in ("run", "logs", "mlartifacts", "prefect", "prefect-client"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self._postgres_up(log)
+        write_text_atomic(self.settings_file, yaml.safe_dump(self.chorus_settings.model_dump(mode="json"), sort_keys=False))
         for service in self.services():
             pid = self._pid(service.name)
             if pid and _alive(pid) and service.healthy():
@@ -249,9 +259,7 @@ class LocalServices:
             self._start(service, log)
         env = {**self.endpoints.chorus_environment(), settings_env_name("state_dir"): str(self.state.root),
                "PREFECT_API_URL": self.endpoints.prefect_api_url, "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url}
-        tmp = self.env_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-        tmp.replace(self.env_file)
+        write_text_atomic(self.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
         return env
 
     def _start(self, service: Service, log: Callable[[str], None]) -> None:
