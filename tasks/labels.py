@@ -4,13 +4,13 @@ from contextlib import ExitStack
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
 from chorus import stages
 from chorus.config import ChorusSettings
+from tasks._cache import while_outputs_current
 
 
-@task(name="voted-labels", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="voted-labels", cache_key_fn=while_outputs_current("labels", stages.current_labels_key), persist_result=True,
+      retries=1, retry_delay_seconds=5)
 def voted_labels(settings: ChorusSettings) -> dict[str, Any]:
     """Weighted voting; from labels.dask_min_targets personal targets on, their batches run on Dask."""
     from chorus.compute import dask_batch_runner, dask_scheduler

@@ -415,3 +415,26 @@ def test_report_renders_in_headless_chromium_offline(first_run):
     assert [u for u in requests if not u.startswith("data:")] == [report.as_uri()]
     assert images and all(images)
     assert {"What was evaluated", "Candidates", "Confusion matrix"} <= set(headings)
+
+
+def test_prefect_cache_follows_the_data_on_disk(first_run):
+    """The voted-labels task is cached by its input key while its outputs are on disk: a re-run
+    is a cache hit; once the output is deleted there is no key, and the task recomputes it."""
+    from prefect import flow
+
+    from tasks.labels import voted_labels
+
+    settings, _ = first_run
+    labels_path = StateDir(settings.state_dir).labels / "labels.parquet"
+
+    @flow
+    def labels_twice() -> list[str]:
+        return [voted_labels(settings, return_state=True).name for _ in range(2)]
+
+    assert labels_twice()[1] == "Cached"
+    before = pd.read_parquet(labels_path)
+    labels_path.unlink()
+    states = labels_twice()
+    assert states[0] == "Completed"  # no key without the output: it ran
+    pd.testing.assert_frame_equal(pd.read_parquet(labels_path), before)
+    assert states[1] == "Cached"

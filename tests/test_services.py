@@ -231,16 +231,41 @@ def test_prefect_ui_custom_run_and_mlflow_ui_champion(services):
         browser.close()
 
 
+def test_work_pool_route(services):
+    """prefect.yaml through a process worker: with `chorus serve` stopped, `prefect deploy` one
+    deployment to the `chorus` pool, run it with a parameter, and a worker started once runs it."""
+    stopped = run_chorus(*services.base, "services", "down", "serve", cwd=services.root, timeout=120)
+    assert stopped.returncode == 0 and "serve: stopped" in stopped.stderr, stopped.stderr[-2000:]
+    repository = Path(__file__).resolve().parents[1]
+    env = {**os.environ, **services.env,
+           "CHORUS_CONFIG": str(services.state / "services" / "settings.yaml")}  # the tier's small corpus
+
+    def prefect(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([PREFECT, *args], capture_output=True, text=True, env=env, cwd=repository, timeout=timeout)
+        assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+        return done
+
+    prefect("work-pool", "create", "chorus", "--type", "process", "--overwrite")
+    prefect("--no-prompt", "deploy", "--name", "ingest/on-demand")
+    deployment = _deployment(services.api, "ingest/on-demand")
+    assert deployment["work_pool_name"] == "chorus"
+    prefect("deployment", "run", "ingest/on-demand", "-p", "demo_scale=0.5")
+    prefect("worker", "start", "--pool", "chorus", "--run-once", timeout=300)
+    run = _runs(services.api, deployment["id"])[0]
+    assert run["state_type"] == "COMPLETED" and run["parameters"]["demo_scale"] == 0.5, run["state_name"]
+    assert _run_count(services.state) == 2 * 10
+
+
 def test_services_stop_cleanly(services):
     """`services down`: serve and the workers first, PostgreSQL last; no process is left."""
     pids = {p.stem: int(p.read_text()) for p in (services.state / "services" / "run").glob("*.pid")}
-    assert len(pids) == 6  # mlflow, prefect-server, dask-scheduler, 2 workers, serve; each leads its process group
+    assert len(pids) == 5  # mlflow, prefect-server, dask-scheduler, 2 workers (serve stopped above); each leads its group
     postmaster = services.state / "services" / "postgres" / "data" / "postmaster.pid"
     postgres = int(postmaster.read_text().splitlines()[0])
     down = run_chorus(*services.base, "services", "down", cwd=services.root, timeout=180)
     assert down.returncode == 0, down.stderr[-3000:]
     order = re.findall(r"^(\S+): stopped", down.stderr, re.M)
-    assert order.index("serve") < order.index("dask-worker-0") < order.index("prefect-server") < order.index("postgres")
+    assert order.index("dask-worker-0") < order.index("dask-scheduler") < order.index("prefect-server") < order.index("postgres")
     time.sleep(1)
     alive = {name: pgid for name, pgid in pids.items() if _group_alive(pgid)}
     assert not alive, f"left running: {alive}"

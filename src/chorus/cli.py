@@ -451,9 +451,11 @@ def services_up() -> None:
 
 
 @services_app.command("down")
-def services_down() -> None:
+def services_down(
+    names: Annotated[list[str] | None, typer.Argument(help="Only these services (e.g. serve); default: all.")] = None,
+) -> None:
     """Stop the services: chorus serve and the Dask workers first, PostgreSQL last."""
-    _local_services().down(log=err.print)
+    _local_services().down(log=err.print, names=names or None)
 
 
 @services_app.command("status")

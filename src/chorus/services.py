@@ -279,11 +279,18 @@ class LocalServices:
             time.sleep(0.5)
         log(f"{service.name}: up (pid {process.pid}) {service.url}")
 
-    def down(self, log: Callable[[str], None] = print) -> None:
-        """Stop everything, last started first; PostgreSQL last (MLflow holds connections to it)."""
+    def down(self, log: Callable[[str], None] = print, names: list[str] | None = None) -> None:
+        """Stop everything (or the named services), last started first; PostgreSQL last (MLflow
+        holds connections to it)."""
+        known = [service.name for service in self.services()] + ["postgres"]
+        unknown = set(names or []) - set(known)
+        if unknown:
+            raise ServiceError(f"unknown service(s) {', '.join(sorted(unknown))}; services: {', '.join(known)}")
         for service in reversed(self.services()):
-            self._stop(service.name, log)
-        self._postgres_down(log)
+            if names is None or service.name in names:
+                self._stop(service.name, log)
+        if names is None or "postgres" in names:
+            self._postgres_down(log)
 
     def _stop(self, name: str, log: Callable[[str], None], grace_s: float = 20.0) -> None:
         pid = self._pid(name)

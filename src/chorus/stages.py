@@ -302,6 +302,30 @@ def personal_target_count(settings: ChorusSettings) -> int:
     return len(select_targets(read_table(users), settings.labels)) if users.exists() else 0
 
 
+def labels_key(settings: ChorusSettings) -> str:
+    """What the voted labels depend on: the label settings, the synonyms, the social tables' and
+    the tracks' content keys (read from their metadata: cheap)."""
+    state = StateDir(settings.state_dir)
+    synonyms = settings.labels.synonyms_file
+    return stable_hash({
+        "settings": settings.labels.config_hash(),
+        "synonyms": Path(synonyms).read_text() if synonyms else "bundled",
+        "social": {name: (read_meta(p) or {}).get("key") for name, p in social_table_paths(state).items()},
+        "tracks": (read_meta(state.tracks) or {}).get("key"),
+    })
+
+
+def current_labels_key(settings: ChorusSettings) -> str | None:
+    """The labels' key when the outputs on disk were made from the current inputs, else None
+    (missing, deleted or stale outputs: the labels must be computed)."""
+    state = StateDir(settings.state_dir)
+    if not all(p.exists() for p in social_table_paths(state).values()):
+        return None
+    key = labels_key(settings)
+    current = output_is_current(state.labels / "labels.parquet", key) and (state.quarantine / "social-rejects.parquet").exists()
+    return key if current else None
+
+
 def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = None) -> StageSummary:
     """Weighted voting over the follow graph: global, group and personal truth into
     ``labels/labels.parquet``; social rejects into ``quarantine/social-rejects.parquet``; the
@@ -319,18 +343,12 @@ def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = 
         from chorus.errors import InputError
 
         raise InputError(str(missing[0]), "no social tables: run `chorus ingest` with social data first")
-    synonyms = settings.labels.synonyms_file
     tracks = load_tracks(settings)
-    key = stable_hash({
-        "settings": settings.labels.config_hash(),
-        "synonyms": Path(synonyms).read_text() if synonyms else "bundled",
-        "social": {name: (read_meta(p) or {}).get("key") for name, p in paths.items()},
-        "tracks": (read_meta(state.tracks) or {}).get("key"),
-    })
+    key = labels_key(settings)
     out = state.labels / "labels.parquet"
     rejects_path = state.quarantine / "social-rejects.parquet"
     outputs = {"labels": str(out), "rejects": str(rejects_path), "metrics": str(state.reports / "metrics.json")}
-    if output_is_current(out, key) and rejects_path.exists():
+    if current_labels_key(settings) == key:
         meta = read_meta(out) or {}
         return StageSummary("labels", True, outputs, meta.get("summary", {}), time.perf_counter() - started)
 
@@ -341,7 +359,7 @@ def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = 
     rejects = pd.concat([rejects, pd.DataFrame({"table": "follows",
                                                 "key": built.rejects["follower"].astype(str) + "->" + built.rejects["followee"].astype(str),
                                                 "reason": built.rejects["reason"], "detail": ""})], ignore_index=True)
-    mapper = TagMapper.load(synonyms)
+    mapper = TagMapper.load(settings.labels.synonyms_file)
     votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], mapper)
     tags = tag_matrix(votes, built.graph)
     table, truth_counts = build_truths(built.graph, tags, tables["users"], settings.labels, runner)
@@ -789,6 +807,32 @@ def index_folder(state: StateDir, semantic: Any, hashing: Any) -> Path:
     return state.search / f"{semantic.name}-v{semantic.version}+{hashing.name}-v{hashing.version}"
 
 
+def index_key(settings: ChorusSettings, semantic: Any, hashing: Any) -> str:
+    """What a search index depends on: both model versions, the stored features, the search settings."""
+    from chorus.features import features_key
+
+    return stable_hash([str(semantic), str(hashing), features_key(StateDir(settings.state_dir).features, settings.features),
+                        settings.search.config_hash()])
+
+
+def current_index_key(settings: ChorusSettings) -> str | None:
+    """The index's key when the index on disk belongs to the models now at ``search.alias`` and
+    the current features and settings, else None (it must be built, or there is no model yet)."""
+    from chorus import registry
+    from chorus.errors import InputError
+    from chorus.search.index import read_index_meta
+
+    state = StateDir(settings.state_dir)
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    try:
+        semantic, hashing = search_models(settings)
+    except InputError:
+        return None
+    key = index_key(settings, semantic, hashing)
+    meta = read_index_meta(index_folder(state, semantic, hashing))
+    return key if meta is not None and meta.get("key") == key else None
+
+
 def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool = False) -> StageSummary:
     """Semantic vectors and hash codes of every track of the corpus, from the stored features,
     for the models at ``search.alias``; faiss indexes; then the degraded-copy check. Skipped when
@@ -796,7 +840,7 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
     as in the pipeline) when a model has no version at the alias yet."""
     from chorus import registry
     from chorus.errors import InputError
-    from chorus.features import features_key, load_features
+    from chorus.features import load_features
     from chorus.search import SearchIndex
     from chorus.search.encode import TrackEncoder
     from chorus.search.index import read_index_meta
@@ -812,8 +856,7 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
         log.warning("no search index: %s", missing)
         return StageSummary("index", True, {}, {"reason": str(missing)}, time.perf_counter() - started)
     folder = index_folder(state, semantic, hashing)
-    key = stable_hash([str(semantic), str(hashing), features_key(state.features, settings.features),
-                       settings.search.config_hash()])
+    key = index_key(settings, semantic, hashing)
     meta = read_index_meta(folder)
     if meta is not None and meta.get("key") == key:
         return StageSummary("index", True, {"index": str(folder)}, _index_counts(meta), time.perf_counter() - started)

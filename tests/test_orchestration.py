@@ -1,0 +1,103 @@
+"""Orchestration without servers: the flows' parameter forms, how a run's settings are resolved,
+the deployments' schedules, failure records, and the order the local services stop in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chorus.config import ChorusSettings, load_settings
+from chorus.services import LocalServices
+
+
+def test_every_flow_parameter_is_typed_and_described():
+    """What the Prefect UI's run form shows: a type and a description for each parameter."""
+    from flows.deployments import ON_DEMAND
+
+    for flow in ON_DEMAND:
+        schema = flow.parameters.model_dump()
+        assert "settings" in schema["properties"], flow.name
+        for name, prop in schema["properties"].items():
+            assert prop.get("description"), f"{flow.name}.{name} has no description"
+            assert "anyOf" in prop or "type" in prop or "$ref" in prop or "allOf" in prop, f"{flow.name}.{name} untyped"
+    ingest = next(f for f in ON_DEMAND if f.name == "ingest").parameters.model_dump()["properties"]
+    assert {"type": "number"} in ingest["demo_scale"]["anyOf"]
+
+
+def test_given_settings_are_laid_over_the_process_settings(monkeypatch, tmp_path):
+    """A UI run that fills in one setting keeps the serving process's state directory and the rest."""
+    from flows._common import overridden, resolve
+
+    monkeypatch.setenv("CHORUS_STATE_DIR", str(tmp_path / "served"))
+    monkeypatch.setenv("CHORUS_TRAIN__EPOCHS", "7")
+    settings = resolve({"demo": {"scale": 0.5}})
+    assert settings.state_dir == tmp_path / "served" and settings.train.epochs == 7 and settings.demo.scale == 0.5
+    assert resolve(None).demo.scale == 1.0
+    # a settings object built by a caller wins where it set something
+    settings = resolve(ChorusSettings(train={"epochs": 3}))
+    assert settings.train.epochs == 3 and settings.state_dir == tmp_path / "served"
+    # a flow's typed parameters; None changes nothing
+    changed = overridden(settings, {"demo.scale": 2.0, "train.epochs": None})
+    assert changed.demo.scale == 2.0 and changed.train.epochs == 3
+
+
+def test_config_file_of_the_serving_process(monkeypatch, tmp_path):
+    from flows._common import resolve
+
+    config = tmp_path / "chorus.yaml"
+    config.write_text("state_dir: /srv/chorus\ndemo: {scale: 0.25}\n")
+    monkeypatch.setenv("CHORUS_CONFIG", str(config))
+    settings = resolve(None)
+    assert str(settings.state_dir) == "/srv/chorus" and settings.demo.scale == 0.25
+
+
+def test_deployments_follow_the_orchestration_settings():
+    from flows.deployments import deployments
+
+    settings = load_settings(overrides={"orchestration": {"timezone": "Europe/Berlin", "refresh_cron": "30 1 * * *",
+                                                          "schedules_active": False}})
+    by_name = {(d.flow_name, d.name): d for d in deployments(settings)}
+    nightly = by_name[("pipeline", "nightly-refresh")]
+    assert nightly.schedules[0].schedule.cron == "30 1 * * *"
+    assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"
+    assert nightly.paused is True and nightly.parameters["stages"] == ["ingest", "features", "labels"]
+    weekly = by_name[("pipeline", "weekly-retrain")]
+    assert weekly.schedules[0].schedule.timezone == "Europe/Berlin"
+    assert {"train", "promote", "evaluate"} <= set(weekly.parameters["stages"])
+    flows = {flow for flow, name in by_name if name == "on-demand"}
+    assert {"ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate", "pipeline"} <= flows
+    assert all(d.concurrency_limit == 1 and d.concurrency_options.collision_strategy == "ENQUEUE" for d in by_name.values())
+
+
+def test_a_failed_flow_run_is_recorded(prefect_harness, tmp_path):
+    """The on_failure hook writes the failure to <state>/audit/failures.jsonl (and the log)."""
+    from prefect import flow
+
+    from flows._common import FLOW_OPTIONS, SettingsParameter, resolve
+
+    @flow(name="breaks", **FLOW_OPTIONS)
+    def breaks(settings: ChorusSettings | None = SettingsParameter) -> None:
+        resolve(settings)
+        raise OSError("the disk is full")
+
+    with pytest.raises(OSError):
+        breaks(settings=load_settings(overrides={"state_dir": str(tmp_path)}))
+    record = json.loads((tmp_path / "audit" / "failures.jsonl").read_text().splitlines()[-1])
+    assert record["flow"] == "breaks" and record["state"] == "Failed"
+    assert "the disk is full" in record["message"] and record["flow_run"].startswith("breaks · local · ")
+
+
+def test_services_stop_in_reverse_start_order(tmp_path):
+    """`down` stops in the reverse of this order: chorus serve, the workers, the scheduler, the
+    Prefect server, MLflow (and PostgreSQL after them)."""
+    services = LocalServices(load_settings(overrides={"state_dir": str(tmp_path)}))
+    names = [s.name for s in services.services()]
+    assert names == ["mlflow", "prefect-server", "dask-scheduler", "dask-worker-0", "dask-worker-1", "serve"]
+    settings = load_settings(overrides={"state_dir": str(tmp_path), "services": {"serve": False, "dask_workers": 3}})
+    assert [s.name for s in LocalServices(settings).services()][-1] == "dask-worker-2"
+    env = services.endpoints.chorus_environment()
+    assert env == {"CHORUS_PREFECT_API_URL": "http://127.0.0.1:4200/api", "CHORUS_MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+                   "CHORUS_FEATURES__DASK_ADDRESS": "tcp://127.0.0.1:8786"}
+    assert load_settings(overrides={k.removeprefix("CHORUS_").lower(): v for k, v in env.items()
+                                    if "__" not in k}).prefect_api_url == "http://127.0.0.1:4200/api"
