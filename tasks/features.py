@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
+from tasks._policies import IO_RETRIES
 from chorus.features import Shard, plan_shards
 
 
@@ -20,7 +21,7 @@ def plan(settings: ChorusSettings) -> list[Shard]:
 
 # One task per shard of files (Prefect per-file tasks cost ~0.3 s each on Dask); the per-file work
 # is plain Dask inside. A shard that fails is retried whole; its output is committed by rename.
-@task(name="extract-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+@task(name="extract-shard", cache_policy=NO_CACHE, **IO_RETRIES,
       task_run_name="extract-{shard.key}")
 def extract(shard: Shard, settings: ChorusSettings, scheduler: str, priority: int = 0) -> dict[str, Any]:
     result = stages.extract_shard(shard, settings, dask_client(scheduler), priority=priority)

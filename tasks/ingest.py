@@ -7,10 +7,11 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
+from tasks._policies import IO_RETRIES
 
 
 # Retries only for transient I/O; a validation failure is not transient and is not retried.
-@task(name="ingest-corpus", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+@task(name="ingest-corpus", cache_policy=NO_CACHE, **IO_RETRIES,
       retry_condition_fn=lambda task, run, state: isinstance(state.result(raise_on_failure=False), OSError))
 def ingest(settings: ChorusSettings) -> dict[str, Any]:
     summary = stages.ingest_stage(settings).as_dict()

@@ -7,9 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
+from tasks._policies import IO_RETRIES
 
 
-@task(name="tag-files", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="tag-files", cache_policy=NO_CACHE, **IO_RETRIES)
 def tag(settings: ChorusSettings, paths: list[str], model: str | None, alias: str, out: str | None) -> dict[str, Any]:
     summary = stages.tag_stage(settings, paths, model, alias, out).as_dict()
     get_run_logger().info("tag: %s -> %s", summary["counts"], summary["outputs"]["predictions"])

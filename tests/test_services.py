@@ -139,6 +139,26 @@ def test_deployment_run_from_the_cli_with_a_parameter(services):
     assert _run_count(services.state) == 2 * 10  # two styles, 20 * 0.5 tracks each (40 at the default scale)
 
 
+def test_a_schedule_fires_in_chorus_serve(services):
+    """A schedule added to a served deployment (every 15 s here, so the test need not wait for the
+    nightly cron) creates runs that `chorus serve` picks up and completes."""
+    deployment = _deployment(services.api, "labels/on-demand")
+    done = _prefect_cli(services, "deployment", "schedule", "create", "labels/on-demand", "--interval", "15")
+    assert done.returncode == 0, done.stdout + done.stderr
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            scheduled = [r for r in _runs(services.api, deployment["id"]) if r["auto_scheduled"]]
+            if any(r["state_type"] == "COMPLETED" for r in scheduled):
+                break
+            assert not any(r["state_type"] in ("FAILED", "CRASHED") for r in scheduled), scheduled
+            assert time.monotonic() < deadline, f"no scheduled run completed: {scheduled}"
+            time.sleep(3)
+    finally:
+        _prefect_cli(services, "deployment", "schedule", "clear", "labels/on-demand", "-y")
+    assert (services.state / "labels" / "labels.parquet").exists()
+
+
 def test_pipeline_runs_through_the_services(services):
     """The pipeline deployment: its runs in the Prefect server, features on the external Dask
     workers, the model registered in the PostgreSQL-backed MLflow and promoted to champion,

@@ -1,6 +1,10 @@
-"""Prefect task caching that never hides the data on disk.
+"""Task policies: retries for I/O, and caching that never hides the data on disk.
 
-A cache key is the stage's input key (content hashes of its inputs + its settings' hash), and
+I/O-bound tasks (ingest, feature shards, tagging files) retry three times with exponential backoff
+(2, 4, 8 s, jittered so that shards failing together do not retry together); compute-heavy tasks
+retry once, training from its last checkpoint.
+
+Caching: a cache key is the stage's input key (content hashes of its inputs + its settings' hash), and
 there is one only while the outputs that key produced are on disk and carry it: a deleted or
 stale output gives no key, so the task runs and recomputes. Results persist under PREFECT_HOME,
 which chorus keeps in the state directory.
@@ -11,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from prefect.tasks import exponential_backoff
+
 from chorus.config import ChorusSettings
+
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+                              "retry_jitter_factor": 0.5}
 
 
 def while_outputs_current(name: str, current_key: Callable[[ChorusSettings], str | None]) -> Callable[..., str | None]:
