@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,17 +18,11 @@ import pytest
 
 from chorus.config import load_settings
 from chorus.state import StateDir
-from conftest import SR, tone, write_wav
+from conftest import SR, free_ports, tone, write_wav
 
 pytestmark = pytest.mark.slow
 
 DASK = str(Path(sys.executable).parent / "dask")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,7 +30,7 @@ def cluster(tmp_path):
     """A scheduler and two nanny-less workers (so a worker's pid is the process we kill)."""
     from distributed import Client
 
-    port = _free_port()
+    port = free_ports(1)[0]
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     logs = tmp_path / "dask-logs"

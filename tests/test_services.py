@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_chorus
+from conftest import free_ports, run_chorus
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -34,17 +33,6 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 # to beat the majority baseline reliably.
 DEMO = {"styles": ["bach", "essenFolksong"], "tracks_per_style": 20, "clip_seconds": 5.0, "measures": 6, "users": 24,
         "communities": 2, "workers": 2}
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -75,7 +63,7 @@ def services():
     # The postgres user runs the database and must reach its folder: pytest's tmp_path is 0700.
     root = Path(tempfile.mkdtemp(prefix="chorus-services-"))
     root.chmod(0o755)
-    prefect_port, mlflow_port, postgres_port, dask_port = _free_ports(4)
+    prefect_port, mlflow_port, postgres_port, dask_port = free_ports(4)
     config = root / "chorus.yaml"
     config.write_text(yaml.safe_dump({
         "demo": DEMO,
