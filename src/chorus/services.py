@@ -104,6 +104,7 @@ class Service:
     healthy: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
     url: str = ""
+    wave: int = 0  # services of one wave start together; a wave waits for the one before to be healthy
 
 
 def _http_ok(url: str) -> Callable[[], bool]:
@@ -205,7 +206,7 @@ class LocalServices:
             out.append(Service(f"dask-worker-{n}", [str(bin_dir / "dask"), "worker", e.dask_address, "--nthreads", "1",
                                                     "--memory-limit", s.dask_worker_memory, "--name", f"local-{n}",
                                                     "--host", s.host, "--no-dashboard"],
-                               self._worker_registered(f"local-{n}"), worker_env, e.dask_address))
+                               self._worker_registered(f"local-{n}"), worker_env, e.dask_address, wave=1))
         if s.serve:
             serve_env = {**quiet, **e.chorus_environment(), "PREFECT_API_URL": e.prefect_api_url,
                          "PREFECT_HOME": str(self.root / "prefect-client"),
@@ -214,7 +215,7 @@ class LocalServices:
                          settings_env_name("lock_timeout_s"): "-1"}
             out.append(Service("serve", [str(bin_dir / "chorus"), "--config", str(self.settings_file), "serve"],
                                self._deployments_served(), serve_env,
-                               f"{e.prefect_ui_url}/deployments"))
+                               f"{e.prefect_ui_url}/deployments", wave=2))
         return out
 
     def _worker_registered(self, name: str) -> Callable[[], bool]:
@@ -251,23 +252,31 @@ class LocalServices:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self._postgres_up(log)
         write_text_atomic(self.settings_file, yaml.safe_dump(self.chorus_settings.model_dump(mode="json"), sort_keys=False))
-        for service in self.services():
-            pid = self._pid(service.name)
-            if pid and _alive(pid) and service.healthy():
-                log(f"{service.name}: already running (pid {pid})")
-                continue
-            self._start(service, log)
+        services = self.services()
+        for wave in sorted({s.wave for s in services}):
+            started: list[tuple[Service, subprocess.Popen[bytes]]] = []
+            for service in (s for s in services if s.wave == wave):
+                pid = self._pid(service.name)
+                if pid and _alive(pid) and service.healthy():
+                    log(f"{service.name}: already running (pid {pid})")
+                else:
+                    started.append((service, self._launch(service)))
+            for service, process in started:  # started together (the servers' start-ups overlap)
+                self._wait_healthy(service, process, log)
         env = {**self.endpoints.chorus_environment(), settings_env_name("state_dir"): str(self.state.root),
                "PREFECT_API_URL": self.endpoints.prefect_api_url, "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url}
         write_text_atomic(self.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
         return env
 
-    def _start(self, service: Service, log: Callable[[str], None]) -> None:
-        logfile = self.log_file(service.name).open("ab")
-        process = subprocess.Popen(service.argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **service.env}, cwd=self.state.root,
-                                   start_new_session=True)  # its own process group: down stops its children too
+    def _launch(self, service: Service) -> subprocess.Popen[bytes]:
+        with self.log_file(service.name).open("ab") as logfile:
+            process = subprocess.Popen(service.argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env={**os.environ, **service.env}, cwd=self.state.root,
+                                       start_new_session=True)  # its own process group: down stops its children too
         self.pid_file(service.name).write_text(str(process.pid))
+        return process
+
+    def _wait_healthy(self, service: Service, process: subprocess.Popen[bytes], log: Callable[[str], None]) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while not service.healthy():
             if process.poll() is not None:
@@ -286,34 +295,34 @@ class LocalServices:
         unknown = set(names or []) - set(known)
         if unknown:
             raise ServiceError(f"unknown service(s) {', '.join(sorted(unknown))}; services: {', '.join(known)}")
-        for service in reversed(self.services()):
-            if names is None or service.name in names:
-                self._stop(service.name, log)
+        services = [s for s in reversed(self.services()) if names is None or s.name in names]
+        for wave in sorted({s.wave for s in services}, reverse=True):
+            self._stop([s.name for s in services if s.wave == wave], log)
         if names is None or "postgres" in names:
             self._postgres_down(log)
 
-    def _stop(self, name: str, log: Callable[[str], None], grace_s: float = 20.0) -> None:
-        pid = self._pid(name)
-        if not pid:
-            return
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + grace_s
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
+    def _stop(self, names: list[str], log: Callable[[str], None], grace_s: float = 20.0) -> None:
+        """SIGTERM to each service's process group together, SIGKILL to what is left after ``grace_s``."""
+        pids = {name: pid for name in names if (pid := self._pid(name))}
+        for pid in pids.values():
             if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace_s
+        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for name, pid in pids.items():
+            if _alive(pid):
                 log(f"{name}: killed after {grace_s:.0f} s")
-        # children left in the group (uvicorn workers, a nanny's worker) go with it
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.pid_file(name).unlink(missing_ok=True)
-        log(f"{name}: stopped")
+            # children left in the group (uvicorn workers, a nanny's worker) go with it
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.pid_file(name).unlink(missing_ok=True)
+            log(f"{name}: stopped")
 
     def status(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
