@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from chorus.compute import WORKER_ENVIRON
 from chorus.config import ChorusSettings, ServicesSettings
 from chorus.errors import ChorusError
 from chorus.io import write_text_atomic
@@ -178,6 +179,13 @@ class LocalServices:
         """`source` it to point a shell's chorus commands (and prefect/mlflow CLIs) at the services."""
         return self.root / "chorus.env"
 
+    def client_environment(self) -> dict[str, str]:
+        """What points a process at these services: chorus's settings (this state directory
+        included) and the Prefect and MLflow CLIs' own variables. `chorus serve` runs with it;
+        chorus.env exports it."""
+        return {**self.endpoints.chorus_environment(), settings_env_name("state_dir"): str(self.state.root),
+                "PREFECT_API_URL": self.endpoints.prefect_api_url, "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url}
+
     # -- the services, in start order
     def services(self) -> list[Service]:
         s, e = self.settings, self.endpoints
@@ -186,9 +194,7 @@ class LocalServices:
         prefect_env = {**quiet, "PREFECT_HOME": str(self.root / "prefect"), "PREFECT_UI_ENABLED": "true",
                        "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_API_URL": e.prefect_api_url,
                        "PREFECT_SERVER_API_HOST": s.host, "PREFECT_SERVER_API_PORT": str(s.prefect_port)}
-        worker_env = {**quiet, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                      # measured: Dask's default trim threshold costs 20-25% on spectrograms
-                      "MALLOC_TRIM_THRESHOLD_": "134217728", "MALLOC_MMAP_THRESHOLD_": "67108864"}
+        worker_env = {**quiet, **{k: str(v) for k, v in WORKER_ENVIRON.items()}}  # as the local cluster's workers
         dashboard = ["--dashboard-address", f"{s.host}:{s.dask_dashboard_port}"] if s.dask_dashboard_port else ["--no-dashboard"]
         out = [
             Service("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri", e.postgres_uri,
@@ -208,9 +214,7 @@ class LocalServices:
                                                     "--host", s.host, "--no-dashboard"],
                                self._worker_registered(f"local-{n}"), worker_env, e.dask_address, wave=1))
         if s.serve:
-            serve_env = {**quiet, **e.chorus_environment(), "PREFECT_API_URL": e.prefect_api_url,
-                         "PREFECT_HOME": str(self.root / "prefect-client"),
-                         settings_env_name("state_dir"): str(self.state.root),
+            serve_env = {**quiet, **self.client_environment(), "PREFECT_HOME": str(self.root / "prefect-client"),
                          # a scheduled run waits for a UI-triggered one holding the state, and vice versa
                          settings_env_name("lock_timeout_s"): "-1"}
             out.append(Service("serve", [str(bin_dir / "chorus"), "--config", str(self.settings_file), "serve"],
@@ -232,7 +236,6 @@ class LocalServices:
 
     def _deployments_served(self) -> Callable[[], bool]:
         """Ready when the serve process has registered its deployments with the Prefect server."""
-        import urllib.error
 
         def check() -> bool:
             request = urllib.request.Request(f"{self.endpoints.prefect_api_url}/deployments/filter", data=b"{}",
@@ -241,7 +244,7 @@ class LocalServices:
                 with urllib.request.urlopen(request, timeout=5) as response:
                     names = {d["name"] for d in json.loads(response.read())}
                     return bool(names) and self.deployments <= names
-            except (OSError, urllib.error.URLError, ValueError):
+            except (OSError, ValueError):  # URLError is an OSError
                 return False
         return check
 
@@ -263,8 +266,7 @@ class LocalServices:
                     started.append((service, self._launch(service)))
             for service, process in started:  # started together (the servers' start-ups overlap)
                 self._wait_healthy(service, process, log)
-        env = {**self.endpoints.chorus_environment(), settings_env_name("state_dir"): str(self.state.root),
-               "PREFECT_API_URL": self.endpoints.prefect_api_url, "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url}
+        env = self.client_environment()
         write_text_atomic(self.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
         return env
 
