@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -26,26 +27,17 @@ SettingsParameter = Field(None, description=SETTINGS_DESCRIPTION)
 CONFIG_ENV = "CHORUS_CONFIG"
 
 
-def resolve(settings: ChorusSettings | dict[str, Any] | None) -> ChorusSettings:
-    """The run's settings: the process's, with what the caller set laid over them."""
-    given: dict[str, Any] = {}
+def resolve(settings: ChorusSettings | dict[str, Any] | None, changes: dict[str, Any] | None = None) -> ChorusSettings:
+    """The run's settings: the process's, with what the caller set laid over them, then the flow's
+    typed parameters as dotted keys (``{"demo.scale": 0.5}``; None changes nothing)."""
     if isinstance(settings, ChorusSettings):
         given = settings.model_dump(mode="json", exclude_unset=True)
-    elif isinstance(settings, dict):
-        given = settings
-    return load_settings(os.environ.get(CONFIG_ENV) or None, given).resolved()
-
-
-def overridden(settings: ChorusSettings, changes: dict[str, Any]) -> ChorusSettings:
-    """``settings`` with dotted keys changed (``{"demo.scale": 0.5}``); None values change nothing.
-    How a flow's typed parameters reach the settings."""
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if not changes:
-        return settings
-    data = settings.model_dump(mode="json")
-    for key, value in changes.items():
-        set_dotted(data, key, value)
-    return ChorusSettings.model_validate(data).resolved()
+    else:
+        given = copy.deepcopy(settings or {})  # set_dotted writes into nested sections
+    for key, value in (changes or {}).items():
+        if value is not None:
+            set_dotted(given, key, value)
+    return load_settings(os.environ.get(CONFIG_ENV) or None, given)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from prefect import flow
 
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from tasks import features as feature_tasks
 
 
@@ -22,7 +22,7 @@ def features(settings: ChorusSettings | None = SettingsParameter, dask_address: 
         dask_address: Dask scheduler to extract on (tcp://host:8786); empty: features.dask_address, else a local cluster.
         shard_size: Tracks per Prefect task (one Parquet shard each); empty: features.shard_size.
     """
-    settings = overridden(resolve(settings), {"features.dask_address": dask_address, "features.shard_size": shard_size})
+    settings = resolve(settings, {"features.dask_address": dask_address, "features.shard_size": shard_size})
     with holding_state(settings):
         started = time.perf_counter()
         pending = feature_tasks.plan(settings)

@@ -5,7 +5,7 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from tasks import demo as demo_tasks
 from tasks import ingest as ingest_tasks
 
@@ -20,7 +20,7 @@ def ingest(settings: ChorusSettings | None = SettingsParameter, demo_scale: floa
         demo_scale: Size of the demo corpus (tracks per style and users are multiplied by it); empty: demo.scale.
         manifest: A corpus to ingest instead of the demo: manifest file or folder-per-label root; empty: ingest.manifest.
     """
-    settings = overridden(resolve(settings), {"demo.scale": demo_scale, "ingest.manifest": manifest})
+    settings = resolve(settings, {"demo.scale": demo_scale, "ingest.manifest": manifest})
     with holding_state(settings):
         summaries: dict[str, Any] = {}
         if settings.ingest.manifest is None:

@@ -10,7 +10,7 @@ from prefect import flow
 from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
 from chorus.stages import social_data_present
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from flows.evaluate import evaluate
 from flows.features import features
 from flows.ingest import ingest
@@ -38,7 +38,7 @@ def pipeline(settings: ChorusSettings | None = SettingsParameter, stages: list[S
         epochs: Training epochs per network; empty: train.epochs.
         trigger: Recorded with promotion decisions (pipeline, schedule, manual).
     """
-    settings = overridden(resolve(settings), {"demo.scale": demo_scale, "train.epochs": epochs})
+    settings = resolve(settings, {"demo.scale": demo_scale, "train.epochs": epochs})
     selected = set(stages or STAGES)
     summary: dict[str, Any] = {}
     timings: dict[str, float] = {}

@@ -8,7 +8,7 @@ from prefect import flow
 from chorus import stages
 from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, overridden, resolve
+from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from tasks import train as train_tasks
 
 
@@ -20,7 +20,7 @@ def pretrain(settings: ChorusSettings | None = SettingsParameter, epochs: int | 
         settings: chorus settings laid over those of the process running the flow.
         epochs: Pretraining epochs; empty: train.backbone.epochs.
     """
-    settings = overridden(resolve(settings), {"train.backbone.epochs": epochs})
+    settings = resolve(settings, {"train.backbone.epochs": epochs})
     with holding_state(settings):
         return train_tasks.pretrain(settings)
 
@@ -37,7 +37,7 @@ def train(settings: ChorusSettings | None = SettingsParameter, candidates: list[
         epochs: Training epochs per network; empty: train.epochs.
         task: A task of the settings' `tasks` (e.g. genre, tags) to train instead of the default ones.
     """
-    settings = overridden(resolve(settings), {"train.epochs": epochs})
+    settings = resolve(settings, {"train.epochs": epochs})
     settings = settings.for_task(task) if task else settings
     started = time.perf_counter()
     with holding_state(settings):

@@ -27,7 +27,7 @@ def test_every_flow_parameter_is_typed_and_described():
 
 def test_given_settings_are_laid_over_the_process_settings(monkeypatch, tmp_path):
     """A UI run that fills in one setting keeps the serving process's state directory and the rest."""
-    from flows._common import overridden, resolve
+    from flows._common import resolve
 
     monkeypatch.setenv("CHORUS_STATE_DIR", str(tmp_path / "served"))
     monkeypatch.setenv("CHORUS_TRAIN__EPOCHS", "7")
@@ -38,7 +38,7 @@ def test_given_settings_are_laid_over_the_process_settings(monkeypatch, tmp_path
     settings = resolve(ChorusSettings(train={"epochs": 3}))
     assert settings.train.epochs == 3 and settings.state_dir == tmp_path / "served"
     # a flow's typed parameters; None changes nothing
-    changed = overridden(settings, {"demo.scale": 2.0, "train.epochs": None})
+    changed = resolve(settings, {"demo.scale": 2.0, "train.epochs": None})
     assert changed.demo.scale == 2.0 and changed.train.epochs == 3
 
 
