@@ -315,6 +315,11 @@ def labels_key(settings: ChorusSettings) -> str:
     })
 
 
+def _labels_current(state: StateDir, key: str) -> bool:
+    """Whether the labels and the social rejects on disk were made for ``key``."""
+    return output_is_current(state.labels / "labels.parquet", key) and (state.quarantine / "social-rejects.parquet").exists()
+
+
 def current_labels_key(settings: ChorusSettings) -> str | None:
     """The labels' key when the outputs on disk were made from the current inputs, else None
     (missing, deleted or stale outputs: the labels must be computed)."""
@@ -322,8 +327,7 @@ def current_labels_key(settings: ChorusSettings) -> str | None:
     if not all(p.exists() for p in social_table_paths(state).values()):
         return None
     key = labels_key(settings)
-    current = output_is_current(state.labels / "labels.parquet", key) and (state.quarantine / "social-rejects.parquet").exists()
-    return key if current else None
+    return key if _labels_current(state, key) else None
 
 
 def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = None) -> StageSummary:
@@ -348,7 +352,7 @@ def labels_stage(settings: ChorusSettings, validator: Any = None, runner: Any = 
     out = state.labels / "labels.parquet"
     rejects_path = state.quarantine / "social-rejects.parquet"
     outputs = {"labels": str(out), "rejects": str(rejects_path), "metrics": str(state.reports / "metrics.json")}
-    if current_labels_key(settings) == key:
+    if _labels_current(state, key):
         meta = read_meta(out) or {}
         return StageSummary("labels", True, outputs, meta.get("summary", {}), time.perf_counter() - started)
 
@@ -815,21 +819,28 @@ def index_key(settings: ChorusSettings, semantic: Any, hashing: Any) -> str:
                         settings.search.config_hash()])
 
 
+def _index_on_disk(settings: ChorusSettings, state: StateDir) -> tuple[Any, Any, Path, str, dict[str, Any] | None]:
+    """The models at ``search.alias``, their index folder, the key an index of them must carry,
+    and what the folder's index.json records (None: not built). InputError: no such model."""
+    from chorus.search.index import read_index_meta
+
+    semantic, hashing = search_models(settings)
+    folder = index_folder(state, semantic, hashing)
+    return semantic, hashing, folder, index_key(settings, semantic, hashing), read_index_meta(folder)
+
+
 def current_index_key(settings: ChorusSettings) -> str | None:
     """The index's key when the index on disk belongs to the models now at ``search.alias`` and
     the current features and settings, else None (it must be built, or there is no model yet)."""
     from chorus import registry
     from chorus.errors import InputError
-    from chorus.search.index import read_index_meta
 
     state = StateDir(settings.state_dir)
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
     try:
-        semantic, hashing = search_models(settings)
+        _, _, _, key, meta = _index_on_disk(settings, state)
     except InputError:
         return None
-    key = index_key(settings, semantic, hashing)
-    meta = read_index_meta(index_folder(state, semantic, hashing))
     return key if meta is not None and meta.get("key") == key else None
 
 
@@ -843,21 +854,17 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
     from chorus.features import load_features
     from chorus.search import SearchIndex
     from chorus.search.encode import TrackEncoder
-    from chorus.search.index import read_index_meta
 
     started = time.perf_counter()
     state = StateDir(settings.state_dir).create()
     registry.configure(settings.tracking_uri, state.mlflow_artifacts)
     try:
-        semantic, hashing = search_models(settings)
+        semantic, hashing, folder, key, meta = _index_on_disk(settings, state)
     except InputError as missing:
         if not if_models:
             raise
         log.warning("no search index: %s", missing)
         return StageSummary("index", True, {}, {"reason": str(missing)}, time.perf_counter() - started)
-    folder = index_folder(state, semantic, hashing)
-    key = index_key(settings, semantic, hashing)
-    meta = read_index_meta(folder)
     if meta is not None and meta.get("key") == key:
         return StageSummary("index", True, {"index": str(folder)}, _index_counts(meta), time.perf_counter() - started)
     encoder = TrackEncoder.from_registry(semantic, hashing)
