@@ -9,12 +9,34 @@ from chorus import stages
 from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
 from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from flows.features import features
+from tasks import demo as demo_tasks
+from tasks import ingest as ingest_tasks
 from tasks import train as train_tasks
+
+
+@flow(name="pretext-corpus", **FLOW_OPTIONS)
+def pretext_corpus(settings: ChorusSettings | None = SettingsParameter) -> dict[str, Any]:
+    """The backbone's pretext corpus under <state_dir>/pretext: rendered without the main corpus's
+    held-out works, ingested, features extracted (each step skips when its output is current).
+
+    Args:
+        settings: chorus settings laid over those of the process running the flow.
+    """
+    settings = resolve(settings)
+    pretext = stages.pretext_settings(settings)
+    return {"corpus": demo_tasks.generate_pretext_corpus(settings), "ingest": ingest_tasks.ingest(pretext),
+            "features": features(settings=pretext)}
+
+
+def _needs_pretext_corpus(settings: ChorusSettings, candidates: list[str]) -> bool:
+    return settings.train.backbone.corpus == "rendered" and any(s.task == "pretext" for s in resolve_candidates(candidates))
 
 
 @flow(name="pretrain", **FLOW_OPTIONS)
 def pretrain(settings: ChorusSettings | None = SettingsParameter, epochs: int | None = None) -> dict[str, Any]:
-    """Pretrain the shared backbone on its pretext task (cached: unchanged inputs reuse it).
+    """Pretrain the shared backbone on its pretext task, on the rendered pretext corpus by default
+    (cached: unchanged inputs reuse it).
 
     Args:
         settings: chorus settings laid over those of the process running the flow.
@@ -22,7 +44,13 @@ def pretrain(settings: ChorusSettings | None = SettingsParameter, epochs: int | 
     """
     settings = resolve(settings, {"train.backbone.epochs": epochs})
     with holding_state(settings):
-        return train_tasks.pretrain(settings)
+        corpus = pretext_corpus(settings) if _needs_pretext_corpus(settings, ["backbone"]) else None
+        summary = train_tasks.pretrain(settings)
+    if corpus:
+        summary["counts"]["pretext_corpus"] = {**corpus["corpus"]["counts"],
+                                               "extracted_tracks": corpus["features"]["counts"]["tracks"],
+                                               "rejected": corpus["features"]["counts"]["rejected"]}
+    return summary
 
 
 @flow(name="train", **FLOW_OPTIONS)
@@ -40,9 +68,12 @@ def train(settings: ChorusSettings | None = SettingsParameter, candidates: list[
     settings = resolve(settings, {"train.epochs": epochs})
     settings = settings.for_task(task) if task else settings
     started = time.perf_counter()
+    selected = candidates or list(settings.train.selected)
     with holding_state(settings):
+        if _needs_pretext_corpus(settings, selected):  # the backbone trains (or is looked up) on it
+            pretext_corpus(settings)
         results: dict[str, dict[str, Any]] = {}
-        for spec in resolve_candidates(candidates or list(settings.train.selected)):
+        for spec in resolve_candidates(selected):
             results.update(train_tasks.train_candidate(settings, spec.name))
         results = train_tasks.set_challengers(results)
     return stages.train_summary(settings, results, started).as_dict()

@@ -21,7 +21,8 @@ def _overrides(state_dir, **train):
         "state_dir": str(state_dir),
         "demo": TINY_DEMO,
         "features": {"shard_size": 5, "dask_workers": 2},
-        "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, "backbone": {"epochs": 1, "channels": [8, 16]},
+        "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, "backbone": {"epochs": 1, "channels": [8, 16],
+                                                                                "corpus_tracks_per_style": 8},
                   "svm": {"budget": 4, "particles": 2}, "hashing": {"maps_per_layer": 4}, **train},
         # the tiny test split (2 tracks) rarely lets the gate promote: index the challengers
         "search": {"alias": "challenger"},
@@ -36,6 +37,25 @@ def first_run(prefect_harness, tmp_path_factory):
     settings = load_settings(overrides=_overrides(state_dir))
     summary = pipeline(settings=settings)
     return settings, summary
+
+
+def test_backbone_pretrains_on_its_own_corpus_without_held_out_works(first_run):
+    from mlflow import MlflowClient
+
+    settings, summary = first_run
+    state = StateDir(settings.state_dir)
+    main = pd.read_csv(state.demo / "manifest.csv")
+    pretext = pd.read_csv(state.pretext / "data" / "demo" / "manifest.csv")
+    assert len(pretext) == 16 > (main["split"] == "train").sum()  # larger than the main train split
+    held_out = set(main.loc[main["split"] != "train", "work"])
+    assert held_out and not held_out & set(pretext["work"])
+    counts = summary["pretrain"]["counts"]
+    assert counts["pretext_corpus"]["excluded_works"] == len(held_out)
+    assert counts["pretext_corpus"]["extracted_tracks"] == 16
+    run = MlflowClient(settings.tracking_uri).get_run(summary["pretrain"]["counts"]["candidates"]["backbone"]["run_id"])
+    assert run.data.params["pretext.tracks"] == "16" and run.data.params["backbone.corpus"] == "rendered"
+    # the backbone's validation is the pretext corpus's own valid split, by work
+    assert summary["pretrain"]["counts"]["candidates"]["backbone"]["n_valid_segments"] > 0
 
 
 def _alias(settings, alias, name="chorus-style"):

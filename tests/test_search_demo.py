@@ -19,7 +19,7 @@ def test_search_finds_demo_tracks_from_degraded_copies(prefect_harness, tmp_path
     settings = load_settings(overrides={
         "state_dir": str(tmp_path / "state"),
         "demo": {"tracks_per_style": 10},
-        "train": {"candidates": ["short_chunk", "crnnh_32"]},
+        "train": {"candidates": ["short_chunk", "crnnh_32"], "backbone": {"corpus_tracks_per_style": 20}},
         "search": {"alias": "challenger"},  # whatever the gate decides, the models this run trained
     })
     summary = pipeline(settings=settings)

@@ -202,10 +202,17 @@ class HashSettings(StageSettings):
 
 
 class BackboneSettings(StageSettings):
-    """The pretext task the shared backbone is pretrained on (train + valid splits only)."""
+    """The pretext task the shared backbone is pretrained on, and the corpus it learns from."""
 
     tasks: list[str] = Field(default_factory=lambda: ["style", "instrument"],
-                             description="Track columns predicted together; 'instrument' is the demo's GM family.")
+                             description="Track columns predicted together; 'instrument' is the GM family rendered.")
+    corpus: Literal["rendered", "own"] = Field(
+        "rendered", description="rendered: a pretext corpus of music21 renderings (demo.styles, any instrument) "
+                                "under <state_dir>/pretext, without the works the main corpus holds out; own: the "
+                                "main corpus's train + valid splits.")
+    corpus_tracks_per_style: int = Field(60, ge=4, description="Rendered pretext tracks per style (times demo.scale).")
+    corpus_valid_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of each style's works the backbone "
+                                                                        "validates on.")
     epochs: int = Field(12, ge=1)
     channels: tuple[int, ...] = (32, 64, 128, 128)
 

@@ -60,6 +60,77 @@ def demo_stage(settings: ChorusSettings, progress: Any = None) -> StageSummary:
     )
 
 
+def pretext_settings(settings: ChorusSettings) -> ChorusSettings:
+    """The settings of the backbone's rendered pretext corpus: a state directory of its own under
+    ``<state_dir>/pretext`` (its corpus, tracks table and features, made with the main feature
+    configuration), ingested as a demo corpus; models still go to the main registry."""
+    state = StateDir(settings.state_dir)
+    ingest = settings.ingest.model_copy(update={"manifest": None, "adapter": "demo", "social_dir": None,
+                                                "split_files": None})
+    return settings.model_copy(update={"state_dir": state.pretext, "ingest": ingest,
+                                       "mlflow_tracking_uri": settings.tracking_uri})
+
+
+def training_source(settings: ChorusSettings, task: str) -> ChorusSettings:
+    """Whose state holds a task's training data: the pretext corpus's for the backbone (unless
+    ``train.backbone.corpus`` is ``own``), the main corpus's for everything else."""
+    if task == "pretext" and settings.train.backbone.corpus == "rendered":
+        return pretext_settings(settings)
+    return settings
+
+
+def held_out_works(settings: ChorusSettings) -> set[str]:
+    """The music21 works of the main corpus's valid and test tracks, from the demo manifest (by
+    content hash). A corpus that is not the demo holds none: its audio is not rendered from
+    music21, so no rendering of the pretext corpus can be one of its tracks."""
+    tracks = load_tracks(settings)
+    corpus, _ = corpus_location(settings)
+    manifest = corpus / "manifest.csv"
+    if not (corpus / "demo.json").exists() or not manifest.exists():
+        return set()
+    work_of = pd.read_csv(manifest, usecols=["sha256", "work"]).set_index("sha256")["work"]
+    held_out = tracks.loc[tracks["split"] != "train", "sha256"]
+    missing = set(held_out) - set(work_of.index)
+    if missing:
+        from chorus.errors import InputError
+
+        raise InputError(str(manifest), f"{len(missing)} held-out tracks are not in the demo manifest; their works "
+                                        "cannot be kept out of the pretext corpus", "re-run `chorus ingest`")
+    return set(work_of.loc[list(held_out)].astype(str))
+
+
+def pretext_tracks(pretext: ChorusSettings) -> pd.DataFrame:
+    """The pretext corpus's tracks table (the backbone's training data)."""
+    path = StateDir(pretext.state_dir).tracks
+    if not path.exists():
+        from chorus.errors import InputError
+
+        raise InputError(str(path), "the backbone's pretext corpus is not ingested: run `chorus pretrain` "
+                                    "(or set train.backbone.corpus=own)")
+    return read_table(path)
+
+
+def pretext_corpus_stage(settings: ChorusSettings, progress: Any = None) -> StageSummary:
+    """Render the backbone's pretext corpus (after ingest: it leaves out the works the main corpus
+    holds out); cached by its key like the demo."""
+    from chorus.datasets.pretext import STAMP_NAME, generate_pretext_corpus
+
+    started = time.perf_counter()
+    state = StateDir(pretext_settings(settings).state_dir).create()
+    stamp = state.demo / STAMP_NAME
+    before = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
+    corpus = generate_pretext_corpus(settings.demo, settings.train.backbone, state.demo, held_out_works(settings),
+                                     progress=progress)
+    return StageSummary(
+        "pretext-corpus",
+        skipped=before == corpus.key,
+        outputs={"manifest": str(corpus.manifest)},
+        counts={"tracks": corpus.tracks, "works": corpus.works, "excluded_works": corpus.excluded_works,
+                "skipped_works": corpus.skipped_works},
+        seconds=time.perf_counter() - started,
+    )
+
+
 # --- ingest -------------------------------------------------------------------------------
 
 
@@ -494,9 +565,10 @@ def candidate_key(settings: ChorusSettings, spec: Any, targets: Any, dep_keys: d
     from chorus.candidates import key_settings
     from chorus.features import features_key
 
+    source = training_source(settings, spec.task)
     return stable_hash({
         "candidate": key_settings(spec, settings.train),
-        "features": features_key(features_root(settings), settings.features),
+        "features": features_key(features_root(source), settings.features),
         "targets": stable_hash(targets.digest_rows()),
         "deps": dep_keys,
     })
@@ -533,14 +605,19 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list
                          "choose a task of this corpus: chorus run --task <name>")
     moods = mood_labels(settings, tracks)
     targets_of: dict[str, Any] = {}
-    features = None
+    features_of: dict[Path, Any] = {}  # per source state: the backbone's may be the pretext corpus
     keys: dict[str, str] = {}
     deps: dict[str, Any] = {}
     needed = {need for spec in specs for need in spec.needs}
     results: dict[str, dict[str, Any]] = {}
+    tracks_of: dict[Path, pd.DataFrame] = {settings.state_dir: tracks}
     for spec in specs:
+        source = training_source(settings, spec.task)
+        if source.state_dir not in tracks_of:
+            tracks_of[source.state_dir] = pretext_tracks(source)
+        source_tracks = tracks_of[source.state_dir]
         if spec.task not in targets_of:
-            targets_of[spec.task] = task_targets(spec.task, tracks, ts, moods)
+            targets_of[spec.task] = task_targets(spec.task, source_tracks, ts, moods)
         targets = targets_of[spec.task]
         key = keys[spec.name] = candidate_key(settings, spec, targets, {n: keys[n] for n in spec.needs})
         name = ts.registered_name(spec.registered_task(ts))
@@ -551,11 +628,13 @@ def train_stage(settings: ChorusSettings, on_epoch: Any = None, candidates: list
             if spec.name in needed:
                 deps[spec.name] = registry.load_scorer(name, ref.version)
         else:
+            features = features_of.get(source.state_dir)
             if features is None:
-                ids = tracks.loc[tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
                 from chorus.features import map_names
 
-                features = load_features(state.features, settings.features, ids, maps=map_names(settings.features))
+                ids = source_tracks.loc[source_tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
+                features = features_of[source.state_dir] = load_features(
+                    StateDir(source.state_dir).features, settings.features, ids, maps=map_names(settings.features))
             checkpoint = state.checkpoints / f"{spec.name}-{key}.pt"
             run_id = registry.training_run(spec.name, key)
             trained = _train_one(spec, features, settings, targets, deps, checkpoint, on_epoch, run_id)
@@ -597,7 +676,7 @@ def train_summary(settings: ChorusSettings, results: dict[str, dict[str, Any]], 
 def pretrain_stage(settings: ChorusSettings, on_epoch: Any = None) -> StageSummary:
     """The backbone's pretext training on its own (cached like any candidate)."""
     summary = train_stage(settings, on_epoch=on_epoch, candidates=["backbone"])
-    summary.name = "pretrain"
+    summary.stage = "pretrain"
     return summary
 
 
@@ -646,6 +725,16 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
         params.update({f"svm.{k}": v for k, v in ts.svm.model_dump(mode="json").items()})
     if spec.task == "hash":
         params.update({f"hashing.{k}": v for k, v in ts.hashing.model_dump(mode="json").items()})
+    pretext_corpus = None
+    if spec.task == "pretext":
+        params.update({f"backbone.{k}": v for k, v in ts.backbone.model_dump(mode="json").items()})
+        if ts.backbone.corpus == "rendered":
+            from chorus.datasets.pretext import STAMP_NAME
+
+            stamp = json.loads((StateDir(training_source(settings, spec.task).state_dir).demo / STAMP_NAME).read_text())
+            pretext_corpus = {k: v for k, v in stamp.items() if k not in ("demo", "backbone")}
+            params.update({"pretext.key": stamp["key"], "pretext.tracks": stamp["tracks"], "pretext.works": stamp["works"],
+                           "pretext.excluded_works": stamp["excluded_works"]})
     # Networks logged their epochs live; a baseline's one validation score is logged here.
     history = [] if trained.history else [{"epoch": 1, "valid_score": trained.summary.get("valid_score") or float("nan")}]
     figures = {}
@@ -661,7 +750,7 @@ def _register(spec: Any, trained: Any, name: str, key: str, settings: ChorusSett
         artifacts={"config.json": config, "labels.json": trained.scorer.contract.labels, "history.json": trained.history,
                    "summary.json": trained.summary, "candidate.json": trained.params,
                    "provenance.json": {"feature_config_hash": features.config_hash, "split_manifest_hash": split_manifest,
-                                       "train_key": key, "git_commit": commit}},
+                                       "train_key": key, "git_commit": commit, "pretext_corpus": pretext_corpus}},
         input_example=example, figures=figures, run_id=run_id)
     for figure in figures.values():
         plt.close(figure)

@@ -69,6 +69,11 @@ class StateDir:
         return self.root / "audit"
 
     @property
+    def pretext(self) -> Path:
+        """The backbone's pretext corpus: a state directory of its own (data/, features/)."""
+        return self.root / "pretext"
+
+    @property
     def checkpoints(self) -> Path:
         """Per-epoch training checkpoints, kept until the model is registered (resume after a kill)."""
         return self.root / "checkpoints"

@@ -61,14 +61,24 @@ def _init_worker(soundfont: str, sample_rate: int) -> None:
     _RENDERER = Renderer(Path(soundfont), sample_rate)
 
 
-def _render_job(job: tuple[Work, str, str, float, int]) -> tuple[str, str | None]:
-    """Render one work to ``out`` (FLAC). Returns (out, error or None)."""
-    work, mood, out, seconds, measures = job
+@dataclass(frozen=True)
+class RenderJob:
+    work: Work
+    mood: str  # the rendering's tempo, loudness and register (and instrument unless ``program``)
+    out: str
+    seconds: float
+    measures: int
+    program: int | None = None
+
+
+def _render_job(job: RenderJob) -> tuple[str, str | None]:
+    """Render one work to ``job.out`` (FLAC). Returns (out, error or None)."""
+    out = job.out
     assert _RENDERER is not None
     try:
-        midi = _RENDERER.midi_from_work(work, measures)
-        audio = _RENDERER.render(midi, mood, seconds)
-        if audio.size < _RENDERER.sample_rate * min(4.0, seconds):
+        midi = _RENDERER.midi_from_work(job.work, job.measures)
+        audio = _RENDERER.render(midi, job.mood, job.seconds, job.program)
+        if audio.size < _RENDERER.sample_rate * min(4.0, job.seconds):
             return out, f"excerpt too short ({audio.size / _RENDERER.sample_rate:.1f} s)"
         peak = float(np.abs(audio).max())
         if peak > 0.99:  # keep relative loudness (a mood cue) but never clip
@@ -115,29 +125,16 @@ def generate_demo(
 
     per_style = max(2, int(round(settings.tracks_per_style * settings.scale)))
     picks = _pick_works(settings, per_style)
-    jobs = []
-    for n, (work, mood) in enumerate(picks):
-        out = root / "audio" / work.style / f"{work.style}-{n:05d}.flac"
-        jobs.append((work, mood, str(out), settings.clip_seconds, settings.measures))
+    jobs = [RenderJob(work, mood, str(root / "audio" / work.style / f"{work.style}-{n:05d}.flac"),
+                      settings.clip_seconds, settings.measures)
+            for n, (work, mood) in enumerate(picks)]
     soundfont = settings.soundfont or default_soundfont()
-    results: dict[str, str | None] = {}
-    # forkserver, not fork: forking a process that runs threads (a Prefect API, Dask, torch) can
-    # copy a held lock into the child, which then waits forever
-    with ProcessPoolExecutor(
-        max_workers=settings.workers,
-        mp_context=multiprocessing.get_context("forkserver"),
-        initializer=_init_worker,
-        initargs=(str(soundfont), settings.sample_rate),
-    ) as pool:
-        for done, (out, error) in enumerate(pool.map(_render_job, jobs, chunksize=4), start=1):
-            results[out] = error
-            if progress:
-                progress(done, len(jobs))
+    results = render_jobs(jobs, soundfont, settings, progress)
 
     rows, skipped = [], []
     taken: dict[str, int] = {}
     for (work, mood), job in zip(picks, jobs, strict=True):
-        out = job[2]
+        out = job.out
         if results[out] is not None:
             skipped.append({"work": work.label, "style": work.style, "reason": results[out]})
             continue
@@ -178,6 +175,25 @@ def generate_demo(
         },
     )
     return DemoCorpus(root, manifest_path, social_dir, len(manifest), len(skipped), key)
+
+
+def render_jobs(jobs: list[RenderJob], soundfont: Path, settings: DemoSettings,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, str | None]:
+    """Render ``jobs`` in ``settings.workers`` processes; out path -> error (None: rendered)."""
+    results: dict[str, str | None] = {}
+    # forkserver, not fork: forking a process that runs threads (a Prefect API, Dask, torch) can
+    # copy a held lock into the child, which then waits forever
+    with ProcessPoolExecutor(
+        max_workers=settings.workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_init_worker,
+        initargs=(str(soundfont), settings.sample_rate),
+    ) as pool:
+        for done, (out, error) in enumerate(pool.map(_render_job, jobs, chunksize=4), start=1):
+            results[out] = error
+            if progress:
+                progress(done, len(jobs))
+    return results
 
 
 def _stratified_split(manifest: pd.DataFrame, settings: DemoSettings) -> list[str]:

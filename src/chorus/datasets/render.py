@@ -44,7 +44,16 @@ GM_FAMILIES: tuple[str, ...] = (
 def instrument_family(mood: str) -> str | None:
     """The GM family a demo track of this planted mood is rendered with."""
     spec = MOOD_RENDERING.get(mood)
-    return GM_FAMILIES[int(spec["program"]) // 8] if spec else None
+    return family_of(int(spec["program"])) if spec else None
+
+
+def family_of(program: int) -> str:
+    return GM_FAMILIES[program // 8]
+
+
+# The backbone's pretext corpus draws its instrument independently of the rendering's mood: one
+# General MIDI program from each of 12 families.
+PRETEXT_PROGRAMS: tuple[int, ...] = (0, 11, 19, 24, 33, 42, 48, 56, 65, 73, 81, 89)
 
 
 _OPUS_STYLES_PATTERN = re.compile(r"^X:\s*(\d+)", re.MULTILINE)
@@ -126,8 +135,9 @@ class Renderer:
         excerpt = score.measures(1, measures) if measures else score
         return midi.translate.music21ObjectToMidiFile(excerpt).writestr()
 
-    def render(self, midi: bytes, mood: str, seconds: float) -> np.ndarray:
-        """Render with the mood's tempo, loudness, register and instrument; mono float32."""
+    def render(self, midi: bytes, mood: str, seconds: float, program: int | None = None) -> np.ndarray:
+        """Render with the mood's tempo, loudness, register and instrument (``program`` replaces
+        the mood's instrument); mono float32."""
         import pretty_midi
 
         spec = MOOD_RENDERING[mood]
@@ -151,7 +161,7 @@ class Renderer:
         events.sort(key=lambda e: (e[0], e[1]))
         synth, sfid = self._new_synth()
         try:
-            return self._play(synth, sfid, events, int(spec["program"]), seconds)
+            return self._play(synth, sfid, events, int(spec["program"] if program is None else program), seconds)
         finally:
             synth.delete()
 
