@@ -4,15 +4,18 @@ One run measures, on the same rendered corpus:
 - the naive chain (chorus.reference.naive_feature_maps), clip by clip in one separate process
   with BLAS/OpenMP pinned to one thread (as Dask's worker processes are);
 - the real features flow on a warm local Dask cluster of 1 and of 2 single-threaded workers
-  (cluster start and a warm-up run reported apart as ``startup_seconds``);
+  (cluster start and a warm-up run reported apart as ``startup_seconds``), run as `chorus
+  features` runs it;
 - the bare chain on the same workers (client.map of the per-file extraction, nothing written),
   so ``orchestration_overhead`` is what Prefect, staging, GX and the commit add;
+- the four interleaved within each repeat; ratios are medians of per-repeat ratios;
 - the largest dB difference between the naive maps and what the flow stored.
 The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -49,10 +52,12 @@ def _peak_rss_mib() -> float:
 
 
 def _run_flow(settings: ChorusSettings) -> tuple[float, dict[str, Any]]:
+    from flows._common import local_run
     from flows.features import features as features_flow
 
     started = time.perf_counter()
-    summary = features_flow(settings=settings)
+    with local_run():  # as `chorus features` runs it
+        summary = features_flow(settings=settings)
     return time.perf_counter() - started, summary
 
 
@@ -63,48 +68,75 @@ def _drop_features(settings: ChorusSettings) -> None:
     shutil.rmtree(feature_dir(StateDir(settings.state_dir).features, settings.features), ignore_errors=True)
 
 
-def measure_cluster(settings: ChorusSettings, workers: int, tracks: Any, repeats: int) -> dict[str, Any]:
-    """Warm a local cluster of ``workers``, then time the flow and the bare chain on it (medians
-    of ``repeats``)."""
-    import statistics
+class WarmCluster:
+    """A local cluster of ``workers`` single-threaded workers, started and warmed once (imports on
+    the workers, Prefect's API, the GX context, on a cheap configuration); ``startup_seconds`` is
+    that cost, kept out of the timed runs."""
 
-    from distributed import Client
+    def __init__(self, settings: ChorusSettings, workers: int, stack: contextlib.ExitStack) -> None:
+        from distributed import Client
 
-    from chorus.compute import dask_scheduler
+        from chorus.compute import dask_scheduler
 
-    started = time.perf_counter()
-    local = settings.features.model_copy(update={"dask_workers": workers, "dask_address": None})
-    # the local cluster a run starts by default, started once here so the timed runs find it warm
-    with dask_scheduler(local) as address, Client(address) as client:
-        on_cluster = settings.model_copy(update={"features": settings.features.model_copy(
+        started = time.perf_counter()
+        local = settings.features.model_copy(update={"dask_workers": workers, "dask_address": None})
+        address = stack.enter_context(dask_scheduler(local))
+        self.client = stack.enter_context(Client(address))
+        self.workers = workers
+        self.settings = settings.model_copy(update={"features": settings.features.model_copy(
             update={"dask_address": address})})
-        # warm-up: imports on the workers, Prefect's API, the GX context, all on a cheap configuration
-        cheap = on_cluster.model_copy(update={"features": on_cluster.features.model_copy(
+        cheap = self.settings.model_copy(update={"features": self.settings.features.model_copy(
             update={"hpss": False, "n_mels": 32})})
         _drop_features(cheap)
         _run_flow(cheap)
-        client.run(lambda: __import__("bottleneck"))
-        startup = time.perf_counter() - started
+        self.client.run(lambda: __import__("bottleneck"))
+        self.startup_seconds = time.perf_counter() - started
 
+    def flow_seconds(self) -> tuple[float, dict[str, Any]]:
+        _drop_features(self.settings)
+        return _run_flow(self.settings)
+
+    def bare_seconds(self, tracks: Any) -> tuple[float, int]:
         ids, uris = tracks["track_id"].tolist(), tracks["uri"].tolist()
-        flow_times, bare_times = [], []
-        for _ in range(repeats):  # interleaved, so drift on this noisy machine hits both alike
-            _drop_features(on_cluster)
-            flow_seconds, summary = _run_flow(on_cluster)
-            flow_times.append(flow_seconds)
-            started = time.perf_counter()
-            segments = sum(client.gather(client.map(_bare_extract, ids, uris, [settings.features] * len(ids),
-                                                    pure=False)))
-            bare_times.append(time.perf_counter() - started)
-        worker_rss = client.run(_peak_rss_mib)
+        started = time.perf_counter()
+        segments = sum(self.client.gather(self.client.map(_bare_extract, ids, uris,
+                                                          [self.settings.features] * len(ids), pure=False)))
+        return time.perf_counter() - started, segments
+
+
+def measure(settings: ChorusSettings, tracks: Any, repeats: int) -> dict[int, dict[str, Any]]:
+    """Both clusters warm at once (idle workers cost nothing), then per repeat the flow and the
+    bare chain on 1 and on 2 workers, interleaved: drift on this noisy machine hits all four
+    alike, and each repeat gives paired ratios."""
+    import statistics
+
+    with contextlib.ExitStack() as stack:
+        clusters = {w: WarmCluster(settings, w, stack) for w in (1, 2)}
+        runs: dict[int, dict[str, list[float]]] = {w: {"flow": [], "bare": []} for w in clusters}
+        summary: dict[str, Any] = {}
+        segments = 0
+        for _ in range(repeats):
+            for w, cluster in clusters.items():
+                seconds, summary = cluster.flow_seconds()
+                runs[w]["flow"].append(seconds)
+                seconds, segments = cluster.bare_seconds(tracks)
+                runs[w]["bare"].append(seconds)
+        worker_rss = {w: max(c.client.run(_peak_rss_mib).values()) for w, c in clusters.items()}
+        startup = {w: c.startup_seconds for w, c in clusters.items()}
     counts = summary["counts"]
     if counts["segments_written"] != segments:
         raise RuntimeError(f"flow wrote {counts['segments_written']} segments, the bare chain made {segments}")
-    return {"startup_seconds": startup, "flow_seconds": statistics.median(flow_times),
-            "bare_seconds": statistics.median(bare_times), "flow_runs_s": [round(t, 2) for t in flow_times],
-            "bare_runs_s": [round(t, 2) for t in bare_times],
-            "segments": segments, "audio_seconds": counts["audio_seconds_extracted"],
-            "worker_peak_rss_mib": max(worker_rss.values())}
+    return {w: {"startup_seconds": startup[w], "flow_seconds": statistics.median(r["flow"]),
+                "bare_seconds": statistics.median(r["bare"]), "flow_runs_s": r["flow"], "bare_runs_s": r["bare"],
+                "segments": segments, "audio_seconds": counts["audio_seconds_extracted"],
+                "worker_peak_rss_mib": worker_rss[w]} for w, r in runs.items()}
+
+
+def paired_median(numerators: list[float], denominators: list[float]) -> float:
+    """Median of the per-repeat ratios (each pair ran back to back)."""
+    import statistics
+
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 def run_naive(settings: ChorusSettings, tracks: Any) -> dict[str, Any]:
@@ -157,10 +189,9 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
     stages.demo_stage(bench)
     stages.ingest_stage(bench)
     tracks = stages.load_tracks(bench)
-    results = {}
-    for workers in (1, 2):
-        log(f"features flow on {workers} warm worker(s)")
-        results[workers] = measure_cluster(bench, workers, tracks, repeats=1 if quick else 3)
+    repeats = 1 if quick else 5
+    log(f"features flow and bare chain on 1 and 2 warm workers, {repeats} interleaved repeats")
+    results = measure(bench, tracks, repeats)
     log("naive librosa chain, one process")
     naive = run_naive(bench, tracks)
     audio = results[2]["audio_seconds"]
@@ -178,12 +209,18 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
         "bare_rtf_1w": round(audio / results[1]["bare_seconds"], 2),
         "bare_rtf_2w": round(audio / results[2]["bare_seconds"], 2),
         "speedup_vs_naive": round(rtf[2] / (audio / naive["naive_seconds"]), 2),
-        "scaling_2w": round(rtf[2] / rtf[1], 3),
-        "orchestration_overhead": round(results[2]["flow_seconds"] / results[2]["bare_seconds"] - 1, 4),
-        "orchestration_overhead_1w": round(results[1]["flow_seconds"] / results[1]["bare_seconds"] - 1, 4),
-        "repeats": len(results[2]["flow_runs_s"]),
-        "flow_runs_s": {f"{w}w": r["flow_runs_s"] for w, r in results.items()},
-        "bare_runs_s": {f"{w}w": r["bare_runs_s"] for w, r in results.items()},
+        # ratios: medians of the per-repeat ratios (pairs ran back to back); the ratios of the
+        # medians beside them
+        "scaling_2w": round(paired_median(results[1]["flow_runs_s"], results[2]["flow_runs_s"]), 3),
+        "orchestration_overhead": round(paired_median(results[2]["flow_runs_s"], results[2]["bare_runs_s"]) - 1, 4),
+        "orchestration_overhead_1w": round(paired_median(results[1]["flow_runs_s"], results[1]["bare_runs_s"]) - 1, 4),
+        "bare_scaling_2w": round(paired_median(results[1]["bare_runs_s"], results[2]["bare_runs_s"]), 3),
+        "ratios_of_medians": {"scaling_2w": round(rtf[2] / rtf[1], 3),
+                              "orchestration_overhead": round(results[2]["flow_seconds"] / results[2]["bare_seconds"] - 1, 4),
+                              "orchestration_overhead_1w": round(results[1]["flow_seconds"] / results[1]["bare_seconds"] - 1, 4)},
+        "repeats": repeats,
+        "flow_runs_s": {f"{w}w": [round(t, 2) for t in r["flow_runs_s"]] for w, r in results.items()},
+        "bare_runs_s": {f"{w}w": [round(t, 2) for t in r["bare_runs_s"]] for w, r in results.items()},
         "startup_seconds": round(results[2]["startup_seconds"], 2),
         "startup_seconds_1w": round(results[1]["startup_seconds"], 2),
         "max_abs_db_diff": naive["max_abs_db_diff"],

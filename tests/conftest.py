@@ -74,7 +74,10 @@ def bench_figures(name: str, tmp_path: Path, timeout: float) -> dict:
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    from flows._common import without_run_heartbeats
+
+    # the harness's server lives as long as the session: no crashed run to detect
+    with prefect_test_harness(server_startup_timeout=90), without_run_heartbeats():
         yield
 
 

@@ -101,3 +101,24 @@ def test_services_stop_in_reverse_start_order(tmp_path):
                    "CHORUS_FEATURES__DASK_ADDRESS": "tcp://127.0.0.1:8786"}
     assert load_settings(overrides={k.removeprefix("CHORUS_").lower(): v for k, v in env.items()
                                     if "__" not in k}).prefect_api_url == "http://127.0.0.1:4200/api"
+
+
+def test_local_runs_skip_heartbeats_but_runs_on_a_server_keep_them(monkeypatch):
+    """Prefect's run heartbeats cost ~1 s at the end of every flow and subflow; on the embedded
+    API (which dies with the process) they detect nothing, so local runs skip them."""
+    from prefect.settings import get_current_settings, temporary_settings
+
+    from flows._common import HEARTBEAT_ENV, local_run
+
+    monkeypatch.delenv(HEARTBEAT_ENV, raising=False)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None  # Prefect's default: heartbeats on
+    seen = []  # what a flow engine started there reads
+    with temporary_settings(restore_defaults={"api.url"}), local_run():
+        seen.append(get_current_settings().flows.heartbeat_frequency)
+    with temporary_settings(updates={"api.url": "http://127.0.0.1:4200/api"}), local_run():
+        seen.append(get_current_settings().flows.heartbeat_frequency)
+    monkeypatch.setenv(HEARTBEAT_ENV, "60")
+    with temporary_settings(restore_defaults={"api.url"}), local_run():
+        seen.append(get_current_settings().flows.heartbeat_frequency)
+    assert seen == [None, default, 60]  # a frequency set explicitly is kept

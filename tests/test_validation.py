@@ -96,3 +96,22 @@ def test_failure_shows_example_rows_and_docs(validator):
         validator.validate(_set("split", 1, "holdout")(good_tables()["tracks"]), "tracks")
     assert "holdout" in str(info.value)
     assert info.value.docs and info.value.docs.endswith("index.html")
+
+
+def test_batched_validations_reach_data_docs_when_built(tmp_path):
+    """update_docs=False defers rendering; build_docs renders those results (and only those)."""
+    validator = Validator(tmp_path / "docs")
+    pages = lambda: sorted(p.relative_to(tmp_path) for p in (tmp_path / "docs" / "validations").rglob("*.html"))  # noqa: E731
+    users = good_tables()["users"]
+    validator.validate(users, "users", update_docs=False)
+    validator.validate(users, "users", update_docs=False)
+    assert not (tmp_path / "docs" / "validations").exists()
+    validator.build_docs()
+    first = pages()
+    assert len(first) == 2 and (tmp_path / "docs" / "index.html").exists()
+    rendered = {p: (tmp_path / p).stat().st_mtime_ns for p in first}
+    validator.build_docs()  # nothing new: nothing re-rendered
+    validator.validate(users, "users", update_docs=False)
+    validator.build_docs()  # the new result only
+    assert len(pages()) == 3
+    assert {p: (tmp_path / p).stat().st_mtime_ns for p in first} == rendered

@@ -123,10 +123,13 @@ def _run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[st
     # Import after the environment is set: Prefect reads PREFECT_HOME at import.
     import importlib
 
+    from flows._common import local_run
+
     module = importlib.import_module(f"flows.{name}")
     if not CTX.debug:
         _terminal_logs_without_tracebacks()
-    return getattr(module, flow_name or name)(settings=settings, **kwargs)
+    with local_run():
+        return getattr(module, flow_name or name)(settings=settings, **kwargs)
 
 
 class _WithoutTraceback(logging.Formatter):

@@ -183,6 +183,7 @@ class Validator:
             )
         self.source = self.context.data_sources.add_pandas("chorus")
         self._checkpoints: dict[tuple[str, tuple[str, ...], bool], Any] = {}
+        self._unrendered: list[Any] = []  # results validated with update_docs=False, not yet in the docs
 
     def validate(self, df: pd.DataFrame, table: str, params: dict[str, Any] | None = None,
                  update_docs: bool = True) -> dict[str, Any]:
@@ -197,6 +198,8 @@ class Validator:
             checkpoint = self._checkpoint(table, params, update_docs)
             result = checkpoint.run(batch_parameters={"dataframe": _gx_friendly(df)},
                                     expectation_parameters=parameter_values(params))
+            if not update_docs and self.docs_dir is not None:
+                self._unrendered.extend(result.run_results)
         failures = []
         evaluated = 0
         for run in result.run_results.values():
@@ -236,11 +239,14 @@ class Validator:
         return checkpoint
 
     def build_docs(self) -> str | None:
-        """Rebuild Data Docs from every validation this context ran."""
+        """Render the validations not yet in Data Docs, and the index. Incremental: a long-lived
+        process (``chorus serve``) would otherwise re-render every result it ever validated."""
         if self.docs_dir is None:
             return None
         with self._lock:
-            self.context.build_data_docs(site_names=[DOCS_SITE])
+            if self._unrendered:
+                self.context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=self._unrendered)
+                self._unrendered = []
         return str(self.docs_dir / "index.html")
 
 
