@@ -111,14 +111,16 @@ def test_local_runs_skip_heartbeats_but_runs_on_a_server_keep_them(monkeypatch):
     from flows._common import HEARTBEAT_ENV, local_run
 
     monkeypatch.delenv(HEARTBEAT_ENV, raising=False)
-    default = get_current_settings().flows.heartbeat_frequency
-    assert default is not None  # Prefect's default: heartbeats on
     seen = []  # what a flow engine started there reads
-    with temporary_settings(restore_defaults={"api.url"}), local_run():
-        seen.append(get_current_settings().flows.heartbeat_frequency)
-    with temporary_settings(updates={"api.url": "http://127.0.0.1:4200/api"}), local_run():
-        seen.append(get_current_settings().flows.heartbeat_frequency)
-    monkeypatch.setenv(HEARTBEAT_ENV, "60")
-    with temporary_settings(restore_defaults={"api.url"}), local_run():
-        seen.append(get_current_settings().flows.heartbeat_frequency)
-    assert seen == [None, default, 60]  # a frequency set explicitly is kept
+    # Prefect's own defaults (the session's test harness turns heartbeats off around it)
+    with temporary_settings(restore_defaults={"flows.heartbeat_frequency", "api.url"}):
+        default = get_current_settings().flows.heartbeat_frequency
+        assert default is not None  # Prefect's default: heartbeats on
+        with local_run():
+            seen.append(get_current_settings().flows.heartbeat_frequency)
+        with temporary_settings(updates={"api.url": "http://127.0.0.1:4200/api"}), local_run():
+            seen.append(get_current_settings().flows.heartbeat_frequency)
+        monkeypatch.setenv(HEARTBEAT_ENV, "60")  # set explicitly: heartbeats as Prefect reads them
+        with local_run():
+            seen.append(get_current_settings().flows.heartbeat_frequency)
+    assert seen == [None, default, default]
