@@ -82,7 +82,6 @@ class WarmCluster:
         local = settings.features.model_copy(update={"dask_workers": workers, "dask_address": None})
         address = stack.enter_context(dask_scheduler(local))
         self.client = stack.enter_context(Client(address))
-        self.workers = workers
         self.settings = settings.model_copy(update={"features": settings.features.model_copy(
             update={"dask_address": address})})
         cheap = self.settings.model_copy(update={"features": self.settings.features.model_copy(

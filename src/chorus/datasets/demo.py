@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,8 @@ def demo_key(settings: DemoSettings) -> str:
     return settings.config_hash()
 
 
-def _seed(settings: DemoSettings, *parts: str) -> int:
+def seed_for(settings: DemoSettings, *parts: str) -> int:
+    """A seed for one random stream of a corpus made from ``settings`` (named by ``parts``)."""
     blob = "/".join([str(settings.seed), *parts]).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
@@ -97,7 +99,7 @@ def _pick_works(settings: DemoSettings, per_style: int) -> list[tuple[Work, str]
         works = list_works(style)
         if not works:
             raise ValueError(f"demo.styles: music21 bundles no works for style '{style}'")
-        rng = np.random.default_rng(_seed(settings, "works", style))
+        rng = np.random.default_rng(seed_for(settings, "works", style))
         order = rng.permutation(len(works))[: int(per_style * 1.3) + 2]
         moods = rng.integers(0, len(MOODS), size=len(order))
         picks.extend((works[i], MOODS[m]) for i, m in zip(order, moods, strict=True))
@@ -116,12 +118,9 @@ def generate_demo(
     stamp = root / "demo.json"
     manifest_path = root / MANIFEST_NAME
     social_dir = root / SOCIAL_DIRNAME
-    if stamp.exists() and manifest_path.exists():
-        import json
-
-        info = json.loads(stamp.read_text())
-        if info.get("key") == key and all((root / u).exists() for u in pd.read_csv(manifest_path)["uri"]):
-            return DemoCorpus(root, manifest_path, social_dir, info["tracks"], info["skipped_works"], key)
+    info = reusable_stamp(stamp, key)
+    if info is not None:
+        return DemoCorpus(root, manifest_path, social_dir, info["tracks"], info["skipped_works"], key)
 
     per_style = max(2, int(round(settings.tracks_per_style * settings.scale)))
     picks = _pick_works(settings, per_style)
@@ -177,6 +176,20 @@ def generate_demo(
     return DemoCorpus(root, manifest_path, social_dir, len(manifest), len(skipped), key)
 
 
+def reusable_stamp(stamp: Path, key: str) -> dict[str, Any] | None:
+    """The stamp of a rendered corpus (beside its manifest) when it was made with ``key`` and every
+    file of its manifest is still there; else None (render again)."""
+    import json
+
+    manifest = stamp.parent / MANIFEST_NAME
+    if not (stamp.exists() and manifest.exists()):
+        return None
+    info = json.loads(stamp.read_text())
+    if info.get("key") != key or not all((stamp.parent / u).exists() for u in pd.read_csv(manifest)["uri"]):
+        return None
+    return info
+
+
 def render_jobs(jobs: list[RenderJob], soundfont: Path, settings: DemoSettings,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, str | None]:
     """Render ``jobs`` in ``settings.workers`` processes; out path -> error (None: rendered)."""
@@ -200,7 +213,7 @@ def _stratified_split(manifest: pd.DataFrame, settings: DemoSettings) -> list[st
     names = ("train", "valid", "test")
     split = [""] * len(manifest)
     for style, group in manifest.groupby("style", sort=True):
-        rng = np.random.default_rng(_seed(settings, "split", str(style)))
+        rng = np.random.default_rng(seed_for(settings, "split", str(style)))
         idx = group.index.to_numpy()[rng.permutation(len(group))]
         n_valid = max(1, int(round(settings.split[1] * len(idx))))
         n_test = max(1, int(round(settings.split[2] * len(idx))))
@@ -257,7 +270,7 @@ def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd
     from importlib import resources
 
     synonyms = yaml.safe_load(resources.files("chorus.social").joinpath("synonyms.yaml").read_text())
-    rng = np.random.default_rng(_seed(settings, "crowd"))
+    rng = np.random.default_rng(seed_for(settings, "crowd"))
     n_users = max(settings.communities * 2, int(round(settings.users * settings.scale)))
     community = rng.integers(0, settings.communities, size=n_users)
     ids = [hashlib.sha256(f"{settings.seed}-user-{i}".encode()).hexdigest()[:10] for i in range(n_users)]

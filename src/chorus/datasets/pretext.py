@@ -14,8 +14,6 @@ the key (settings + excluded works), so an unchanged corpus is reused and a chan
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import pandas as pd
 
 from chorus import MOODS
 from chorus.config import BackboneSettings, DemoSettings, stable_hash
-from chorus.datasets.demo import MANIFEST_NAME, RenderJob, render_jobs
+from chorus.datasets.demo import MANIFEST_NAME, RenderJob, render_jobs, reusable_stamp, seed_for
 from chorus.datasets.render import PRETEXT_PROGRAMS, default_soundfont, family_of, list_works
 from chorus.io import file_sha256, write_json_atomic, write_text_atomic
 
@@ -50,8 +48,7 @@ def pretext_key(demo: DemoSettings, backbone: BackboneSettings, excluded_works: 
 
 
 def _rng(demo: DemoSettings, *parts: str) -> np.random.Generator:
-    blob = "/".join([str(demo.seed), "pretext", *parts]).encode()
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(blob).digest()[:8], "little"))
+    return np.random.default_rng(seed_for(demo, "pretext", *parts))
 
 
 def plan_renderings(demo: DemoSettings, backbone: BackboneSettings, excluded: set[str],
@@ -96,11 +93,10 @@ def generate_pretext_corpus(demo: DemoSettings, backbone: BackboneSettings, root
     excluded = set(excluded_works)
     key = pretext_key(demo, backbone, excluded)
     stamp, manifest_path = root / STAMP_NAME, root / MANIFEST_NAME
-    if stamp.exists() and manifest_path.exists():
-        info = json.loads(stamp.read_text())
-        if info.get("key") == key and all((root / u).exists() for u in pd.read_csv(manifest_path)["uri"]):
-            return PretextCorpus(root, manifest_path, info["tracks"], info["works"], info["excluded_works"],
-                                 info["skipped_works"], key)
+    info = reusable_stamp(stamp, key)
+    if info is not None:
+        return PretextCorpus(root, manifest_path, info["tracks"], info["works"], info["excluded_works"],
+                             info["skipped_works"], key)
 
     plan, wanted = plan_renderings(demo, backbone, excluded, root)
     soundfont = demo.soundfont or default_soundfont()
