@@ -9,7 +9,9 @@ One run measures, on the same rendered corpus:
 - the bare chain on the same workers (client.map of the per-file extraction, nothing written),
   so ``orchestration_overhead`` is what Prefect, staging, GX and the commit add;
 - the four interleaved within each repeat; ratios are medians of per-repeat ratios;
-- the largest dB difference between the naive maps and what the flow stored.
+- the largest dB difference between the naive maps and what the flow stored;
+- where CUDA is available, the batched torch chain (``gpu``: its speed, and its maps against the
+  stored ones); ``--quick`` runs that comparison on the CPU (``torch_chain``).
 The last line printed is one JSON object.
 """
 
@@ -20,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -107,8 +110,6 @@ def measure(settings: ChorusSettings, tracks: Any, repeats: int) -> dict[int, di
     """Both clusters warm at once (idle workers cost nothing), then per repeat the flow and the
     bare chain on 1 and on 2 workers, interleaved: drift on this noisy machine hits all four
     alike, and each repeat gives paired ratios."""
-    import statistics
-
     with contextlib.ExitStack() as stack:
         clusters = {w: WarmCluster(settings, w, stack) for w in (1, 2)}
         runs: dict[int, dict[str, list[float]]] = {w: {"flow": [], "bare": []} for w in clusters}
@@ -133,8 +134,6 @@ def measure(settings: ChorusSettings, tracks: Any, repeats: int) -> dict[int, di
 
 def paired_median(numerators: list[float], denominators: list[float]) -> float:
     """Median of the per-repeat ratios (each pair ran back to back)."""
-    import statistics
-
     return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
@@ -177,6 +176,54 @@ def naive_process(job: dict[str, Any]) -> dict[str, Any]:
     return {"naive_seconds": seconds, "max_abs_db_diff": worst}
 
 
+def run_device(settings: ChorusSettings, tracks: Any, device: str, log: Any = print) -> dict[str, Any]:
+    """The torch chain on ``device``: files ``device_batch`` at a time in this process (decode and
+    STFT on the CPU, the rest on the device), then the device part alone on precomputed
+    magnitudes; and its maps against what the numpy flow stored."""
+    import numpy as np
+    import torch
+
+    from chorus.features import load_features
+    from chorus.features_torch import TorchFeatureExtractor, describe_device
+    from chorus.state import StateDir
+
+    fs = settings.features.model_copy(update={"backend": "torch", "torch_device": device})
+    extractor = TorchFeatureExtractor(fs, device)
+    sync = torch.cuda.synchronize if extractor.device.type == "cuda" else (lambda: None)
+    ids, uris = tracks["track_id"].tolist(), tracks["uri"].tolist()
+    step = fs.device_batch
+    batches = [(ids[i : i + step], uris[i : i + step]) for i in range(0, len(ids), step)]
+    log(f"torch chain on {device}: {len(batches)} batches of up to {step} files")
+    extractor.extract_batch(*batches[0])  # warm-up: CUDA context, kernels
+    sync()
+    started = time.perf_counter()
+    results = [r for b in batches for r in extractor.extract_batch(*b)]
+    sync()
+    end_to_end = time.perf_counter() - started
+    magnitudes = [torch.from_numpy(extractor.stft_magnitude(extractor.decode(u))) for u in uris]
+    seconds = []
+    for _ in range(3):
+        sync()
+        started = time.perf_counter()
+        for i in range(0, len(magnitudes), step):
+            extractor.maps_of_magnitudes(magnitudes[i : i + step])
+        sync()
+        seconds.append(time.perf_counter() - started)
+    stored = load_features(StateDir(settings.state_dir).features, settings.features)
+    worst = 0.0
+    for item in results:
+        rows = (stored.segments["track_id"] == item.track_id).to_numpy()
+        for name, maps in item.maps.items():
+            worst = max(worst, float(np.abs(stored.maps[name][rows] - maps).max()))
+    audio = sum(r.seconds for r in results)
+    figures = {**describe_device(fs), "device_batch": step, "rtf_one_process": round(audio / end_to_end, 2),
+               "maps_rtf_device_only": round(audio / statistics.median(seconds), 2),
+               "max_abs_db_diff_vs_numpy_chain": worst}
+    if extractor.device.type == "cuda":
+        figures["peak_device_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return figures
+
+
 def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict[str, Any]:
     from chorus import stages
 
@@ -193,6 +240,12 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
     results = measure(bench, tracks, repeats)
     log("naive librosa chain, one process")
     naive = run_naive(bench, tracks)
+    import torch
+
+    # the torch chain: on CUDA where there is one; on the CPU in --quick, so its comparison with
+    # the numpy chain runs in the test suite (on the CPU it is slower than numpy: not a figure)
+    device = "cuda" if torch.cuda.is_available() else ("cpu" if quick else None)
+    torch_chain = run_device(bench, tracks, device, log) if device else None
     audio = results[2]["audio_seconds"]
     rtf = {w: audio / r["flow_seconds"] for w, r in results.items()}
     figures = {
@@ -226,7 +279,9 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
         "flow_process_peak_rss_mib": round(_peak_rss_mib(), 1),
         "worker_peak_rss_mib": round(max(r["worker_peak_rss_mib"] for r in results.values()), 1),
         "targets": {"speedup_vs_naive": 10, "scaling_2w": 1.8, "orchestration_overhead": 0.05, "max_abs_db_diff": 0.01},
-        "gpu": None,  # no CUDA here: the batched torch path is not measured
+        # the batched torch chain where CUDA is available (None: no GPU, not measured)
+        "gpu": torch_chain if device == "cuda" else None,
+        "torch_chain": torch_chain,
     }
     return figures
 

@@ -97,7 +97,9 @@ class IngestSettings(StageSettings):
 class FeatureSettings(StageSettings):
     """Log-mel per fixed-length segment; one stored shape (n_mels x segment_frames)."""
 
-    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size", "worker_memory_limit"})
+    # how and where the maps are computed, not what they are: outside the config hash
+    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size", "worker_memory_limit", "backend",
+                                 "torch_device", "device_batch"})
 
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -116,6 +118,11 @@ class FeatureSettings(StageSettings):
     dask_address: str | None = Field(None, description="Scheduler address (tcp://host:8786); None starts a local cluster.")
     dask_workers: int | None = Field(None, ge=1, description="Worker processes of the local cluster (default: one per CPU core).")
     worker_memory_limit: str = Field("auto", description="Memory limit per local Dask worker (auto: memory / workers).")
+    backend: Literal["numpy", "torch", "auto"] = Field(
+        "numpy", description="Maps on the CPU (numpy) or batched on a torch device (same maps within 1e-3 dB); "
+                             "auto: torch where the worker has CUDA.")
+    torch_device: str = Field("auto", description="Device of the torch backend (auto: cuda if available, else cpu).")
+    device_batch: int = Field(16, ge=1, le=512, description="Files per Dask task and device call with the torch backend.")
 
     @model_validator(mode="after")
     def _mfcc_within_mels(self) -> FeatureSettings:

@@ -121,14 +121,21 @@ class FeatureExtractor:
             rows.append(np.concatenate([p for pair in parts for p in pair]))
         return np.asarray(rows, np.float32).reshape(len(starts), 6 * s.n_mfcc)
 
+    def analyse_batch(self, ys: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """``analyse`` of several signals (a device extractor does them in one call)."""
+        return [self.analyse(y) for y in ys]
+
     def from_signal(self, track_id: str, y: np.ndarray) -> TrackFeatures:
+        return self.from_maps(track_id, self.analyse(y), len(y))
+
+    def from_maps(self, track_id: str, maps: dict[str, np.ndarray], samples: int) -> TrackFeatures:
+        """Segments and MFCC statistics of a track's full-length maps."""
         s = self.settings
-        maps = self.analyse(y)
         frames = maps["logmel"].shape[1]
         padded = frames < s.segment_frames
         if padded:
             if s.short_track == "reject":
-                seconds = len(y) / s.sample_rate
+                seconds = samples / s.sample_rate
                 raise AudioProblem("too_short_for_segment",
                                    f"{seconds:.2f} s < one segment of {segment_seconds(s):.2f} s (features.short_track=reject)")
             maps = {k: pad_frames(v, s.segment_frames, s.db_floor) for k, v in maps.items()}
@@ -139,15 +146,37 @@ class FeatureExtractor:
             self.mfcc_statistics(maps["logmel"], starts),
             (starts * s.hop_length / s.sample_rate).astype(np.float32),
             padded,
-            len(y) / s.sample_rate,
+            samples / s.sample_rate,
         )
 
-    def extract(self, track_id: str, uri: str) -> TrackFeatures:
-        """Decode -> mono -> resample (soxr) -> one STFT -> maps -> segments, for one file."""
+    def decode(self, uri: str) -> np.ndarray:
+        """Decode -> mono -> resample (soxr) to the analysis rate; non-finite samples are a problem."""
         y = load_mono(uri, self.settings.sample_rate)
         if not np.isfinite(y).all():
             raise AudioProblem("non_finite_samples", f"{int((~np.isfinite(y)).sum())} NaN/inf samples after decoding")
-        return self.from_signal(track_id, y)
+        return y
+
+    def extract(self, track_id: str, uri: str) -> TrackFeatures:
+        """Decode -> one STFT -> maps -> segments, for one file."""
+        return self.from_signal(track_id, self.decode(uri))
+
+    def extract_batch(self, track_ids: list[str], uris: list[str]) -> list[TrackFeatures | dict[str, str]]:
+        """Several files, their maps in one ``analyse_batch`` call; a file that fails comes back as
+        a problem record (as ``extract_track_or_problem``) and the others go on."""
+        results: list[TrackFeatures | dict[str, str] | None] = []
+        signals: dict[int, np.ndarray] = {}
+        for n, (track_id, uri) in enumerate(zip(track_ids, uris, strict=True)):
+            try:
+                signals[n] = self.decode(uri)
+                results.append(None)
+            except AudioProblem as problem:
+                results.append(problem_record(track_id, uri, problem))
+        for n, maps in zip(signals, self.analyse_batch(list(signals.values())), strict=True):
+            try:
+                results[n] = self.from_maps(track_ids[n], maps, len(signals[n]))
+            except AudioProblem as problem:
+                results[n] = problem_record(track_ids[n], uris[n], problem)
+        return [r for r in results if r is not None]
 
 
 def hpss_powers(magnitude: np.ndarray, harm: np.ndarray, perc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,19 +244,40 @@ def segment(spec: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarray, np
     return cut(spec, starts, settings.segment_frames), starts * settings.hop_length / settings.sample_rate, padded
 
 
-_EXTRACTORS: dict[str, FeatureExtractor] = {}
+_EXTRACTORS: dict[tuple[str, str, str], FeatureExtractor] = {}
 
 
 def extractor_for(settings: FeatureSettings) -> FeatureExtractor:
-    """One extractor (filterbank, windows) per process and configuration."""
-    key = settings.config_hash()
+    """One extractor (filterbank, windows, device tensors) per process and configuration. The numpy
+    chain by default; ``features.backend`` torch (or auto, with CUDA) the batched device chain."""
+    kind = "numpy"
+    if settings.backend != "numpy":
+        from chorus.features_torch import extractor_kind
+
+        kind = extractor_kind(settings)
+    key = (settings.config_hash(), kind, settings.torch_device)
     if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = FeatureExtractor(settings)
+        if kind == "torch":
+            from chorus.features_torch import TorchFeatureExtractor
+
+            _EXTRACTORS[key] = TorchFeatureExtractor(settings, settings.torch_device)
+        else:
+            _EXTRACTORS[key] = FeatureExtractor(settings)
     return _EXTRACTORS[key]
+
+
+def uses_device_batches(settings: FeatureSettings) -> bool:
+    """Whether files go to the workers ``device_batch`` at a time (decided without touching a device:
+    with ``auto`` it is each worker that picks torch or numpy, and numpy takes a batch file by file)."""
+    return settings.backend != "numpy"
 
 
 def extract_track(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures:
     return extractor_for(settings).extract(track_id, uri)
+
+
+def problem_record(track_id: str, uri: str, problem: AudioProblem) -> dict[str, str]:
+    return {"track_id": track_id, "uri": uri, "reason": problem.reason, "detail": problem.detail}
 
 
 def extract_track_or_problem(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures | dict[str, str]:
@@ -235,7 +285,13 @@ def extract_track_or_problem(track_id: str, uri: str, settings: FeatureSettings)
     try:
         return extract_track(track_id, uri, settings)
     except AudioProblem as problem:
-        return {"track_id": track_id, "uri": uri, "reason": problem.reason, "detail": problem.detail}
+        return problem_record(track_id, uri, problem)
+
+
+def extract_batch_or_problems(track_ids: list[str], uris: list[str],
+                              settings: FeatureSettings) -> list[TrackFeatures | dict[str, str]]:
+    """For Dask workers on the device chain: a batch of files, problems as records."""
+    return extractor_for(settings).extract_batch(track_ids, uris)
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -387,9 +443,11 @@ def shard_is_current(shard: Shard) -> bool:
     return meta is not None and meta.get("key") == shard.key
 
 
-def stage_shard(shard: Shard, results: list[TrackFeatures | dict[str, str]], settings: FeatureSettings) -> StagedShard:
+def stage_shard(shard: Shard, results: list[Any], settings: FeatureSettings) -> StagedShard:
     """Write a shard's Parquet to a temporary file beside its final path (runs on a Dask worker,
-    so the tensors never travel to the flow process)."""
+    so the tensors never travel to the flow process). ``results``: per file a TrackFeatures or a
+    problem record, or lists of them (batches of the device chain)."""
+    results = [r for entry in results for r in (entry if isinstance(entry, list) else [entry])]
     items = [r for r in results if isinstance(r, TrackFeatures)]
     sha_of = dict(zip(shard.tracks["track_id"], shard.tracks["sha256"], strict=True))
     rejected = [{**r, "sha256": sha_of[r["track_id"]]} for r in results if isinstance(r, dict)]
