@@ -115,3 +115,29 @@ def test_batched_validations_reach_data_docs_when_built(tmp_path):
     validator.build_docs()  # the new result only
     assert len(pages()) == 3
     assert {p: (tmp_path / p).stat().st_mtime_ns for p in first} == rendered
+
+
+def _segment_checks(track_ids):
+    from chorus.config import FeatureSettings
+    from chorus.features import segment_check_params, with_known_tracks
+
+    settings = FeatureSettings(hpss=False)
+    rows = pd.DataFrame({"track_id": ["a", "a", "b"], "segment": [0, 1, 0], "finite": True,
+                         "min_db": -100.0, "max_db": 20.0,
+                         "size_logmel": settings.n_mels * settings.segment_frames, "size_mfcc_stats": 6 * settings.n_mfcc})
+    return with_known_tracks(rows, track_ids), segment_check_params(settings, track_ids)
+
+
+@pytest.mark.parametrize("extracted,expected", [
+    (["a", "b"], None),
+    (["a"], "expect_column_values_to_be_in_set(known_track): 1 unexpected"),  # rows of a track it did not extract
+    (["a", "b", "c"], "expect_column_unique_value_count_to_be_between(track_id): observed 2"),  # one is missing
+])
+def test_feature_shard_holds_exactly_its_extracted_tracks(validator, extracted, expected):
+    checks, params = _segment_checks(extracted)
+    if expected is None:
+        assert validator.validate(checks, "feature_segments", params)["expectations"] >= 10
+        return
+    with pytest.raises(ValidationFailedError) as failure:
+        validator.validate(checks, "feature_segments", params)
+    assert expected in str(failure.value)

@@ -47,6 +47,9 @@ class TrackFeatures:
     starts_s: np.ndarray  # (segments,)
     padded: bool
     seconds: float  # audio duration analysed
+    # per segment: all values finite (1/0), lowest and highest dB over the maps; computed where
+    # the track is extracted, while its maps are in cache, for the shard's expectation suite
+    checks: np.ndarray  # (segments, 3) float64
 
     @property
     def logmel(self) -> np.ndarray:
@@ -140,13 +143,16 @@ class FeatureExtractor:
                                    f"{seconds:.2f} s < one segment of {segment_seconds(s):.2f} s (features.short_track=reject)")
             maps = {k: pad_frames(v, s.segment_frames, s.db_floor) for k, v in maps.items()}
         starts = segment_starts(maps["logmel"].shape[1], s)
+        segments = {k: cut(v, starts, s.segment_frames) for k, v in maps.items()}
+        mfcc_stats = self.mfcc_statistics(maps["logmel"], starts)
         return TrackFeatures(
             track_id,
-            {k: cut(v, starts, s.segment_frames) for k, v in maps.items()},
-            self.mfcc_statistics(maps["logmel"], starts),
+            segments,
+            mfcc_stats,
             (starts * s.hop_length / s.sample_rate).astype(np.float32),
             padded,
             samples / s.sample_rate,
+            segment_summary(segments, mfcc_stats),
         )
 
     def decode(self, uri: str) -> np.ndarray:
@@ -177,6 +183,19 @@ class FeatureExtractor:
             except AudioProblem as problem:
                 results[n] = problem_record(track_ids[n], uris[n], problem)
         return [r for r in results if r is not None]
+
+
+def segment_summary(maps: dict[str, np.ndarray], mfcc_stats: np.ndarray) -> np.ndarray:
+    """(segments, 3): finite (1/0), min dB and max dB over every map of each segment."""
+    finite = np.isfinite(mfcc_stats).all(axis=1)
+    low = np.full(len(mfcc_stats), np.inf)
+    high = np.full(len(mfcc_stats), -np.inf)
+    for block in maps.values():
+        rows = block.reshape(len(block), -1)
+        finite &= np.isfinite(rows).all(axis=1)
+        low = np.minimum(low, rows.min(axis=1, initial=np.inf))
+        high = np.maximum(high, rows.max(axis=1, initial=-np.inf))
+    return np.column_stack([finite, low, high]).astype(np.float64)
 
 
 def hpss_powers(magnitude: np.ndarray, harm: np.ndarray, perc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -297,10 +316,16 @@ def extract_batch_or_problems(track_ids: list[str], uris: list[str],
 # --- storage -------------------------------------------------------------------------------
 
 
-def fixed_size_column(blocks: list[np.ndarray], size: int) -> pa.FixedSizeListArray:
-    """Row blocks (each (rows, ...) float32) as one fixed_size_list<float32>[size] column."""
-    flat = np.concatenate([b.reshape(-1) for b in blocks]) if blocks else np.zeros(0, np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(np.float32, copy=False), pa.float32()), size)
+def fixed_size_column(blocks: list[np.ndarray], size: int) -> pa.ChunkedArray:
+    """Row blocks (each (rows, ...) float32) as one fixed_size_list<float32>[size] column, a chunk
+    per block over the blocks' own memory (no concatenated copy of a shard's tensors)."""
+    chunks = []
+    for block in blocks:
+        rows = np.ascontiguousarray(block, np.float32).reshape(len(block), -1)
+        if rows.shape[1] != size:
+            raise ValueError(f"a block of shape {block.shape} does not have {size} values per row")
+        chunks.append(pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), size))
+    return pa.chunked_array(chunks, pa.list_(pa.float32(), size))
 
 
 def tensor_rows(column: pa.ChunkedArray) -> np.ndarray:
@@ -325,22 +350,18 @@ def features_table(items: list[TrackFeatures], settings: FeatureSettings) -> pa.
     return pa.table(columns)
 
 
-def segment_checks(table: pa.Table, settings: FeatureSettings) -> pd.DataFrame:
-    """One row per segment with what the shard's expectation suite checks: sizes, finiteness,
-    dB range. Computed with numpy so GX validates a small frame, not megabytes of floats."""
+def segment_checks(table: pa.Table, items: list[TrackFeatures], settings: FeatureSettings) -> pd.DataFrame:
+    """One row per segment of ``table`` with what the shard's expectation suite checks: the stored
+    tensor sizes, finiteness, dB range (from the items' per-segment summaries, in table order). GX
+    validates this small frame, not megabytes of floats."""
     out = table.select(["track_id", "segment"]).to_pandas()
-    finite = np.ones(table.num_rows, bool)
-    low = np.full(table.num_rows, np.inf, np.float32)
-    high = np.full(table.num_rows, -np.inf, np.float32)
     for name in [*map_names(settings), "mfcc_stats"]:
-        values = tensor_rows(table.column(name))
-        out[f"size_{name}"] = values.shape[1]
-        finite &= np.isfinite(values).all(axis=1)
-        if name != "mfcc_stats" and values.size:
-            low = np.minimum(low, values.min(axis=1))
-            high = np.maximum(high, values.max(axis=1))
-    out["finite"] = finite
-    out["min_db"], out["max_db"] = low.astype(float), high.astype(float)
+        out[f"size_{name}"] = table.schema.field(name).type.list_size
+    summary = np.concatenate([i.checks for i in items]) if items else np.zeros((0, 3))
+    if len(summary) != table.num_rows:
+        raise ValueError(f"{len(summary)} segment summaries for {table.num_rows} rows")
+    out["finite"] = summary[:, 0].astype(bool)
+    out["min_db"], out["max_db"] = summary[:, 1], summary[:, 2]
     return out
 
 
@@ -349,8 +370,14 @@ def segment_check_params(settings: FeatureSettings, track_ids: list[str]) -> dic
     params: dict[str, Any] = {f"size_{name}": settings.n_mels * settings.segment_frames for name in map_names(settings)}
     params.update({"size_mfcc_stats": 6 * settings.n_mfcc, "db_floor": settings.db_floor, "db_max": DB_MAX})
     if track_ids:
-        params["track_ids"] = sorted(track_ids)
+        params["tracks"] = len(set(track_ids))
     return params
+
+
+def with_known_tracks(checks: pd.DataFrame, track_ids: list[str]) -> pd.DataFrame:
+    """The shard's check frame with ``known_track``: whether each row's track is one of those the
+    shard extracted (the suite also counts them)."""
+    return checks.assign(known_track=checks["track_id"].isin(set(track_ids)).to_numpy())
 
 
 def feature_metadata(settings: FeatureSettings, key: str) -> dict[str, Any]:
@@ -464,7 +491,7 @@ def stage_shard(shard: Shard, results: list[Any], settings: FeatureSettings) -> 
     small = [name for name in table.column_names if name not in tensors]
     pq.write_table(table, tmp, compression=compression, use_dictionary=["track_id", "config_hash"],
                    write_statistics=small, row_group_size=256)  # min/max of tensors: costly, unused
-    return StagedShard(shard, tmp, segment_checks(table, settings), rejected, table.num_rows, meta["audio_seconds"])
+    return StagedShard(shard, tmp, segment_checks(table, items, settings), rejected, table.num_rows, meta["audio_seconds"])
 
 
 def commit_shard(staged: StagedShard) -> Path:

@@ -284,7 +284,7 @@ def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, vali
     from chorus.errors import ValidationFailedError
     from chorus.features import (
         commit_shard, discard_shard, extract_batch_or_problems, extract_track_or_problem, extractor_for,
-        segment_check_params, shard_is_current, stage_shard, uses_device_batches,
+        segment_check_params, shard_is_current, stage_shard, uses_device_batches, with_known_tracks,
     )
 
     if shard_is_current(shard):
@@ -315,7 +315,7 @@ def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, vali
               "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
     try:
         # Data Docs are rebuilt once, when the stage finishes
-        (validator or shared_validator(settings)).validate(staged.checks, "feature_segments",
+        (validator or shared_validator(settings)).validate(with_known_tracks(staged.checks, extracted), "feature_segments",
                                                            segment_check_params(fs, extracted), update_docs=False)
     except ValidationFailedError as failure:
         # reported, not written: the shard's tracks stay unextracted and the next run retries them

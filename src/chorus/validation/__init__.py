@@ -111,7 +111,7 @@ def _labels_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
 def _feature_segments_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
     """A features shard, one row per segment (see chorus.features.segment_checks)."""
     checks = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1 if "track_ids" in params else 0),
+        gxe.ExpectTableRowCountToBeBetween(min_value=1 if "tracks" in params else 0),
         gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["track_id", "segment"]),
         gxe.ExpectColumnValuesToBeBetween(column="segment", min_value=0),
@@ -119,9 +119,12 @@ def _feature_segments_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
         gxe.ExpectColumnValuesToBeBetween(column="min_db", min_value=param(params, "db_floor")),
         gxe.ExpectColumnValuesToBeBetween(column="max_db", max_value=param(params, "db_max")),
     ]
-    if "track_ids" in params:
-        # every extracted track is there, and nothing else
-        checks.append(gxe.ExpectColumnDistinctValuesToEqualSet(column="track_id", value_set=param(params, "track_ids")))
+    if "tracks" in params:
+        # every extracted track is there, and nothing else: only known tracks, as many as were
+        # extracted. (A set of ids as a GX parameter cost ~1 ms per id in every validation.)
+        checks += [gxe.ExpectColumnValuesToBeInSet(column="known_track", value_set=[True]),
+                   gxe.ExpectColumnUniqueValueCountToBeBetween(column="track_id", min_value=param(params, "tracks"),
+                                                               max_value=param(params, "tracks"))]
     checks += [gxe.ExpectColumnValuesToBeInSet(column=key, value_set=param(params, key, as_list=True))
                for key in sorted(params) if key.startswith("size_")]
     return checks
@@ -233,7 +236,9 @@ class Validator:
             actions.append(gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE]))
         checkpoint = self.context.checkpoints.add(gx.Checkpoint(
             name=name, validation_definitions=[definition], actions=actions,
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+            # BASIC has what a failure message needs (counts, a few unexpected values, the observed
+            # value) at about half the cost of SUMMARY's per-value tallies
+            result_format={"result_format": "BASIC", "partial_unexpected_count": 5},
         ))
         self._checkpoints[key] = checkpoint
         return checkpoint
