@@ -119,7 +119,8 @@ def test_batched_validations_reach_data_docs_when_built(tmp_path):
 
 def _segment_checks(track_ids):
     from chorus.config import FeatureSettings
-    from chorus.features import segment_check_params, with_known_tracks
+    from chorus.features import segment_check_params
+    from chorus.validation import with_known_tracks
 
     settings = FeatureSettings(hpss=False)
     rows = pd.DataFrame({"track_id": ["a", "a", "b"], "segment": [0, 1, 0], "finite": True,

@@ -374,12 +374,6 @@ def segment_check_params(settings: FeatureSettings, track_ids: list[str]) -> dic
     return params
 
 
-def with_known_tracks(checks: pd.DataFrame, track_ids: list[str]) -> pd.DataFrame:
-    """The shard's check frame with ``known_track``: whether each row's track is one of those the
-    shard extracted (the suite also counts them)."""
-    return checks.assign(known_track=checks["track_id"].isin(set(track_ids)).to_numpy())
-
-
 def feature_metadata(settings: FeatureSettings, key: str) -> dict[str, Any]:
     import bottleneck
     import librosa

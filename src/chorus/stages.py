@@ -21,6 +21,7 @@ from chorus import MOODS
 from chorus.config import ChorusSettings, stable_hash
 from chorus.io import output_is_current, read_meta, read_table, write_json_atomic, write_parquet, write_text_atomic
 from chorus.state import StateDir
+from chorus.validation import with_known_tracks
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, vali
     from chorus.errors import ValidationFailedError
     from chorus.features import (
         commit_shard, discard_shard, extract_batch_or_problems, extract_track_or_problem, extractor_for,
-        segment_check_params, shard_is_current, stage_shard, uses_device_batches, with_known_tracks,
+        segment_check_params, shard_is_current, stage_shard, uses_device_batches,
     )
 
     if shard_is_current(shard):
@@ -983,7 +984,8 @@ def index_stage(settings: ChorusSettings, validator: Any = None, if_models: bool
     index = SearchIndex.build(track_ids, vectors, codes, meta, search.approximate_above, search.ivf_lists, search.ivf_probe)
     tracks = load_tracks(settings)
     (validator or shared_validator(settings)).validate(
-        index.checks(), "search_index", {"track_ids": sorted(tracks["track_id"]), "code_bytes": index.bits // 8})
+        with_known_tracks(index.checks(), tracks["track_id"]), "search_index",
+        {"tracks": tracks["track_id"].nunique(), "code_bytes": index.bits // 8})
     index.meta["check"] = degraded_check(settings, index, encoder, tracks)
     index.save(folder)
     log.info("index %s: %d tracks; original in top %d from degraded copies: %s", folder.name, len(index),
