@@ -175,6 +175,8 @@ class Validator:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
 
+        from chorus.validation.docs_views import site_views
+
         self._gx = gx
         self.context = gx.get_context(mode="ephemeral")
         try:  # progress bars are noise in logs
@@ -190,7 +192,7 @@ class Validator:
                 site_name=DOCS_SITE,
                 site_config={
                     "class_name": "SiteBuilder",
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    **site_views(),  # templates compiled once per process, not once per build
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
                 },
             )
