@@ -106,6 +106,8 @@ def test_every_candidate_is_one_pyfunc_schema(tmp_path):
         ref = registry.log_candidate(trained.scorer, "chorus-style", f"key-{name}", {"candidate": name}, trained.history,
                                      {registry.CANDIDATE_TAG: name}, {"labels.json": trained.scorer.contract.labels},
                                      input_example=x[:2])
+        # in chorus's experiment, its artifacts under the given folder (not ./mlruns of the cwd)
+        assert mlflow.get_run(ref.run_id).info.artifact_uri.startswith((tmp_path / "artifacts").resolve().as_uri())
         served = mlflow.pyfunc.load_model(ref.uri)
         np.testing.assert_allclose(served.predict(x), trained.scorer.scores(x), rtol=1e-5, atol=1e-6)
         signatures.append(served.metadata.signature.to_dict())

@@ -41,16 +41,19 @@ def configure(tracking_uri: str, artifacts_dir: Path | None = None) -> str:
 
     mlflow.set_tracking_uri(tracking_uri)
     experiment = _with_store_initialised(tracking_uri, lambda: mlflow.get_experiment_by_name(EXPERIMENT))
-    if experiment is not None:
-        return experiment.experiment_id
-    location = artifacts_dir.resolve().as_uri() if artifacts_dir is not None and tracking_uri.startswith("sqlite") else None
-    try:
-        return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
-    except Exception:  # created concurrently by another process
+    if experiment is None:
+        location = artifacts_dir.resolve().as_uri() if artifacts_dir is not None and tracking_uri.startswith("sqlite") else None
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        except Exception:  # created concurrently by another process
+            pass
         experiment = mlflow.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
-            raise
-        return experiment.experiment_id
+            raise RuntimeError(f"MLflow experiment {EXPERIMENT!r} could not be created at {tracking_uri}")
+    # the active experiment: a run started without one (a baseline's) would land in "Default",
+    # whose artifact root with a SQLite store is ./mlruns in the current directory
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    return experiment.experiment_id
 
 
 def _with_store_initialised(tracking_uri: str, call: Any) -> Any:
