@@ -184,7 +184,7 @@ def run_device(settings: ChorusSettings, tracks: Any, device: str, log: Any = pr
     import torch
 
     from chorus.features import load_features
-    from chorus.features_torch import TorchFeatureExtractor, describe_device
+    from chorus.features_torch import TorchFeatureExtractor
     from chorus.state import StateDir
 
     fs = settings.features.model_copy(update={"backend": "torch", "torch_device": device})
@@ -216,7 +216,7 @@ def run_device(settings: ChorusSettings, tracks: Any, device: str, log: Any = pr
         for name, maps in item.maps.items():
             worst = max(worst, float(np.abs(stored.maps[name][rows] - maps).max()))
     audio = sum(r.seconds for r in results)
-    figures = {**describe_device(fs), "device_batch": step, "rtf_one_process": round(audio / end_to_end, 2),
+    figures = {**extractor.describe(), "device_batch": step, "rtf_one_process": round(audio / end_to_end, 2),
                "maps_rtf_device_only": round(audio / statistics.median(seconds), 2),
                "max_abs_db_diff_vs_numpy_chain": worst}
     if extractor.device.type == "cuda":

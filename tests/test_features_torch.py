@@ -8,12 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from chorus.config import ChorusSettings, FeatureSettings
-from chorus.features import FeatureExtractor, extractor_for, load_features, plan_shards, write_index
-from chorus.features_torch import TorchFeatureExtractor, symmetric_index
 from conftest import write_wav
 from test_features import music_like
+
+from chorus.config import ChorusSettings, FeatureSettings
+from chorus.features import (
+    FeatureExtractor,
+    extractor_for,
+    load_features,
+    plan_shards,
+    write_index,
+)
+from chorus.features_torch import TorchFeatureExtractor, symmetric_index
+from chorus.io import read_meta
 
 
 @pytest.mark.parametrize("length,pad", [(10, 3), (5, 15), (1, 4), (40, 15)])
@@ -64,6 +71,7 @@ def test_torch_backend_writes_the_same_shard_through_dask(tmp_path):
         assert [r["track_id"] for r in result["rejected"]] == ["f" * 16]  # quarantined, the batch went on
         write_index(tracks, settings.features, root)
         stored[backend] = load_features(root, settings.features)
+        assert read_meta(shard.path)["extractor"]["backend"] == backend  # provenance in the shard
     numpy_set, torch_set = stored["numpy"], stored["torch"]
     pd.testing.assert_frame_equal(numpy_set.segments, torch_set.segments)
     for name in ("logmel", "harmonic", "percussive"):

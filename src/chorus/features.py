@@ -124,6 +124,10 @@ class FeatureExtractor:
             rows.append(np.concatenate([p for pair in parts for p in pair]))
         return np.asarray(rows, np.float32).reshape(len(starts), 6 * s.n_mfcc)
 
+    def describe(self) -> dict[str, str]:
+        """Which chain made the maps, for a shard's metadata."""
+        return {"backend": "numpy"}
+
     def analyse_batch(self, ys: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """``analyse`` of several signals (a device extractor does them in one call)."""
         return [self.analyse(y) for y in ys]
@@ -476,6 +480,7 @@ def stage_shard(shard: Shard, results: list[Any], settings: FeatureSettings) -> 
     meta["tracks"] = {i.track_id: sha_of[i.track_id] for i in items}
     meta["rejected"] = rejected
     meta["audio_seconds"] = sum(i.seconds for i in items)
+    meta["extractor"] = extractor_for(settings).describe()  # same maps either way; kept as provenance
     table = with_meta(features_table(items, settings), meta)
     tmp = temp_path_beside(shard.path)
     # Float maps barely compress (zstd saves ~15%) and this write sits on the critical path:

@@ -14,8 +14,6 @@ padded span. The frequency median needs no care: columns are independent.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -58,6 +56,10 @@ class TorchFeatureExtractor(FeatureExtractor):
         self.device = torch_device(device)
         self.chunk_frames = chunk_frames
         self.mel_device = torch.from_numpy(mel_filterbank(settings)).to(self.device)
+
+    def describe(self) -> dict[str, str]:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {"backend": "torch", "device": str(self.device), "device_name": name, "torch": torch.__version__}
 
     def analyse(self, y: np.ndarray) -> dict[str, np.ndarray]:
         return self.analyse_batch([y])[0]
@@ -129,7 +131,3 @@ def extractor_kind(settings: FeatureSettings) -> str:
     return settings.backend
 
 
-def describe_device(settings: FeatureSettings) -> dict[str, Any]:
-    device = torch_device(settings.torch_device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"backend": extractor_kind(settings), "device": str(device), "device_name": name}
