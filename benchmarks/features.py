@@ -225,6 +225,8 @@ def run_device(settings: ChorusSettings, tracks: Any, device: str, log: Any = pr
 
 
 def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict[str, Any]:
+    import torch
+
     from chorus import stages
 
     root = Path(settings.state_dir) / "bench" / ("features-quick" if quick else "features")
@@ -240,8 +242,6 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
     results = measure(bench, tracks, repeats)
     log("naive librosa chain, one process")
     naive = run_naive(bench, tracks)
-    import torch
-
     # the torch chain: on CUDA where there is one; on the CPU in --quick, so its comparison with
     # the numpy chain runs in the test suite (on the CPU it is slower than numpy: not a figure)
     device = "cuda" if torch.cuda.is_available() else ("cpu" if quick else None)

@@ -8,19 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_wav
-from test_features import music_like
 
 from chorus.config import ChorusSettings, FeatureSettings
-from chorus.features import (
-    FeatureExtractor,
-    extractor_for,
-    load_features,
-    plan_shards,
-    write_index,
-)
+from chorus.features import FeatureExtractor, extractor_for, load_features, plan_shards, write_index
 from chorus.features_torch import TorchFeatureExtractor, symmetric_index
 from chorus.io import read_meta
+from conftest import write_wav
+from test_features import music_like
 
 
 @pytest.mark.parametrize("length,pad", [(10, 3), (5, 15), (1, 4), (40, 15)])

@@ -129,5 +129,3 @@ def extractor_kind(settings: FeatureSettings) -> str:
     if settings.backend == "auto":
         return "torch" if torch.cuda.is_available() else "numpy"
     return settings.backend
-
-

@@ -284,33 +284,27 @@ def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, vali
     the Parquet staged on a worker), validate it with GX, then rename it into place."""
     from chorus.errors import ValidationFailedError
     from chorus.features import (
-        commit_shard, discard_shard, extract_batch_or_problems, extract_track_or_problem, extractor_for,
-        segment_check_params, shard_is_current, stage_shard, uses_device_batches,
+        commit_shard, discard_shard, extract_batch_or_problems, extract_track_or_problem, segment_check_params,
+        shard_is_current, stage_shard, uses_device_batches,
     )
 
     if shard_is_current(shard):
         return {"shard": shard.path.name, "skipped": True, "tracks": len(shard.tracks)}
     fs = settings.features
     ids, uris = shard.tracks["track_id"].tolist(), shard.tracks["uri"].tolist()
-    batched = uses_device_batches(fs)
-    if batched:  # the torch chain: device_batch files per Dask task and per device call
+    extract, jobs = extract_track_or_problem, (ids, uris)  # one file per call
+    if uses_device_batches(fs):  # the torch chain: device_batch files per Dask task and per device call
         step = fs.device_batch
-        id_batches = [ids[i : i + step] for i in range(0, len(ids), step)]
-        uri_batches = [uris[i : i + step] for i in range(0, len(uris), step)]
+        extract = extract_batch_or_problems
+        jobs = ([ids[i : i + step] for i in range(0, len(ids), step)],
+                [uris[i : i + step] for i in range(0, len(uris), step)])
     if client is not None:
         # Shards submitted together would otherwise interleave their files and all finish at the
         # end; by priority, earlier shards finish first and their checks overlap later compute.
-        if batched:
-            files = client.map(extract_batch_or_problems, id_batches, uri_batches, [fs] * len(id_batches), pure=False,
-                               priority=priority)
-        else:
-            files = client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False, priority=priority)
+        files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
         staged = client.submit(stage_shard, shard, files, fs, pure=False, priority=priority).result()
-    elif batched:
-        extractor = extractor_for(fs)
-        staged = stage_shard(shard, [extractor.extract_batch(i, u) for i, u in zip(id_batches, uri_batches, strict=True)], fs)
     else:
-        staged = stage_shard(shard, [extract_track_or_problem(t, u, fs) for t, u in zip(ids, uris, strict=True)], fs)
+        staged = stage_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
     result = {"shard": shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
               "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
