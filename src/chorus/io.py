@@ -93,22 +93,26 @@ def write_parquet(
     return Path(path)
 
 
+def meta_bytes(meta: dict[str, Any] | None) -> bytes:
+    """The chorus entry of a file's metadata: ``meta`` and the schema version, as JSON."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str).encode()
+
+
 def with_meta(table: pa.Table, meta: dict[str, Any] | None) -> pa.Table:
     """``table`` with ``meta`` (and the schema version) as the chorus entry of its schema metadata."""
-    existing = dict(table.schema.metadata or {})
-    existing[METADATA_KEY] = json.dumps(
-        {"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str
-    ).encode()
-    return table.replace_schema_metadata(existing)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: meta_bytes(meta)})
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The chorus metadata of a Parquet file, or None if the file is missing or unreadable."""
+    """The chorus metadata of a Parquet file, or None if the file is missing or unreadable.
+
+    Read from the file's key-value metadata, which holds the schema's metadata and also what a
+    streaming writer adds when it closes (feature shards: their contents are known only then)."""
     try:
-        schema = pq.read_schema(path)
+        footer = pq.read_metadata(path)
     except (OSError, pa.ArrowInvalid):
         return None
-    raw = (schema.metadata or {}).get(METADATA_KEY)
+    raw = (footer.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 
