@@ -7,7 +7,7 @@ One run measures, on the same rendered corpus:
   (cluster start and a warm-up run reported apart as ``startup_seconds``), run as `chorus
   features` runs it;
 - the bare chain on the same workers (client.map of the per-file extraction, nothing written),
-  so ``orchestration_overhead`` is what Prefect, the Parquet write, GX and the commit add;
+  so ``orchestration_overhead`` is what Prefect, staging, GX and the commit add;
 - the four interleaved within each repeat; ratios are medians of per-repeat ratios;
 - the largest dB difference between the naive maps and what the flow stored;
 - where CUDA is available, the batched torch chain (``gpu``: its speed, and its maps against the

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from chorus.config import load_settings
-from chorus.io import read_meta
 from chorus.state import StateDir
 from conftest import SR, free_ports, tone, write_wav
 
@@ -115,11 +113,6 @@ def test_killed_worker_shard_is_rescheduled_and_output_is_complete(cluster, tmp_
     assert set(per_track.groups) == set(tracks.track_id)  # every track, the killed one's included
     assert not stored.segments.duplicated(["track_id", "segment"]).any()
     assert (per_track.count() == per_track.max() + 1).all()  # segments 0..n-1, none twice, none missing
-    # each shard was streamed by its writer task: a row group per track, in the shard's order
-    for path in (StateDir(settings.state_dir).features / settings.features.config_hash()).glob("shard-*.parquet"):
-        held = list(read_meta(path)["tracks"])
-        assert held == sorted(held) and pq.ParquetFile(path).num_row_groups == len(held)
-        assert pq.read_table(path, columns=["track_id"]).column(0).unique().to_pylist() == held
     # the surviving worker is the one that finished the job
     assert len(client.scheduler_info()["workers"]) == 1
 

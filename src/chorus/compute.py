@@ -53,27 +53,3 @@ def dask_batch_runner(client: Any) -> Any:
         return client.gather(client.map(fn, [graph_f] * n, [tags_f] * n, batches, [settings] * n, pure=False))
 
     return run
-
-
-def stream_shard(shard: Any, files_dataset: str, settings: FeatureSettings) -> Any:
-    """A Dask task that writes one shard while its files are extracted: it leaves the worker's
-    thread pool (``worker_client`` secedes) and writes each file's rows as soon as that file is
-    done, in the shard's order, fetching results held by other workers. When the last file is
-    extracted, only its rows are left to write, not the whole shard.
-
-    The file futures come as a published dataset, not as arguments: as arguments they would be
-    dependencies (the writer would wait for all of them), and ``get_dataset`` is what registers
-    them with the scheduler for this worker's client."""
-    from distributed import worker_client
-
-    from chorus.features import ShardWriter
-
-    writer = ShardWriter(shard, settings)
-    try:
-        with worker_client() as client:
-            for future in client.get_dataset(files_dataset):
-                writer.add(future.result())
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise

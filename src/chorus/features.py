@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from chorus.audio import AudioProblem, load_mono
 from chorus.config import FeatureSettings, stable_hash
-from chorus.io import METADATA_KEY, meta_bytes, read_meta, temp_path_beside, write_json_atomic
+from chorus.io import read_meta, temp_path_beside, with_meta, write_json_atomic
 
 FEATURE_SCHEMA_VERSION = 2
 DB_REFERENCE = 1.0
@@ -354,16 +354,16 @@ def features_table(items: list[TrackFeatures], settings: FeatureSettings) -> pa.
     return pa.table(columns)
 
 
-def segment_checks(tracks: list[tuple[str, np.ndarray]], sizes: dict[str, int]) -> pd.DataFrame:
-    """One row per stored segment with what the shard's expectation suite checks: ``tracks`` are
-    (track id, its per-segment summary) in the order written, ``sizes`` the stored tensor sizes.
-    GX validates this small frame, not megabytes of floats."""
-    counts = [len(summary) for _, summary in tracks]
-    summary = np.concatenate([s for _, s in tracks]) if tracks else np.zeros((0, 3))
-    out = pd.DataFrame({"track_id": np.repeat([t for t, _ in tracks], counts).astype(object),
-                        "segment": np.concatenate([np.arange(n) for n in counts]) if tracks else np.zeros(0, int)})
-    for name, size in sizes.items():
-        out[f"size_{name}"] = size
+def segment_checks(table: pa.Table, items: list[TrackFeatures], settings: FeatureSettings) -> pd.DataFrame:
+    """One row per segment of ``table`` with what the shard's expectation suite checks: the stored
+    tensor sizes, finiteness, dB range (from the items' per-segment summaries, in table order). GX
+    validates this small frame, not megabytes of floats."""
+    out = table.select(["track_id", "segment"]).to_pandas()
+    for name in [*map_names(settings), "mfcc_stats"]:
+        out[f"size_{name}"] = table.schema.field(name).type.list_size
+    summary = np.concatenate([i.checks for i in items]) if items else np.zeros((0, 3))
+    if len(summary) != table.num_rows:
+        raise ValueError(f"{len(summary)} segment summaries for {table.num_rows} rows")
     out["finite"] = summary[:, 0].astype(bool)
     out["min_db"], out["max_db"] = summary[:, 1], summary[:, 2]
     return out
@@ -468,81 +468,29 @@ def shard_is_current(shard: Shard) -> bool:
     return meta is not None and meta.get("key") == shard.key
 
 
-class ShardWriter:
-    """Writes one shard to a temporary file beside its final path, a row group per track as the
-    tracks arrive (the write overlaps extraction instead of following it); ``close`` returns the
-    StagedShard awaiting validation. Only each track's small per-segment summary is kept.
-
-    The chorus metadata (config, shape, versions, the tracks held and rejected) is known only at
-    the end, so it goes into the Parquet file's key-value metadata when the writer closes."""
-
-    def __init__(self, shard: Shard, settings: FeatureSettings) -> None:
-        self.shard, self.settings = shard, settings
-        self.tmp = temp_path_beside(shard.path)
-        self._sha_of = dict(zip(shard.tracks["track_id"], shard.tracks["sha256"], strict=True))
-        self._tensors = {*map_names(settings), "mfcc_stats"}
-        self._written: list[tuple[str, np.ndarray]] = []  # (track id, per-segment summary)
-        self._rejected: list[dict[str, str]] = []
-        self._audio_seconds = 0.0
-        self._writer: pq.ParquetWriter | None = None
-        self._sizes: dict[str, int] = {}
-
-    def add(self, result: TrackFeatures | dict[str, str] | list[Any]) -> None:
-        """One file's result: its features, a problem record, or a list of them (a device batch)."""
-        if isinstance(result, list):
-            for entry in result:
-                self.add(entry)
-        elif isinstance(result, TrackFeatures):
-            self._write(features_table([result], self.settings))
-            self._written.append((result.track_id, result.checks))
-            self._audio_seconds += result.seconds
-        else:
-            self._rejected.append({**result, "sha256": self._sha_of[result["track_id"]]})
-
-    def _write(self, table: pa.Table) -> None:
-        if self._writer is None:
-            # Float maps barely compress (zstd saves ~15%) and this write competes with extraction:
-            # tensors go uncompressed, the small columns zstd; min/max of tensors: costly, unused
-            small = [name for name in table.column_names if name not in self._tensors]
-            self._writer = pq.ParquetWriter(
-                self.tmp, table.schema, compression={n: "NONE" if n in self._tensors else "ZSTD" for n in table.column_names},
-                use_dictionary=["track_id", "config_hash"], write_statistics=small)
-            self._sizes = {name: table.schema.field(name).type.list_size
-                           for name in [*map_names(self.settings), "mfcc_stats"]}
-        self._writer.write_table(table)
-
-    def close(self) -> StagedShard:
-        if self._writer is None:  # nothing extracted: an empty shard still records its rejections
-            self._write(features_table([], self.settings))
-        assert self._writer is not None
-        meta = feature_metadata(self.settings, self.shard.key)
-        meta["tracks"] = {t: self._sha_of[t] for t, _ in self._written}
-        meta["rejected"] = self._rejected
-        meta["audio_seconds"] = self._audio_seconds
-        meta["extractor"] = extractor_for(self.settings).describe()  # same maps either way; kept as provenance
-        self._writer.add_key_value_metadata({METADATA_KEY: meta_bytes(meta)})
-        self._writer.close()
-        checks = segment_checks(self._written, self._sizes)
-        return StagedShard(self.shard, self.tmp, checks, self._rejected, len(checks), self._audio_seconds)
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 def stage_shard(shard: Shard, results: list[Any], settings: FeatureSettings) -> StagedShard:
-    """Write a shard's results to its temporary file at once (in process; on Dask the shard is
-    streamed: chorus.compute.stream_shard). ``results``: per file a TrackFeatures or a problem
-    record, or lists of them (batches of the device chain)."""
-    writer = ShardWriter(shard, settings)
-    try:
-        for result in results:
-            writer.add(result)
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    """Write a shard's Parquet to a temporary file beside its final path (runs on a Dask worker,
+    so the tensors never travel to the flow process). ``results``: per file a TrackFeatures or a
+    problem record, or lists of them (batches of the device chain)."""
+    results = [r for entry in results for r in (entry if isinstance(entry, list) else [entry])]
+    items = [r for r in results if isinstance(r, TrackFeatures)]
+    sha_of = dict(zip(shard.tracks["track_id"], shard.tracks["sha256"], strict=True))
+    rejected = [{**r, "sha256": sha_of[r["track_id"]]} for r in results if isinstance(r, dict)]
+    meta = feature_metadata(settings, shard.key)
+    meta["tracks"] = {i.track_id: sha_of[i.track_id] for i in items}
+    meta["rejected"] = rejected
+    meta["audio_seconds"] = sum(i.seconds for i in items)
+    meta["extractor"] = extractor_for(settings).describe()  # same maps either way; kept as provenance
+    table = with_meta(features_table(items, settings), meta)
+    tmp = temp_path_beside(shard.path)
+    # Float maps barely compress (zstd saves ~15%) and this write sits on the critical path:
+    # tensors go uncompressed, the small columns zstd.
+    tensors = {*map_names(settings), "mfcc_stats"}
+    compression = {name: ("NONE" if name in tensors else "ZSTD") for name in table.column_names}
+    small = [name for name in table.column_names if name not in tensors]
+    pq.write_table(table, tmp, compression=compression, use_dictionary=["track_id", "config_hash"],
+                   write_statistics=small, row_group_size=256)  # min/max of tensors: costly, unused
+    return StagedShard(shard, tmp, segment_checks(table, items, settings), rejected, table.num_rows, meta["audio_seconds"])
 
 
 def commit_shard(staged: StagedShard) -> Path:

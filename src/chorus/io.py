@@ -93,26 +93,22 @@ def write_parquet(
     return Path(path)
 
 
-def meta_bytes(meta: dict[str, Any] | None) -> bytes:
-    """The chorus entry of a file's metadata: ``meta`` and the schema version, as JSON."""
-    return json.dumps({"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str).encode()
-
-
 def with_meta(table: pa.Table, meta: dict[str, Any] | None) -> pa.Table:
     """``table`` with ``meta`` (and the schema version) as the chorus entry of its schema metadata."""
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: meta_bytes(meta)})
+    existing = dict(table.schema.metadata or {})
+    existing[METADATA_KEY] = json.dumps(
+        {"schema_version": SCHEMA_VERSION, **(meta or {})}, sort_keys=True, default=str
+    ).encode()
+    return table.replace_schema_metadata(existing)
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The chorus metadata of a Parquet file, or None if the file is missing or unreadable.
-
-    Read from the file's key-value metadata, which holds the schema's metadata and also what a
-    streaming writer adds when it closes (feature shards: their contents are known only then)."""
+    """The chorus metadata of a Parquet file, or None if the file is missing or unreadable."""
     try:
-        footer = pq.read_metadata(path)
+        schema = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid):
         return None
-    raw = (footer.metadata or {}).get(METADATA_KEY)
+    raw = (schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 

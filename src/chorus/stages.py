@@ -11,7 +11,6 @@ import json
 import logging
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,9 +281,7 @@ def shared_validator(settings: ChorusSettings) -> Any:
 def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, validator: Any = None,
                   priority: int = 0) -> dict[str, Any]:
     """Extract one shard's files (through a Dask client when given: one Dask task per file, and
-    a writer task on a worker streaming them to Parquet), validate it with GX, then rename it
-    into place."""
-    from chorus.compute import stream_shard
+    the Parquet staged on a worker), validate it with GX, then rename it into place."""
     from chorus.errors import ValidationFailedError
     from chorus.features import (
         commit_shard, discard_shard, extract_batch_or_problems, extract_track_or_problem, segment_check_params,
@@ -305,12 +302,7 @@ def extract_shard(shard: Any, settings: ChorusSettings, client: Any = None, vali
         # Shards submitted together would otherwise interleave their files and all finish at the
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
-        dataset = f"chorus-{shard.key}-{uuid.uuid4().hex[:12]}"
-        client.publish_dataset(files, name=dataset)
-        try:  # the writer starts before the files (a higher priority), then waits outside the pool
-            staged = client.submit(stream_shard, shard, dataset, fs, pure=False, priority=1).result()
-        finally:
-            client.unpublish_dataset(dataset)
+        staged = client.submit(stage_shard, shard, files, fs, pure=False, priority=priority).result()
     else:
         staged = stage_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
