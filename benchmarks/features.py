@@ -10,6 +10,8 @@ One run measures, on the same rendered corpus:
   so ``orchestration_overhead`` is what Prefect, staging, GX and the commit add;
 - the four interleaved within each repeat; ratios are medians of per-repeat ratios;
 - the largest dB difference between the naive maps and what the flow stored;
+- the CPU cost of staging the stored feature set again in one process (``parquet_write_cpu_seconds``):
+  the part of the flow's overhead that is writing its output;
 - where CUDA is available, the batched torch chain (``gpu``: its speed, and its maps against the
   stored ones); ``--quick`` runs that comparison on the CPU (``torch_chain``).
 The last line printed is one JSON object.
