@@ -57,8 +57,8 @@ def _peak_rss_mib() -> float:
 
 
 def _run_flow(settings: ChorusSettings) -> tuple[float, dict[str, Any]]:
-    from flows._common import local_run
-    from flows.features import features as features_flow
+    from chorus_flows._common import local_run
+    from chorus_flows.features import features as features_flow
 
     started = time.perf_counter()
     with local_run():  # as `chorus features` runs it
@@ -144,7 +144,7 @@ def run_naive(settings: ChorusSettings, tracks: Any) -> dict[str, Any]:
     stored features (after its timing)."""
     job = {"settings": json.loads(settings.model_dump_json()), "tracks": tracks[["track_id", "uri"]].to_dict("records")}
     env = {**os.environ, **SINGLE_THREAD}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.features", "--naive"], input=json.dumps(job),
+    done = subprocess.run([sys.executable, "-m", "chorus_bench.features", "--naive"], input=json.dumps(job),
                           capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"naive reference process failed:\n{done.stderr[-4000:]}")
@@ -186,7 +186,7 @@ def parquet_write_seconds(settings: ChorusSettings, tracks: Any) -> float:
 
     import numpy as np
 
-    from chorus.features import TrackFeatures, discard_shard, load_features, map_names, plan_shards, stage_shard
+    from chorus.features import TrackFeatures, discard_shard, load_features, map_names, plan_shards, write_temp_shard
     from chorus.state import StateDir
 
     fs = settings.features
@@ -200,7 +200,7 @@ def parquet_write_seconds(settings: ChorusSettings, tracks: Any) -> float:
         started = time.process_time()
         for shard in plan_shards(tracks, fs, Path(scratch)):
             shard.path.parent.mkdir(parents=True, exist_ok=True)
-            discard_shard(stage_shard(shard, [items[t] for t in shard.tracks["track_id"]], fs))
+            discard_shard(write_temp_shard(shard, [items[t] for t in shard.tracks["track_id"]], fs))
         return time.process_time() - started
 
 
@@ -212,7 +212,7 @@ def run_device(settings: ChorusSettings, tracks: Any, device: str, log: Any = pr
     import torch
 
     from chorus.features import load_features
-    from chorus.features_torch import TorchFeatureExtractor
+    from chorus.features.torch_chain import TorchFeatureExtractor
     from chorus.state import StateDir
 
     fs = settings.features.model_copy(update={"backend": "torch", "torch_device": device})

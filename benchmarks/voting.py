@@ -139,7 +139,7 @@ def compare(chorus_sample: list[dict[str, Any]], naive_sample: list[dict[str, An
 
 
 def _child(role: str, folder: Path, params: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.voting", role, str(folder), json.dumps(params)],
+    done = subprocess.run([sys.executable, "-m", "chorus_bench.voting", role, str(folder), json.dumps(params)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{role} process failed:\n{done.stderr[-4000:]}")

@@ -5,8 +5,8 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, publish_artifacts, resolve
-from tasks import evaluate as evaluate_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, publish_artifacts, resolve
+from chorus_tasks import evaluate as evaluate_tasks
 
 
 @flow(name="evaluate", **FLOW_OPTIONS)

@@ -7,8 +7,8 @@ from prefect import flow
 
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
-from tasks import features as feature_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_tasks import features as feature_tasks
 
 
 @flow(name="features", **FLOW_OPTIONS)

@@ -5,9 +5,9 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
-from tasks import demo as demo_tasks
-from tasks import ingest as ingest_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_tasks import demo as demo_tasks
+from chorus_tasks import ingest as ingest_tasks
 
 
 @flow(name="ingest", **FLOW_OPTIONS)

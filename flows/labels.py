@@ -5,8 +5,8 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
-from tasks import labels as label_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_tasks import labels as label_tasks
 
 
 @flow(name="labels", **FLOW_OPTIONS)

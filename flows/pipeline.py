@@ -10,14 +10,14 @@ from prefect import flow
 from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
 from chorus.stages import social_data_present
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
-from flows.evaluate import evaluate
-from flows.features import features
-from flows.ingest import ingest
-from flows.labels import labels
-from flows.promote import promote
-from flows.search import index
-from flows.train import pretrain, train
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_flows.evaluate import evaluate
+from chorus_flows.features import features
+from chorus_flows.ingest import ingest
+from chorus_flows.labels import labels
+from chorus_flows.promote import promote
+from chorus_flows.search import index
+from chorus_flows.train import pretrain, train
 
 Stage = Literal["ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate"]
 STAGES: tuple[Stage, ...] = ("ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate")

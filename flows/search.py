@@ -5,8 +5,8 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
-from tasks import search as search_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_tasks import search as search_tasks
 
 
 @flow(name="index", **FLOW_OPTIONS)

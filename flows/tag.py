@@ -5,8 +5,8 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, resolve
-from tasks import tag as tag_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, resolve
+from chorus_tasks import tag as tag_tasks
 
 
 @flow(name="tag", **FLOW_OPTIONS)

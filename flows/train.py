@@ -8,11 +8,11 @@ from prefect import flow
 from chorus import stages
 from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
-from flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
-from flows.features import features
-from tasks import demo as demo_tasks
-from tasks import ingest as ingest_tasks
-from tasks import train as train_tasks
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_flows.features import features
+from chorus_tasks import demo as demo_tasks
+from chorus_tasks import ingest as ingest_tasks
+from chorus_tasks import train as train_tasks
 
 
 @flow(name="pretext-corpus", **FLOW_OPTIONS)

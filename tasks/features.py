@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from tasks._policies import IO_RETRIES
+from chorus_tasks._policies import IO_RETRIES
 from chorus.features import Shard, plan_shards
 
 

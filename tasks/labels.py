@@ -6,7 +6,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from chorus import stages
 from chorus.config import ChorusSettings
-from tasks._policies import while_outputs_current
+from chorus_tasks._policies import while_outputs_current
 
 
 @task(name="voted-labels", cache_key_fn=while_outputs_current("labels", stages.current_labels_key), persist_result=True,

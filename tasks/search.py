@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from tasks._policies import while_outputs_current
+from chorus_tasks._policies import while_outputs_current
 
 
 @task(name="build-index", cache_key_fn=while_outputs_current("index", stages.current_index_key), persist_result=True,

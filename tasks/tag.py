@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from tasks._policies import IO_RETRIES
+from chorus_tasks._policies import IO_RETRIES
 
 
 @task(name="tag-files", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -58,7 +58,7 @@ def free_ports(n: int) -> list[int]:
 
 def run_chorus(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The ``chorus`` command in a fresh process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "chorus.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "chorus_ops.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout)
 
 
@@ -74,7 +74,7 @@ def bench_figures(name: str, tmp_path: Path, timeout: float) -> dict:
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows._common import without_run_heartbeats
+    from chorus_flows._common import without_run_heartbeats
 
     # the harness's server lives as long as the session: no crashed run to detect
     with prefect_test_harness(server_startup_timeout=90), without_run_heartbeats():

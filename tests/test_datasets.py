@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from chorus import stages
+from chorus.state import StateDir
 from chorus.config import load_settings
 from chorus.datasets.standard import from_gtzan, from_jamendo, from_mtat, stratified_split
 from chorus.errors import InputError
@@ -18,8 +19,8 @@ def _ingest(tmp_path, root, adapter, **ingest):
     settings = load_settings(overrides={"state_dir": str(tmp_path / "state"),
                                         "ingest": {"manifest": str(root), "adapter": adapter, **ingest}})
     stages.ingest_stage(settings)
-    state = stages.StateDir(settings.state_dir)
-    return pd.read_parquet(state.tracks), pd.read_parquet(state.quarantine / "ingest.parquet")
+    state = StateDir(settings.state_dir)
+    return pd.read_parquet(state.tracks), pd.read_parquet(state.ingest_quarantine)
 
 
 def test_mtat_reads_annotations_splits_by_folder_and_quarantines_bad_clips(tmp_path):

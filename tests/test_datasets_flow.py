@@ -42,7 +42,7 @@ def test_mtat_from_the_cli_ingest_then_run_task_tags(tmp_path):
 
 @pytest.mark.parametrize("dataset,task,model", [("jamendo", "tags", "chorus-tags"), ("gtzan", "genre", "chorus-genre")])
 def test_jamendo_and_gtzan_run_their_task_end_to_end(prefect_harness, tmp_path, dataset, task, model):
-    from flows.pipeline import pipeline
+    from chorus_flows.pipeline import pipeline
 
     root = {"jamendo": make_jamendo, "gtzan": make_gtzan}[dataset](tmp_path / dataset)
     settings = load_settings(overrides={

@@ -11,10 +11,8 @@ from scipy.ndimage import median_filter
 
 from chorus.audio import AudioProblem
 from chorus.config import FeatureSettings
-from chorus.features import (
-    FeatureExtractor, centered_moving_median, extract_track, load_features, logmel, plan_shards,
-    segment, write_index, write_shard,
-)
+from chorus.features import FeatureExtractor, extract_track, load_features, plan_shards, segment, write_index, write_shard
+from chorus.features.dsp import centered_moving_median, logmel
 from chorus.io import read_meta
 from chorus.reference import naive_feature_maps
 from conftest import SR, tone, write_wav

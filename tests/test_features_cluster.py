@@ -75,7 +75,7 @@ def _corpus(root: Path, n: int, seconds: float = 10.0, short: int = 0) -> Path:
 def test_killed_worker_shard_is_rescheduled_and_output_is_complete(cluster, tmp_path, prefect_harness):
     from chorus import stages
     from chorus.features import load_features
-    from flows.features import features
+    from chorus_flows.features import features
 
     address, client, workers = cluster
     manifest = _corpus(tmp_path / "corpus", 24)
@@ -123,7 +123,7 @@ def test_killed_worker_shard_is_rescheduled_and_output_is_complete(cluster, tmp_
 
 def test_file_failing_extraction_is_quarantined_and_the_run_continues(tmp_path, prefect_harness):
     from chorus import stages
-    from flows.features import features
+    from chorus_flows.features import features
 
     # a 2 s file passes ingest (min 1 s) but is shorter than one segment under the reject rule
     manifest = _corpus(tmp_path / "corpus", 3, seconds=4.0, short=1)

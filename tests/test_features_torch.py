@@ -11,7 +11,7 @@ import torch
 
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.features import FeatureExtractor, extractor_for, load_features, plan_shards, write_index
-from chorus.features_torch import TorchFeatureExtractor, symmetric_index
+from chorus.features.torch_chain import TorchFeatureExtractor, symmetric_index
 from chorus.io import read_meta
 from conftest import write_wav
 from test_features import music_like

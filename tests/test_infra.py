@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from chorus.config import ChorusSettings
-from chorus.services import Endpoints, settings_env_name, settings_env_names
+from chorus_ops.services import Endpoints, settings_env_name, settings_env_names
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "infra" / "compose" / "compose.yaml"
@@ -113,7 +113,7 @@ def test_infra_sets_only_variables_the_settings_model_reads():
 def test_prefect_yaml_defines_the_served_deployments():
     """The work-pool route (prefect.yaml) and `chorus serve` define the same deployments, with
     the default schedules of the settings."""
-    from flows.deployments import deployments
+    from chorus_ops.deployments import deployments
 
     served = {(d.flow_name, d.name): d for d in deployments(ChorusSettings())}
     project = yaml.safe_load((ROOT / "prefect.yaml").read_text())

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from chorus.config import ChorusSettings, load_settings
-from chorus.services import LocalServices
+from chorus_ops.services import LocalServices
 
 
 def test_every_flow_parameter_is_typed_and_described():
     """What the Prefect UI's run form shows: a type and a description for each parameter."""
-    from flows.deployments import ON_DEMAND
+    from chorus_ops.deployments import ON_DEMAND
 
     for flow in ON_DEMAND:
         schema = flow.parameters.model_dump()
@@ -27,7 +27,7 @@ def test_every_flow_parameter_is_typed_and_described():
 
 def test_given_settings_are_laid_over_the_process_settings(monkeypatch, tmp_path):
     """A UI run that fills in one setting keeps the serving process's state directory and the rest."""
-    from flows._common import resolve
+    from chorus_flows._common import resolve
 
     monkeypatch.setenv("CHORUS_STATE_DIR", str(tmp_path / "served"))
     monkeypatch.setenv("CHORUS_TRAIN__EPOCHS", "7")
@@ -43,7 +43,7 @@ def test_given_settings_are_laid_over_the_process_settings(monkeypatch, tmp_path
 
 
 def test_config_file_of_the_serving_process(monkeypatch, tmp_path):
-    from flows._common import resolve
+    from chorus_flows._common import resolve
 
     config = tmp_path / "chorus.yaml"
     config.write_text("state_dir: /srv/chorus\ndemo: {scale: 0.25}\n")
@@ -53,7 +53,7 @@ def test_config_file_of_the_serving_process(monkeypatch, tmp_path):
 
 
 def test_deployments_follow_the_orchestration_settings():
-    from flows.deployments import deployments
+    from chorus_ops.deployments import deployments
 
     settings = load_settings(overrides={"orchestration": {"timezone": "Europe/Berlin", "refresh_cron": "30 1 * * *",
                                                           "schedules_active": False}})
@@ -74,7 +74,7 @@ def test_a_failed_flow_run_is_recorded(prefect_harness, tmp_path):
     """The on_failure hook writes the failure to <state>/audit/failures.jsonl (and the log)."""
     from prefect import flow
 
-    from flows._common import FLOW_OPTIONS, SettingsParameter, resolve
+    from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, resolve
 
     @flow(name="breaks", **FLOW_OPTIONS)
     def breaks(settings: ChorusSettings | None = SettingsParameter) -> None:
@@ -108,7 +108,7 @@ def test_local_runs_skip_heartbeats_but_runs_on_a_server_keep_them(monkeypatch):
     API (which dies with the process) they detect nothing, so local runs skip them."""
     from prefect.settings import get_current_settings, temporary_settings
 
-    from flows._common import HEARTBEAT_ENV, local_run
+    from chorus_flows._common import HEARTBEAT_ENV, local_run
 
     monkeypatch.delenv(HEARTBEAT_ENV, raising=False)
     seen = []  # what a flow engine started there reads

@@ -31,7 +31,7 @@ def _overrides(state_dir, **train):
 
 @pytest.fixture(scope="module")
 def first_run(prefect_harness, tmp_path_factory):
-    from flows.pipeline import pipeline
+    from chorus_flows.pipeline import pipeline
 
     state_dir = tmp_path_factory.mktemp("state")
     settings = load_settings(overrides=_overrides(state_dir))
@@ -200,7 +200,7 @@ def test_registered_champion_reproduces_recorded_accuracy(first_run):
 
 
 def test_second_run_does_no_new_work(first_run):
-    from flows.pipeline import pipeline
+    from chorus_flows.pipeline import pipeline
 
     settings, _ = first_run
     state = StateDir(settings.state_dir)
@@ -217,7 +217,7 @@ def test_second_run_does_no_new_work(first_run):
 
 
 def test_changed_training_setting_redoes_only_training(first_run):
-    from flows.pipeline import pipeline
+    from chorus_flows.pipeline import pipeline
 
     settings, _ = first_run
     champion = _alias(settings, "champion")
@@ -442,7 +442,7 @@ def test_prefect_cache_follows_the_data_on_disk(first_run):
     is a cache hit; once the output is deleted there is no key, and the task recomputes it."""
     from prefect import flow
 
-    from tasks.labels import voted_labels
+    from chorus_tasks.labels import voted_labels
 
     settings, _ = first_run
     labels_path = StateDir(settings.state_dir).labels / "labels.parquet"

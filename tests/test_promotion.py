@@ -108,7 +108,7 @@ def test_scores_compare_class_names_not_positions():
 
     from chorus.features import FeatureSet
     from chorus.models.scorer import Contract
-    from chorus.stages import score_candidate
+    from chorus.evaluation.scoring import score_candidate
 
     class Fixed:  # outputs: track t0 -> "b", t1 -> "a"
         contract = Contract("style", "single", ["b", "a"], ("logmel",), "h", "fixed")

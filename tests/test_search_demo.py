@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_search_finds_demo_tracks_from_degraded_copies(prefect_harness, tmp_path):
-    from flows.pipeline import pipeline
+    from chorus_flows.pipeline import pipeline
 
     settings = load_settings(overrides={
         "state_dir": str(tmp_path / "state"),

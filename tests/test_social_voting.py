@@ -126,7 +126,7 @@ def test_target_selection_bounds_the_output():
 
 
 def test_social_rejects_keep_what_is_wrong_with_a_reason():
-    from chorus.stages import social_rejects
+    from chorus.social.rejects import social_rejects
 
     tables = {
         "users": pd.DataFrame({"user_id": ["a", "b"]}),

@@ -19,6 +19,7 @@ import torch
 
 from chorus.config import FeatureSettings, TrainSettings
 from chorus.features import FeatureSet, map_names
+from chorus.label_tasks import MultiLabelTruth
 from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN, select_maps_by_variance
 from chorus.models.scorer import Contract, EmbeddingFeaturiser, MfccFeaturiser, SklearnScorer, TorchScorer
 from chorus.training import HeadSpec, SegmentSplit, fit, segment_split, track_level_score, track_mean, track_targets
@@ -164,19 +165,6 @@ def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings
 
     rows = {s: {r.track_id: row(r._asdict()) for r in labelled[labelled.split == s].itertuples()} for s in ("train", "valid")}
     return TaskTargets(names, {**rows, "test": {}}, sizes)
-
-
-@dataclass(frozen=True)
-class MultiLabelTruth:
-    """A multi-label task's vocabulary and each labelled track's labels (within it)."""
-
-    vocabulary: list[str]
-    labels: dict[str, list[str]]
-
-    def digest(self) -> str:
-        from chorus.config import stable_hash
-
-        return stable_hash([self.vocabulary, sorted(self.labels.items())])
 
 
 # --- training -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pandas as pd
 
 from chorus.audio import AudioProblem, decode, probe
 from chorus.config import IngestSettings, stable_hash
-from chorus.datasets.adapters import Candidates
+from chorus.datasets.candidates import AudioCandidates
 from chorus.io import file_sha256, track_id_for
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def hash_split(track_id: str, fractions: tuple[float, float, float], seed: int) 
 
 
 def ingest(
-    candidates: Candidates,
+    candidates: AudioCandidates,
     settings: IngestSettings,
     cache_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -187,7 +187,7 @@ def ingest(
     return IngestResult(tracks, quarantine)
 
 
-def inputs_fingerprint(candidates: Candidates, settings: IngestSettings) -> str:
+def inputs_fingerprint(candidates: AudioCandidates, settings: IngestSettings) -> str:
     """Cheap change detection: settings, the candidate rows, and each local file's size and mtime."""
     stats = []
     for uri in candidates.table["uri"].astype(str):

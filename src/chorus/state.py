@@ -15,6 +15,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from chorus.datasets.candidates import DEMO_STAMP
 from chorus.errors import StateLockedError
 
 # Closed network: telemetry and update checks hang or fail, so they are off everywhere
@@ -65,7 +66,7 @@ class StateDir:
 
     @property
     def audit(self) -> Path:
-        """Append-only records: promotions.jsonl (every promotion decision and rollback)."""
+        """Append-only records (promotions, failures)."""
         return self.root / "audit"
 
     @property
@@ -106,6 +107,71 @@ class StateDir:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def logs(self) -> Path:
+        """The full log of each command run against this state (the console shows a summary)."""
+        return self.root / "logs"
+
+    # Each output file named once: the stages, flows and CLI read these, never a literal path.
+
+    @property
+    def demo_stamp(self) -> Path:
+        """The demo corpus's key and counts (reused while its settings are unchanged)."""
+        return self.demo / DEMO_STAMP
+
+    @property
+    def remote_cache(self) -> Path:
+        """Local copies of remote corpus files (http, s3, ...), by content."""
+        return self.data / "remote-cache"
+
+    @property
+    def ingest_quarantine(self) -> Path:
+        """Files ingest rejected, each with its reason."""
+        return self.quarantine / "ingest.parquet"
+
+    def features_quarantine(self, config_hash: str) -> Path:
+        """Tracks a feature configuration could not extract, each with its reason."""
+        return self.quarantine / f"features-{config_hash}.parquet"
+
+    def social_table(self, name: str) -> Path:
+        """The validated copy of one social table (users, follows, playlists, playlist_tracks)."""
+        return self.social / f"{name}.parquet"
+
+    @property
+    def labels_table(self) -> Path:
+        """The voted truths: global, group and personal, one row per scope and track."""
+        return self.labels / "labels.parquet"
+
+    @property
+    def social_rejects(self) -> Path:
+        """Social rows the referential checks rejected, each with its reason."""
+        return self.quarantine / "social-rejects.parquet"
+
+    @property
+    def metrics(self) -> Path:
+        """reports/metrics.json: one section per stage that reports figures."""
+        return self.reports / "metrics.json"
+
+    @property
+    def promotions(self) -> Path:
+        """Every promotion decision and rollback, one JSON line each."""
+        return self.audit / "promotions.jsonl"
+
+    @property
+    def failures(self) -> Path:
+        """Every failed flow run, one JSON line each."""
+        return self.audit / "failures.jsonl"
+
+    @property
+    def tags(self) -> Path:
+        """Predictions written by ``chorus tag``."""
+        return self.root / "tags"
+
+    @property
+    def search_results(self) -> Path:
+        """Batch query results written by ``chorus search``."""
+        return self.search / "results"
 
     def create(self) -> StateDir:
         for path in (self.data, self.features, self.social, self.labels, self.reports,

@@ -9,48 +9,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from chorus.config import IngestSettings
+from chorus.datasets import standard
+from chorus.datasets.candidates import AUDIO_SUFFIXES, DEMO_STAMP, AudioCandidates, read_manifest_table
 from chorus.errors import InputError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
+__all__ = ["AUDIO_SUFFIXES", "DATASETS", "AudioCandidates", "candidates_for", "from_folder", "from_manifest",
+           "read_manifest_table"]
 
-
-@dataclass(frozen=True)
-class Candidates:
-    """Files to ingest: ``table`` has at least ``uri``; ``root`` bounds local paths."""
-
-    table: pd.DataFrame
-    root: Path
-    source: str
-    manifest_file: Path | None
-    # annotation rows the adapter could not use (uri, reason, detail, manifest_row): quarantined
-    rejected: pd.DataFrame | None = None
-    notes: list[str] = field(default_factory=list)  # how labels and splits were read
-
-
-def read_manifest_table(path: Path) -> pd.DataFrame:
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
-    raise InputError(str(path), "manifest must be .csv, .tsv or .parquet")
-
-
-def from_manifest(path: Path, source: str = "manifest") -> Candidates:
+def from_manifest(path: Path, source: str = "manifest") -> AudioCandidates:
     table = read_manifest_table(path)
     if "uri" not in table.columns:
         raise InputError(str(path), "manifest needs a 'uri' column", f"columns: {list(table.columns)}")
     table = table.copy()
     table["manifest_row"] = range(2, len(table) + 2)  # 1-based, after the header line
-    return Candidates(table, path.parent.resolve(), source, path)
+    return AudioCandidates(table, path.parent.resolve(), source, path)
 
 
-def from_folder(root: Path) -> Candidates:
+def from_folder(root: Path) -> AudioCandidates:
     rows = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for file in sorted(label_dir.rglob("*")):
@@ -58,22 +38,19 @@ def from_folder(root: Path) -> Candidates:
                 rows.append({"uri": str(file.relative_to(root)), "label": label_dir.name})
     if not rows:
         raise InputError(str(root), "folder-per-label layout expects root/<label>/<file>; found no files")
-    return Candidates(pd.DataFrame(rows), root.resolve(), "folder", None)
+    return AudioCandidates(pd.DataFrame(rows), root.resolve(), "folder", None)
 
 
 DATASETS = ("mtat", "jamendo", "gtzan")
 
 
-def candidates_for(location: str | Path, adapter: str = "auto", settings: Any = None) -> Candidates:
+def candidates_for(location: str | Path, adapter: str = "auto", settings: IngestSettings | None = None) -> AudioCandidates:
     """Pick the adapter by name or, with ``auto``, by what ``location`` is. ``settings``
     (IngestSettings) carries the standard datasets' options: split files, tags, category."""
     path = Path(location).expanduser()
     if not path.exists():
         raise InputError(str(path), "corpus location does not exist")
     if adapter in DATASETS:
-        from chorus.config import IngestSettings
-        from chorus.datasets import standard
-
         if not path.is_dir():
             raise InputError(str(path), f"the {adapter} adapter needs the dataset's root folder")
         s = settings or IngestSettings()
@@ -84,7 +61,7 @@ def candidates_for(location: str | Path, adapter: str = "auto", settings: Any = 
         return standard.from_gtzan(path, s.split_files, s.split, s.split_seed)
     if adapter == "auto":
         if path.is_dir():
-            adapter = "demo" if (path / "demo.json").exists() else "folder"
+            adapter = "demo" if (path / DEMO_STAMP).exists() else "folder"
         else:
             adapter = "manifest"
     if adapter == "demo":

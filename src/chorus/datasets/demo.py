@@ -22,6 +22,7 @@ import soundfile as sf
 
 from chorus import MOODS
 from chorus.config import DemoSettings
+from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.render import Renderer, Work, default_soundfont, list_works
 from chorus.io import atomic_path, file_sha256, track_id_for, write_json_atomic, write_text_atomic
 
@@ -115,7 +116,7 @@ def generate_demo(
     generated with the same settings (same key in ``root/demo.json``) is reused as it is."""
     root = Path(root)
     key = demo_key(settings)
-    stamp = root / "demo.json"
+    stamp = root / DEMO_STAMP
     manifest_path = root / MANIFEST_NAME
     social_dir = root / SOCIAL_DIRNAME
     info = reusable_stamp(stamp, key)

@@ -1,6 +1,6 @@
 """Standard datasets in their own layouts: MagnaTagATune, MTG-Jamendo, GTZAN.
 
-Each adapter returns ``Candidates``: one row per clip (uri relative to the dataset root, split,
+Each adapter returns ``AudioCandidates``: one row per clip (uri relative to the dataset root, split,
 label columns) and the annotation rows it could not use, with their reason (they join the
 ingest quarantine). Multi-label tags are one ``tags`` column, ``;``-separated, so a task reads
 any vocabulary from the tracks table.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chorus.datasets.adapters import AUDIO_SUFFIXES, Candidates
+from chorus.datasets.candidates import AUDIO_SUFFIXES, AudioCandidates
 from chorus.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def top_tags(tag_lists: list[list[str]], n: int | None) -> list[str]:
 # --- MagnaTagATune ------------------------------------------------------------------------
 
 
-def from_mtat(root: Path, top_n: int | None = 50, split_files: dict[str, str] | None = None) -> Candidates:
+def from_mtat(root: Path, top_n: int | None = 50, split_files: dict[str, str] | None = None) -> AudioCandidates:
     """``annotations_final.csv`` (tab-separated: clip_id, one 0/1 column per tag, mp3_path) and
     the mp3 tree under ``root``; tags are the ``top_n`` most frequent; split by folder (0-9 and
     a-b train, c valid, d-f test) or by ``split_files``."""
@@ -117,7 +117,7 @@ def from_mtat(root: Path, top_n: int | None = 50, split_files: dict[str, str] | 
     vocabulary = set(top_tags(tag_lists, top_n))
     for row in rows:
         row["tags"] = TAG_SEPARATOR.join(t for t in row.pop("_tags") if t in vocabulary)
-    return Candidates(pd.DataFrame(rows), root.resolve(), "mtat", annotations, _rejected(rejected),
+    return AudioCandidates(pd.DataFrame(rows), root.resolve(), "mtat", annotations, _rejected(rejected),
                       notes=[f"MagnaTagATune: {len(vocabulary)} tags (top {top_n})",
                              "split from files" if lists is not None else "split by folder: 0-b train, c valid, d-f test"])
 
@@ -171,7 +171,7 @@ def _jamendo_tsv(folder: Path, category: str, suffix: str = "", missing: str = "
 
 
 def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0",
-                 split_files: dict[str, str] | None = None) -> Candidates:
+                 split_files: dict[str, str] | None = None) -> AudioCandidates:
     """``autotagging*.tsv`` (in ``root`` or ``root/data``) with audio under ``root/audio`` (or
     ``root``); tags filtered to ``category`` (mood/theme, genre, instrument: the prefix removed;
     ``top50``: the 50 most frequent tags; ``all``); the official ``splits/<split>/`` files."""
@@ -212,7 +212,7 @@ def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0
         row["tags"] = TAG_SEPARATOR.join(t for t in row.pop("_tags") if t in vocabulary)  # type: ignore[union-attr]
         row["uri"] = str((audio / str(row["uri"])).relative_to(root)) if audio != root else row["uri"]
     table = pd.DataFrame(kept)
-    return Candidates(table, root.resolve(), "jamendo", source, _rejected(rejected),
+    return AudioCandidates(table, root.resolve(), "jamendo", source, _rejected(rejected),
                       notes=[f"MTG-Jamendo {category}: {len(vocabulary)} tags", split_note])
 
 
@@ -220,7 +220,7 @@ def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0
 
 
 def from_gtzan(root: Path, split_files: dict[str, str] | None = None, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-               seed: int = 0) -> Candidates:
+               seed: int = 0) -> AudioCandidates:
     """Folder per genre (``root/<genre>/<file>``, the ``genres/`` folder of the archive or its
     parent); split by ``split_files`` (e.g. the fault-filtered lists; files in none are set aside
     with their reason) or, with a warning, a random split stratified by genre."""
@@ -252,7 +252,7 @@ def from_gtzan(root: Path, split_files: dict[str, str] | None = None, fractions:
         table["split"] = stratified_split(table["genre"], fractions, seed)
         log.warning(GTZAN_RANDOM_SPLIT_WARNING)
         notes = [GTZAN_RANDOM_SPLIT_WARNING]
-    return Candidates(table, root.resolve(), "gtzan", None, _rejected(rejected), notes=notes)
+    return AudioCandidates(table, root.resolve(), "gtzan", None, _rejected(rejected), notes=notes)
 
 
 def stratified_split(labels: pd.Series, fractions: tuple[float, float, float], seed: int) -> list[str]:

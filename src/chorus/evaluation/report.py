@@ -8,8 +8,10 @@ import io
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from chorus.evaluation.metrics import ClassificationMetrics
+from chorus.promotion import verdict
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#222}
@@ -162,8 +164,6 @@ def promotion_section(decision: dict[str, Any] | None) -> str:
              decision["baseline"] if metric == rule.get("primary") else "",
              "primary" if metric == rule.get("primary") else f"guard (tolerance {rule.get('guards', {}).get(metric, '')})"]
             for metric, value in decision["challenger_metrics"].items()]
-    from chorus.promotion import verdict
-
     champion_name = f"champion v{decision['champion']}" if decision.get("champion") else "champion (none)"
     return (f"<h2>Promotion</h2><p><b>{html.escape(verdict(decision))}</b> challenger v{decision['challenger']}: "
             f"{html.escape(decision['reason'])} <span class=\"muted\">({html.escape(decision['time'])}, trigger "
@@ -308,3 +308,29 @@ def render_report(
 <h2>Notes</h2><ul>{note_html}</ul>
 </body></html>
 """
+
+
+# Published figures for context in the report, clearly other work: (dataset source, kind) -> rows.
+PUBLISHED_REFERENCES: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("mtat", "multi"): [{"work": "Won et al. 2020, short-chunk CNN + residual, MagnaTagATune top-50",
+                         "macro ROC-AUC": 0.913, "macro PR-AUC": 0.461}],
+    ("jamendo", "multi"): [{"work": "MediaEval 2019 Emotion and Theme Recognition, best submission (mood/theme)",
+                            "macro ROC-AUC": 0.773, "macro PR-AUC": 0.155}],
+    ("gtzan", "single"): [{"work": "published CNN result on the GTZAN fault-filtered split (Kereliuk, Sturm and Larsen 2015)",
+                           "accuracy": 0.797}],
+}
+
+
+def evaluation_protocol(tracks: pd.DataFrame, multi: bool) -> dict[str, Any]:
+    """How the subject is judged: the dataset's usual protocol, named, with published figures of
+    other work on the same dataset beside ours (never as ours)."""
+    sources = sorted(set(tracks["source"].astype(str))) if "source" in tracks.columns else []
+    source = sources[0] if len(sources) == 1 else "mixed"
+    if multi:
+        name = ("tagging: macro ROC-AUC and PR-AUC over the task's labels (per-label table too); "
+                "track-level predictions = mean of segment predictions")
+    else:
+        name = ("classification: accuracy and confusion matrix; track-level predictions = mean of segment "
+                "probabilities")
+    kind = "multi" if multi else "single"
+    return {"name": name, "dataset": source, "published": PUBLISHED_REFERENCES.get((source, kind), [])}

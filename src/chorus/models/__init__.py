@@ -2,7 +2,7 @@
 under one contract)."""
 
 from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN
-from chorus.models.scorer import Contract, SklearnScorer, TorchScorer
+from chorus.models.scorer import Contract, Scorer, SklearnScorer, TorchScorer
 
-__all__ = ["CRNN", "CRNNH", "Contract", "PaperCNN", "PretextCNN", "ShortChunkCNN", "SklearnScorer", "TorchScorer",
+__all__ = ["CRNN", "CRNNH", "Contract", "PaperCNN", "PretextCNN", "Scorer", "ShortChunkCNN", "SklearnScorer", "TorchScorer",
            "TransferCNN"]

@@ -146,3 +146,8 @@ class EmbeddingFeaturiser:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.scorer.embed(x)
+
+
+# What the registry loads and every stage scores with: a network or a scikit-learn estimator,
+# both under a ``Contract``, both with ``scores`` and ``embed``.
+Scorer = TorchScorer | SklearnScorer

@@ -123,7 +123,7 @@ def _labels_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
 
 
 def _feature_segments_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
-    """A features shard, one row per segment (see chorus.features.segment_checks)."""
+    """A features shard, one row per segment (see chorus.features.store.segment_checks)."""
     checks = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1 if "tracks" in params else 0),
         gxe.ExpectColumnValuesToNotBeNull(column="track_id"),

@@ -20,15 +20,15 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from chorus.config import ChorusSettings
-from flows.evaluate import evaluate
-from flows.features import features
-from flows.ingest import ingest
-from flows.labels import labels
-from flows.pipeline import REFRESH, RETRAIN, pipeline
-from flows.promote import promote
-from flows.search import index, search
-from flows.tag import tag
-from flows.train import pretrain, train
+from chorus_flows.evaluate import evaluate
+from chorus_flows.features import features
+from chorus_flows.ingest import ingest
+from chorus_flows.labels import labels
+from chorus_flows.pipeline import REFRESH, RETRAIN, pipeline
+from chorus_flows.promote import promote
+from chorus_flows.search import index, search
+from chorus_flows.tag import tag
+from chorus_flows.train import pretrain, train
 
 ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, pretrain, train, promote, index, evaluate, tag,
                                           search, pipeline)

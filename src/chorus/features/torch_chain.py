@@ -1,6 +1,6 @@
 """The maps on a torch device, many tracks per call: HPSS median filters, soft masks, mel and dB.
 
-The same arithmetic as ``chorus.features`` (librosa's HPSS definition, float32 throughout), so
+The same arithmetic as ``chorus.features.dsp`` (librosa's HPSS definition, float32 throughout), so
 the maps agree with the numpy chain to ~1e-5 dB. The STFT stays librosa's, on the CPU: another
 FFT's float32 rounding (scipy's measured here; cuFFT's is another again) moves near-silent mel
 bands of the percussive map by up to ~0.05 dB against the reference chain, over the 0.01 dB
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from chorus.config import FeatureSettings
-from chorus.features import AMIN, DB_REFERENCE, FeatureExtractor, mel_filterbank
+from chorus.features.dsp import AMIN, DB_REFERENCE, FeatureExtractor, mel_filterbank
 
 
 def torch_device(name: str = "auto") -> torch.device:

@@ -123,9 +123,9 @@ def _run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[st
     # Import after the environment is set: Prefect reads PREFECT_HOME at import.
     import importlib
 
-    from flows._common import local_run
+    from chorus_flows._common import local_run
 
-    module = importlib.import_module(f"flows.{name}")
+    module = importlib.import_module(f"chorus_flows.{name}")
     if not CTX.debug:
         _terminal_logs_without_tracebacks()
     with local_run():
@@ -419,7 +419,7 @@ def serve() -> None:
     served = StateDir(settings.state_dir).root / "services" / "serve-settings.yaml"
     write_text_atomic(served, yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
     os.environ["CHORUS_CONFIG"] = str(served)
-    from flows.deployments import serve as serve_deployments
+    from chorus_ops.deployments import serve as serve_deployments
 
     serve_deployments(settings)
 
@@ -430,11 +430,11 @@ app.add_typer(services_app, name="services")
 
 
 def _local_services() -> Any:
-    from chorus.services import LocalServices
+    from chorus_ops.services import LocalServices
 
     settings = load_settings(CTX.config, CTX.overrides)  # not CTX.settings(): no PREFECT_API_URL of its own
     try:
-        from flows.deployments import DEPLOYMENT_NAMES
+        from chorus_ops.deployments import DEPLOYMENT_NAMES
     except ImportError:  # pragma: no cover - an install without the flows package
         DEPLOYMENT_NAMES = frozenset()
     return LocalServices(settings, deployments=DEPLOYMENT_NAMES)
@@ -494,7 +494,7 @@ def bench_features(
     as_json: JsonFlag = False,
 ) -> None:
     """The features flow (1 and 2 warm Dask workers) against the pinned naive librosa chain."""
-    from benchmarks.features import run as run_bench
+    from chorus_bench.features import run as run_bench
 
     settings = CTX.settings()
     if not CTX.debug:
@@ -508,7 +508,7 @@ def bench_voting(
     as_json: JsonFlag = False,
 ) -> None:
     """Personal truths over a generated 1M-user follow graph against networkx + pandas."""
-    from benchmarks.voting import run as run_bench
+    from chorus_bench.voting import run as run_bench
 
     _report_figures(run_bench(CTX.settings().state_dir, quick=quick, log=err.print), as_json)
 
@@ -519,7 +519,7 @@ def bench_train(
     as_json: JsonFlag = False,
 ) -> None:
     """Training-step throughput and loader share per network, automatic precision against fp32."""
-    from benchmarks.train import run as run_bench
+    from chorus_bench.train import run as run_bench
 
     _report_figures(run_bench(CTX.settings(), quick=quick, log=err.print), as_json)
 
@@ -530,7 +530,7 @@ def bench_search(
     as_json: JsonFlag = False,
 ) -> None:
     """Exact and approximate Hamming, cosine and re-ranked search over 1M synthetic clustered items."""
-    from benchmarks.search import run as run_bench
+    from chorus_bench.search import run as run_bench
 
     _report_figures(run_bench(CTX.settings().search, quick=quick, log=err.print), as_json)
 

@@ -1,8 +1,7 @@
-"""Settings: one typed model, defaults < YAML file < environment (CHORUS_*) < flags.
+"""The settings sections: one small typed model per stage (and the services, schedules, tasks).
 
-Each stage has a small settings model. ``config_hash`` of a stage's settings (only the fields
-that change what the stage produces) goes into cache keys and output metadata, so a changed
-setting never reuses stale output.
+``config_hash`` of a section (only the fields that change what the stage produces) goes into
+cache keys and output metadata, so a changed setting never reuses stale output.
 """
 
 from __future__ import annotations
@@ -12,16 +11,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chorus.errors import ConfigError
+
+def stable_hash(data: Any, length: int = 16) -> str:
+    """Hash of JSON-able data that does not depend on key order."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
 
 DEFAULT_STYLES: tuple[str, ...] = (
     "bach",
@@ -33,7 +30,7 @@ DEFAULT_STYLES: tuple[str, ...] = (
 )
 
 
-class StageSettings(BaseModel):
+class SectionSettings(BaseModel):
     """Base of every stage's settings. ``_runtime_fields`` do not change outputs, so they stay
     out of the config hash (e.g. how many workers compute the same thing)."""
 
@@ -45,7 +42,7 @@ class StageSettings(BaseModel):
         return stable_hash(data)
 
 
-class DemoSettings(StageSettings):
+class DemoSettings(SectionSettings):
     """The embedded demo corpus: rendered excerpts of music21's corpus plus a simulated crowd."""
 
     _runtime_fields = frozenset({"workers"})
@@ -69,7 +66,7 @@ class DemoSettings(StageSettings):
     workers: int = Field(2, ge=1)
 
 
-class IngestSettings(StageSettings):
+class IngestSettings(SectionSettings):
     """Where the corpus and the social data come from and what a usable file is."""
 
     _runtime_fields = frozenset({"workers"})
@@ -94,7 +91,7 @@ class IngestSettings(StageSettings):
     workers: int = Field(4, ge=1)
 
 
-class FeatureSettings(StageSettings):
+class FeatureSettings(SectionSettings):
     """Log-mel per fixed-length segment; one stored shape (n_mels x segment_frames)."""
 
     # how and where the maps are computed, not what they are: outside the config hash
@@ -138,7 +135,7 @@ class FeatureSettings(StageSettings):
         return value
 
 
-class LabelSettings(StageSettings):
+class LabelSettings(SectionSettings):
     """Mood truth from playlist tags by social-network weighted voting (METHOD.md section 2)."""
 
     _runtime_fields = frozenset({"target_batch", "dask_min_targets"})
@@ -181,7 +178,7 @@ class LabelSettings(StageSettings):
         return self
 
 
-class SvmSearchSettings(StageSettings):
+class SvmSearchSettings(SectionSettings):
     """RBF SVM on MFCC statistics (or CNN features): C and gamma tuned by a search whose fitness
     is cross-validated accuracy (folds grouped by track)."""
 
@@ -196,7 +193,7 @@ class SvmSearchSettings(StageSettings):
     rakel_labelset: int = Field(3, ge=2, description="k of random k-labelsets.")
 
 
-class HashSettings(StageSettings):
+class HashSettings(SectionSettings):
     """CRNNH: maps from the pretrained backbone's conv layers -> GRU -> k-bit codes."""
 
     maps_per_layer: int = Field(24, ge=1, description="Feature maps kept per layer (highest activation variance).")
@@ -208,7 +205,7 @@ class HashSettings(StageSettings):
     freeze_backbone: bool = True
 
 
-class BackboneSettings(StageSettings):
+class BackboneSettings(SectionSettings):
     """The pretext task the shared backbone is pretrained on, and the corpus it learns from."""
 
     tasks: list[str] = Field(default_factory=lambda: ["style", "instrument"],
@@ -236,7 +233,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
 }
 
 
-class TrainSettings(StageSettings):
+class TrainSettings(SectionSettings):
     """Which candidates train and how. Each candidate's cache key holds these settings (less the
     selection and run-time fields) plus its own definition, so adding a candidate retrains nothing."""
 
@@ -293,7 +290,7 @@ class TrainSettings(StageSettings):
         return self.registered_name(self.task)
 
 
-class TaskSettings(StageSettings):
+class LabelTask(SectionSettings):
     """A labelling task: where its labels come from, its vocabulary, single- or multi-label.
     ``chorus run --task NAME`` trains and reports it; it registers as <prefix>-<NAME> (a single-
     label task as <prefix>-<column>)."""
@@ -312,33 +309,35 @@ class TaskSettings(StageSettings):
                                             "train/valid/test for this task; default: the corpus's split.")
 
     @model_validator(mode="after")
-    def _file_given(self) -> TaskSettings:
+    def _file_given(self) -> LabelTask:
         if self.source == "file" and not self.file:
             raise ValueError("source=file needs file: the annotation file")
         return self
 
 
-def _default_tasks() -> dict[str, TaskSettings]:
+def default_tasks() -> dict[str, LabelTask]:
     return {
-        "style": TaskSettings(kind="single", column="style"),
-        "mood": TaskSettings(kind="multi", source="voted"),
-        "tags": TaskSettings(kind="multi", column="tags"),  # MagnaTagATune, MTG-Jamendo
-        "genre": TaskSettings(kind="single", column="genre"),  # GTZAN
-        "label": TaskSettings(kind="single", column="label"),  # a folder-per-label corpus
+        "style": LabelTask(kind="single", column="style"),
+        "mood": LabelTask(kind="multi", source="voted"),
+        "tags": LabelTask(kind="multi", column="tags"),  # MagnaTagATune, MTG-Jamendo
+        "genre": LabelTask(kind="single", column="genre"),  # GTZAN
+        "label": LabelTask(kind="single", column="label"),  # a folder-per-label corpus
     }
 
 
-class EvaluateSettings(StageSettings):
+class EvaluateSettings(SectionSettings):
     """Held-out evaluation and its report."""
 
     split: str = "test"
     alias: str = "champion"
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap rounds of each reported interval.")
+    seed: int = Field(0, description="Seed of the bootstrap resampling.")
     subject: Literal["single", "multi"] = Field("single", description="Which model the report describes: the "
                                                                       "single-label task's (train.task) or the "
                                                                       "multi-label task's (train.mood_task).")
 
 
-class DegradedQuerySettings(StageSettings):
+class DegradedQuerySettings(SectionSettings):
     """The search check: each corpus track queried with degraded copies of its own audio (another
     excerpt, added white noise, a gain change); the original must come back in the top k."""
 
@@ -350,7 +349,7 @@ class DegradedQuerySettings(StageSettings):
     seed: int = 0
 
 
-class SearchSettings(StageSettings):
+class SearchSettings(SectionSettings):
     """Similar-song search: which registered models make the index, and how it is searched."""
 
     _runtime_fields = frozenset({"k", "mode"})
@@ -369,7 +368,7 @@ class SearchSettings(StageSettings):
     check: DegradedQuerySettings = Field(default_factory=DegradedQuerySettings)
 
 
-class PromotionRule(StageSettings):
+class PromotionRule(SectionSettings):
     """Promote when ``primary`` improves by at least ``min_improvement`` and no guard metric
     drops by more than its tolerance."""
 
@@ -386,7 +385,7 @@ def _default_rules() -> dict[str, PromotionRule]:
     }
 
 
-class PromoteSettings(StageSettings):
+class PromoteSettings(SectionSettings):
     """The promotion gate: a rule per kind of task, overridable per registered model name."""
 
     rules: dict[str, PromotionRule] = Field(default_factory=_default_rules, description="Per task kind: single, multi, hash.")
@@ -396,7 +395,7 @@ class PromoteSettings(StageSettings):
         return self.models.get(name) or self.rules[kind]
 
 
-class ServicesSettings(StageSettings):
+class ServicesSettings(SectionSettings):
     """The local services `chorus services up` starts (infra/local): a Prefect server, an MLflow
     tracking server on PostgreSQL, a Dask scheduler with workers, and `chorus serve`. Everything
     listens on ``host`` only; data and logs live under <state_dir>/services/."""
@@ -413,7 +412,7 @@ class ServicesSettings(StageSettings):
     startup_timeout_s: float = Field(180.0, gt=0, description="How long each service may take to pass its health check.")
 
 
-class OrchestrationSettings(StageSettings):
+class OrchestrationSettings(SectionSettings):
     """The deployments `chorus serve` (and prefect.yaml) define: schedules, their timezone, and
     where a failed run is reported."""
 
@@ -424,124 +423,3 @@ class OrchestrationSettings(StageSettings):
     notification_block: str | None = Field(
         None, description="A Prefect notification block (<block-type-slug>/<name>, e.g. slack-webhook/chorus-alerts) "
                           "told about every failed run, beside the log and <state>/audit/failures.jsonl.")
-
-
-class ChorusSettings(BaseSettings):
-    """Everything chorus reads. Precedence: defaults < YAML (--config) < CHORUS_* env < flags."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="CHORUS_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        yaml_file=None,
-    )
-
-    state_dir: Path = Field(Path(".chorus"), description="Everything a run writes lives here.")
-    mlflow_tracking_uri: str | None = Field(
-        None, description="Default: sqlite:///<state_dir>/mlflow.db"
-    )
-    prefect_api_url: str | None = Field(
-        None, description="A Prefect server's API (http://host:4200/api); default: a temporary API per run, "
-                          "its database under the state directory. Sets PREFECT_API_URL for chorus's processes."
-    )
-    lock_timeout_s: float = Field(
-        0.0, description="How long a run waits for the state lock; 0 refuses at once, -1 waits forever."
-    )
-    demo: DemoSettings = Field(default_factory=DemoSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
-    labels: LabelSettings = Field(default_factory=LabelSettings)
-    train: TrainSettings = Field(default_factory=TrainSettings)
-    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
-    promote: PromoteSettings = Field(default_factory=PromoteSettings)
-    search: SearchSettings = Field(default_factory=SearchSettings)
-    tasks: dict[str, TaskSettings] = Field(default_factory=_default_tasks, description="Tasks by name (chorus run --task).")
-    services: ServicesSettings = Field(default_factory=ServicesSettings)
-    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # First wins: flags (init), then env, then the YAML file, then defaults.
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
-
-    def for_task(self, name: str) -> ChorusSettings:
-        """These settings aimed at one task: what trains (a single-label task: the style family of
-        candidates on its column; a multi-label one: the tagger) and what the report describes."""
-        if name not in self.tasks:
-            raise ConfigError(f"task '{name}' is not defined; tasks: {', '.join(sorted(self.tasks))} (settings: tasks.<name>)")
-        task = self.tasks[name]
-        if task.kind == "single":
-            train = {"task": task.column or name, "candidates": list(SINGLE_LABEL_CANDIDATES)}
-        else:
-            train = {"mood_task": name, "candidates": ["mood_tagger"]}
-        train["split_column"] = task.split
-        return self.model_copy(update={"train": self.train.model_copy(update=train),
-                                       "evaluate": self.evaluate.model_copy(update={"subject": task.kind})})
-
-    def multi_task(self) -> TaskSettings:
-        """The multi-label task the tagger trains on (train.mood_task; voted moods by default)."""
-        return self.tasks.get(self.train.mood_task) or TaskSettings(kind="multi", source="voted")
-
-    def resolved(self) -> ChorusSettings:
-        """A copy with the state directory made absolute (outputs never depend on the cwd)."""
-        return self.model_copy(update={"state_dir": self.state_dir.expanduser().resolve()})
-
-    @property
-    def tracking_uri(self) -> str:
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{self.state_dir.expanduser().resolve() / 'mlflow.db'}"
-
-
-def stable_hash(data: Any, length: int = 16) -> str:
-    """Hash of JSON-able data that does not depend on key order."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = target
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
-    node[keys[-1]] = value
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``["train.epochs=3", "demo.scale=0.5"]`` into a nested dict (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. train.epochs=3")
-        key, raw = pair.split("=", 1)
-        set_dotted(out, key.strip(), yaml.safe_load(raw))
-    return out
-
-
-def load_settings(
-    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
-) -> ChorusSettings:
-    """Build the settings: defaults < YAML ``config_file`` < CHORUS_* env < ``overrides``."""
-    if config_file is not None and not Path(config_file).is_file():
-        raise ConfigError(f"{config_file}: configuration file not found")
-
-    class _FromFile(ChorusSettings):
-        model_config = SettingsConfigDict(yaml_file=str(config_file) if config_file else None)
-
-    try:
-        settings = _FromFile(**(overrides or {}))
-        return ChorusSettings.model_validate(settings.model_dump()).resolved()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        source = f"{config_file}: " if config_file else ""
-        raise ConfigError(f"{source}setting '{where}': {first['msg']}") from exc

@@ -1,0 +1,68 @@
+"""Each stage's edges: read its inputs from the state directory, decide from the data on disk
+whether its output is current, compute with the library, write atomically, report a summary.
+
+One module per stage: ``corpus`` (demo, pretext corpus, ingest), ``features``, ``labels``,
+``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``tag``.
+Each opens a ``StageContext``, computes its key, skips when its outputs carry that key, and
+returns a ``StageSummary``. Prefect-free: ``tasks/`` wraps these with retries and logging,
+``flows/`` composes them, and tests call them directly.
+"""
+
+from chorus.stages.context import StageContext, StageSummary, git_commit, read_metrics, shared_validator, update_metrics
+from chorus.stages.corpus import (
+    corpus_location,
+    demo_stage,
+    held_out_works,
+    ingest_stage,
+    load_tracks,
+    pretext_corpus_stage,
+    pretext_settings,
+    pretext_tracks,
+    social_data_present,
+    social_table_paths,
+    training_source,
+)
+from chorus.stages.evaluate import evaluate_stage
+from chorus.stages.features import extract_shard, features_root, finish_features
+from chorus.stages.labels import (
+    current_labels_key,
+    forget_user_stage,
+    labels_key,
+    labels_stage,
+    personal_target_count,
+    voted_global_labels,
+)
+from chorus.stages.promote import promote_stage, rollback_stage, score_version
+from chorus.stages.search import (
+    current_index_key,
+    current_index_meta,
+    degraded_check,
+    index_key,
+    index_stage,
+    load_index,
+    search_models,
+    search_stage,
+    track_labels,
+)
+from chorus.stages.tag import tag_stage
+from chorus.stages.train import (
+    candidate_key,
+    mood_labels,
+    pretrain_stage,
+    set_challengers,
+    train_key,
+    train_stage,
+    train_summary,
+    training_tracks,
+)
+
+__all__ = [
+    "StageContext", "StageSummary", "candidate_key", "corpus_location", "current_index_key", "current_index_meta",
+    "current_labels_key", "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "features_root",
+    "finish_features", "forget_user_stage", "git_commit", "held_out_works", "index_key", "index_stage", "ingest_stage",
+    "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count", "pretext_corpus_stage",
+    "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics", "rollback_stage",
+    "score_version", "search_models", "search_stage", "set_challengers", "shared_validator", "social_data_present",
+    "social_table_paths", "tag_stage", "track_labels", "train_key", "train_stage", "train_summary", "training_source",
+    "training_tracks", "update_metrics", "voted_global_labels",
+]

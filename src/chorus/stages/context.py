@@ -1,0 +1,86 @@
+"""What every stage shares: its summary, the context it opens with, the GX validator of its
+process, the metrics file, and the commit it ran from."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chorus import registry
+from chorus.config import ChorusSettings
+from chorus.io import write_json_atomic
+from chorus.state import StateDir
+from chorus.validation import Validator
+
+log = logging.getLogger("chorus.stages")
+
+
+@dataclass
+class StageSummary:
+    """What a stage did: ``skipped`` when its output was already current."""
+
+    stage: str
+    skipped: bool
+    outputs: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "skipped": self.skipped, "outputs": self.outputs,
+                "counts": self.counts, "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class StageContext:
+    """What a stage opens with: its settings, the state directory (created), the registry bound to
+    the tracking URI (when the stage uses it), and a timer for its summary."""
+
+    settings: ChorusSettings
+    state: StateDir
+    started: float
+
+    @classmethod
+    def open(cls, settings: ChorusSettings, *, uses_registry: bool = False) -> StageContext:
+        state = StateDir(settings.state_dir).create()
+        if uses_registry:
+            registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+        return cls(settings, state, time.perf_counter())
+
+    def summary(self, stage: str, skipped: bool, outputs: dict[str, str] | None = None,
+                counts: dict[str, Any] | None = None) -> StageSummary:
+        return StageSummary(stage, skipped, outputs or {}, counts or {}, time.perf_counter() - self.started)
+
+
+_VALIDATORS: dict[str, Validator] = {}
+
+
+def shared_validator(settings: ChorusSettings) -> Validator:
+    """One GX context per process and state directory: its set-up costs seconds."""
+    docs = StateDir(settings.state_dir).data_docs
+    if str(docs) not in _VALIDATORS:
+        _VALIDATORS[str(docs)] = Validator(docs)
+    return _VALIDATORS[str(docs)]
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """reports/metrics.json: one section per stage that reports figures ({} before any)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def update_metrics(path: Path, section: str, value: Any) -> None:
+    summary = read_metrics(path)
+    summary[section] = value
+    write_json_atomic(path, summary)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

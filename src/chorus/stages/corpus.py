@@ -1,0 +1,164 @@
+"""The corpus stages: the demo corpus, the backbone's rendered pretext corpus, and ingest (probe,
+decode and validate the audio into the tracks table; validate and copy the social tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chorus.config import ChorusSettings
+from chorus.datasets.adapters import candidates_for
+from chorus.datasets.candidates import DEMO_STAMP
+from chorus.datasets.demo import MANIFEST_NAME, generate_demo
+from chorus.datasets.pretext import STAMP_NAME, generate_pretext_corpus
+from chorus.errors import InputError
+from chorus.ingest import SOCIAL_TABLES, drop_forgotten, forgotten_digests, ingest, inputs_fingerprint, read_social, social_key
+from chorus.io import output_is_current, read_meta, read_table, write_parquet
+from chorus.stages.context import StageContext, StageSummary, shared_validator
+from chorus.state import StateDir
+from chorus.validation import Validator
+
+Progress = Any  # a rich progress callback, or None
+
+
+def demo_stage(settings: ChorusSettings, progress: Progress = None) -> StageSummary:
+    ctx = StageContext.open(settings)
+    stamp = ctx.state.demo_stamp
+    before = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
+    corpus = generate_demo(settings.demo, ctx.state.demo, progress=progress)
+    return ctx.summary("demo", before == corpus.key,
+                       {"manifest": str(corpus.manifest), "social": str(corpus.social_dir)},
+                       {"tracks": corpus.tracks, "skipped_works": corpus.skipped_works})
+
+
+def pretext_settings(settings: ChorusSettings) -> ChorusSettings:
+    """The settings of the backbone's rendered pretext corpus: a state directory of its own under
+    ``<state_dir>/pretext`` (its corpus, tracks table and features, made with the main feature
+    configuration), ingested as a demo corpus; models still go to the main registry."""
+    state = StateDir(settings.state_dir)
+    ingest_settings = settings.ingest.model_copy(update={"manifest": None, "adapter": "demo", "social_dir": None,
+                                                         "split_files": None})
+    return settings.model_copy(update={"state_dir": state.pretext, "ingest": ingest_settings,
+                                       "mlflow_tracking_uri": settings.tracking_uri})
+
+
+def training_source(settings: ChorusSettings, task: str) -> ChorusSettings:
+    """Whose state holds a task's training data: the pretext corpus's for the backbone (unless
+    ``train.backbone.corpus`` is ``own``), the main corpus's for everything else."""
+    if task == "pretext" and settings.train.backbone.corpus == "rendered":
+        return pretext_settings(settings)
+    return settings
+
+
+def load_tracks(settings: ChorusSettings) -> pd.DataFrame:
+    state = StateDir(settings.state_dir)
+    if not state.tracks.exists():
+        raise InputError(str(state.tracks), "no tracks table: run `chorus ingest` first")
+    return read_table(state.tracks)
+
+
+def corpus_location(settings: ChorusSettings) -> tuple[Path, Path | None]:
+    """(corpus location, social folder): the configured ones or the demo corpus."""
+    state = StateDir(settings.state_dir)
+    corpus = Path(settings.ingest.manifest) if settings.ingest.manifest else state.demo
+    social = Path(settings.ingest.social_dir) if settings.ingest.social_dir else (
+        state.demo / "social" if not settings.ingest.manifest else None
+    )
+    return corpus, social
+
+
+def held_out_works(settings: ChorusSettings) -> set[str]:
+    """The music21 works of the main corpus's valid and test tracks, from the demo manifest (by
+    content hash). A corpus that is not the demo holds none: its audio is not rendered from
+    music21, so no rendering of the pretext corpus can be one of its tracks."""
+    tracks = load_tracks(settings)
+    corpus, _ = corpus_location(settings)
+    manifest = corpus / MANIFEST_NAME
+    if not (corpus / DEMO_STAMP).exists() or not manifest.exists():
+        return set()
+    work_of = pd.read_csv(manifest, usecols=["sha256", "work"]).set_index("sha256")["work"]
+    held_out = tracks.loc[tracks["split"] != "train", "sha256"]
+    missing = set(held_out) - set(work_of.index)
+    if missing:
+        raise InputError(str(manifest), f"{len(missing)} held-out tracks are not in the demo manifest; their works "
+                                        "cannot be kept out of the pretext corpus", "re-run `chorus ingest`")
+    return set(work_of.loc[list(held_out)].astype(str))
+
+
+def pretext_tracks(pretext: ChorusSettings) -> pd.DataFrame:
+    """The pretext corpus's tracks table (the backbone's training data)."""
+    path = StateDir(pretext.state_dir).tracks
+    if not path.exists():
+        raise InputError(str(path), "the backbone's pretext corpus is not ingested: run `chorus pretrain` "
+                                    "(or set train.backbone.corpus=own)")
+    return read_table(path)
+
+
+def pretext_corpus_stage(settings: ChorusSettings, progress: Progress = None) -> StageSummary:
+    """Render the backbone's pretext corpus (after ingest: it leaves out the works the main corpus
+    holds out); cached by its key like the demo."""
+    ctx = StageContext.open(pretext_settings(settings))
+    stamp = ctx.state.demo / STAMP_NAME
+    before = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
+    corpus = generate_pretext_corpus(settings.demo, settings.train.backbone, ctx.state.demo, held_out_works(settings),
+                                     progress=progress)
+    return ctx.summary("pretext-corpus", before == corpus.key, {"manifest": str(corpus.manifest)},
+                       {"tracks": corpus.tracks, "works": corpus.works, "excluded_works": corpus.excluded_works,
+                        "skipped_works": corpus.skipped_works})
+
+
+def social_table_paths(state: StateDir) -> dict[str, Path]:
+    """The validated copies of the social tables under the state directory."""
+    return {name: state.social_table(name) for name in SOCIAL_TABLES}
+
+
+def social_data_present(settings: ChorusSettings) -> bool:
+    """Whether ingest stored the crowd's tables (a standard dataset has none)."""
+    return all(p.exists() for p in social_table_paths(StateDir(settings.state_dir)).values())
+
+
+def ingest_stage(settings: ChorusSettings, progress: Progress = None, validator: Validator | None = None) -> StageSummary:
+    """Probe/decode/validate the corpus into ``data/tracks.parquet`` + ``quarantine/``; validate
+    and copy the social tables into ``social/``. GX failures stop here."""
+    ctx = StageContext.open(settings)
+    state = ctx.state
+    corpus, social_dir = corpus_location(settings)
+    candidates = candidates_for(corpus, settings.ingest.adapter, settings.ingest)
+    key = inputs_fingerprint(candidates, settings.ingest)
+    forgotten = forgotten_digests(state.social)
+    social_tables_key = social_key(social_dir, forgotten) if social_dir and social_dir.exists() else None
+    social_paths = social_table_paths(state)
+    tracks_current = output_is_current(state.tracks, key) and state.ingest_quarantine.exists()
+    social_current = social_tables_key is None or all(output_is_current(p, social_tables_key) for p in social_paths.values())
+    outputs = {"tracks": str(state.tracks), "quarantine": str(state.ingest_quarantine),
+               "data_docs": str(state.data_docs / "index.html")}
+    if social_tables_key:
+        outputs.update({f"social.{k}": str(v) for k, v in social_paths.items()})
+    if tracks_current and social_current:
+        return ctx.summary("ingest", True, outputs, (read_meta(state.tracks) or {}).get("summary", {}))
+
+    validator = validator or shared_validator(settings)
+    counts: dict[str, Any] = {}
+    if not tracks_current:
+        result = ingest(candidates, settings.ingest, cache_dir=state.remote_cache, progress=progress)
+        validator.validate(result.tracks, "tracks", {"min_duration_s": settings.ingest.min_duration_s,
+                                                     "max_duration_s": settings.ingest.max_duration_s})
+        counts = result.summary()
+        write_parquet(result.quarantine, state.ingest_quarantine, {"key": key})
+        write_parquet(result.tracks, state.tracks, {"key": key, "summary": counts, "root": str(candidates.root)})
+    else:
+        counts = (read_meta(state.tracks) or {}).get("summary", {})
+    if social_dir and social_tables_key and not social_current:
+        tables = read_social(social_dir)
+        for name, table in tables.items():
+            validator.validate(table, name)
+        tables, dropped = drop_forgotten(tables, forgotten)
+        if dropped:
+            counts["forgotten_rows_dropped"] = dropped
+        for name, table in tables.items():
+            write_parquet(table, social_paths[name], {"key": social_tables_key, "source": str(social_dir)})
+        counts["social"] = {name: len(t) for name, t in tables.items()}
+    return ctx.summary("ingest", False, outputs, counts)

@@ -1,0 +1,106 @@
+"""The features stage's edges: one shard of files extracted (on Dask when a client is given),
+validated with GX and renamed into place; then the index of the shards serving the current tracks
+and the quarantine of what could not be extracted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from distributed import Client
+
+from chorus.config import ChorusSettings
+from chorus.errors import ValidationFailedError
+from chorus.features import (
+    Shard,
+    commit_shard,
+    discard_shard,
+    extract_batch_or_problems,
+    extract_track_or_problem,
+    feature_dir,
+    segment_check_params,
+    shard_is_current,
+    uses_device_batches,
+    write_index,
+    write_temp_shard,
+)
+from chorus.io import write_parquet
+from chorus.stages.context import StageSummary, log, shared_validator
+from chorus.stages.corpus import load_tracks
+from chorus.state import StateDir
+from chorus.validation import Validator, with_known_tracks
+
+QUARANTINE_COLUMNS = ["track_id", "uri", "sha256", "reason", "detail"]
+
+
+def features_root(settings: ChorusSettings) -> Path:
+    return StateDir(settings.state_dir).features
+
+
+def _extraction_jobs(shard: Shard, settings: ChorusSettings) -> tuple[Callable[..., Any], tuple[list[Any], list[Any]]]:
+    """The function the workers run and its argument lists: one file per call, or (the torch
+    chain) ``device_batch`` files per Dask task and per device call."""
+    ids, uris = shard.tracks["track_id"].tolist(), shard.tracks["uri"].tolist()
+    if not uses_device_batches(settings.features):
+        return extract_track_or_problem, (ids, uris)
+    step = settings.features.device_batch
+    return extract_batch_or_problems, ([ids[i : i + step] for i in range(0, len(ids), step)],
+                                       [uris[i : i + step] for i in range(0, len(uris), step)])
+
+
+def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None = None,
+                  validator: Validator | None = None, priority: int = 0) -> dict[str, Any]:
+    """Extract one shard's files (through a Dask client when given: one Dask task per file, and
+    the Parquet written on a worker), validate it with GX, then rename it into place."""
+    if shard_is_current(shard):
+        return {"shard": shard.path.name, "skipped": True, "tracks": len(shard.tracks)}
+    fs = settings.features
+    extract, jobs = _extraction_jobs(shard, settings)
+    if client is not None:
+        # Shards submitted together would otherwise interleave their files and all finish at the
+        # end; by priority, earlier shards finish first and their checks overlap later compute.
+        files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
+        staged = client.submit(write_temp_shard, shard, files, fs, pure=False, priority=priority).result()
+    else:
+        staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
+    ids = shard.tracks["track_id"].tolist()
+    extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
+    result = {"shard": shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
+              "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
+    try:
+        # Data Docs are rebuilt once, when the stage finishes
+        (validator or shared_validator(settings)).validate(with_known_tracks(staged.checks, extracted), "feature_segments",
+                                                           segment_check_params(fs, extracted), update_docs=False)
+    except ValidationFailedError as failure:
+        # reported, not written: the shard's tracks stay unextracted and the next run retries them
+        discard_shard(staged)
+        log.error("%s", failure)
+        return {**result, "failed": str(failure), "segments": 0, "tracks": 0}
+    commit_shard(staged)
+    return result
+
+
+def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], seconds: float) -> StageSummary:
+    """Index the shards that serve the current tracks; quarantine what could not be extracted."""
+    state = StateDir(settings.state_dir)
+    config_hash = settings.features.config_hash()
+    index = write_index(load_tracks(settings), settings.features, state.features)
+    if any(not r["skipped"] for r in results):
+        shared_validator(settings).build_docs()
+    quarantine = state.features_quarantine(config_hash)
+    write_parquet(pd.DataFrame(index["rejected"], columns=QUARANTINE_COLUMNS), quarantine, {"config_hash": config_hash})
+    done = [r for r in results if not r["skipped"]]
+    failed = [r for r in done if r.get("failed")]
+    return StageSummary(
+        "features",
+        skipped=not done,
+        outputs={"features": str(feature_dir(state.features, settings.features)), "index": index["path"],
+                 "rejected": str(quarantine)},
+        counts={"tracks": len(index["tracks"]), "shards": len(index["shards"]), "shards_written": len(done) - len(failed),
+                "shards_failed_validation": len(failed), "segments_written": sum(r.get("segments", 0) for r in done),
+                "audio_seconds_extracted": round(sum(r.get("audio_seconds", 0.0) for r in done), 1),
+                "rejected": len(index["rejected"]), "rejected_this_run": sum(len(r.get("rejected", [])) for r in done)},
+        seconds=seconds,
+    )

@@ -1,0 +1,159 @@
+"""The labels stage: weighted voting over the follow graph into global, group and personal truth,
+the social rejects, and the held-out-tags protocol; forgetting a user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chorus import MOODS
+from chorus.config import ChorusSettings, stable_hash
+from chorus.errors import InputError
+from chorus.ingest import drop_forgotten, remember_forgotten, social_key
+from chorus.io import output_is_current, read_meta, read_table, write_parquet
+from chorus.label_tasks import global_voted_labels
+from chorus.social.graph import GraphBuild, build_graph
+from chorus.social.protocol import evaluate_protocol, label_quality
+from chorus.social.rejects import social_rejects
+from chorus.social.tags import TagMapper
+from chorus.social.voting import BatchRunner, build_truths, select_targets, tag_matrix, user_song_votes
+from chorus.stages.context import StageContext, StageSummary, shared_validator, update_metrics
+from chorus.stages.corpus import corpus_location, load_tracks, social_table_paths
+from chorus.state import StateDir
+from chorus.validation import Validator
+
+
+def personal_target_count(settings: ChorusSettings) -> int:
+    """How many personal truths the labels stage will compute (0 without social tables)."""
+    users = StateDir(settings.state_dir).social_table("users")
+    return len(select_targets(read_table(users), settings.labels)) if users.exists() else 0
+
+
+def labels_key(settings: ChorusSettings) -> str:
+    """What the voted labels depend on: the label settings, the synonyms, the social tables' and
+    the tracks' content keys (read from their metadata: cheap)."""
+    state = StateDir(settings.state_dir)
+    synonyms = settings.labels.synonyms_file
+    return stable_hash({
+        "settings": settings.labels.config_hash(),
+        "synonyms": Path(synonyms).read_text() if synonyms else "bundled",
+        "social": {name: (read_meta(p) or {}).get("key") for name, p in social_table_paths(state).items()},
+        "tracks": (read_meta(state.tracks) or {}).get("key"),
+    })
+
+
+def _labels_current(state: StateDir, key: str) -> bool:
+    """Whether the labels and the social rejects on disk were made for ``key``."""
+    return output_is_current(state.labels_table, key) and state.social_rejects.exists()
+
+
+def current_labels_key(settings: ChorusSettings) -> str | None:
+    """The labels' key when the outputs on disk were made from the current inputs, else None
+    (missing, deleted or stale outputs: the labels must be computed)."""
+    state = StateDir(settings.state_dir)
+    if not all(p.exists() for p in social_table_paths(state).values()):
+        return None
+    key = labels_key(settings)
+    return key if _labels_current(state, key) else None
+
+
+def voted_global_labels(settings: ChorusSettings) -> dict[str, list[str]]:
+    """track -> the moods the global vote chose ({} before the labels stage has run)."""
+    path = StateDir(settings.state_dir).labels_table
+    if not path.exists():
+        return {}
+    return global_voted_labels(read_table(path, columns=["scope", "track_id", "labels"]))
+
+
+def _require_social_tables(state: StateDir) -> dict[str, Path]:
+    paths = social_table_paths(state)
+    missing = [p for p in paths.values() if not p.exists()]
+    if missing:
+        raise InputError(str(missing[0]), "no social tables: run `chorus ingest` with social data first")
+    return paths
+
+
+def _read_social_tables(paths: dict[str, Path]) -> dict[str, pd.DataFrame]:
+    tables = {name: read_table(p) for name, p in paths.items()}
+    tables["playlists"]["tags"] = tables["playlists"]["tags"].map(list)
+    return tables
+
+
+def _all_rejects(rejects: pd.DataFrame, built: GraphBuild) -> pd.DataFrame:
+    """The social rejects plus the follows the graph refused."""
+    follows = pd.DataFrame({"table": "follows",
+                            "key": built.rejects["follower"].astype(str) + "->" + built.rejects["followee"].astype(str),
+                            "reason": built.rejects["reason"], "detail": ""})
+    return pd.concat([rejects, follows], ignore_index=True)
+
+
+def labels_stage(settings: ChorusSettings, validator: Validator | None = None, runner: BatchRunner | None = None) -> StageSummary:
+    """Weighted voting over the follow graph: global, group and personal truth into
+    ``labels/labels.parquet``; social rejects into ``quarantine/social-rejects.parquet``; the
+    held-out-tags protocol into ``reports/metrics.json`` under "voting"."""
+    ctx = StageContext.open(settings)
+    state = ctx.state
+    paths = _require_social_tables(state)
+    tracks = load_tracks(settings)
+    key = labels_key(settings)
+    outputs = {"labels": str(state.labels_table), "rejects": str(state.social_rejects), "metrics": str(state.metrics)}
+    if _labels_current(state, key):
+        return ctx.summary("labels", True, outputs, (read_meta(state.labels_table) or {}).get("summary", {}))
+
+    tables, rejects = social_rejects(_read_social_tables(paths), set(tracks["track_id"].astype(str)))
+    built = build_graph(tables["users"], tables["follows"])
+    rejects = _all_rejects(rejects, built)
+    votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], TagMapper.load(settings.labels.synonyms_file))
+    tags = tag_matrix(votes, built.graph)
+    table, truth_counts = build_truths(built.graph, tags, tables["users"], settings.labels, runner)
+    (validator or shared_validator(settings)).validate(table, "labels")
+    protocol = evaluate_protocol(built.graph, tags, tables["users"], settings.labels)
+    if "mood" in tracks.columns:  # the demo's planted mood: the only true mood it has
+        planted = tracks.set_index(tracks["track_id"].astype(str))["mood"].dropna()
+        protocol["label_quality"] = label_quality(table, planted[planted.isin(MOODS)], settings.labels.top_k)
+    summary = {
+        "rows": len(table),
+        **truth_counts,
+        "graph": built.counts,
+        "rejects": {f"{t}: {r}": int(n) for (t, r), n in rejects.groupby(["table", "reason"]).size().items()},
+        "user_song_pairs": len(votes.pairs),
+        "playlists_without_mood": votes.playlists_without_mood,
+        "discarded_tags": dict(votes.discarded_tags.most_common()),
+    }
+    write_parquet(rejects, state.social_rejects, {"key": key})
+    write_parquet(table, state.labels_table, {"key": key, "summary": summary, "moods": list(MOODS),
+                                              "settings": settings.labels.model_dump(mode="json")})
+    update_metrics(state.metrics, "voting", protocol)
+    return ctx.summary("labels", False, outputs, _labels_counts(summary, protocol))
+
+
+def _labels_counts(summary: dict[str, Any], protocol: dict[str, Any]) -> dict[str, Any]:
+    counts = {k: v for k, v in summary.items() if k not in ("discarded_tags",)}
+    margin = protocol.get("margin_personal_minus_global", {}).get("f1")
+    if margin:
+        counts["f1_personal_minus_global"] = f"{margin['mean']:+.3f} [{margin['ci'][0]:+.3f}, {margin['ci'][1]:+.3f}]"
+    return counts
+
+
+def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
+    """Remove a user's social rows (now and on every later ingest) and recompute the labels."""
+    state = StateDir(settings.state_dir)
+    paths = social_table_paths(state)
+    if not all(p.exists() for p in paths.values()):
+        raise InputError(str(state.social), "no social tables: run `chorus ingest` first")
+    tables = {name: read_table(p) for name, p in paths.items()}
+    if str(user_id) not in set(tables["users"]["user_id"].astype(str)):
+        raise InputError(str(paths["users"]), f"no user '{user_id}' (already forgotten, or never there)")
+    digests = remember_forgotten(state.social, user_id)
+    kept, dropped = drop_forgotten(tables, digests)
+    _, social_dir = corpus_location(settings)
+    # the key ingest computes for this source and forgotten list: a later ingest finds it current,
+    # and the labels stage sees changed social inputs and recomputes
+    key = (social_key(social_dir, digests)
+           if social_dir and social_dir.exists() else stable_hash({"forgotten": digests, "tables": str(state.social)}))
+    for name, table in kept.items():
+        write_parquet(table, paths[name], {**(read_meta(paths[name]) or {}), "key": key})
+    labels = labels_stage(settings)
+    return {"dropped": dropped, "labels": labels.as_dict()}

@@ -1,0 +1,99 @@
+"""The promote stage: each registered name's challenger and champion scored afresh, the name's
+rule decides, aliases move and the decision is audited; and rolling a promotion back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from chorus import promotion, registry
+from chorus.candidates import CATALOGUE, resolve_candidates, task_targets
+from chorus.config import ChorusSettings
+from chorus.errors import StaleFeaturesError
+from chorus.evaluation.scoring import gate_metrics, score_candidate
+from chorus.features import FeatureSet, load_features, map_names
+from chorus.label_tasks import MultiLabelTruth
+from chorus.stages.context import StageContext, StageSummary
+from chorus.stages.train import mood_labels, training_tracks
+
+GATE_BOOTSTRAP_ROUNDS = 200  # the gate compares point estimates: few bootstrap rounds
+
+
+def score_version(settings: ChorusSettings, name: str, version: int, features: FeatureSet, tracks: pd.DataFrame,
+                  moods: MultiLabelTruth) -> tuple[dict[str, float], float, str]:
+    """Fresh scores of a registered version on ``evaluate.split`` with the current features and
+    labels. Raises when the version cannot be scored here (other features, incompatible code)."""
+    scorer = registry.load_scorer(name, version)
+    scorer.contract.check_features(features.config_hash)
+    spec = CATALOGUE[scorer.contract.candidate]
+    targets = task_targets(spec.task, tracks, settings.train, moods)
+    result = score_candidate(scorer, features, targets.splits[settings.evaluate.split], targets.labels, spec.kind,
+                             GATE_BOOTSTRAP_ROUNDS, settings.evaluate.seed)
+    return gate_metrics(result, spec.kind), float(result["baseline"]), spec.kind
+
+
+def _already_decided(name: str, challenger: int, champion: int | None) -> str | None:
+    """Why a challenger needs no new decision: decided against this same champion already."""
+    tags = registry.version_tags(name, challenger)
+    if tags.get("chorus.promotion.champion_before") == str(champion) and \
+            tags.get("chorus.promotion.decision") in ("promoted", "refused"):
+        return f"v{challenger} already {tags['chorus.promotion.decision']}"
+    return None
+
+
+def _decide(settings: ChorusSettings, name: str, challenger: int, champion: int | None, features: FeatureSet,
+            tracks: pd.DataFrame, moods: MultiLabelTruth) -> promotion.Decision:
+    challenger_metrics, baseline, kind = score_version(settings, name, challenger, features, tracks, moods)
+    rule = settings.promote.rule_for(name, kind)
+    champion_metrics, problem = None, None
+    if champion is not None:
+        try:
+            champion_metrics, _, _ = score_version(settings, name, champion, features, tracks, moods)
+        except (StaleFeaturesError, ImportError, AttributeError, KeyError, MlflowException) as exc:
+            problem = (f"champion v{champion} cannot be scored on the current data ({type(exc).__name__}: {exc}); "
+                       "it is judged against the trivial baseline instead")
+    return promotion.decide(name, challenger, challenger_metrics, baseline, rule, champion, champion_metrics, problem)
+
+
+def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str = "manual",
+                  names: list[str] | None = None) -> StageSummary:
+    """For each registered name with a challenger that is not the champion: score challenger and
+    champion afresh on ``evaluate.split``, decide by the name's rule, move aliases (unless a dry
+    run) and audit. A challenger already decided against the same champion is not re-decided."""
+    ctx = StageContext.open(settings, uses_registry=True)
+    ts = settings.train
+    if names is None:
+        names = sorted({ts.registered_name(s.registered_task(ts)) for s in resolve_candidates(list(ts.selected))
+                        if s.kind != "pretext"})
+    tracks = training_tracks(settings)
+    moods = mood_labels(settings, tracks)
+    features: FeatureSet | None = None
+    decisions: dict[str, Any] = {}
+    for name in names:
+        challenger = registry.alias_version(name, promotion.CHALLENGER)
+        champion = registry.alias_version(name, promotion.CHAMPION)
+        if challenger is None or challenger == champion:
+            decisions[name] = {"decided": False, "reason": "no challenger" if challenger is None else "challenger is champion"}
+            continue
+        decided = None if dry_run else _already_decided(name, challenger, champion)
+        if decided:
+            decisions[name] = {"decided": False, "reason": decided}
+            continue
+        if features is None:
+            ids = tracks.loc[tracks["split"] == settings.evaluate.split, "track_id"].tolist()
+            features = load_features(ctx.state.features, settings.features, ids, maps=map_names(settings.features))
+        decision = _decide(settings, name, challenger, champion, features, tracks, moods)
+        decision.dry_run, decision.trigger = dry_run, trigger
+        promotion.apply(decision, ctx.state.promotions)
+        decisions[name] = {"decided": True, **decision.as_dict()}
+    acted = [d for d in decisions.values() if d["decided"]]
+    counts = {"decisions": decisions, "promoted": sum(d["promote"] and not d["dry_run"] for d in acted),
+              "refused": sum(not d["promote"] for d in acted)}
+    return ctx.summary("promote", not acted, {"audit": str(ctx.state.promotions)}, counts)
+
+
+def rollback_stage(settings: ChorusSettings, name: str) -> dict[str, Any]:
+    ctx = StageContext.open(settings, uses_registry=True)
+    return promotion.rollback(name, ctx.state.promotions).as_dict()

@@ -1,0 +1,29 @@
+"""The tag stage: a registered model's predictions for audio files or folders, to Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chorus.config import ChorusSettings, stable_hash
+from chorus.errors import InputError
+from chorus.io import file_sha256, write_parquet
+from chorus.stages.context import StageContext, StageSummary
+from chorus.tagging import audio_files, tag_files
+
+
+def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = None, alias: str = "champion",
+              out: str | None = None) -> StageSummary:
+    """Predictions of ``models:/<model>@<alias>`` for audio files or folders, to Parquet
+    (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``)."""
+    ctx = StageContext.open(settings, uses_registry=True)
+    name = model or settings.train.model_name
+    files = audio_files([Path(p).expanduser() for p in paths])
+    if not files:
+        raise InputError(", ".join(paths), "no audio files found")
+    table = tag_files(files, name, alias)
+    version = int(table["version"].iloc[0])
+    digest = stable_hash([[str(f), file_sha256(f)] for f in files])
+    target = Path(out).expanduser().resolve() if out else ctx.state.tags / f"{name}-v{version}-{digest}.parquet"
+    write_parquet(table, target)
+    return ctx.summary("tag", False, {"predictions": str(target)},
+                       {"files": len(files), "tagged": int(table["problem"].isna().sum()), "model": f"{name} v{version}"})
