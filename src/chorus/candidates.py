@@ -17,12 +17,36 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chorus import baselines
 from chorus.config import FeatureSettings, TrainSettings
+from chorus.datasets.render import instrument_family
 from chorus.features import FeatureSet, map_names
 from chorus.label_tasks import MultiLabelTruth
-from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN, select_maps_by_variance
-from chorus.models.scorer import Contract, EmbeddingFeaturiser, MfccFeaturiser, SklearnScorer, TorchScorer
-from chorus.training import HeadSpec, SegmentSplit, fit, segment_split, track_level_score, track_mean, track_targets
+from chorus.models.nets import (
+    CRNN,
+    CRNNH,
+    PaperCNN,
+    PretextCNN,
+    ShortChunkCNN,
+    TransferCNN,
+    select_maps_by_variance,
+)
+from chorus.models.scorer import (
+    Contract,
+    EmbeddingFeaturiser,
+    MfccFeaturiser,
+    SklearnScorer,
+    TorchScorer,
+)
+from chorus.training import (
+    HeadSpec,
+    SegmentSplit,
+    fit,
+    segment_split,
+    track_level_score,
+    track_mean,
+    track_targets,
+)
 
 TaskFamily = Literal["style", "mood", "hash", "pretext"]
 
@@ -106,7 +130,6 @@ def resolve_candidates(names: tuple[str, ...] | list[str]) -> list[CandidateSpec
 @dataclass
 class TaskTargets:
     """Per split, track -> target; the output labels; for pretext, the classes of each head."""
-
     labels: list[str]
     splits: dict[str, dict[str, Any]]
     head_sizes: list[int] = field(default_factory=list)
@@ -117,8 +140,6 @@ class TaskTargets:
 
 def pretext_columns(tracks: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     """Pretext label columns; ``instrument`` is derived from the demo's planted mood when absent."""
-    from chorus.datasets.render import instrument_family
-
     tracks = tracks.copy()
     if "instrument" in tasks and "instrument" not in tracks.columns and "mood" in tracks.columns:
         tracks["instrument"] = tracks["mood"].map(lambda m: instrument_family(m) if isinstance(m, str) else None)
@@ -274,7 +295,6 @@ def train_candidate(
 def _train_sklearn(spec: CandidateSpec, train: SegmentSplit, valid: SegmentSplit, contract: Contract,
                    settings: TrainSettings, feature_settings: FeatureSettings, deps: dict[str, Any],
                    started: float) -> Trained:
-    from chorus import baselines
 
     sv = settings.svm
     if spec.features == "mfcc":

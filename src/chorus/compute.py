@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from chorus.config import FeatureSettings
-
 
 # Dask's default MALLOC_TRIM_THRESHOLD_=65536 turns off glibc's adaptive mmap threshold, so every
 # multi-MB spectrogram is a fresh mmap with page faults: measured 20-25% slower extraction. Large

@@ -22,7 +22,8 @@ import pandas as pd
 from chorus.audio import AudioProblem, decode, probe
 from chorus.config import IngestSettings, stable_hash
 from chorus.datasets.candidates import AudioCandidates
-from chorus.io import file_sha256, track_id_for
+from chorus.errors import InputError
+from chorus.io import file_sha256, track_id_for, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,51 @@ def hash_split(track_id: str, fractions: tuple[float, float, float], seed: int) 
     return "valid" if u < fractions[0] + fractions[1] else "test"
 
 
+def _probe_one(row: pd.Series, candidates: AudioCandidates, settings: IngestSettings,
+               cache_dir: Path | None) -> dict[str, Any]:
+    """One candidate row: resolved (remote files fetched), decoded and inspected, or its problem."""
+    uri = str(row["uri"])
+    base = {"uri": uri, "source": candidates.source, "manifest_row": row.get("manifest_row")}
+    try:
+        target = resolve_uri(uri, candidates.root, settings.allowed_schemes)
+        if isinstance(target, str):
+            target = fetch_remote(target, cache_dir or candidates.root / ".remote-cache")
+        else:
+            base["uri"] = str(target)
+        facts = inspect_file(target, settings)
+    except AudioProblem as problem:
+        return {**base, "reason": problem.reason, "detail": problem.detail}
+    except OSError as exc:
+        return {**base, "reason": "unreadable", "detail": str(exc)}
+    return {**base, **facts}
+
+
+def _without_duplicates(good: list[dict[str, Any]], bad: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first file (by uri) of each content; later copies go to ``bad`` as ``duplicate``."""
+    first_seen: dict[str, str] = {}
+    kept = []
+    for record in sorted(good, key=lambda r: r["uri"]):
+        if record["sha256"] in first_seen:
+            bad.append({**record, "reason": "duplicate", "detail": f"same content as {first_seen[record['sha256']]}"})
+            continue
+        first_seen[record["sha256"]] = record["uri"]
+        kept.append(record)
+    return kept
+
+
+def _track_row(record: dict[str, Any], source_row: pd.Series, label_columns: list[str],
+               settings: IngestSettings) -> dict[str, Any]:
+    track_id = track_id_for(record["sha256"])
+    split = str(source_row.get("split") or "") or hash_split(track_id, settings.split, settings.split_seed)
+    row = {"track_id": track_id, "uri": record["uri"], "duration_s": float(record["duration_s"]),
+           "sample_rate": int(record["sample_rate"]), "channels": int(record["channels"]), "codec": record["codec"],
+           "source": record["source"], "split": split, "sha256": record["sha256"]}
+    for column in label_columns:
+        value = source_row[column]
+        row[column] = None if pd.isna(value) or value == "" else str(value)
+    return row
+
+
 def ingest(
     candidates: AudioCandidates,
     settings: IngestSettings,
@@ -121,21 +167,8 @@ def ingest(
     label_columns = [c for c in table.columns if c not in RESERVED]
 
     def one(i: int) -> dict[str, Any]:
-        row = table.iloc[i]
-        uri = str(row["uri"])
-        base = {"uri": uri, "source": candidates.source, "manifest_row": row.get("manifest_row")}
-        try:
-            target = resolve_uri(uri, candidates.root, settings.allowed_schemes)
-            if isinstance(target, str):
-                target = fetch_remote(target, cache_dir or candidates.root / ".remote-cache")
-            else:
-                base["uri"] = str(target)
-            facts = inspect_file(target, settings)
-        except AudioProblem as problem:
-            return {**base, "reason": problem.reason, "detail": problem.detail}
-        except OSError as exc:
-            return {**base, "reason": "unreadable", "detail": str(exc)}
-        return {**base, **facts, "_row": i}
+        record = _probe_one(table.iloc[i], candidates, settings, cache_dir)
+        return record if "reason" in record else {**record, "_row": i}
 
     results: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
@@ -143,39 +176,9 @@ def ingest(
             results.append(record)
             if progress:
                 progress(done, len(table))
-
-    good = [r for r in results if "reason" not in r]
     bad = [r for r in results if "reason" in r]
-    good.sort(key=lambda r: r["uri"])
-    first_seen: dict[str, str] = {}
-    kept = []
-    for record in good:
-        if record["sha256"] in first_seen:
-            bad.append({**record, "reason": "duplicate", "detail": f"same content as {first_seen[record['sha256']]}"})
-            continue
-        first_seen[record["sha256"]] = record["uri"]
-        kept.append(record)
-
-    rows = []
-    for record in kept:
-        source_row = table.iloc[record["_row"]]
-        track_id = track_id_for(record["sha256"])
-        split = str(source_row.get("split") or "") or hash_split(track_id, settings.split, settings.split_seed)
-        row = {
-            "track_id": track_id,
-            "uri": record["uri"],
-            "duration_s": float(record["duration_s"]),
-            "sample_rate": int(record["sample_rate"]),
-            "channels": int(record["channels"]),
-            "codec": record["codec"],
-            "source": record["source"],
-            "split": split,
-            "sha256": record["sha256"],
-        }
-        for column in label_columns:
-            value = source_row[column]
-            row[column] = None if pd.isna(value) or value == "" else str(value)
-        rows.append(row)
+    kept = _without_duplicates([r for r in results if "reason" not in r], bad)
+    rows = [_track_row(record, table.iloc[record["_row"]], label_columns, settings) for record in kept]
     tracks = pd.DataFrame(rows, columns=TRACK_COLUMNS + label_columns)
     if candidates.rejected is not None:  # annotation rows the adapter could not use
         bad += [{**r, "source": candidates.source} for r in candidates.rejected.to_dict("records")]
@@ -183,7 +186,8 @@ def ingest(
         [{k: r.get(k) for k in QUARANTINE_COLUMNS} for r in sorted(bad, key=lambda r: str(r["uri"]))],
         columns=QUARANTINE_COLUMNS,
     )
-    quarantine["manifest_row"] = pd.array(quarantine["manifest_row"].map(lambda v: None if v is None or pd.isna(v) else int(v)), dtype="Int64")
+    quarantine["manifest_row"] = pd.array(quarantine["manifest_row"].map(lambda v: None if v is None or pd.isna(v) else int(v)),
+                                          dtype="Int64")
     return IngestResult(tracks, quarantine)
 
 
@@ -208,8 +212,6 @@ SOCIAL_TABLES = ("users", "follows", "playlists", "playlist_tracks")
 
 def read_social(folder: Path) -> dict[str, pd.DataFrame]:
     """The four social tables from CSV or Parquet; playlist tags become lists of strings."""
-    from chorus.errors import InputError
-
     tables = {}
     for name in SOCIAL_TABLES:
         parquet, csv = folder / f"{name}.parquet", folder / f"{name}.csv"
@@ -258,14 +260,10 @@ def forgotten_digests(social_dir: Path) -> list[str]:
 
 def social_key(social_dir: Path, digests: list[str]) -> str:
     """Key of the copied social tables: the source's content and who was forgotten since."""
-    from chorus.config import stable_hash
-
     return stable_hash({"source": social_fingerprint(social_dir), "forgotten": digests})
 
 
 def remember_forgotten(social_dir: Path, user_id: str) -> list[str]:
-    from chorus.io import write_json_atomic
-
     digests = sorted(set(forgotten_digests(social_dir)) | {user_digest(user_id)})
     write_json_atomic(social_dir / "forgotten.json", digests)
     return digests

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chorus import registry
 from chorus.config import PromotionRule
+from chorus.errors import InputError
 from chorus.io import append_jsonl
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
@@ -111,8 +113,6 @@ def _tag_version(name: str, version: int, decision: Decision) -> None:
 def apply(decision: Decision, log_path: Path) -> Decision:
     """Carry out a decision (unless a dry run): champion -> challenger and the old champion ->
     previous-champion on a pass, nothing on a refusal. Either way the audit is written."""
-    from chorus import registry
-
     if decision.promote and not decision.dry_run:
         if decision.champion is not None:
             registry.set_alias(decision.model, PREVIOUS, decision.champion)
@@ -125,9 +125,6 @@ def apply(decision: Decision, log_path: Path) -> Decision:
 def rollback(name: str, log_path: Path, trigger: str = "manual") -> Decision:
     """Restore ``previous-champion`` as champion; the version rolled back from becomes the
     previous champion (so a rollback can itself be undone). Audited like a promotion."""
-    from chorus import registry
-    from chorus.errors import InputError
-
     current = registry.alias_version(name, CHAMPION)
     previous = registry.alias_version(name, PREVIOUS)
     if previous is None:

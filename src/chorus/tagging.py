@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chorus import registry
 from chorus.config import FeatureSettings
 from chorus.errors import InputError, StaleFeaturesError
+from chorus.features import extract_track_or_problem
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a", ".opus"}
 
@@ -34,9 +36,6 @@ def model_feature_settings(name: str, version: int) -> FeatureSettings:
     checked against the feature-config hash the model carries."""
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
-
-    from chorus import registry
-
     from mlflow.exceptions import MlflowException
 
     run_id = registry.run_id_of(name, version)
@@ -56,9 +55,6 @@ def model_feature_settings(name: str, version: int) -> FeatureSettings:
 def tag_files(files: list[Path], name: str, alias: str = "champion") -> pd.DataFrame:
     """One row per file: the model's output averaged over the file's segments. Files that cannot
     be decoded get a row with their reason instead (nothing disappears)."""
-    from chorus import registry
-    from chorus.features import extract_track_or_problem
-
     version = registry.alias_version(name, alias)
     if version is None:
         raise InputError(f"models:/{name}@{alias}", "no such alias: train and promote a model first")

@@ -15,7 +15,12 @@ import pandas as pd
 
 from chorus.config import IngestSettings
 from chorus.datasets import standard
-from chorus.datasets.candidates import AUDIO_SUFFIXES, DEMO_STAMP, AudioCandidates, read_manifest_table
+from chorus.datasets.candidates import (
+    AUDIO_SUFFIXES,
+    DEMO_STAMP,
+    AudioCandidates,
+    read_manifest_table,
+)
 from chorus.errors import InputError
 
 __all__ = ["AUDIO_SUFFIXES", "DATASETS", "AudioCandidates", "candidates_for", "from_folder", "from_manifest",

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import soundfile as sf
+import yaml
 
 from chorus import MOODS
 from chorus.config import DemoSettings
 from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.render import Renderer, Work, default_soundfont, list_works
-from chorus.io import atomic_path, file_sha256, track_id_for, write_json_atomic, write_text_atomic
+from chorus.io import (
+    atomic_path,
+    file_sha256,
+    track_id_for,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +115,26 @@ def _pick_works(settings: DemoSettings, per_style: int) -> list[tuple[Work, str]
     return picks
 
 
+def _manifest_rows(picks: list[tuple[Work, str]], jobs: list[RenderJob], results: dict[str, str | None], per_style: int,
+                   root: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The manifest's rows (``per_style`` rendered tracks of each style, in pick order; spares
+    deleted) and the works that failed to render, with the reason."""
+    rows, skipped = [], []
+    taken: dict[str, int] = {}
+    for (work, mood), job in zip(picks, jobs, strict=True):
+        out = job.out
+        if results[out] is not None:
+            skipped.append({"work": work.label, "style": work.style, "reason": str(results[out])})
+            continue
+        if taken.get(work.style, 0) >= per_style:
+            Path(out).unlink(missing_ok=True)  # a spare that was not needed
+            continue
+        taken[work.style] = taken.get(work.style, 0) + 1
+        rows.append({"uri": str(Path(out).relative_to(root)), "style": work.style, "mood": mood, "work": work.label,
+                     "sha256": file_sha256(out)})
+    return rows, skipped
+
+
 def generate_demo(
     settings: DemoSettings,
     root: Path,
@@ -131,27 +159,7 @@ def generate_demo(
     soundfont = settings.soundfont or default_soundfont()
     results = render_jobs(jobs, soundfont, settings, progress)
 
-    rows, skipped = [], []
-    taken: dict[str, int] = {}
-    for (work, mood), job in zip(picks, jobs, strict=True):
-        out = job.out
-        if results[out] is not None:
-            skipped.append({"work": work.label, "style": work.style, "reason": results[out]})
-            continue
-        if taken.get(work.style, 0) >= per_style:
-            Path(out).unlink(missing_ok=True)  # a spare that was not needed
-            continue
-        taken[work.style] = taken.get(work.style, 0) + 1
-        digest = file_sha256(out)
-        rows.append(
-            {
-                "uri": str(Path(out).relative_to(root)),
-                "style": work.style,
-                "mood": mood,
-                "work": work.label,
-                "sha256": digest,
-            }
-        )
+    rows, skipped = _manifest_rows(picks, jobs, results, per_style, root)
     manifest = pd.DataFrame(rows)
     manifest["split"] = _stratified_split(manifest, settings)
     social = simulate_crowd(
@@ -163,17 +171,8 @@ def generate_demo(
         write_text_atomic(social_dir / f"{name}.csv", table.to_csv(index=False))
     write_text_atomic(manifest_path, manifest.to_csv(index=False))
     write_text_atomic(root / "skipped_works.csv", pd.DataFrame(skipped, columns=["work", "style", "reason"]).to_csv(index=False))
-    write_json_atomic(
-        stamp,
-        {
-            "key": key,
-            "tracks": len(manifest),
-            "skipped_works": len(skipped),
-            "soundfont": str(soundfont),
-            "soundfont_sha256": file_sha256(soundfont),
-            "settings": settings.model_dump(mode="json"),
-        },
-    )
+    write_json_atomic(stamp, {"key": key, "tracks": len(manifest), "skipped_works": len(skipped), "soundfont": str(soundfont),
+                              "soundfont_sha256": file_sha256(soundfont), "settings": settings.model_dump(mode="json")})
     return DemoCorpus(root, manifest_path, social_dir, len(manifest), len(skipped), key)
 
 
@@ -264,25 +263,22 @@ def _surface(mood: str, rng: np.random.Generator, synonyms: dict[str, list[str]]
     return form
 
 
-def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd.DataFrame]:
-    """Users in communities, a heavy-tailed follow graph denser within communities, and playlists
-    whose tags follow each community's perception of the tracks' latent moods."""
-    import yaml
-    from importlib import resources
-
-    synonyms = yaml.safe_load(resources.files("chorus.social").joinpath("synonyms.yaml").read_text())
-    rng = np.random.default_rng(seed_for(settings, "crowd"))
+def _simulate_users(settings: DemoSettings, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Users with a culture and an age band, and each user's community (0..communities-1)."""
     n_users = max(settings.communities * 2, int(round(settings.users * settings.scale)))
     community = rng.integers(0, settings.communities, size=n_users)
     ids = [hashlib.sha256(f"{settings.seed}-user-{i}".encode()).hexdigest()[:10] for i in range(n_users)]
-    users = pd.DataFrame(
-        {
-            "user_id": [f"u{h}" for h in ids],
-            "culture": [f"culture_{chr(97 + c)}" for c in community],
-            "age_band": [AGE_BANDS[(c + rng.integers(0, 2)) % len(AGE_BANDS)] for c in community],
-        }
-    )
+    users = pd.DataFrame({
+        "user_id": [f"u{h}" for h in ids],
+        "culture": [f"culture_{chr(97 + c)}" for c in community],
+        "age_band": [AGE_BANDS[(c + rng.integers(0, 2)) % len(AGE_BANDS)] for c in community],
+    })
+    return users, community
 
+
+def _simulate_follows(users: pd.DataFrame, community: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """A heavy-tailed follow graph, four in five follows within the follower's community."""
+    n_users = len(users)
     popularity = rng.pareto(1.2, size=n_users) + 1.0
     follows: set[tuple[int, int]] = set()
     for u in range(n_users):
@@ -295,20 +291,35 @@ def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd
             v = int(rng.choice(pool, p=weights))
             if v != u:
                 follows.add((u, v))
-    follow_rows = sorted(follows)
-    follows_df = pd.DataFrame(
-        {
-            "follower": [users.user_id[a] for a, _ in follow_rows],
-            "followee": [users.user_id[b] for _, b in follow_rows],
-        }
-    )
+    rows = sorted(follows)
+    return pd.DataFrame({"follower": [users.user_id[a] for a, _ in rows], "followee": [users.user_id[b] for _, b in rows]})
 
+
+def _playlist_tags(theme: int, perceived: np.ndarray, rng: np.random.Generator, synonyms: dict[str, list[str]]) -> list[str]:
+    """A playlist's tags: its theme's surface form, sometimes a second perceived mood, sometimes noise."""
+    tags = [_surface(MOODS[theme], rng, synonyms)]
+    if rng.random() < 0.35:  # a second perceived mood of the theme
+        second = int(rng.choice(len(MOODS), p=perceived[theme]))
+        if second != theme:
+            tags.append(_surface(MOODS[second], rng, synonyms))
+    if rng.random() < 0.4:
+        tags.append(str(rng.choice(OFF_VOCABULARY)).title() if rng.random() < 0.5 else str(rng.choice(OFF_VOCABULARY)))
+    return tags
+
+
+def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd.DataFrame]:
+    """Users in communities, a heavy-tailed follow graph denser within communities, and playlists
+    whose tags follow each community's perception of the tracks' latent moods."""
+    synonyms = yaml.safe_load(resources.files("chorus.social").joinpath("synonyms.yaml").read_text())
+    rng = np.random.default_rng(seed_for(settings, "crowd"))
+    users, community = _simulate_users(settings, rng)
+    follows = _simulate_follows(users, community, rng)
     perception = perception_matrices(settings, rng)
     latent = np.array([MOODS.index(m) for m in tracks["mood"]])
     playlists, members = [], []
     lo, hi = settings.playlists_per_user
     size_lo, size_hi = settings.playlist_size
-    for u in range(n_users):
+    for u in range(len(users)):
         mat = perception[community[u]]
         for j in range(int(rng.integers(lo, hi + 1))):
             theme = int(rng.integers(0, len(MOODS)))
@@ -317,19 +328,9 @@ def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd
             weights = weights / weights.sum()
             size = int(min(len(tracks), rng.integers(size_lo, size_hi + 1)))
             chosen = rng.choice(len(tracks), size=size, replace=False, p=weights)
-            tags = [_surface(MOODS[theme], rng, synonyms)]
-            if rng.random() < 0.35:  # a second perceived mood of the theme
-                second = int(rng.choice(len(MOODS), p=mat[theme]))
-                if second != theme:
-                    tags.append(_surface(MOODS[second], rng, synonyms))
-            if rng.random() < 0.4:
-                tags.append(str(rng.choice(OFF_VOCABULARY)).title() if rng.random() < 0.5 else str(rng.choice(OFF_VOCABULARY)))
+            tags = _playlist_tags(theme, mat, rng, synonyms)
             playlist_id = f"p{hashlib.sha256(f'{settings.seed}-{u}-{j}'.encode()).hexdigest()[:12]}"
             playlists.append({"playlist_id": playlist_id, "owner": users.user_id[u], "tags": ";".join(tags)})
             members.extend({"playlist_id": playlist_id, "track_id": tracks.track_id.iloc[i]} for i in sorted(chosen))
-    return {
-        "users": users,
-        "follows": follows_df,
-        "playlists": pd.DataFrame(playlists),
-        "playlist_tracks": pd.DataFrame(members),
-    }
+    return {"users": users, "follows": follows, "playlists": pd.DataFrame(playlists),
+            "playlist_tracks": pd.DataFrame(members)}

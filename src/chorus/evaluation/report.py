@@ -63,7 +63,11 @@ def confusion_plot(metrics: ClassificationMetrics) -> str:
 
 def multilabel_curves_plot(truth: np.ndarray, scores: np.ndarray, labels: list[str]) -> str:
     """Micro-averaged PR and ROC curves, and PR-AUC per label beside its prevalence."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_curve,
+    )
 
     plt = _pyplot()
     present = truth.sum(0) > 0

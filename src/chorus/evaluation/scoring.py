@@ -9,8 +9,18 @@ import numpy as np
 import pandas as pd
 
 from chorus import MOODS
-from chorus.evaluation.metrics import bootstrap_interval, classification_metrics, macro_average_precision, multilabel_metrics
-from chorus.evaluation.retrieval import average_precision_at_k, chance_precision, hamming_distance, top_k
+from chorus.evaluation.metrics import (
+    bootstrap_interval,
+    classification_metrics,
+    macro_average_precision,
+    multilabel_metrics,
+)
+from chorus.evaluation.retrieval import (
+    average_precision_at_k,
+    chance_precision,
+    hamming_distance,
+    top_k,
+)
 from chorus.features import FeatureSet
 from chorus.models.scorer import Scorer
 from chorus.training import segment_split, track_mean, track_targets

@@ -22,7 +22,9 @@ def extractor_for(settings: FeatureSettings) -> FeatureExtractor:
     key = (settings.config_hash(), kind, settings.torch_device)
     if key not in _EXTRACTORS:
         if kind == "torch":
-            from chorus.features import torch_chain  # as above: only where the torch chain runs
+            from chorus.features import (
+                torch_chain,  # as above: only where the torch chain runs
+            )
 
             _EXTRACTORS[key] = torch_chain.TorchFeatureExtractor(settings, settings.torch_device)
         else:

@@ -21,7 +21,15 @@ import scipy
 
 from chorus.config import FeatureSettings, stable_hash
 from chorus.features.backend import extractor_for
-from chorus.features.dsp import DB_MAX, DB_REFERENCE, FEATURE_SCHEMA_VERSION, MAPS, MFCC_STATS, TrackFeatures, map_names
+from chorus.features.dsp import (
+    DB_MAX,
+    DB_REFERENCE,
+    FEATURE_SCHEMA_VERSION,
+    MAPS,
+    MFCC_STATS,
+    TrackFeatures,
+    map_names,
+)
 from chorus.io import read_meta, temp_path_beside, with_meta, write_json_atomic
 
 

@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chorus.audio import load_mono
 from chorus.config import DegradedQuerySettings, FeatureSettings
+from chorus.features import extractor_for
+from chorus.search.index import MODES
 
 DEGRADATIONS: tuple[str, ...] = ("excerpt", "noise", "gain")
 
@@ -39,9 +42,6 @@ def degraded_maps(track_id: str, uri: str, features: FeatureSettings, settings: 
                   maps: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
     """Decode a track, degrade it each way and extract each copy's stored maps with the same
     feature code as the corpus (runs on Dask workers: a plain function of plain arguments)."""
-    from chorus.audio import load_mono
-    from chorus.features import extractor_for
-
     extractor = extractor_for(features)
     y = load_mono(uri, features.sample_rate)
     copies = degraded_copies(y, features.sample_rate, settings, track_rng(settings.seed, track_id))
@@ -62,8 +62,6 @@ def degraded_query_check(index: Any, encoder: Any, copies: dict[str, dict[str, d
                          k: int, rerank_candidates: int) -> dict[str, Any]:
     """Per mode and degradation: the share of tracks whose original is in the top k, and the
     per-query ranks (``found`` = rank of the original, 0 = not in the top k)."""
-    from chorus.search.index import MODES
-
     rows: list[dict[str, Any]] = []
     for degradation in DEGRADATIONS:
         ids = sorted(copies)

@@ -9,10 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from chorus import registry
+from chorus.audio import AudioProblem
 from chorus.config import FeatureSettings
 from chorus.errors import InputError, StaleFeaturesError
+from chorus.features import extract_track
 from chorus.search.codes import pack_codes
 from chorus.search.index import unit_rows
+from chorus.tagging import model_feature_settings
 from chorus.training import track_mean
 
 
@@ -28,8 +32,6 @@ class ModelVersion:
 
 def resolve_version(name: str, alias: str) -> ModelVersion:
     """``alias`` is an alias (champion) or a version number."""
-    from chorus import registry
-
     version = int(alias) if str(alias).isdigit() else registry.alias_version(name, alias)
     if version is None:
         raise InputError(f"models:/{name}@{alias}", "no such alias: train and promote the model first (chorus run)")
@@ -49,9 +51,6 @@ class TrackEncoder:
 
     @classmethod
     def from_registry(cls, semantic: ModelVersion, hashing: ModelVersion) -> TrackEncoder:
-        from chorus import registry
-        from chorus.tagging import model_feature_settings
-
         features = model_feature_settings(semantic.name, semantic.version)
         other = model_feature_settings(hashing.name, hashing.version)
         if other.config_hash() != features.config_hash():
@@ -81,9 +80,6 @@ class TrackEncoder:
         return vectors[0], pack_codes(codes)[0]
 
     def encode_file(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        from chorus.audio import AudioProblem
-        from chorus.features import extract_track
-
         try:
             item = extract_track(path.stem, str(path), self.features)
         except AudioProblem as exc:

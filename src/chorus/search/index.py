@@ -16,6 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chorus.errors import InputError
+from chorus.features import fixed_size_column, tensor_rows
+from chorus.io import write_json_atomic, write_parquet
 from chorus.search.codes import pack_codes
 
 Mode = Literal["hash", "semantic", "rerank"]
@@ -94,7 +97,6 @@ def read_index_meta(folder: Path) -> dict[str, Any] | None:
 class SearchIndex:
     """Tracks (row i is faiss id i), their unit semantic vectors and packed codes, the two faiss
     indexes and the provenance (``meta``: model versions, feature-config hash, key)."""
-
     track_ids: np.ndarray
     vectors: np.ndarray  # (n, dims) float32, unit rows
     codes: np.ndarray  # (n, bits / 8) uint8
@@ -157,7 +159,6 @@ class SearchIndex:
         positions = [self.position(t) for t in track_ids]
         missing = [t for t, p in zip(track_ids, positions, strict=True) if p is None]
         if missing:
-            from chorus.errors import InputError
 
             raise InputError(f"track {missing[0]}", "not in the index", f"index of {self.meta.get('name', '?')}: {len(self)} tracks")
         rows = np.asarray(positions)
@@ -174,9 +175,6 @@ class SearchIndex:
         """Write tracks.parquet, hash.faiss, semantic.faiss and index.json into a fresh folder
         beside ``folder`` and swap it into place (a reader never sees half an index)."""
         import faiss
-
-        from chorus.features import fixed_size_column
-        from chorus.io import write_json_atomic, write_parquet
 
         folder = Path(folder)
         building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
@@ -202,12 +200,9 @@ class SearchIndex:
     def load(cls, folder: Path) -> SearchIndex:
         import faiss
 
-        from chorus.features import tensor_rows
-
         folder = Path(folder)
         meta = read_index_meta(folder)
         if meta is None:
-            from chorus.errors import InputError
 
             raise InputError(str(folder), "no search index here", "build one with `chorus index`")
         table = pq.read_table(folder / "tracks.parquet")

@@ -20,7 +20,14 @@ import scipy.sparse as sp
 from chorus import MOODS
 from chorus.config import LabelSettings
 from chorus.social.graph import SocialGraph
-from chorus.social.voting import N_MOODS, SCORE_COLUMNS, TagMatrix, membership, settings_weights, top_k_labels
+from chorus.social.voting import (
+    N_MOODS,
+    SCORE_COLUMNS,
+    TagMatrix,
+    membership,
+    settings_weights,
+    top_k_labels,
+)
 
 METRICS = ("precision", "recall", "f1", "jaccard")
 
@@ -67,96 +74,118 @@ def _vectors(matrix: sp.csr_matrix, row: int, song: int) -> np.ndarray:
     return matrix[row, song * N_MOODS : (song + 1) * N_MOODS].toarray().ravel()
 
 
+@dataclass
+class VoteSums:
+    """The vote sums the protocol predicts from: personal (every other user within reach of each
+    sampled user, weighted by hop distance), per group of each attribute, and global."""
+
+    personal_num: sp.csr_matrix
+    personal_den: sp.csr_matrix
+    reach: np.ndarray  # users within max_depth of each sampled user
+    global_num: np.ndarray
+    global_den: np.ndarray
+    groups: dict[str, tuple[np.ndarray, sp.csr_matrix, np.ndarray]]  # attribute -> (codes, num, den)
+    mood_counts: np.ndarray
+
+
+def vote_sums(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, settings: LabelSettings,
+              holdout: Holdout) -> VoteSums:
+    # personal: every other user within reach, weighted by hop distance (never the user)
+    weights = settings_weights(graph, holdout.users, settings, include_self=False)
+    # global and group sums over everyone; each user's own vectors are subtracted per prediction
+    global_num = np.asarray(tags.moods.sum(axis=0)).ravel()
+    groups: dict[str, tuple[np.ndarray, sp.csr_matrix, np.ndarray]] = {}
+    for attribute in [a for a in settings.group_by if a in users.columns]:
+        _, member = membership(users, graph, [attribute])
+        codes = member.tocsc().indices  # every user is in exactly one group of an attribute
+        groups[attribute] = (codes, (member @ tags.moods).tocsr(), np.asarray((member @ tags.presence).todense()))
+    return VoteSums((weights @ tags.moods).tocsr(), (weights @ tags.presence).tocsr(), np.diff(weights.indptr),
+                    global_num, np.asarray(tags.presence.sum(axis=0)).ravel(), groups,
+                    global_num.reshape(-1, N_MOODS).sum(axis=0))
+
+
+def _personal_prediction(sums: VoteSums, i: int, song: int, g_scores: np.ndarray, first_group: np.ndarray | None,
+                         prior: float, fallbacks: dict[str, int]) -> np.ndarray:
+    """The personal truth's scores of one held-out song, with the fallbacks of the labels stage."""
+    p_den = sums.personal_den[i, song]
+    if p_den > 0:
+        return (_vectors(sums.personal_num, i, song) + prior * g_scores) / (p_den + prior)
+    if sums.reach[i] > 0:  # people in reach, none voted on this song: the prior (global truth) stands
+        fallbacks["personal_song_to_global"] += 1
+        return g_scores
+    if first_group is not None:  # nobody in reach: the user's group, then global
+        fallbacks["personal_to_group"] += 1
+        return first_group
+    fallbacks["personal_to_global"] += 1
+    return g_scores
+
+
+def song_predictions(sums: VoteSums, i: int, user: int, song: int, own: np.ndarray, prior: float,
+                     fallbacks: dict[str, int]) -> dict[str, np.ndarray]:
+    """Each scheme's mood scores (N_MOODS,) for one held-out (user, song), the user's own votes
+    ``own`` left out of every sum."""
+    g_den = sums.global_den[song] - 1
+    g_scores = (sums.global_num[song * N_MOODS : (song + 1) * N_MOODS] - own) / max(g_den, 1)
+    predictions: dict[str, np.ndarray] = {"global": g_scores}
+    first_group = None
+    for attribute, (codes, num, den) in sums.groups.items():
+        code = codes[user]
+        n = den[code, song] - 1
+        if n > 0:
+            scores = (_vectors(num, code, song) - own) / n
+        else:
+            scores = g_scores
+            fallbacks["group_to_global"] += 1
+        predictions[f"group:{attribute}"] = scores
+        if first_group is None:
+            first_group = scores if n > 0 else None
+    predictions["personal"] = _personal_prediction(sums, i, song, g_scores, first_group, prior, fallbacks)
+    return predictions
+
+
 def evaluate_protocol(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, settings: LabelSettings) -> dict[str, Any]:
     rng = np.random.default_rng(settings.seed)
     holdout = sample_holdout(tags, settings, rng)
     k = settings.top_k
     if len(holdout.users) == 0:
         return {"users": 0, "note": f"no user has {settings.protocol_min_songs}+ tagged songs"}
-
-    # personal: every other user within reach, weighted by hop distance (never the user)
-    weights = settings_weights(graph, holdout.users, settings, include_self=False)
-    personal_num = (weights @ tags.moods).tocsr()
-    personal_den = (weights @ tags.presence).tocsr()
-    # global and group sums over everyone; each user's own vectors are subtracted below
-    global_num = np.asarray(tags.moods.sum(axis=0)).ravel()
-    global_den = np.asarray(tags.presence.sum(axis=0)).ravel()
-    attributes = [a for a in settings.group_by if a in users.columns]
-    groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for attribute in attributes:
-        _, member = membership(users, graph, [attribute])
-        codes = member.tocsc().indices  # every user is in exactly one group of an attribute
-        groups[attribute] = (codes, (member @ tags.moods).tocsr(), np.asarray((member @ tags.presence).todense()))
-    mood_counts = global_num.reshape(-1, N_MOODS).sum(axis=0)
-
-    schemes = ["personal", *[f"group:{a}" for a in attributes], "global", "most_popular", "random"]
+    sums = vote_sums(graph, tags, users, settings, holdout)
+    schemes = ["personal", *[f"group:{a}" for a in sums.groups], "global", "most_popular", "random"]
     per_user = {s: np.zeros((len(holdout.users), len(METRICS))) for s in schemes}
     fallbacks = {"personal_to_group": 0, "personal_to_global": 0, "personal_song_to_global": 0, "group_to_global": 0}
-    reach = np.diff(weights.indptr)  # users within max_depth of each sampled user
     pairs = 0
     for i, (user, songs) in enumerate(zip(holdout.users, holdout.songs, strict=True)):
         own_moods = tags.moods[user].toarray().ravel()
         totals = {s: np.zeros(len(METRICS)) for s in schemes}
-        popular = mood_counts - own_moods.reshape(-1, N_MOODS).sum(axis=0)
+        popular = sums.mood_counts - own_moods.reshape(-1, N_MOODS).sum(axis=0)
         for song in songs:
             pairs += 1
             own = own_moods[song * N_MOODS : (song + 1) * N_MOODS]
             actual = {MOODS[j] for j in np.flatnonzero(own)}
-            g_den = global_den[song] - 1
-            g_scores = (global_num[song * N_MOODS : (song + 1) * N_MOODS] - own) / max(g_den, 1)
-            predictions: dict[str, np.ndarray] = {"global": g_scores}
-            first_group = None
-            for attribute, (codes, num, den) in groups.items():
-                code = codes[user]
-                n = den[code, song] - 1
-                if n > 0:
-                    scores = (_vectors(num, code, song) - own) / n
-                else:
-                    scores = g_scores
-                    fallbacks["group_to_global"] += 1
-                predictions[f"group:{attribute}"] = scores
-                if first_group is None:
-                    first_group = scores if n > 0 else None
-            p_den = personal_den[i, song]
-            if p_den > 0:
-                prior = settings.prior_weight
-                predictions["personal"] = (_vectors(personal_num, i, song) + prior * g_scores) / (p_den + prior)
-            elif reach[i] > 0:
-                # people in reach, none voted on this song: the prior (global truth) stands
-                predictions["personal"] = g_scores
-                fallbacks["personal_song_to_global"] += 1
-            elif first_group is not None:  # nobody in reach: the user's group, then global
-                predictions["personal"] = first_group
-                fallbacks["personal_to_group"] += 1
-            else:
-                predictions["personal"] = g_scores
-                fallbacks["personal_to_global"] += 1
+            predictions = song_predictions(sums, i, user, song, own, settings.prior_weight, fallbacks)
             predictions["most_popular"] = popular
             predictions["random"] = rng.random(N_MOODS)
             for scheme in schemes:
-                chosen = set(top_k_labels(predictions[scheme][None, :], k)[0])
-                totals[scheme] += set_scores(chosen, actual, k)
+                totals[scheme] += set_scores(set(top_k_labels(predictions[scheme][None, :], k)[0]), actual, k)
         for scheme in schemes:
             per_user[scheme][i] = totals[scheme] / len(songs)
+    return {"users": int(len(holdout.users)), "held_out_pairs": pairs, "k": k,
+            **_protocol_tables(per_user, schemes, settings, rng), "fallbacks": fallbacks,
+            "settings": {"max_depth": settings.max_depth, "weighting": settings.weighting, "base": settings.base,
+                         "prior_weight": settings.prior_weight, "holdout": settings.protocol_holdout,
+                         "min_songs": settings.protocol_min_songs, "bootstrap": settings.bootstrap, "seed": settings.seed}}
 
+
+def _protocol_tables(per_user: dict[str, np.ndarray], schemes: list[str], settings: LabelSettings,
+                     rng: np.random.Generator) -> dict[str, Any]:
+    """Each scheme's mean metrics and the personal-minus-global margin, with bootstrap intervals."""
     table = {s: {m: bootstrap_mean(per_user[s][:, j], settings.bootstrap, rng) for j, m in enumerate(METRICS)}
              for s in schemes}
     margin = {m: bootstrap_mean(per_user["personal"][:, j] - per_user["global"][:, j], settings.bootstrap, rng)
               for j, m in enumerate(METRICS)}
     for value in margin.values():
         value["excludes_zero"] = bool(value["ci"][0] > 0 or value["ci"][1] < 0)
-    return {
-        "users": int(len(holdout.users)),
-        "held_out_pairs": pairs,
-        "k": k,
-        "schemes": table,
-        "margin_personal_minus_global": margin,
-        "fallbacks": fallbacks,
-        "settings": {"max_depth": settings.max_depth, "weighting": settings.weighting, "base": settings.base,
-                     "prior_weight": settings.prior_weight,
-                     "holdout": settings.protocol_holdout, "min_songs": settings.protocol_min_songs,
-                     "bootstrap": settings.bootstrap, "seed": settings.seed},
-    }
+    return {"schemes": table, "margin_personal_minus_global": margin}
 
 
 def label_quality(truth: pd.DataFrame, planted: pd.Series, top_k: int) -> dict[str, Any]:

@@ -20,15 +20,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 from chorus import MOODS
-from chorus.social.graph import SocialGraph
+from chorus.errors import ConfigError
+from chorus.social.graph import SocialGraph, hop_weights, reach_weights
 from chorus.social.tags import TagMapper
+
 SCORE_COLUMNS = [f"score_{m}" for m in MOODS]
 
 
 @dataclass(frozen=True)
 class UserSongVotes:
     """(user, song) pairs with their 12-dim 0/1 vectors, and what tag mapping discarded."""
-
     pairs: pd.DataFrame  # user_id, track_id
     vectors: np.ndarray  # (len(pairs), 12) float32
     discarded_tags: Counter[str]
@@ -65,7 +66,6 @@ N_MOODS = len(MOODS)
 @dataclass(frozen=True)
 class TagMatrix:
     """Users' (user, song) vectors as sparse matrices over the graph's user positions."""
-
     track_ids: np.ndarray  # song column -> track id
     presence: sp.csr_matrix  # (users, songs): 1 where the user has a non-zero vector for the song
     moods: sp.csr_matrix  # (users, songs * 12): vec(user, song)[j] at column song * 12 + j
@@ -105,7 +105,6 @@ def tag_matrix_from_rows(user: np.ndarray, song: np.ndarray, mood: np.ndarray, n
 @dataclass(frozen=True)
 class Vote:
     """Truth vectors of (voter-row, song) pairs that got any vote."""
-
     row: np.ndarray  # index into the weight matrix's rows
     song: np.ndarray  # index into TagMatrix.track_ids
     scores: np.ndarray  # (pairs, 12) float32 in [0, 1]
@@ -165,7 +164,6 @@ def membership(users: pd.DataFrame, graph: SocialGraph, attributes: list[str]) -
 
 def personal_weights(graph: SocialGraph, targets: np.ndarray, max_depth: int, hop_weight: np.ndarray,
                      include_self: bool = False, self_weight: float = 1.0) -> sp.csr_matrix:
-    from chorus.social.graph import reach_weights
 
     weights = reach_weights(graph, targets, max_depth, hop_weight)
     if include_self and self_weight > 0:
@@ -195,13 +193,11 @@ def select_targets(users: pd.DataFrame, settings: Any) -> list[str]:
     if settings.personal == "users":
         unknown = sorted(set(settings.personal_users) - set(ids))
         if unknown:
-            from chorus.errors import ConfigError
 
             raise ConfigError(f"labels.personal_users names unknown users: {unknown[:5]}")
         return list(settings.personal_users)
     if settings.personal == "group":
         if not settings.personal_group or "=" not in settings.personal_group:
-            from chorus.errors import ConfigError
 
             raise ConfigError("labels.personal=group needs labels.personal_group as attribute=value")
         attribute, value = settings.personal_group.split("=", 1)
@@ -214,8 +210,6 @@ def select_targets(users: pd.DataFrame, settings: Any) -> list[str]:
 
 def settings_weights(graph: SocialGraph, targets: np.ndarray, settings: Any, include_self: bool) -> sp.csr_matrix:
     """personal_weights with w(d) and the depth from the labels settings."""
-    from chorus.social.graph import hop_weights
-
     hop_weight = hop_weights(settings.weighting, settings.max_depth, settings.base, settings.weight_table)
     return personal_weights(graph, targets, settings.max_depth, hop_weight, include_self, settings.self_weight)
 

@@ -8,7 +8,14 @@ returns a ``StageSummary``. Prefect-free: ``tasks/`` wraps these with retries an
 ``flows/`` composes them, and tests call them directly.
 """
 
-from chorus.stages.context import StageContext, StageSummary, git_commit, read_metrics, shared_validator, update_metrics
+from chorus.stages.context import (
+    StageContext,
+    StageSummary,
+    git_commit,
+    read_metrics,
+    shared_validator,
+    update_metrics,
+)
 from chorus.stages.corpus import (
     corpus_location,
     demo_stage,

@@ -15,7 +15,15 @@ from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.demo import MANIFEST_NAME, generate_demo
 from chorus.datasets.pretext import STAMP_NAME, generate_pretext_corpus
 from chorus.errors import InputError
-from chorus.ingest import SOCIAL_TABLES, drop_forgotten, forgotten_digests, ingest, inputs_fingerprint, read_social, social_key
+from chorus.ingest import (
+    SOCIAL_TABLES,
+    drop_forgotten,
+    forgotten_digests,
+    ingest,
+    inputs_fingerprint,
+    read_social,
+    social_key,
+)
 from chorus.io import output_is_current, read_meta, read_table, write_parquet
 from chorus.stages.context import StageContext, StageSummary, shared_validator
 from chorus.state import StateDir

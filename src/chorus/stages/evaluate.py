@@ -19,7 +19,11 @@ from chorus.candidates import CATALOGUE, TaskTargets, task_targets
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import InputError, StaleFeaturesError
 from chorus.evaluation import render_report
-from chorus.evaluation.report import embedding_plot, evaluation_protocol, multilabel_curves_plot
+from chorus.evaluation.report import (
+    embedding_plot,
+    evaluation_protocol,
+    multilabel_curves_plot,
+)
 from chorus.evaluation.retrieval import compression_curve, retrieval_table
 from chorus.evaluation.scoring import planted_mood_scores, score_candidate
 from chorus.features import FeatureSet, features_key, load_features, map_names
@@ -27,7 +31,13 @@ from chorus.io import write_json_atomic, write_text_atomic
 from chorus.label_tasks import MultiLabelTruth
 from chorus.models.scorer import Scorer
 from chorus.promotion import read_audit, verdict
-from chorus.stages.context import StageContext, StageSummary, git_commit, log, read_metrics
+from chorus.stages.context import (
+    StageContext,
+    StageSummary,
+    git_commit,
+    log,
+    read_metrics,
+)
 from chorus.stages.search import current_index_meta
 from chorus.stages.train import mood_labels, training_tracks
 from chorus.state import StateDir

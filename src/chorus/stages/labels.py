@@ -18,8 +18,19 @@ from chorus.social.graph import GraphBuild, build_graph
 from chorus.social.protocol import evaluate_protocol, label_quality
 from chorus.social.rejects import social_rejects
 from chorus.social.tags import TagMapper
-from chorus.social.voting import BatchRunner, build_truths, select_targets, tag_matrix, user_song_votes
-from chorus.stages.context import StageContext, StageSummary, shared_validator, update_metrics
+from chorus.social.voting import (
+    BatchRunner,
+    build_truths,
+    select_targets,
+    tag_matrix,
+    user_song_votes,
+)
+from chorus.stages.context import (
+    StageContext,
+    StageSummary,
+    shared_validator,
+    update_metrics,
+)
 from chorus.stages.corpus import corpus_location, load_tracks, social_table_paths
 from chorus.state import StateDir
 from chorus.validation import Validator

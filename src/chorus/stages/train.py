@@ -16,14 +16,28 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from chorus import registry
-from chorus.candidates import CATALOGUE, CandidateSpec, TaskTargets, Trained, key_settings, resolve_candidates, task_targets, train_candidate
+from chorus.candidates import (
+    CATALOGUE,
+    CandidateSpec,
+    TaskTargets,
+    Trained,
+    key_settings,
+    resolve_candidates,
+    task_targets,
+    train_candidate,
+)
 from chorus.config import ChorusSettings, stable_hash
 from chorus.datasets.pretext import STAMP_NAME
 from chorus.errors import InputError
 from chorus.evaluation.report import history_figure
 from chorus.features import FeatureSet, features_key, load_features, map_names
 from chorus.io import read_table
-from chorus.label_tasks import MultiLabelTruth, multi_label_truth, with_task_labels, with_voted_mood
+from chorus.label_tasks import (
+    MultiLabelTruth,
+    multi_label_truth,
+    with_task_labels,
+    with_voted_mood,
+)
 from chorus.models.scorer import Scorer
 from chorus.social.voting import SCORE_COLUMNS
 from chorus.stages.context import StageContext, StageSummary, git_commit

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from chorus import MOODS
 from chorus.errors import ValidationFailedError
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,6 @@ def _labels_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
         gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["scope", "track_id"]),
     ]
-    from chorus import MOODS
 
     checks += [gxe.ExpectColumnValuesToBeBetween(column=f"score_{m}", min_value=0.0, max_value=1.0) for m in MOODS]
     return checks
@@ -168,14 +168,13 @@ class Validator:
     """An ephemeral GX context with one Data Docs site under ``docs_dir``.
 
     GX import and context set-up cost seconds, so one Validator serves many tables."""
-
     _lock = threading.Lock()
 
     def __init__(self, docs_dir: Path | None = None) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
 
-        from chorus.validation.docs_views import site_views
+        from chorus.validation.docs_views import site_views  # imports GX (~5 s): only with a validator
 
         self._gx = gx
         self.context = gx.get_context(mode="ephemeral")
