@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.chorus-installed
 CHORUS_ARGS ?=
 
-.PHONY: setup run test test-fast test-services services-up services-down services-status serve clean-state
+.PHONY: setup lint run test test-fast test-services services-up services-down services-status serve clean-state
 
 $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.sh
 	./infra/local/install-system-packages.sh
@@ -21,6 +21,11 @@ setup: $(STAMP)
 ## Run the whole pipeline on the embedded demo corpus (offline); prints where every output is.
 run: setup
 	$(BIN)/chorus $(CHORUS_ARGS) run
+
+## Lint and type-check: ruff (pyflakes, pycodestyle, import order, the library's banned imports) and mypy on src/.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## Run the test suite.
 test: setup

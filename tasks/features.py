@@ -8,8 +8,8 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from chorus_tasks._policies import IO_RETRIES
 from chorus.features import Shard, plan_shards
+from chorus_tasks._policies import IO_RETRIES
 
 
 @task(name="plan-feature-shards", cache_policy=NO_CACHE)

@@ -4,6 +4,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from prefect import get_run_logger, task
+
 from chorus import stages
 from chorus.config import ChorusSettings
 from chorus_tasks._policies import while_outputs_current

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from chorus import stages
-from chorus.state import StateDir
 from chorus.config import load_settings
 from chorus.datasets.standard import from_gtzan, from_jamendo, from_mtat, stratified_split
 from chorus.errors import InputError
+from chorus.state import StateDir
 from dataset_fixtures import GTZAN_GENRES, make_gtzan, make_jamendo, make_mtat
 
 

@@ -15,8 +15,8 @@ import torch
 
 from chorus import MOODS
 from chorus.candidates import CATALOGUE, resolve_candidates, task_targets, train_candidate
-from chorus.label_tasks import MultiLabelTruth
 from chorus.errors import StaleFeaturesError
+from chorus.label_tasks import MultiLabelTruth
 from chorus.models.nets import (
     CRNN,
     CRNNH,

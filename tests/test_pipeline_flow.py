@@ -172,7 +172,8 @@ def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(firs
     assert len(by_id) == 4 and track not in set(by_id["track_id"]) and by_id["cosine"].is_monotonic_decreasing
     assert by_file["track_id"].iloc[0] == index.track_ids[1] and by_file["cosine"].iloc[0] > 0.99
     assert {"style", "voted_moods", "hamming"} <= set(hits.columns)
-    bad = run_chorus("--state-dir", str(state.root), "--set", "search.alias=challenger", "search", "--like", "no-such-track", cwd=tmp_path, timeout=240)
+    bad = run_chorus("--state-dir", str(state.root), "--set", "search.alias=challenger", "search", "--like", "no-such-track",
+                     cwd=tmp_path, timeout=240)
     assert bad.returncode != 0 and "no-such-track: neither an audio file nor a track id" in bad.stderr + bad.stdout
 
 
@@ -260,8 +261,7 @@ def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
 
 
 def test_voted_labels_feed_training(first_run):
-    from chorus import stages
-    from chorus import MOODS
+    from chorus import MOODS, stages
 
     settings, _ = first_run
     tracks = stages.training_tracks(settings)

@@ -45,9 +45,8 @@ def test_unscorable_champion_is_judged_by_the_baseline_and_says_why():
 @pytest.fixture
 def three_versions(tmp_path):
     """A registry with three registered versions of one name (tiny real scorers)."""
-    from test_models import _train
-
     from synthetic import synthetic, train_settings
+    from test_models import _train
 
     registry.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
     trained = _train("paper_cnn", train_settings(epochs=1))
@@ -106,9 +105,9 @@ def test_scores_compare_class_names_not_positions():
     import numpy as np
     import pandas as pd
 
+    from chorus.evaluation.scoring import score_candidate
     from chorus.features import FeatureSet
     from chorus.models.scorer import Contract
-    from chorus.evaluation.scoring import score_candidate
 
     class Fixed:  # outputs: track t0 -> "b", t1 -> "a"
         contract = Contract("style", "single", ["b", "a"], ("logmel",), "h", "fixed")

@@ -14,7 +14,10 @@ from chorus.config import DemoSettings, LabelSettings
 from chorus.reference import naive_personal_truth
 from chorus.social.graph import build_graph, hop_distances, hop_weights
 from chorus.social.voting import (
-    build_truths, personal_truths, select_targets, tag_matrix_from_rows,
+    build_truths,
+    personal_truths,
+    select_targets,
+    tag_matrix_from_rows,
 )
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from chorus import MOODS
 from chorus.errors import ConfigError
-from chorus.social.tags import TagMapper, normalise_tag
 from chorus.social.graph import build_graph
+from chorus.social.tags import TagMapper, normalise_tag
 from chorus.social.voting import tag_matrix, top_k_labels, truth_table, user_song_votes, weighted_vote
 
 

@@ -193,7 +193,7 @@ def ingest(
 
 def inputs_fingerprint(candidates: AudioCandidates, settings: IngestSettings) -> str:
     """Cheap change detection: settings, the candidate rows, and each local file's size and mtime."""
-    stats = []
+    stats: list[tuple[Any, ...]] = []
     for uri in candidates.table["uri"].astype(str):
         try:
             target = resolve_uri(uri, candidates.root, settings.allowed_schemes)

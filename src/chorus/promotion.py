@@ -62,7 +62,7 @@ def decide(model: str, challenger: int, challenger_metrics: dict[str, float], ba
     challenger must beat the task's trivial baseline on the primary metric."""
     primary = rule.primary
     value = challenger_metrics[primary]
-    common = {"model": model, "challenger": challenger, "champion": champion, "rule": rule.model_dump(),
+    common: dict[str, Any] = {"model": model, "challenger": challenger, "champion": champion, "rule": rule.model_dump(),
               "challenger_metrics": challenger_metrics, "champion_metrics": champion_metrics, "baseline": baseline}
     if champion is None or champion_problem is not None:
         lead = "no champion yet" if champion is None else champion_problem

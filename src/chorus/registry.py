@@ -90,7 +90,7 @@ def find_version(name: str, train_key: str) -> ModelRef | None:
     if not live:
         return None
     best = max(live, key=lambda v: int(v.version))
-    return ModelRef(name, int(best.version), best.run_id)
+    return ModelRef(name, int(best.version), str(best.run_id))
 
 
 CANDIDATE_TAG = "chorus.candidate"
@@ -175,6 +175,7 @@ def training_run(candidate: str, train_key: str) -> str:
         max_results=1, order_by=["attributes.start_time DESC"]) if experiment else []
     if unfinished:
         return unfinished[0].info.run_id
+    assert experiment is not None  # configure() creates it
     run = MlflowClient().create_run(experiment.experiment_id, run_name=f"train-{candidate}",
                                     tags={TRAIN_KEY_TAG: train_key, CANDIDATE_TAG: candidate})
     return run.info.run_id
@@ -230,7 +231,7 @@ def set_alias(name: str, alias: str, version: int) -> None:
 def run_id_of(name: str, version: int) -> str:
     from mlflow import MlflowClient
 
-    return MlflowClient().get_model_version(name, str(version)).run_id
+    return str(MlflowClient().get_model_version(name, str(version)).run_id)
 
 
 def log_report(run_id: str, files: list[Path], metrics: dict[str, float]) -> None:

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 
-class ChorusPyfunc(mlflow.pyfunc.PythonModel):
+class ChorusPyfunc(PythonModel):
     def __init__(self, scorer: Any) -> None:
         self.scorer = scorer
 
     # No type hints on predict: MLflow would try to derive a schema from them; the explicit
     # tensor signature logged with the model is the contract.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context, model_input, params=None):
         x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input
         return np.asarray(self.scorer.scores(np.asarray(x, np.float32)), np.float32)
 

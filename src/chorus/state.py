@@ -256,7 +256,7 @@ def state_lock(state: StateDir, timeout_s: float = 0.0) -> Iterator[None]:
             f"{state.root}: state directory is in use by {holder}; wait for it "
             "(--lock-timeout SECONDS, -1 waits forever) or use another --state-dir"
         ) from None
-    entry = [lock, 1]
+    entry: list[Any] = [lock, 1]
     with _HELD_GUARD:
         _HELD[key] = entry
     try:

@@ -75,7 +75,7 @@ class Endpoints:
 def settings_env_name(*path: str) -> str:
     """The environment variable that sets a (nested) setting, e.g. CHORUS_FEATURES__DASK_ADDRESS."""
     config = ChorusSettings.model_config
-    prefix, delimiter = config.get("env_prefix", ""), config.get("env_nested_delimiter", "__")
+    prefix, delimiter = config.get("env_prefix") or "", config.get("env_nested_delimiter") or "__"
     return (prefix + delimiter.join(path)).upper()
 
 

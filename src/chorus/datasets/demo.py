@@ -12,8 +12,8 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +316,8 @@ def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd
     follows = _simulate_follows(users, community, rng)
     perception = perception_matrices(settings, rng)
     latent = np.array([MOODS.index(m) for m in tracks["mood"]])
-    playlists, members = [], []
+    playlists: list[dict[str, str]] = []
+    members: list[dict[str, str]] = []
     lo, hi = settings.playlists_per_user
     size_lo, size_hi = settings.playlist_size
     for u in range(len(users)):
@@ -326,7 +327,7 @@ def simulate_crowd(tracks: pd.DataFrame, settings: DemoSettings) -> dict[str, pd
             # A user adds tracks they hear as the theme: weight by P(perceived = theme | latent).
             weights = mat[latent, theme]
             weights = weights / weights.sum()
-            size = int(min(len(tracks), rng.integers(size_lo, size_hi + 1)))
+            size = min(len(tracks), int(rng.integers(size_lo, size_hi + 1)))
             chosen = rng.choice(len(tracks), size=size, replace=False, p=weights)
             tags = _playlist_tags(theme, mat, rng, synonyms)
             playlist_id = f"p{hashlib.sha256(f'{settings.seed}-{u}-{j}'.encode()).hexdigest()[:12]}"

@@ -103,7 +103,7 @@ def _render_in_rounds(plan: dict[str, list[RenderJob]], wanted: int, soundfont: 
     Returns the rendered jobs per style and the works that failed, with the reason."""
     rendered: dict[str, list[RenderJob]] = {style: [] for style in plan}
     tried = dict.fromkeys(plan, 0)
-    skipped = []
+    skipped: list[dict[str, str]] = []
     while True:
         batch = []
         for style, jobs in plan.items():

@@ -114,7 +114,7 @@ class Renderer:
         synth, _ = self._new_synth()  # fail early on a bad soundfont
         synth.delete()
 
-    def _new_synth(self) -> tuple[object, int]:
+    def _new_synth(self) -> tuple[Any, int]:
         import fluidsynth
 
         # Reverb and chorus off: faster, and nothing rings across note boundaries.
@@ -130,7 +130,7 @@ class Renderer:
     def midi_from_work(self, work: Work, measures: int) -> bytes:
         from music21 import converter, midi
 
-        kwargs = {"number": work.number} if work.number is not None else {}
+        kwargs: dict[str, Any] = {"number": work.number} if work.number is not None else {}
         score = converter.parse(work.path, **kwargs)
         excerpt = score.measures(1, measures) if measures else score
         return midi.translate.music21ObjectToMidiFile(excerpt).writestr()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ GTZAN_RANDOM_SPLIT_WARNING = ("GTZAN without split files: a random stratified sp
                               "(the same artists fall on both sides); give the fault-filtered lists with ingest.split_files")
 
 
-def _rejected(rows: list[dict[str, object]]) -> pd.DataFrame:
+def _rejected(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["uri", "reason", "detail", "manifest_row"])
 
 
@@ -125,7 +126,7 @@ def from_mtat(root: Path, top_n: int | None = 50, split_files: dict[str, str] | 
 # --- MTG-Jamendo --------------------------------------------------------------------------
 
 
-def _jamendo_rows(path: Path) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def _jamendo_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of an autotagging TSV (TRACK_ID, ARTIST_ID, ALBUM_ID, PATH, DURATION, then one tag per
     field) and the lines that break the format."""
     rows, rejected = [], []
@@ -202,14 +203,14 @@ def from_jamendo(root: Path, category: str = "mood/theme", split: str = "split-0
             rejected.append({"uri": row["uri"], "reason": "not_in_split_files", "manifest_row": row["manifest_row"],
                              "detail": f"{row['track_id_source']} is in none of the split's files"})
             continue
-        tags = list(row.pop("_tags"))  # type: ignore[arg-type]
+        tags = list(row.pop("_tags"))
         if category in JAMENDO_CATEGORIES:
             tags = [t.split("---", 1)[1] for t in tags if t.split("---", 1)[0] == category]
         row["_tags"] = tags
         kept.append(row)
-    vocabulary = set(top_tags([r["_tags"] for r in kept], 50 if category == "top50" else None))  # type: ignore[misc]
+    vocabulary = set(top_tags([r["_tags"] for r in kept], 50 if category == "top50" else None))
     for row in kept:
-        row["tags"] = TAG_SEPARATOR.join(t for t in row.pop("_tags") if t in vocabulary)  # type: ignore[union-attr]
+        row["tags"] = TAG_SEPARATOR.join(t for t in row.pop("_tags") if t in vocabulary)
         row["uri"] = str((audio / str(row["uri"])).relative_to(root)) if audio != root else row["uri"]
     table = pd.DataFrame(kept)
     return AudioCandidates(table, root.resolve(), "jamendo", source, _rejected(rejected),

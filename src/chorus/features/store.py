@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import bottleneck
-import librosa
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import scipy
 
 from chorus.config import FeatureSettings, stable_hash
 from chorus.features.backend import extractor_for
@@ -104,8 +102,8 @@ def feature_metadata(settings: FeatureSettings, key: str) -> dict[str, Any]:
         "hop_length": settings.hop_length,
         "n_mels": settings.n_mels,
         "db_reference": DB_REFERENCE,
-        "libraries": {"librosa": librosa.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                      "bottleneck": bottleneck.__version__, "pyarrow": pa.__version__},
+        "libraries": {"librosa": version("librosa"), "numpy": np.__version__, "scipy": version("scipy"),
+                      "bottleneck": version("bottleneck"), "pyarrow": pa.__version__},
     }
 
 

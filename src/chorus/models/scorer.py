@@ -51,8 +51,11 @@ class TorchScorer(nn.Module):
     def __init__(self, net: nn.Module, contract: Contract, channels: list[int], mean: np.ndarray,
                  std: np.ndarray) -> None:
         super().__init__()
-        self.net = net
+        self.net: Any = net  # a chorus network: forward, embed, head
         self.contract = contract
+        self.channels: torch.Tensor
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("channels", torch.tensor(channels, dtype=torch.long))
         self.register_buffer("mean", torch.tensor(np.asarray(mean, np.float32)).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(np.asarray(std, np.float32)).view(1, -1, 1, 1))

@@ -47,6 +47,7 @@ def build_hash_index(packed: np.ndarray, approximate: bool = False, lists: int |
 
     bits = packed.shape[1] * 8
     packed = np.ascontiguousarray(packed, np.uint8)
+    index: Any
     if not approximate:
         index = faiss.IndexBinaryFlat(bits)
     else:
@@ -65,6 +66,7 @@ def build_vector_index(vectors: np.ndarray, approximate: bool = False, lists: in
     import faiss
 
     unit = np.ascontiguousarray(unit_rows(vectors))
+    index: Any
     if not approximate:
         index = faiss.IndexFlatIP(unit.shape[1])
     else:
@@ -159,7 +161,6 @@ class SearchIndex:
         positions = [self.position(t) for t in track_ids]
         missing = [t for t, p in zip(track_ids, positions, strict=True) if p is None]
         if missing:
-
             raise InputError(f"track {missing[0]}", "not in the index", f"index of {self.meta.get('name', '?')}: {len(self)} tracks")
         rows = np.asarray(positions)
         return self.search(self.vectors[rows], self.codes[rows], k, mode, rerank_candidates, exclude=list(positions))
@@ -203,7 +204,6 @@ class SearchIndex:
         folder = Path(folder)
         meta = read_index_meta(folder)
         if meta is None:
-
             raise InputError(str(folder), "no search index here", "build one with `chorus index`")
         table = pq.read_table(folder / "tracks.parquet")
         codes = np.frombuffer(b"".join(table.column("code").to_pylist()), np.uint8).reshape(len(table), -1)

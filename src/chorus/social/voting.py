@@ -193,12 +193,10 @@ def select_targets(users: pd.DataFrame, settings: Any) -> list[str]:
     if settings.personal == "users":
         unknown = sorted(set(settings.personal_users) - set(ids))
         if unknown:
-
             raise ConfigError(f"labels.personal_users names unknown users: {unknown[:5]}")
         return list(settings.personal_users)
     if settings.personal == "group":
         if not settings.personal_group or "=" not in settings.personal_group:
-
             raise ConfigError("labels.personal=group needs labels.personal_group as attribute=value")
         attribute, value = settings.personal_group.split("=", 1)
         return ids[users[attribute].astype(str) == value].tolist()

@@ -4,6 +4,7 @@ decode and validate the audio into the tracks table; validate and copy the socia
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from chorus.stages.context import StageContext, StageSummary, shared_validator
 from chorus.state import StateDir
 from chorus.validation import Validator
 
-Progress = Any  # a rich progress callback, or None
+Progress = Callable[[int, int], None] | None  # called with (done, total) as files finish
 
 
 def demo_stage(settings: ChorusSettings, progress: Progress = None) -> StageSummary:

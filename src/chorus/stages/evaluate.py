@@ -182,8 +182,8 @@ def _score_candidates(ev: Evaluation) -> ScoredCandidates:
         if spec.kind == "hash":
             scored.hash_scorers[name] = candidate
         if "arrays" in result:
-            scored.figures.append((f"{name}: PR and ROC curves, per-label PR-AUC",
-                                   multilabel_curves_plot(*result["arrays"], targets.labels)))
+            truth, scores = result["arrays"]
+            scored.figures.append((f"{name}: PR and ROC curves, per-label PR-AUC", multilabel_curves_plot(truth, scores, targets.labels)))
         scored.per_candidate[name] = {
             "task": spec.registered_task(ts), "registered": info["registered"], "version": info["version"],
             **{k: v for k, v in result.items() if k not in DETAIL_KEYS},
@@ -290,7 +290,7 @@ def _report_subject(name: str, champion: int | None, candidates: dict[str, dict[
     mine = [row for row in candidates.values() if row["registered"] == name]
     if not mine:
         raise InputError(f"models:/{name}@champion", reason)
-    best = max(mine, key=lambda r: r.get("valid_score") if r.get("valid_score") is not None else -1.0)
+    best = max(mine, key=lambda r: float(r["valid_score"]) if r.get("valid_score") is not None else -1.0)
     log.warning("%s; reporting on this run's best candidate v%s instead", reason, best["version"])
     return best["version"], registry.load_scorer(name, best["version"]), reason + f" This report describes v{best['version']}."
 

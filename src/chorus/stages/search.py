@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from chorus.io import write_parquet
 from chorus.search import SearchIndex
 from chorus.search.degraded import check_tracks, degraded_maps, degraded_query_check
 from chorus.search.encode import ModelVersion, TrackEncoder, resolve_version
-from chorus.search.index import read_index_meta
+from chorus.search.index import Mode, read_index_meta
 from chorus.stages.context import StageContext, StageSummary, log, shared_validator
 from chorus.stages.corpus import load_tracks
 from chorus.stages.labels import voted_global_labels
@@ -197,7 +197,7 @@ def search_stage(settings: ChorusSettings, queries: list[str], k: int | None = N
     index = load_index(settings)
     queries = _query_list(queries)
     vectors, codes, exclude = _encode_queries(index, queries)
-    hits = index.search(vectors, codes, k, mode, settings.search.rerank_candidates, exclude=exclude)
+    hits = index.search(vectors, codes, k, cast(Mode, mode), settings.search.rerank_candidates, exclude=exclude)
     hits.insert(0, "like", [queries[q] for q in hits["query"]])
     hits = hits.drop(columns="query").join(track_labels(settings), on="track_id")
     hits["mode"], hits["index"] = mode, index.meta["name"]

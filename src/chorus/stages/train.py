@@ -174,7 +174,7 @@ def set_challengers(results: dict[str, dict[str, Any]]) -> None:
         new = [r for r in results.values() if r["registered"] == name and not r["skipped"]]
         if name.endswith("-backbone") or not new:
             continue
-        best = max(new, key=lambda r: (r.get("valid_score") if r.get("valid_score") is not None else -1.0))
+        best = max(new, key=lambda r: float(r["valid_score"]) if r.get("valid_score") is not None else -1.0)
         registry.set_alias(name, "challenger", best["version"])
     for row in results.values():
         row["champion"] = registry.alias_version(row["registered"], "champion")

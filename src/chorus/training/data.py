@@ -130,8 +130,8 @@ class SegmentBatches(torch.utils.data.Dataset):
         starts_t = rng.integers(0, crop - widths_t + 1)
         starts_f = rng.integers(0, bands - widths_f + 1)
         frames_at, bands_at = np.arange(crop), np.arange(bands)
-        in_time = ((frames_at >= starts_t) & (frames_at < starts_t + widths_t)).any(axis=1)  # (batch, crop)
-        in_band = ((bands_at >= starts_f) & (bands_at < starts_f + widths_f)).any(axis=1)  # (batch, bands)
+        in_time = np.asarray(((frames_at >= starts_t) & (frames_at < starts_t + widths_t)).any(axis=1))  # (batch, crop)
+        in_band = np.asarray(((bands_at >= starts_f) & (bands_at < starts_f + widths_f)).any(axis=1))  # (batch, bands)
         masked = in_time[:, None, None, :] | in_band[:, None, :, None]
         np.copyto(x, self.fill[None], where=masked)
         return torch.from_numpy(x), torch.from_numpy(self.split.y[index])

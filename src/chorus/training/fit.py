@@ -133,7 +133,7 @@ def _prepare(scorer: TorchScorer, settings: TrainSettings, head: HeadSpec, epoch
     dtype = autocast_dtype(device, settings.precision)
     scorer.to(device)
     if dtype is not None and device.type == "cpu":
-        scorer.to(memory_format=torch.channels_last)
+        scorer.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch accepts it; its stub does not
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimiser = _optimiser(params, settings)
     opt = Optimisation(params, optimiser, _schedule(optimiser, settings, epochs, steps),
@@ -214,6 +214,6 @@ def fit(
             save_checkpoint(checkpoint, scorer, opt, state)
     if state.best_state is not None:
         scorer.load_state_dict(state.best_state)
-    scorer.eval().cpu().to(memory_format=torch.contiguous_format)
+    scorer.eval().cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
     return FitResult(scorer, state.history, state.best_epoch, time.perf_counter() - started, str(device),
                      str(dtype).removeprefix("torch.") if dtype else "fp32", resumed_from)

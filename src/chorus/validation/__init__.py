@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -189,11 +189,11 @@ class Validator:
             docs_dir.mkdir(parents=True, exist_ok=True)
             self.context.add_data_docs_site(
                 site_name=DOCS_SITE,
-                site_config={
+                site_config=cast(Any, {
                     "class_name": "SiteBuilder",
                     **site_views(),  # templates compiled once per process, not once per build
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                },
+                }),
             )
         self.source = self.context.data_sources.add_pandas("chorus")
         self._checkpoints: dict[tuple[str, tuple[str, ...], bool], Any] = {}
