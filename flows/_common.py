@@ -53,15 +53,14 @@ HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 @contextmanager
 def without_run_heartbeats() -> Iterator[None]:
     """Flow runs started inside skip Prefect's run heartbeats (unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-    is set). Heartbeats let a server that outlives a run detect that it crashed; Prefect 3.9's
-    heartbeat thread sleeps in 1 s steps and is joined when the run ends, which added ~1 s to every
-    flow and subflow here (a one-task flow: 1.15 s with, 0.13 s without)."""
+    is set). Heartbeats let a server that outlives a run detect that it crashed; their thread is
+    joined when the run ends, which delays every flow and subflow (see docs/benchmarks.md)."""
     import prefect.context
 
     if os.environ.get(HEARTBEAT_ENV):
         yield
         return
-    # prefect's temporary_settings rebuilds every setting from the environment (~50 ms a call);
+    # prefect's temporary_settings rebuilds every setting from the environment on each call;
     # the quiet copy of the same base settings is made once
     context = prefect.context.get_settings_context()
     base, quiet = _QUIET_SETTINGS
@@ -92,8 +91,8 @@ def local_run() -> Iterator[None]:
 def run_name() -> str:
     """`<flow> <deployment or 'local'> <UTC time>`: what the Prefect UI lists runs by.
 
-    Read from the run's context: ``prefect.runtime.deployment.name`` fetched the flow run from
-    the API to learn that a local run has no deployment (~60 ms per flow and subflow)."""
+    Read from the run's own context: ``prefect.runtime.deployment.name`` would fetch the flow run
+    from the API to learn that a local run has no deployment."""
     from prefect.context import FlowRunContext
     from prefect.runtime import deployment, flow_run
 

@@ -1,4 +1,4 @@
-"""The whole pipeline, as DESIGN.md draws it: ingest -> features + labels -> pretrain -> train -> promote -> index -> evaluate."""
+"""The whole pipeline: ingest -> features + labels -> pretrain -> train -> promote -> index -> evaluate."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ from chorus_tasks._policies import IO_RETRIES
 def plan(settings: ChorusSettings) -> list[Shard]:
     """Shards of the tracks no stored shard of this feature configuration holds."""
     tracks = stages.load_tracks(settings)
-    return plan_shards(tracks, settings.features, stages.features_root(settings))
+    shards = plan_shards(tracks, settings.features, stages.features_root(settings))
+    get_run_logger().info("%d shards to extract (%d tracks)", len(shards), sum(len(s.tracks) for s in shards))
+    return shards
 
 
 # One task per shard of files (Prefect per-file tasks cost ~0.3 s each on Dask); the per-file work

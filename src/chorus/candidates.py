@@ -1,4 +1,4 @@
-"""The candidates of every task (METHOD.md section 3) and how each one is trained from stored
+"""The candidates of every task (docs/method.md, "Models and baselines") and how each one is trained from stored
 features and labels. A candidate is data (``CandidateSpec``); ``train_candidate`` turns it into a
 scorer. Tasks: ``style`` (single-label, the tracks column ``train.task``), ``mood`` (multi-label,
 the 12 moods of the global voted labels), ``hash`` (k-bit codes, relevance = same style) and the

@@ -10,8 +10,8 @@ from typing import Any
 from chorus.config import FeatureSettings
 
 # Dask's default MALLOC_TRIM_THRESHOLD_=65536 turns off glibc's adaptive mmap threshold, so every
-# multi-MB spectrogram is a fresh mmap with page faults: measured 20-25% slower extraction. Large
-# thresholds keep the adaptive heap reuse. BLAS/OpenMP stay at one thread: we scale by processes.
+# multi-MB spectrogram is a fresh mmap with page faults, which slows extraction. Large thresholds
+# keep the adaptive heap reuse. BLAS/OpenMP stay at one thread: we scale by processes.
 WORKER_ENVIRON = {
     "MALLOC_TRIM_THRESHOLD_": 128 * 2**20,
     "MALLOC_MMAP_THRESHOLD_": 64 * 2**20,

@@ -115,7 +115,7 @@ def log_candidate(
     registered under ``name``."""
     import mlflow
 
-    # the pyfunc subclasses mlflow's PythonModel: importing it loads mlflow (~2 s), only when logging
+    # the pyfunc subclasses mlflow's PythonModel: importing it loads mlflow, only when logging
     from chorus.serving import ChorusPyfunc, pip_requirements, signature_of
 
     # With run_id, the run training_run opened is completed (pass only epochs not yet logged).

@@ -33,7 +33,7 @@ def signature_of(scorer: Any, example: np.ndarray) -> Any:
 
 
 def pip_requirements() -> list[str]:
-    """Explicit: MLflow's inference of requirements costs ~17 s per model here (STACK-NOTES)."""
+    """Explicit: MLflow's own inference of requirements takes many seconds per model."""
     from importlib.metadata import version
 
     packages = ["torch", "numpy", "scikit-learn", "librosa", "imbalanced-learn", "scikit-multilearn", "mlflow"]

@@ -1,25 +1,35 @@
 """The ``chorus`` command. Errors print one line naming the file/row and rule (--debug: traceback).
 
-Stage commands run the Prefect flows in ``flows/``; they are imported only after the environment
-(PREFECT_HOME under the state directory, telemetry off) is in place.
+Stage commands run the Prefect flows of ``chorus_flows`` in this process (``chorus_ops.session``);
+the console shows a line per stage and the closing summary, the full log goes to
+``<state>/logs/`` (``--verbose`` shows it as it is written).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
+import click
+import pandas as pd
 import typer
-from rich.console import Console
+import yaml
 from rich.table import Table
 
-from chorus.config import ChorusSettings, load_settings, parse_overrides
+from chorus import registry
+from chorus.config import PROFILES, parse_overrides
+from chorus.datasets.adapters import DATASETS
 from chorus.errors import ChorusError
-from chorus.state import StateDir, apply_runtime_environment, state_lock
+from chorus.housekeeping import find_garbage, remove
+from chorus.promotion import verdict
+from chorus.state import StateDir, state_lock
+from chorus_ops.bench_cli import bench_app
+from chorus_ops.console import summary_table
+from chorus_ops.services_cli import serve, services_app
+from chorus_ops.session import CTX, console, err, run_flow
 
 app = typer.Typer(
     name="chorus",
@@ -28,26 +38,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=False)
-err = Console(stderr=True)
-
-
-class Context:
-    def __init__(self) -> None:
-        self.config: Path | None = None
-        self.overrides: dict[str, Any] = {}
-        self.debug = False
-        self.task: str | None = None
-
-    def settings(self) -> ChorusSettings:
-        settings = load_settings(self.config, self.overrides)
-        if self.task:
-            settings = settings.for_task(self.task)
-        apply_runtime_environment(StateDir(settings.state_dir), prefect_api_url=settings.prefect_api_url)
-        return settings
-
-
-CTX = Context()
+app.add_typer(services_app, name="services")
+app.add_typer(bench_app, name="bench")
+app.command()(serve)
 
 
 @app.callback()
@@ -56,10 +49,12 @@ def main_options(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Where outputs live (default ./.chorus).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a setting: section.key=value (repeatable).")] = None,
     lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for a busy state dir (-1: forever).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the full log on the terminal as it is written.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     CTX.config = config
     CTX.debug = debug
+    CTX.verbose = verbose
     overrides = parse_overrides(set_ or [])
     if state_dir is not None:
         overrides["state_dir"] = str(state_dir)
@@ -68,30 +63,13 @@ def main_options(
     CTX.overrides = overrides
 
 
-def _stages(summary: Any) -> list[dict[str, Any]]:
-    """Stage summaries found in a flow's result (flows nest them: pipeline -> ingest -> demo)."""
-    if isinstance(summary, dict) and "stage" in summary:
-        return [summary]
-    if isinstance(summary, dict):
-        return [s for value in summary.values() for s in _stages(value)]
-    return []
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title="chorus", show_lines=False)
-    for column in ("stage", "work", "seconds", "outputs"):
-        table.add_column(column, overflow="fold")
-    for stage in _stages(summary):
-        outputs = "\n".join(f"{k}: {v}" for k, v in stage["outputs"].items())
-        table.add_row(stage["stage"], "skipped (current)" if stage["skipped"] else "done", f"{stage['seconds']:.1f}", outputs)
-    console.print(table)
+def _print_summary(summary: dict) -> None:
+    console.print(summary_table(summary))
 
 
 @app.command("config")
 def show_config() -> None:
     """Print the resolved settings (defaults < YAML < CHORUS_* env < --set flags)."""
-    import yaml
-
     console.print(yaml.safe_dump(CTX.settings().model_dump(mode="json"), sort_keys=False))
 
 
@@ -103,7 +81,7 @@ def demo_data(
     """Render the demo corpus and simulate its crowd (offline, deterministic from the seed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from chorus import stages
+    from chorus.stages import demo_stage  # imports torch and mlflow: only for this command
 
     if scale is not None:
         CTX.overrides.setdefault("demo", {})["scale"] = scale
@@ -114,47 +92,8 @@ def demo_data(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         job = progress.add_task("rendering", total=None)
-        summary = stages.demo_stage(settings, progress=lambda done, total: progress.update(job, completed=done, total=total))
+        summary = demo_stage(settings, progress=lambda done, total: progress.update(job, completed=done, total=total))
     _print_summary(summary.as_dict())
-
-
-def _run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    settings = CTX.settings()
-    # Import after the environment is set: Prefect reads PREFECT_HOME at import.
-    import importlib
-
-    from chorus_flows._common import local_run
-
-    module = importlib.import_module(f"chorus_flows.{name}")
-    if not CTX.debug:
-        _terminal_logs_without_tracebacks()
-    with local_run():
-        return getattr(module, flow_name or name)(settings=settings, **kwargs)
-
-
-class _WithoutTraceback(logging.Formatter):
-    """Formats a copy of the record without its traceback; the record itself (which Prefect's
-    API handler also sends to the server and UI) keeps it."""
-
-    def __init__(self, inner: logging.Formatter | None) -> None:
-        super().__init__()
-        self.inner = inner or logging.Formatter()
-
-    def format(self, record: logging.LogRecord) -> str:
-        copy = logging.makeLogRecord(record.__dict__)
-        copy.exc_info, copy.exc_text, copy.stack_info = None, None, None
-        return self.inner.format(copy)
-
-
-def _terminal_logs_without_tracebacks() -> None:
-    """Terminal log lines stay one line each unless --debug; tracebacks still reach Prefect's API."""
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _WithoutTraceback):
-                handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
 Dataset = Annotated[str | None, typer.Option("--dataset", help="A standard dataset in its own layout: mtat, jamendo or gtzan.")]
@@ -164,8 +103,6 @@ DatasetRoot = Annotated[Path | None, typer.Option("--root", help="The dataset's 
 def _select_dataset(dataset: str | None, root: Path | None) -> None:
     if dataset is None and root is None:
         return
-    from chorus.datasets.adapters import DATASETS
-
     if dataset not in DATASETS or root is None:
         raise typer.BadParameter(f"--dataset ({', '.join(DATASETS)}) and --root DIR go together")
     CTX.overrides.setdefault("ingest", {}).update({"adapter": dataset, "manifest": str(root.expanduser().resolve())})
@@ -175,19 +112,19 @@ def _select_dataset(dataset: str | None, root: Path | None) -> None:
 def ingest(dataset: Dataset = None, root: DatasetRoot = None) -> None:
     """Probe, decode and validate the corpus (the demo one unless ingest.manifest or --dataset is set)."""
     _select_dataset(dataset, root)
-    _print_summary(_run_flow("ingest"))
+    _print_summary(run_flow("ingest"))
 
 
 @app.command()
 def features() -> None:
     """Log-mel, harmonic/percussive log-mel and MFCC statistics per segment, on Dask, into Parquet."""
-    _print_summary(_run_flow("features"))
+    _print_summary(run_flow("features"))
 
 
 @app.command()
 def labels() -> None:
     """Global, group and personal mood labels by weighted voting over the follow graph."""
-    _print_summary(_run_flow("labels"))
+    _print_summary(run_flow("labels"))
 
 
 Profile = Annotated[str | None, typer.Option("--profile", help="Candidate set: default or full (every model and baseline).")]
@@ -205,7 +142,7 @@ def _select(profile: str | None, candidates: list[str] | None) -> None:
 @app.command()
 def pretrain() -> None:
     """Pretrain the shared backbone on its pretext task (cached; registered as <prefix>-backbone)."""
-    _print_summary(_run_flow("train", flow_name="pretrain"))
+    _print_summary(run_flow("train", flow_name="pretrain"))
 
 
 @app.command()
@@ -218,14 +155,13 @@ def train(
     """Train, track and register the selected models and baselines."""
     CTX.task = task
     _select(profile, candidate)
-    _print_summary(_run_flow("train"))
+    _print_summary(run_flow("train"))
 
 
 @app.command()
 def candidates() -> None:
     """List every model and baseline `chorus train --candidate` accepts, and the profiles."""
-    from chorus.candidates import CATALOGUE
-    from chorus.config import PROFILES
+    from chorus.candidates import CATALOGUE  # imports torch: only for this listing
 
     table = Table(title="candidates")
     for column in ("candidate", "task", "family", "needs", "profiles"):
@@ -240,16 +176,14 @@ def candidates() -> None:
 def evaluate(task: Task = None) -> None:
     """Evaluate the champion on the held-out split and write the report."""
     CTX.task = task
-    _print_summary(_run_flow("evaluate"))
+    _print_summary(run_flow("evaluate"))
 
 
 @app.command()
 def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit, move no alias.")] = False) -> None:
     """Run the promotion gate: each challenger against its champion on fresh test scores."""
-    summary = _run_flow("promote", dry_run=dry_run)
+    summary = run_flow("promote", dry_run=dry_run)
     for name, decision in summary["counts"]["decisions"].items():
-        from chorus.promotion import verdict
-
         said = verdict(decision) if decision["decided"] else "no decision"
         console.print(f"[bold]{name}[/]: {said}: {decision['reason']}")
     console.print(f"audit: {summary['outputs']['audit']}")
@@ -263,9 +197,7 @@ def tag(
     out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/tags/).")] = None,
 ) -> None:
     """Tag audio files with a registered model (same feature code, the model's feature settings)."""
-    import pandas as pd
-
-    summary = _run_flow("tag", paths=paths, model=model, alias=alias, out=out)
+    summary = run_flow("tag", paths=paths, model=model, alias=alias, out=out)
     table = Table(title=summary["counts"]["model"])
     for column in ("file", "labels", "segments"):
         table.add_column(column, overflow="fold")
@@ -279,7 +211,7 @@ def tag(
 def build_index() -> None:
     """Build the search index of the champions (semantic vectors + hash codes) and check it with
     degraded copies of every track."""
-    summary = _run_flow("search", flow_name="index")
+    summary = run_flow("search", flow_name="index")
     _print_summary(summary)
     found = summary["counts"]["degraded_found_in_top_k"]
     console.print("original in the top k from degraded copies (worst of excerpt/noise/gain): "
@@ -294,9 +226,7 @@ def search(
     out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/search/results/).")] = None,
 ) -> None:
     """Similar songs: the nearest tracks of the champions' index, with distances and labels."""
-    import pandas as pd
-
-    summary = _run_flow("search", queries=like, k=k, mode=mode, out=out)
+    summary = run_flow("search", queries=like, k=k, mode=mode, out=out)
     hits = pd.read_parquet(summary["outputs"]["results"])
     labels = [c for c in hits.columns if c not in {"like", "rank", "track_id", "hamming", "cosine", "mode", "index"}]
     for query, rows in hits.groupby("like", sort=False):
@@ -313,17 +243,15 @@ def search(
 @app.command()
 def rollback(model: Annotated[str, typer.Argument(help="Registered name, e.g. chorus-style.")]) -> None:
     """Restore the previous champion of MODEL (audited; run again to undo)."""
-    from chorus import stages
+    from chorus.stages import rollback_stage  # imports torch and mlflow: only for this command
 
     settings = CTX.settings()
     with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
-        decision = stages.rollback_stage(settings, model)
+        decision = rollback_stage(settings, model)
     console.print(f"{model}: champion v{decision['champion']} -> v{decision['challenger']}")
 
 
 def _alias_text(name: str, alias: str) -> str:
-    from chorus import registry
-
     version = registry.alias_version(name, alias)
     return f"v{version}" if version else ""
 
@@ -334,7 +262,7 @@ def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, roo
     CTX.task = task
     _select_dataset(dataset, root)
     _select(profile, None)
-    summary = _run_flow("pipeline")
+    summary = run_flow("pipeline")
     _print_summary(summary)
     settings = CTX.settings()
     state = StateDir(settings.state_dir)
@@ -343,8 +271,6 @@ def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, roo
     for column in ("candidate", "model", "validation", "test", "champion", "challenger"):
         models.add_column(column, overflow="fold")
     tested = summary["evaluate"]["counts"].get("candidates", {})
-    from chorus import registry
-
     registry.configure(settings.tracking_uri)
     for name, row in summary["train"]["counts"]["candidates"].items():
         valid = row.get("valid_score")
@@ -359,16 +285,17 @@ def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, roo
     console.print(f"[bold]Data Docs[/]: {state.data_docs / 'index.html'}")
     console.print(f"[bold]MLflow UI[/]: mlflow ui --backend-store-uri {settings.tracking_uri}")
     console.print("[bold]Stage timings (s)[/]: " + json.dumps(summary["timings_s"]))
+    console.print(f"[bold]Log[/]: {CTX.log} (every stage's outputs: {CTX.log.with_suffix('.json') if CTX.log else ''})")
 
 
 @app.command("forget-user")
 def forget_user(user_id: Annotated[str, typer.Argument(help="The user's id as in the social tables.")]) -> None:
     """Remove a user's social rows (now and at every later ingest) and recompute the labels."""
-    from chorus import stages
+    from chorus.stages import forget_user_stage  # imports torch and mlflow: only for this command
 
     settings = CTX.settings()
     with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
-        result = stages.forget_user_stage(settings, user_id)
+        result = forget_user_stage(settings, user_id)
     console.print(f"removed rows: {result['dropped']}")
     _print_summary(result["labels"])
 
@@ -378,9 +305,6 @@ def gc(
     delete: Annotated[bool, typer.Option("--delete", help="Remove what is listed (default: a dry run that only lists).")] = False,
 ) -> None:
     """List (and with --delete remove) feature sets and files no setting or registered model refers to."""
-    from chorus import registry
-    from chorus.housekeeping import find_garbage, remove
-
     settings = CTX.settings()
     with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
         db = Path(settings.tracking_uri.removeprefix("sqlite:///"))
@@ -403,138 +327,6 @@ def gc(
             console.print(f"{len(garbage)} item(s), {total:.1f} MiB would be removed")
 
 
-@app.command()
-def serve() -> None:
-    """Serve the deployments (nightly refresh, weekly retrain, every stage on demand) from this
-    process: schedules and UI-triggered runs of the Prefect server at prefect_api_url run here."""
-    settings = CTX.settings()
-    if not os.environ.get("PREFECT_API_URL"):
-        raise ChorusError("chorus serve needs a Prefect server: start the local services (make services-up) "
-                          "or set prefect_api_url (CHORUS_PREFECT_API_URL) / PREFECT_API_URL")
-    # Flow runs started here resolve their settings from this process: hand them these (flags included).
-    import yaml
-
-    from chorus.io import write_text_atomic
-
-    served = StateDir(settings.state_dir).root / "services" / "serve-settings.yaml"
-    write_text_atomic(served, yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
-    os.environ["CHORUS_CONFIG"] = str(served)
-    from chorus_ops.deployments import serve as serve_deployments
-
-    serve_deployments(settings)
-
-
-services_app = typer.Typer(help="The local services: Prefect server, MLflow on PostgreSQL, Dask, chorus serve.",
-                           no_args_is_help=True)
-app.add_typer(services_app, name="services")
-
-
-def _local_services() -> Any:
-    from chorus_ops.services import LocalServices
-
-    settings = load_settings(CTX.config, CTX.overrides)  # not CTX.settings(): no PREFECT_API_URL of its own
-    try:
-        from chorus_ops.deployments import DEPLOYMENT_NAMES
-    except ImportError:  # pragma: no cover - an install without the flows package
-        DEPLOYMENT_NAMES = frozenset()
-    return LocalServices(settings, deployments=DEPLOYMENT_NAMES)
-
-
-@services_app.command("up")
-def services_up() -> None:
-    """Start what is not running (each health-checked), then print the environment that points chorus at them."""
-    services = _local_services()
-    env = services.up(log=err.print)
-    console.print(f"[bold]Prefect UI[/]: {services.endpoints.prefect_ui_url}")
-    console.print(f"[bold]MLflow UI[/]: {services.endpoints.mlflow_url}")
-    console.print(f"[bold]Dask scheduler[/]: {services.endpoints.dask_address}")
-    console.print(f"[bold]Environment[/] (source {services.env_file}):")
-    for key, value in env.items():
-        console.print(f"  export {key}={value}", highlight=False, soft_wrap=True)
-
-
-@services_app.command("down")
-def services_down(
-    names: Annotated[list[str] | None, typer.Argument(help="Only these services (e.g. serve); default: all.")] = None,
-) -> None:
-    """Stop the services: chorus serve and the Dask workers first, PostgreSQL last."""
-    _local_services().down(log=err.print, names=names or None)
-
-
-@services_app.command("status")
-def services_status() -> None:
-    """Each service's pid, whether it runs and passes its health check, and its address."""
-    table = Table(title="services")
-    for column in ("service", "pid", "running", "healthy", "address"):
-        table.add_column(column, overflow="fold")
-    for name, row in _local_services().status().items():
-        table.add_row(name, str(row.get("pid") or ""), str(row["running"]), str(row.get("healthy", row["running"])),
-                      str(row["url"]))
-    console.print(table)
-
-
-bench_app = typer.Typer(help="Benchmarks: each prints its figures, the last line one JSON object.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")]
-
-
-def _report_figures(figures: dict[str, Any], as_json: bool) -> None:
-    """Readable lines (unless --json), then the figures as one JSON object on the last line."""
-    if not as_json:
-        for key, value in figures.items():
-            console.print(f"{key:>28}: {value}")
-    print(json.dumps(figures), flush=True)
-
-
-@bench_app.command("features")
-def bench_features(
-    quick: Annotated[bool, typer.Option("--quick", help="A few short clips: checks the keys and the dB agreement.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """The features flow (1 and 2 warm Dask workers) against the pinned naive librosa chain."""
-    from chorus_bench.features import run as run_bench
-
-    settings = CTX.settings()
-    if not CTX.debug:
-        _terminal_logs_without_tracebacks()
-    _report_figures(run_bench(settings, quick=quick, log=err.print), as_json)
-
-
-@bench_app.command("voting")
-def bench_voting(
-    quick: Annotated[bool, typer.Option("--quick", help="A small graph: checks chorus's truths equal networkx's.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Personal truths over a generated 1M-user follow graph against networkx + pandas."""
-    from chorus_bench.voting import run as run_bench
-
-    _report_figures(run_bench(CTX.settings().state_dir, quick=quick, log=err.print), as_json)
-
-
-@bench_app.command("train")
-def bench_train(
-    quick: Annotated[bool, typer.Option("--quick", help="Two models, a few steps: checks the keys.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Training-step throughput and loader share per network, automatic precision against fp32."""
-    from chorus_bench.train import run as run_bench
-
-    _report_figures(run_bench(CTX.settings(), quick=quick, log=err.print), as_json)
-
-
-@bench_app.command("search")
-def bench_search(
-    quick: Annotated[bool, typer.Option("--quick", help="A small index, checked against a numpy scan (seconds).")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Exact and approximate Hamming, cosine and re-ranked search over 1M synthetic clustered items."""
-    from chorus_bench.search import run as run_bench
-
-    _report_figures(run_bench(CTX.settings().search, quick=quick, log=err.print), as_json)
-
-
 def main() -> None:
     """Entry point: ChorusError -> one line on stderr and exit code 2."""
     debug = "--debug" in sys.argv
@@ -548,8 +340,6 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click usage errors and the like
-        import click
-
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)

@@ -32,7 +32,6 @@ from chorus_flows.train import pretrain, train
 
 ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, pretrain, train, promote, index, evaluate, tag,
                                           search, pipeline)
-DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
 
 
 def deployments(settings: ChorusSettings) -> list[RunnerDeployment]:

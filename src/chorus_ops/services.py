@@ -31,6 +31,9 @@ from chorus.errors import ChorusError
 from chorus.io import write_text_atomic
 from chorus.state import TELEMETRY_OFF, StateDir
 
+# What `chorus serve` (chorus_ops.deployments) serves: the services wait for these to register.
+DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
+
 
 class ServiceError(ChorusError):
     """A service did not start, or its health check failed; the message names its log."""

@@ -136,7 +136,7 @@ class FeatureSettings(SectionSettings):
 
 
 class LabelSettings(SectionSettings):
-    """Mood truth from playlist tags by social-network weighted voting (METHOD.md section 2)."""
+    """Mood truth from playlist tags by social-network weighted voting (docs/method.md, "Labels")."""
 
     _runtime_fields = frozenset({"target_batch", "dask_min_targets"})
 

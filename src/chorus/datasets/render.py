@@ -1,10 +1,10 @@
 """Render excerpts of music21's bundled corpus to audio with FluidSynth.
 
-Traps measured here: reloading a large soundfont per clip was 5x slower, but a reused synthesizer
-is not deterministic (see Renderer), so chorus uses a small soundfont and a fresh synthesizer per
-clip; select presets with the loaded soundfont's id explicitly (with the default id every General
-MIDI program rendered identically); cut works to a few measures before MIDI export (whole works
-cost seconds each); some corpus files fail to convert, so callers skip and record.
+Traps: a reused synthesizer is not deterministic (see Renderer) and reloading a large soundfont
+per clip is slow, so chorus uses a small soundfont and a fresh synthesizer per clip; presets are
+selected with the loaded soundfont's id explicitly (with the default id every General MIDI program
+renders identically); works are cut to a few measures before MIDI export (whole works take
+seconds each); some corpus files fail to convert, so callers skip and record them.
 """
 
 from __future__ import annotations
@@ -102,10 +102,9 @@ class Renderer:
     """Renders clips with FluidSynth from one soundfont.
 
     Each clip gets a fresh synthesizer: a reused one carries state from the previous clip (LFO
-    phases, voice tails; even ``system_reset`` leaves differences up to 0.6 full scale here), so
-    a clip's samples would depend on which clip its worker rendered before. With the default
-    TimGM6mb soundfont a load costs ~30 ms; the worker process (not the clip) stays the unit of
-    reuse for everything else.
+    phases, voice tails; even ``system_reset`` leaves large differences), so a clip's samples
+    would depend on which clip its worker rendered before. The default TimGM6mb soundfont loads
+    quickly; the worker process (not the clip) stays the unit of reuse for everything else.
     """
 
     def __init__(self, soundfont: Path, sample_rate: int) -> None:

@@ -209,7 +209,7 @@ def search_section(index: dict[str, Any] | None) -> str:
 
 
 def voting_section(voting: dict[str, Any] | None) -> str:
-    """The held-out-tags protocol table (METHOD.md section 2) and the labels' quality."""
+    """The held-out-tags protocol table (docs/method.md, "Labels") and the labels' quality."""
     if not voting or not voting.get("schemes"):
         return ""
     metrics = ("precision", "recall", "f1", "jaccard")

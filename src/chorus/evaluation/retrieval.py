@@ -1,4 +1,4 @@
-"""Retrieval and compression metrics (METHOD.md section 4): rankings by cosine similarity of
+"""Retrieval and compression metrics (docs/method.md, "Evaluation and promotion"): rankings by cosine similarity of
 semantic vectors or Hamming distance of binary codes, judged by shared style labels and by
 whether another excerpt of the query's own track comes back; hash baselines at the same bit
 budget (LSH random projections, PCA + random rotation); accuracy and distortion after PCA."""

@@ -77,9 +77,9 @@ class FeatureExtractor:
         self.mel = scipy.sparse.csr_matrix(mel_filterbank(settings))
 
     def stft_magnitude(self, y: np.ndarray) -> np.ndarray:
-        """|STFT| with librosa.stft itself: another FFT (scipy's float32 rfft) was ~1.7x faster
-        but its different rounding moved near-silent mel bands of the percussive map by up to
-        0.04 dB against the reference chain; the STFT is ~10% of the chain."""
+        """|STFT| with librosa.stft itself: another FFT's float32 rounding moves near-silent mel
+        bands of the percussive map by more than the reference chain's tolerance, and the STFT is
+        a small part of the chain."""
         import librosa
 
         s = self.settings

@@ -1,4 +1,4 @@
-"""The networks of METHOD.md section 3. Every one takes (batch, channels, bands, frames) and has
+"""The networks of docs/method.md ("Models and baselines"). Every one takes (batch, channels, bands, frames) and has
 ``embed`` (the penultimate layer: semantic vectors, and features for the SVM / ELM baselines)."""
 
 from __future__ import annotations

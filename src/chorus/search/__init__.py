@@ -1,4 +1,4 @@
-"""Similar-song search (METHOD.md section 4): per-track semantic vectors (cosine) and binary hash
+"""Similar-song search (docs/method.md, "Evaluation and promotion"): per-track semantic vectors (cosine) and binary hash
 codes (Hamming) of a registered model version, in faiss indexes, queried by track id or audio."""
 
 from chorus.search.codes import hamming_scan, pack_codes, unpack_codes

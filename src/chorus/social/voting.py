@@ -175,7 +175,7 @@ def personal_weights(graph: SocialGraph, targets: np.ndarray, max_depth: int, ho
 
 def truth_table(vote: Vote, scopes: list[str], tags: TagMatrix, rule: str, top_k: int, threshold: float,
                 fallback: str = "") -> pd.DataFrame:
-    """The labels table of DESIGN.md for a vote: scope, track_id, 12 scores, labels, weight."""
+    """The labels table (docs/pipeline.md, "The state directory") for a vote: scope, track_id, 12 scores, labels, weight."""
     table = pd.DataFrame(vote.scores, columns=SCORE_COLUMNS)
     table.insert(0, "track_id", tags.track_ids[vote.song])
     table.insert(0, "scope", np.asarray(scopes, dtype=object)[vote.row])
@@ -243,8 +243,8 @@ def personal_truths(graph: SocialGraph, tags: TagMatrix, targets: list[str], set
 
 def with_prior(vote: Vote, prior: Vote, tags: TagMatrix, prior_weight: float) -> Vote:
     """Shrink votes toward the prior's truth: (sum w v + a p) / (sum w + a). Personal votes of a
-    few distant voters are noisy; measured on the demo, without it personal truth loses to global
-    truth when every community perceives alike (the negative control)."""
+    few distant voters are noisy; without the prior, personal truth loses to global truth when
+    every community perceives alike (the negative control)."""
     if prior_weight <= 0 or len(vote.row) == 0:
         return vote
     per_song = np.zeros((tags.n_songs, N_MOODS), np.float32)

@@ -1,0 +1,70 @@
+"""``chorus bench``: each benchmark prints its figures, the last line one JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from chorus_ops.session import CTX, console, err, terminal_logs_without_tracebacks
+
+bench_app = typer.Typer(help="Benchmarks: each prints its figures, the last line one JSON object.", no_args_is_help=True)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout (progress on stderr).")]
+
+
+def _report_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """Readable lines (unless --json), then the figures as one JSON object on the last line."""
+    if not as_json:
+        for key, value in figures.items():
+            console.print(f"{key:>28}: {value}")
+    print(json.dumps(figures), flush=True)
+
+
+@bench_app.command("features")
+def bench_features(
+    quick: Annotated[bool, typer.Option("--quick", help="A few short clips: checks the keys and the dB agreement.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The features flow (1 and 2 warm Dask workers) against the pinned naive librosa chain."""
+    from chorus_bench.features import run as run_bench  # loads its workload's libraries: only when asked
+
+    settings = CTX.settings()
+    if not CTX.debug:
+        terminal_logs_without_tracebacks()
+    _report_figures(run_bench(settings, quick=quick, log=err.print), as_json)
+
+
+@bench_app.command("voting")
+def bench_voting(
+    quick: Annotated[bool, typer.Option("--quick", help="A small graph: checks chorus's truths equal networkx's.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Personal truths over a generated 1M-user follow graph against networkx + pandas."""
+    from chorus_bench.voting import run as run_bench  # loads its workload's libraries: only when asked
+
+    _report_figures(run_bench(CTX.settings().state_dir, quick=quick, log=err.print), as_json)
+
+
+@bench_app.command("train")
+def bench_train(
+    quick: Annotated[bool, typer.Option("--quick", help="Two models, a few steps: checks the keys.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Training-step throughput and loader share per network, automatic precision against fp32."""
+    from chorus_bench.train import run as run_bench  # loads its workload's libraries: only when asked
+
+    _report_figures(run_bench(CTX.settings(), quick=quick, log=err.print), as_json)
+
+
+@bench_app.command("search")
+def bench_search(
+    quick: Annotated[bool, typer.Option("--quick", help="A small index, checked against a numpy scan (seconds).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Exact and approximate Hamming, cosine and re-ranked search over 1M synthetic clustered items."""
+    from chorus_bench.search import run as run_bench  # loads its workload's libraries: only when asked
+
+    _report_figures(run_bench(CTX.settings().search, quick=quick, log=err.print), as_json)

@@ -1,0 +1,77 @@
+"""``chorus serve`` and ``chorus services up|down|status``: the deployments served from this
+process, and the local services (Prefect server, MLflow on PostgreSQL, Dask, chorus serve)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+import yaml
+from rich.table import Table
+
+from chorus.config import load_settings
+from chorus.errors import ChorusError
+from chorus.io import write_text_atomic
+from chorus.state import StateDir
+from chorus_ops.services import DEPLOYMENT_NAMES, LocalServices
+from chorus_ops.session import CTX, console, err
+
+
+def serve() -> None:
+    """Serve the deployments (nightly refresh, weekly retrain, every stage on demand) from this
+    process: schedules and UI-triggered runs of the Prefect server at prefect_api_url run here."""
+    settings = CTX.settings()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ChorusError("chorus serve needs a Prefect server: start the local services (make services-up) "
+                          "or set prefect_api_url (CHORUS_PREFECT_API_URL) / PREFECT_API_URL")
+    # Flow runs started here resolve their settings from this process: hand them these (flags included).
+    served = StateDir(settings.state_dir).root / "services" / "serve-settings.yaml"
+    write_text_atomic(served, yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    os.environ["CHORUS_CONFIG"] = str(served)
+    # the deployments import the flows, and Prefect reads PREFECT_HOME at import: after the environment
+    from chorus_ops.deployments import serve as serve_deployments
+
+    serve_deployments(settings)
+
+
+services_app = typer.Typer(help="The local services: Prefect server, MLflow on PostgreSQL, Dask, chorus serve.",
+                           no_args_is_help=True)
+
+
+def _local_services() -> LocalServices:
+    settings = load_settings(CTX.config, CTX.overrides)  # not CTX.settings(): no PREFECT_API_URL of its own
+    return LocalServices(settings, deployments=DEPLOYMENT_NAMES)
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start what is not running (each health-checked), then print the environment that points chorus at them."""
+    services = _local_services()
+    env = services.up(log=err.print)
+    console.print(f"[bold]Prefect UI[/]: {services.endpoints.prefect_ui_url}")
+    console.print(f"[bold]MLflow UI[/]: {services.endpoints.mlflow_url}")
+    console.print(f"[bold]Dask scheduler[/]: {services.endpoints.dask_address}")
+    console.print(f"[bold]Environment[/] (source {services.env_file}):")
+    for key, value in env.items():
+        console.print(f"  export {key}={value}", highlight=False, soft_wrap=True)
+
+
+@services_app.command("down")
+def services_down(
+    names: Annotated[list[str] | None, typer.Argument(help="Only these services (e.g. serve); default: all.")] = None,
+) -> None:
+    """Stop the services: chorus serve and the Dask workers first, PostgreSQL last."""
+    _local_services().down(log=err.print, names=names or None)
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Each service's pid, whether it runs and passes its health check, and its address."""
+    table = Table(title="services")
+    for column in ("service", "pid", "running", "healthy", "address"):
+        table.add_column(column, overflow="fold")
+    for name, row in _local_services().status().items():
+        table.add_row(name, str(row.get("pid") or ""), str(row["running"]), str(row.get("healthy", row["running"])),
+                      str(row["url"]))
+    console.print(table)

@@ -1,0 +1,91 @@
+"""What every command shares: the options given before it, the consoles, and running a flow with
+the log routed to ``<state>/logs/`` and a live line per stage."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from chorus.config import ChorusSettings, load_settings
+from chorus.io import write_json_atomic
+from chorus.state import StateDir, apply_runtime_environment
+from chorus_ops.console import log_file, route_logs, stage_lines
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+class Session:
+    """The options of this invocation (config file, overrides, task, flags) and its settings."""
+
+    def __init__(self) -> None:
+        self.config: Path | None = None
+        self.overrides: dict[str, Any] = {}
+        self.debug = False
+        self.verbose = False
+        self.task: str | None = None
+        self.log: Path | None = None
+
+    def settings(self) -> ChorusSettings:
+        settings = load_settings(self.config, self.overrides)
+        if self.task:
+            settings = settings.for_task(self.task)
+        apply_runtime_environment(StateDir(settings.state_dir), prefect_api_url=settings.prefect_api_url)
+        return settings
+
+    def route_logs(self, settings: ChorusSettings, command: str) -> Path:
+        """This command's log file; the terminal keeps warnings and errors unless --verbose."""
+        self.log = log_file(StateDir(settings.state_dir), command)
+        route_logs(self.log, self.verbose)
+        if not self.debug:
+            terminal_logs_without_tracebacks()
+        return self.log
+
+
+CTX = Session()
+
+
+def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run a flow of ``chorus_flows.<name>`` in this process; its result is also written as JSON
+    beside the command's log (every stage's outputs, in full)."""
+    settings = CTX.settings()
+    # Prefect reads PREFECT_HOME at import: the flows load after the environment is set.
+    module = importlib.import_module(f"chorus_flows.{name}")
+    common = importlib.import_module("chorus_flows._common")
+    path = CTX.route_logs(settings, flow_name or name)
+    with common.local_run(), stage_lines(err, settings.train.epochs, enabled=not CTX.verbose):
+        result: dict[str, Any] = getattr(module, flow_name or name)(settings=settings, **kwargs)
+    write_json_atomic(path.with_suffix(".json"), json.loads(json.dumps(result, default=str)))
+    return result
+
+
+class WithoutTraceback(logging.Formatter):
+    """Formats a copy of the record without its traceback; the record itself (which Prefect's
+    API handler also sends to the server and UI) keeps it."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.exc_info, copy.exc_text, copy.stack_info = None, None, None
+        return self.inner.format(copy)
+
+
+def terminal_logs_without_tracebacks() -> None:
+    """Terminal log lines stay one line each unless --debug; tracebacks still reach Prefect's API
+    and the log file."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                    and not isinstance(handler.formatter, WithoutTraceback):
+                handler.setFormatter(WithoutTraceback(handler.formatter))
