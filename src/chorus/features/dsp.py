@@ -54,7 +54,19 @@ class TrackFeatures:
 
 
 def centered_moving_median(x: np.ndarray, window: int, axis: int) -> np.ndarray:
-    """scipy.ndimage.median_filter(x, size=window along ``axis``, mode="reflect"), fast."""
+    """``scipy.ndimage.median_filter(x, size=window along axis, mode="reflect")``, by bottleneck's
+    moving median over the symmetric-padded input (the same values, much faster).
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, float32
+    window : int > 0, odd; the median window along ``axis``
+    axis : int
+
+    Returns
+    -------
+    np.ndarray : same shape as ``x``
+    """
     import bottleneck
 
     half = window // 2
@@ -92,7 +104,17 @@ class FeatureExtractor:
         return np.maximum(db, self.settings.db_floor).astype(np.float32, copy=False)
 
     def analyse(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Full-length (n_mels, frames) maps of a mono signal at the analysis rate."""
+        """The maps of one mono signal, full length.
+
+        Parameters
+        ----------
+        y : np.ndarray, shape (samples,), float32 at ``settings.sample_rate``
+
+        Returns
+        -------
+        dict[str, np.ndarray] : ``logmel`` (and with ``hpss`` ``harmonic``, ``percussive``), each
+            (n_mels, frames) float32 in dB re 1.0, floored at ``db_floor``
+        """
         s = self.settings
         magnitude = self.stft_magnitude(y)
         maps = {"logmel": self.to_db(magnitude**2)}
@@ -197,9 +219,18 @@ def segment_summary(maps: dict[str, np.ndarray], mfcc_stats: np.ndarray) -> np.n
 
 def hpss_powers(magnitude: np.ndarray, harm: np.ndarray, perc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Harmonic and percussive power spectra from librosa's soft masks (power 2, margin 1):
-    mask_h = h^2 / (h^2 + p^2), zeros split evenly, computed in place in one pass instead of two
-    softmask calls. (librosa first divides by max(h, p) against overflow; audio magnitudes are
-    nowhere near it.) ``harm`` and ``perc`` are overwritten."""
+    mask_h = h^2 / (h^2 + p^2), zeros split evenly, in place in one pass. (librosa first divides
+    by max(h, p) against overflow; audio magnitudes are nowhere near it.)
+
+    Parameters
+    ----------
+    magnitude : np.ndarray, shape (1 + n_fft // 2, frames), float32; |STFT|
+    harm, perc : np.ndarray, same shape; the median-filtered magnitudes, overwritten
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray) : harmonic and percussive power, each shaped like ``magnitude``
+    """
     np.multiply(harm, harm, out=harm)
     np.multiply(perc, perc, out=perc)
     total = harm + perc
@@ -217,6 +248,7 @@ def hpss_powers(magnitude: np.ndarray, harm: np.ndarray, perc: np.ndarray) -> tu
 
 
 def mel_filterbank(settings: FeatureSettings) -> np.ndarray:
+    """librosa's mel filterbank, shape (n_mels, 1 + n_fft // 2), float32."""
     import librosa
 
     return librosa.filters.mel(
@@ -230,7 +262,16 @@ def segment_seconds(settings: FeatureSettings) -> float:
 
 
 def logmel(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
-    """(n_mels, frames) log-power mel in dB re 1.0, floored at ``db_floor``."""
+    """Log-power mel of a signal.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (samples,), float32 at ``settings.sample_rate``
+
+    Returns
+    -------
+    np.ndarray, shape (n_mels, frames), float32 : dB re 1.0, floored at ``db_floor``
+    """
     extractor = FeatureExtractor(settings)
     return extractor.to_db(extractor.stft_magnitude(y) ** 2)
 
@@ -249,7 +290,19 @@ def cut(spec: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
 
 
 def segment(spec: np.ndarray, settings: FeatureSettings) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Cut (n_mels, frames) into (segments, n_mels, segment_frames); pad or reject short input."""
+    """Fixed-length segments of a map; a map shorter than one segment is padded with the floor or
+    rejected (``short_track``).
+
+    Parameters
+    ----------
+    spec : np.ndarray, shape (n_mels, frames)
+
+    Returns
+    -------
+    segments : np.ndarray, shape (n, n_mels, segment_frames), float32
+    starts_s : np.ndarray, shape (n,); each segment's start in seconds
+    padded : bool; whether the map was shorter than one segment
+    """
     padded = spec.shape[1] < settings.segment_frames
     if padded:
         if settings.short_track == "reject":

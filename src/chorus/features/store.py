@@ -32,8 +32,18 @@ from chorus.io import read_meta, temp_path_beside, with_meta, write_json_atomic
 
 
 def fixed_size_column(blocks: list[np.ndarray], size: int) -> pa.ChunkedArray:
-    """Row blocks (each (rows, ...) float32) as one fixed_size_list<float32>[size] column, a chunk
-    per block over the blocks' own memory (no concatenated copy of a shard's tensors)."""
+    """Row blocks as one ``fixed_size_list<float32>[size]`` column, a chunk per block over the
+    blocks' own memory (no concatenated copy of a shard's tensors).
+
+    Parameters
+    ----------
+    blocks : list of np.ndarray, each shape (rows, ...) with ``size`` values per row
+    size : int; values per row
+
+    Returns
+    -------
+    pa.ChunkedArray : sum(rows) rows
+    """
     chunks = []
     for block in blocks:
         rows = np.ascontiguousarray(block, np.float32).reshape(len(block), -1)
@@ -44,7 +54,7 @@ def fixed_size_column(blocks: list[np.ndarray], size: int) -> pa.ChunkedArray:
 
 
 def tensor_rows(column: pa.ChunkedArray) -> np.ndarray:
-    """A fixed_size_list column as a (rows, list_size) numpy array."""
+    """A ``fixed_size_list`` column as an array of shape (rows, list_size)."""
     column = column.combine_chunks()
     return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
 
@@ -157,7 +167,17 @@ def catalogue(folder: Path) -> dict[str, str]:
 
 
 def plan_shards(tracks: pd.DataFrame, settings: FeatureSettings, root: Path) -> list[Shard]:
-    """Shards for the tracks (by content hash) that no stored shard of this configuration holds."""
+    """Shards for the tracks (by content hash) that no stored shard of this configuration holds.
+
+    Parameters
+    ----------
+    tracks : the tracks table (track_id, uri, sha256)
+    root : the state's ``features/`` folder
+
+    Returns
+    -------
+    list[Shard] : ``shard_size`` tracks each, in track-id order, each keyed by its content
+    """
     folder = feature_dir(root, settings)
     done = catalogue(folder)
     todo = (tracks[~tracks["sha256"].isin(done)].sort_values("track_id")[["track_id", "uri", "sha256"]]
@@ -267,7 +287,19 @@ class FeatureSet:
 def load_features(root: Path, settings: FeatureSettings, track_ids: list[str] | None = None,
                   maps: tuple[str, ...] | None = None) -> FeatureSet:
     """Every stored segment (optionally only ``track_ids``) of one feature configuration, each
-    track from the one shard the index names for it."""
+    track from the one shard the index names for it.
+
+    Parameters
+    ----------
+    root : the state's ``features/`` folder
+    track_ids : the tracks to load; None: every indexed track
+    maps : the maps to load; None: every stored map
+
+    Returns
+    -------
+    FeatureSet : ``maps[name]`` (N, n_mels, segment_frames) float32 per map, ``mfcc_stats``
+        (N, 6 * n_mfcc), ``segments`` (track_id, segment, start_s), N segments in shard order
+    """
     folder = feature_dir(root, settings)
     index = json.loads((folder / "index.json").read_text())
     serving: dict[str, str] = index["tracks"]

@@ -7,7 +7,16 @@ import numpy as np
 
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
-    """(n, bits) signs (any real values; >= 0 is a 1 bit) -> (n, bits / 8) uint8."""
+    """Signs packed 8 bits per byte.
+
+    Parameters
+    ----------
+    codes : np.ndarray, shape (n, bits), any real values (>= 0 is a 1 bit); bits a multiple of 8
+
+    Returns
+    -------
+    np.ndarray, shape (n, bits // 8), uint8
+    """
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] % 8:
         raise ValueError(f"codes must be (n, bits) with bits a multiple of 8, got shape {codes.shape}")
@@ -15,14 +24,36 @@ def pack_codes(codes: np.ndarray) -> np.ndarray:
 
 
 def unpack_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
-    """Inverse of ``pack_codes``: (n, bytes) uint8 -> (n, bits) float32 of +-1."""
+    """Inverse of ``pack_codes``.
+
+    Parameters
+    ----------
+    packed : np.ndarray, shape (n, bytes), uint8
+    bits : int, optional; how many bits to keep (default 8 * bytes)
+
+    Returns
+    -------
+    np.ndarray, shape (n, bits), float32 of +-1
+    """
     unpacked = np.unpackbits(np.asarray(packed, np.uint8), axis=1, count=bits)
     return np.where(unpacked == 1, 1.0, -1.0).astype(np.float32)
 
 
 def hamming_scan(queries: np.ndarray, packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force Hamming top-k over packed codes in numpy (the reference the faiss indexes are
-    checked against): distances (q, k) int32 and ids (q, k), ties broken by the lower id."""
+    checked against), ties broken by the lower id.
+
+    Parameters
+    ----------
+    queries : np.ndarray, shape (q, bytes), uint8
+    packed : np.ndarray, shape (n, bytes), uint8
+    k : int; neighbours per query (at most n)
+
+    Returns
+    -------
+    distances : np.ndarray, shape (q, k), int32
+    ids : np.ndarray, shape (q, k), int64; rows of ``packed``
+    """
     k = min(k, len(packed))
     distances = np.empty((len(queries), k), np.int32)
     ids = np.empty((len(queries), k), np.int64)

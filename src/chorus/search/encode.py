@@ -67,7 +67,20 @@ class TrackEncoder:
         return unit_rows(self.semantic.embed(stacked(self.semantic))), np.asarray(self.hasher.scores(stacked(self.hasher)))
 
     def encode_segments(self, maps: dict[str, np.ndarray], track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per track (sorted ids): unit vector and +-1 code."""
+        """Per track: the mean of its segments' unit vectors, normalised, and the majority sign of
+        its segments' codes.
+
+        Parameters
+        ----------
+        maps : name -> np.ndarray, shape (n, n_mels, segment_frames); the stored maps of n segments
+        track_ids : np.ndarray, shape (n,); each segment's track
+
+        Returns
+        -------
+        ids : np.ndarray, shape (t,); the tracks, sorted
+        vectors : np.ndarray, shape (t, dims), float32, unit rows
+        codes : np.ndarray, shape (t, bits), float32 of +-1
+        """
         vectors, codes = self.segment_outputs(maps)
         ids, mean_vectors = track_mean(vectors, track_ids)
         _, mean_codes = track_mean(codes, track_ids)

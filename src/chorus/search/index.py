@@ -26,6 +26,7 @@ MODES: tuple[str, ...] = ("hash", "semantic", "rerank")
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row of (n, dims) scaled to unit length (a zero row stays zero), float32."""
     vectors = np.asarray(vectors, np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
@@ -79,8 +80,19 @@ def build_vector_index(vectors: np.ndarray, approximate: bool = False, lists: in
 
 
 def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    """Each query's Hamming candidates (ids, -1 = none) re-ordered by cosine on the semantic
-    vectors, best k kept (-1 pads)."""
+    """Each query's Hamming candidates re-ordered by cosine on the semantic vectors.
+
+    Parameters
+    ----------
+    vectors : np.ndarray, shape (n, dims), unit rows; the index's vectors
+    queries : np.ndarray, shape (q, dims), unit rows
+    candidates : np.ndarray, shape (q, c), int; rows of ``vectors``, -1 for none
+    k : int; neighbours kept per query
+
+    Returns
+    -------
+    np.ndarray, shape (q, k), int64; best first, -1 pads
+    """
     out = np.full((len(queries), k), -1, np.int64)
     for i, (query, ids) in enumerate(zip(queries, candidates, strict=True)):
         ids = ids[ids >= 0]
@@ -109,7 +121,16 @@ class SearchIndex:
     @classmethod
     def build(cls, track_ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray, meta: dict[str, Any],
               approximate_above: int = 200_000, lists: int | None = None, probe: int = 32) -> SearchIndex:
-        """``codes`` are +-1 (n, bits); ``vectors`` any scale (they are normalised)."""
+        """An index of n tracks; exact up to ``approximate_above`` tracks, IVF beyond.
+
+        Parameters
+        ----------
+        track_ids : np.ndarray, shape (n,)
+        vectors : np.ndarray, shape (n, dims); any scale (they are normalised)
+        codes : np.ndarray, shape (n, bits), +-1
+        meta : recorded in ``index.json`` (models, key, ...)
+        lists, probe : IVF cells and cells visited per query (approximate indexes)
+        """
         if not (len(track_ids) == len(vectors) == len(codes)):
             raise ValueError(f"{len(track_ids)} tracks, {len(vectors)} vectors and {len(codes)} codes")
         approximate = len(track_ids) > approximate_above
@@ -133,9 +154,22 @@ class SearchIndex:
 
     def search(self, vectors: np.ndarray, codes: np.ndarray, k: int = 10, mode: Mode = "rerank",
                rerank_candidates: int = 100, exclude: list[int | None] | None = None) -> pd.DataFrame:
-        """Nearest tracks of each query (a unit vector and a packed code per query; ``exclude``:
-        an index position per query to leave out, e.g. the query track itself). One row per hit:
-        query, rank, track_id, hamming, cosine (both reported whatever ranked them)."""
+        """Nearest tracks of each query.
+
+        Parameters
+        ----------
+        vectors : np.ndarray, shape (q, dims); the queries' semantic vectors (normalised here)
+        codes : np.ndarray, shape (q, bits // 8), uint8; the queries' packed codes
+        k : int; neighbours per query
+        mode : ``hash`` (Hamming), ``semantic`` (cosine) or ``rerank`` (Hamming candidates by cosine)
+        rerank_candidates : int; Hamming candidates re-ranked per query
+        exclude : an index position per query to leave out (the query track itself), or None
+
+        Returns
+        -------
+        pd.DataFrame : one row per hit: query, rank, track_id, hamming, cosine (both distances
+            reported whatever ranked them)
+        """
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: one of {', '.join(MODES)}")
         queries, packed = unit_rows(vectors), np.ascontiguousarray(codes, np.uint8)
