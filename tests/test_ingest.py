@@ -104,3 +104,71 @@ def test_hash_split_is_stable_and_roughly_proportional():
     splits = [hash_split(t, (0.6, 0.2, 0.2), 0) for t in ids]
     assert splits == [hash_split(t, (0.6, 0.2, 0.2), 0) for t in ids]
     assert 0.55 < splits.count("train") / len(ids) < 0.65
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum: CRC-32, polynomial 0x04C11DB7, no reflection, over the page with its
+    checksum field zeroed."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def claim_more_frames(path, extra: int) -> None:
+    """Raise the granule position of an Ogg file's last page by ``extra`` samples, checksum
+    fixed: the header's frame count (what libsndfile reports) then exceeds what decodes, as an
+    encoder's pre-skip and padding make it do in real Ogg files."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    start = data.rfind(b"OggS")
+    segments = data[start + 26]
+    length = 27 + segments + sum(data[start + 27 : start + 27 + segments])
+    granule = struct.unpack_from("<q", data, start + 6)[0]
+    struct.pack_into("<q", data, start + 6, granule + extra)
+    struct.pack_into("<I", data, start + 22, 0)
+    struct.pack_into("<I", data, start + 22, _ogg_crc(bytes(data[start : start + length])))
+    path.write_bytes(bytes(data))
+
+
+def test_compressed_counts_are_estimates_but_a_real_shortfall_is_truncated(tmp_path):
+    """A Vorbis file that decodes a little short of its header's count plays to the end: kept,
+    with the shortfall recorded; far short of it, it is quarantined as truncated. A WAV's count
+    is exact: one frame short is truncated."""
+    import soundfile as sf
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name, extra in (("estimate.ogg", 5806), ("gutted.ogg", 10 * SR)):
+        sf.write(root / name, tone(20.0, 440), SR, format="OGG", subtype="VORBIS")
+        claim_more_frames(root / name, extra)
+        assert sf.info(root / name).frames == 20 * SR + extra
+    result = ingest(_manifest_of(root), IngestSettings())
+    kept = result.tracks.set_index(result.tracks["uri"].str.rsplit("/", n=1).str[-1])
+    assert list(kept.index) == ["estimate.ogg"] and 5000 < kept.loc["estimate.ogg", "frames_short"] <= 5806
+    bad = result.quarantine.set_index(result.quarantine["uri"].str.rsplit("/", n=1).str[-1])
+    assert bad.loc["gutted.ogg", "reason"] == "truncated" and "estimate" in bad.loc["gutted.ogg", "detail"]
+
+
+def _manifest_of(root):
+    manifest = root / "manifest.csv"
+    pd.DataFrame({"uri": sorted(p.name for p in root.iterdir() if p.suffix == ".ogg")}).to_csv(manifest, index=False)
+    return candidates_for(manifest)
+
+
+def test_what_is_not_a_file_gets_a_reason_not_silence(tmp_path):
+    """In a folder corpus: a directory named like audio, a symlink loop and a dangling symlink
+    each get a quarantine row; the good file beside them is ingested."""
+    label = tmp_path / "corpus" / "rock"
+    write_wav(label / "good.wav", tone(4.0))
+    (label / "album.wav").mkdir()
+    (label / "loop.wav").symlink_to(label / "loop.wav")
+    (label / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    result = ingest(candidates_for(tmp_path / "corpus"), IngestSettings())
+    assert result.tracks["uri"].str.endswith("good.wav").tolist() == [True]
+    reasons = dict(zip(result.quarantine["uri"].str.rsplit("/", n=1).str[-1], result.quarantine["reason"], strict=True))
+    assert reasons == {"album.wav": "not_a_file", "loop.wav": "symlink_loop", "gone.wav": "dangling_symlink"}

@@ -16,6 +16,14 @@ _AUDIO_MAGIC: tuple[bytes, ...] = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", 
                                   b"\xff\xf3", b"\xff\xf2", b"\xff\xfa")
 
 
+# Containers whose header declares the exact number of frames (PCM, and FLAC's STREAMINFO total);
+# elsewhere (Ogg granule positions, MP3 Xing/LAME counts) the count is an estimate.
+EXACT_COUNT_CONTAINERS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "NIST", "IRCAM", "VOC", "SD2",
+                                    "FLAC"})
+ESTIMATE_TOLERANCE_SHARE = 0.005  # of the declared frames
+ESTIMATE_TOLERANCE_S = 1.0
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     sample_rate: int
@@ -26,6 +34,18 @@ class AudioInfo:
     @property
     def duration_s(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def container(self) -> str:
+        return self.codec.split("/", 1)[0]
+
+    def frame_tolerance(self) -> int:
+        """Frames a whole file may decode short of its header's count: none where the container
+        declares an exact count, else 0.5% of the count or one second, whichever is larger
+        (pre-skip, padding and encoder delay make compressed counts estimates)."""
+        if self.container in EXACT_COUNT_CONTAINERS:
+            return 0
+        return max(int(self.frames * ESTIMATE_TOLERANCE_SHARE), int(self.sample_rate * ESTIMATE_TOLERANCE_S))
 
 
 class AudioProblem(Exception):

@@ -8,6 +8,7 @@ silent, too_short, too_long, duplicate) and a detail.
 from __future__ import annotations
 
 import hashlib
+import os
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,9 @@ from chorus.io import file_sha256, track_id_for, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-TRACK_COLUMNS = ["track_id", "uri", "duration_s", "sample_rate", "channels", "codec", "source", "split", "sha256"]
+# frames_short: how many frames decoding fell short of the header's estimate (compressed formats)
+TRACK_COLUMNS = ["track_id", "uri", "duration_s", "sample_rate", "channels", "codec", "source", "split", "sha256",
+                 "frames_short"]
 QUARANTINE_COLUMNS = ["uri", "reason", "detail", "source", "manifest_row", "sha256"]
 RESERVED = {"uri", "split", "sha256", "manifest_row", "work"}
 
@@ -56,9 +59,17 @@ def resolve_uri(uri: str, root: Path, allowed_schemes: list[str]) -> Path | str:
             raise AudioProblem("scheme_not_allowed", f"scheme '{scheme}' is not in ingest.allowed_schemes {allowed_schemes}")
         return uri
     local = Path(parsed.path if scheme == "file" else uri).expanduser()
-    path = (local if local.is_absolute() else root / local).resolve()
+    given = local if local.is_absolute() else root / local
+    try:
+        path = given.resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11 raises RuntimeError for a loop
+        raise AudioProblem("symlink_loop", str(exc)) from None
+    if given.is_symlink() and not path.exists():
+        raise AudioProblem("dangling_symlink", f"links to {os.readlink(given)}, which does not exist")
     if not path.is_relative_to(root):
         raise AudioProblem("outside_root", f"resolves to {path}, outside the manifest root {root}")
+    if path.exists() and not path.is_file():
+        raise AudioProblem("not_a_file", "a directory" if path.is_dir() else "not a regular file")
     return path
 
 
@@ -85,8 +96,11 @@ def inspect_file(path: Path, settings: IngestSettings) -> dict[str, Any]:
     if info.duration_s > settings.max_duration_s:
         raise AudioProblem("too_long", f"{info.duration_s:.0f} s > ingest.max_duration_s={settings.max_duration_s}")
     data, _ = decode(path)
-    if data.shape[0] < info.frames:
-        raise AudioProblem("truncated", f"decoded {data.shape[0]} of {info.frames} frames")
+    short = max(info.frames - data.shape[0], 0)
+    if short > info.frame_tolerance():
+        estimate = "" if not info.frame_tolerance() else \
+            f"; {info.container}'s count is an estimate, {info.frame_tolerance()} frames short is tolerated"
+        raise AudioProblem("truncated", f"decoded {data.shape[0]} of {info.frames} frames{estimate}")
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioProblem("non_finite", f"{bad} NaN/inf samples")
@@ -99,6 +113,7 @@ def inspect_file(path: Path, settings: IngestSettings) -> dict[str, Any]:
         "sample_rate": info.sample_rate,
         "channels": info.channels,
         "codec": info.codec,
+        "frames_short": short,
         "sha256": digest,
     }
 
@@ -149,7 +164,8 @@ def _track_row(record: dict[str, Any], source_row: pd.Series, label_columns: lis
     split = str(source_row.get("split") or "") or hash_split(track_id, settings.split, settings.split_seed)
     row = {"track_id": track_id, "uri": record["uri"], "duration_s": float(record["duration_s"]),
            "sample_rate": int(record["sample_rate"]), "channels": int(record["channels"]), "codec": record["codec"],
-           "source": record["source"], "split": split, "sha256": record["sha256"]}
+           "source": record["source"], "split": split, "sha256": record["sha256"],
+           "frames_short": int(record["frames_short"])}
     for column in label_columns:
         value = source_row[column]
         row[column] = None if pd.isna(value) or value == "" else str(value)

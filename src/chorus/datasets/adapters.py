@@ -39,7 +39,9 @@ def from_folder(root: Path) -> AudioCandidates:
     rows = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for file in sorted(label_dir.rglob("*")):
-            if file.is_file() and not file.name.startswith("."):
+            # anything named like audio, and every link, is a candidate: what is not a usable
+            # file gets a quarantine row with its reason rather than silence
+            if not file.name.startswith(".") and (file.is_file() or file.is_symlink() or file.suffix.lower() in AUDIO_SUFFIXES):
                 rows.append({"uri": str(file.relative_to(root)), "label": label_dir.name})
     if not rows:
         raise InputError(str(root), "folder-per-label layout expects root/<label>/<file>; found no files")
