@@ -8,8 +8,8 @@ silent, too_short, too_long, duplicate) and a detail.
 from __future__ import annotations
 
 import hashlib
-import os
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
