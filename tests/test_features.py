@@ -179,7 +179,7 @@ def test_changed_setting_writes_to_a_new_folder(tmp_path):
     assert plan_shards(tracks, a, tmp_path)[0].path.parent != plan_shards(tracks, b, tmp_path)[0].path.parent
 
 
-def test_shard_failing_its_expectations_is_reported_not_written(tmp_path):
+def test_a_track_failing_the_shard_checks_is_quarantined_and_the_shard_commits_the_rest(tmp_path):
     from chorus import stages
     from chorus.config import ChorusSettings
     from chorus.validation import Validator
@@ -189,9 +189,15 @@ def test_shard_failing_its_expectations_is_reported_not_written(tmp_path):
     # float WAV samples far beyond full scale decode fine; only the shard's dB-range expectation sees them
     write_wav(tmp_path / "1.wav", tone(4.0) * 1e12, subtype="FLOAT")
     shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
+    loud = tracks.loc[tracks["uri"].str.endswith("1.wav"), "track_id"].item()
     result = stages.extract_shard(shard, settings, validator=Validator())
-    assert "max_db" in result["failed"] and result["segments"] == 0
-    assert not shard.path.exists() and not list(shard.path.parent.glob(".*tmp"))
-    # the good file alone passes
-    good = plan_shards(tracks.iloc[:1], settings.features, tmp_path / "features")[0]
-    assert not stages.extract_shard(good, settings, validator=Validator()).get("failed") and good.path.exists()
+    assert not result.get("failed") and result["tracks"] == 1 and shard.path.exists()
+    assert not list(shard.path.parent.glob(".*tmp"))
+    [problem] = result["rejected"]
+    assert problem["track_id"] == loud and problem["reason"] == "feature_check" and "max_db" in problem["detail"]
+    index = write_index(tracks, settings.features, tmp_path / "features")
+    assert [r["track_id"] for r in index["rejected"]] == [loud]  # the stage's quarantine file lists it
+    stored = load_features(tmp_path / "features", settings.features)
+    assert set(stored.segments["track_id"]) == set(tracks["track_id"]) - {loud} and len(stored.segments) == result["segments"]
+    # the quarantined track is not planned again: its shard recorded it
+    assert plan_shards(tracks, settings.features, tmp_path / "features") == []

@@ -38,6 +38,7 @@ from chorus.features.store import (
     segment_check_params,
     shard_is_current,
     tensor_rows,
+    without_tracks,
     write_index,
     write_shard,
     write_temp_shard,
@@ -49,5 +50,5 @@ __all__ = [
     "extract_track", "extract_track_or_problem", "extractor_for", "feature_dir", "features_key", "fixed_size_column",
     "load_features", "map_names", "mel_filterbank", "plan_shards", "problem_record", "segment", "segment_check_params",
     "segment_seconds", "shard_is_current", "tensor_rows", "uses_device_batches", "write_index", "write_shard",
-    "write_temp_shard",
+    "without_tracks", "write_temp_shard",
 ]

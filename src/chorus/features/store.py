@@ -139,6 +139,7 @@ class StagedShard:
     rejected: list[dict[str, str]]
     segments: int
     audio_seconds: float
+    track_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _shard_metas(folder: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -210,14 +211,46 @@ def write_temp_shard(shard: Shard, results: list[Any], settings: FeatureSettings
     meta["extractor"] = extractor_for(settings).describe()  # same maps either way; kept as provenance
     table = with_meta(features_table(items, settings), meta)
     tmp = temp_path_beside(shard.path)
-    # Float maps barely compress (zstd saves ~15%) and this write sits on the critical path:
-    # tensors go uncompressed, the small columns zstd.
+    _write_shard_table(table, tmp, settings)
+    return StagedShard(shard, tmp, segment_checks(table, items, settings), rejected, table.num_rows, meta["audio_seconds"],
+                       {i.track_id: i.seconds for i in items})
+
+
+def _write_shard_table(table: pa.Table, path: Path, settings: FeatureSettings) -> None:
+    # Float maps barely compress and this write sits on the critical path: tensors go
+    # uncompressed, the small columns zstd; min/max statistics of tensors are costly and unused.
     tensors = {*map_names(settings), "mfcc_stats"}
     compression = {name: ("NONE" if name in tensors else "ZSTD") for name in table.column_names}
     small = [name for name in table.column_names if name not in tensors]
-    pq.write_table(table, tmp, compression=compression, use_dictionary=["track_id", "config_hash"],
-                   write_statistics=small, row_group_size=256)  # min/max of tensors: costly, unused
-    return StagedShard(shard, tmp, segment_checks(table, items, settings), rejected, table.num_rows, meta["audio_seconds"])
+    pq.write_table(table, path, compression=compression, use_dictionary=["track_id", "config_hash"],
+                   write_statistics=small, row_group_size=256)
+
+
+def without_tracks(staged: StagedShard, problems: dict[str, str], reason: str, settings: FeatureSettings) -> StagedShard:
+    """The staged shard written again without the tracks of ``problems`` (track id -> detail),
+    which join its rejected tracks with ``reason``; the old temporary file is removed.
+
+    Parameters
+    ----------
+    staged : a shard written by ``write_temp_shard``, not yet committed
+    problems : the tracks to take out, each with what it broke
+    reason : their quarantine reason (e.g. ``feature_check``)
+    """
+    table = pq.read_table(staged.tmp_path)
+    meta = read_meta(staged.tmp_path) or {}
+    uri_of = dict(zip(staged.shard.tracks["track_id"], staged.shard.tracks["uri"], strict=True))
+    dropped = [{"track_id": t, "uri": uri_of[t], "reason": reason, "detail": detail, "sha256": meta["tracks"][t]}
+               for t, detail in sorted(problems.items())]
+    kept = table.filter(pc.invert(pc.is_in(table.column("track_id"), pa.array(sorted(problems)))))
+    meta["tracks"] = {t: sha for t, sha in meta["tracks"].items() if t not in problems}
+    meta["rejected"] = [*meta.get("rejected", []), *dropped]
+    seconds = {t: s for t, s in staged.track_seconds.items() if t not in problems}
+    meta["audio_seconds"] = sum(seconds.values())
+    tmp = temp_path_beside(staged.shard.path)
+    _write_shard_table(with_meta(kept, meta), tmp, settings)
+    staged.tmp_path.unlink(missing_ok=True)
+    checks = staged.checks[~staged.checks["track_id"].isin(problems)].reset_index(drop=True)
+    return StagedShard(staged.shard, tmp, checks, [*staged.rejected, *dropped], kept.num_rows, meta["audio_seconds"], seconds)
 
 
 def commit_shard(staged: StagedShard) -> Path:

@@ -11,10 +11,12 @@ from typing import Any
 import pandas as pd
 from distributed import Client
 
-from chorus.config import ChorusSettings
+from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
 from chorus.features import (
+    DB_MAX,
     Shard,
+    StagedShard,
     commit_shard,
     discard_shard,
     extract_batch_or_problems,
@@ -23,6 +25,7 @@ from chorus.features import (
     segment_check_params,
     shard_is_current,
     uses_device_batches,
+    without_tracks,
     write_index,
     write_temp_shard,
 )
@@ -69,17 +72,44 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
     extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
     result = {"shard": shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
               "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
+    validator = validator or shared_validator(settings)
     try:
-        # Data Docs are rebuilt once, when the stage finishes
-        (validator or shared_validator(settings)).validate(with_known_tracks(staged.checks, extracted), "feature_segments",
-                                                           segment_check_params(fs, extracted), update_docs=False)
+        _validate_shard(staged, extracted, fs, validator)
     except ValidationFailedError as failure:
-        # reported, not written: the shard's tracks stay unextracted and the next run retries them
-        discard_shard(staged)
-        log.error("%s", failure)
-        return {**result, "failed": str(failure), "segments": 0, "tracks": 0}
+        problems = failing_tracks(staged.checks, fs)
+        if not problems:  # not a track's fault: reported, not written; the next run retries the shard
+            discard_shard(staged)
+            log.error("%s", failure)
+            return {**result, "failed": str(failure), "segments": 0, "tracks": 0}
+        # the tracks that broke a rule are quarantined with it; the shard commits the rest
+        staged = without_tracks(staged, problems, "feature_check", fs)
+        extracted = sorted(set(extracted) - set(problems))
+        _validate_shard(staged, extracted, fs, validator)
+        result.update(tracks=len(extracted), segments=staged.segments, audio_seconds=round(staged.audio_seconds, 2),
+                      rejected=staged.rejected)
     commit_shard(staged)
     return result
+
+
+def _validate_shard(staged: StagedShard, extracted: list[str], fs: FeatureSettings, validator: Validator) -> None:
+    # Data Docs are rebuilt once, when the stage finishes
+    validator.validate(with_known_tracks(staged.checks, extracted), "feature_segments", segment_check_params(fs, extracted),
+                       update_docs=False)
+
+
+def failing_tracks(checks: pd.DataFrame, fs: FeatureSettings) -> dict[str, str]:
+    """Tracks whose segments break a per-segment rule of the ``feature_segments`` suite (finite
+    values, the dB range), each with the rule and how far it was broken."""
+    rules = [("finite", ~checks["finite"].astype(bool), "non-finite values"),
+             ("min_db", checks["min_db"] < fs.db_floor, f"below db_floor {fs.db_floor}"),
+             ("max_db", checks["max_db"] > DB_MAX, f"above {DB_MAX} dB")]
+    problems: dict[str, str] = {}
+    for column, broken, rule in rules:
+        for track_id, rows in checks[broken].groupby("track_id"):
+            worst = rows[column].max() if column == "max_db" else rows[column].min()
+            problems.setdefault(str(track_id), f"feature_segments: {column} {rule} in {len(rows)} segment(s) "
+                                               f"(worst {worst})")
+    return problems
 
 
 def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], seconds: float) -> StageSummary:
