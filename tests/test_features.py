@@ -201,3 +201,28 @@ def test_a_track_failing_the_shard_checks_is_quarantined_and_the_shard_commits_t
     assert set(stored.segments["track_id"]) == set(tracks["track_id"]) - {loud} and len(stored.segments) == result["segments"]
     # the quarantined track is not planned again: its shard recorded it
     assert plan_shards(tracks, settings.features, tmp_path / "features") == []
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_its_worker_twice_is_quarantined_and_the_shard_commits_the_rest(tmp_path):
+    """A file whose extraction needs more memory than a worker may use takes its worker down;
+    tried again alone, it does so again and is quarantined as worker_lost. The small files of its
+    shard are committed, and the run does not fail."""
+    from distributed import Client
+
+    from chorus import stages
+    from chorus.compute import dask_scheduler
+    from chorus.config import ChorusSettings
+    from chorus.validation import Validator
+
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={
+        "n_mels": 32, "hpss": True, "dask_workers": 1, "worker_memory_limit": "700MB"})
+    tracks = _tracks(tmp_path, 3)
+    huge = write_wav(tmp_path / "huge.wav", tone(40 * 60.0, 500))  # its STFT and HPSS copies need gigabytes
+    tracks.loc[1, "uri"] = str(huge)
+    shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
+    with dask_scheduler(settings.features) as address, Client(address) as client:
+        result = stages.extract_shard(shard, settings, client, validator=Validator())
+    assert not result.get("failed") and result["tracks"] == 2 and shard.path.exists()
+    [problem] = result["rejected"]
+    assert problem["uri"] == str(huge) and problem["reason"] == "worker_lost" and "KilledWorker" in problem["detail"]

@@ -31,7 +31,10 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}), LocalCluster(
+    # A task whose worker dies fails at once (no silent rescheduling onto the next worker): the
+    # features stage then tries each such file alone, so one poison file cannot kill them all.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
+                          "distributed.scheduler.allowed-failures": 0}), LocalCluster(
         n_workers=settings.dask_workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,

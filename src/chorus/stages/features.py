@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from distributed import Client
+from distributed import Client, Future, wait
+from distributed.scheduler import KilledWorker
 
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
@@ -65,7 +66,8 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         # Shards submitted together would otherwise interleave their files and all finish at the
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
-        staged = client.submit(write_temp_shard, shard, files, fs, pure=False, priority=priority).result()
+        results = _survivors(client, extract, jobs, files, fs)
+        staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     ids = shard.tracks["track_id"].tolist()
@@ -89,6 +91,30 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
                       rejected=staged.rejected)
     commit_shard(staged)
     return result
+
+
+def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
+               fs: FeatureSettings) -> list[Any]:
+    """Each job's result (a future, left on its worker) or problem record. A job whose worker died
+    under it is tried again alone: a file that kills its worker a second time is quarantined as
+    ``worker_lost`` with the worker's last words, so the shard commits its other tracks."""
+    wait(files)
+    results: list[Any] = []
+    for ids, uris, future in zip(*jobs, files, strict=True):
+        if future.status == "finished":
+            results.append(future)
+            continue
+        alone = client.submit(extract, ids, uris, fs, pure=False)
+        wait([alone])
+        if alone.status == "finished":
+            results.append(alone)
+            continue
+        error = alone.exception()
+        reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
+        for track_id, uri in zip(*((ids, uris) if isinstance(ids, list) else ([ids], [uris])), strict=True):
+            results.append({"track_id": track_id, "uri": uri, "reason": reason, "detail": f"{type(error).__name__}: {error}"[:500]})
+        log.error("%s: %s (%s)", uris, reason, error)
+    return results
 
 
 def _validate_shard(staged: StagedShard, extracted: list[str], fs: FeatureSettings, validator: Validator) -> None:
