@@ -7,6 +7,7 @@ from prefect import flow
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, publish_artifacts, resolve
 from chorus_tasks import evaluate as evaluate_tasks
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="evaluate", **FLOW_OPTIONS)
@@ -22,7 +23,7 @@ def evaluate(settings: ChorusSettings | None = SettingsParameter, candidates: di
     settings = resolve(settings)
     settings = settings.for_task(task) if task else settings
     with holding_state(settings):
-        summary = evaluate_tasks.evaluate(settings, candidates)
+        summary = limited(evaluate_tasks.evaluate, task_seconds(settings))(settings, candidates)
     counts, outputs = summary["counts"], summary["outputs"]
     headline = next(k for k in counts if k not in ("n", "version", "candidates"))
     lines = [f"# Evaluation: {headline} {counts[headline]} (version {counts['version']}"

@@ -9,6 +9,7 @@ from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_tasks import features as feature_tasks
+from chorus_tasks._policies import limited, shard_seconds, task_seconds
 
 
 @flow(name="features", **FLOW_OPTIONS)
@@ -25,14 +26,14 @@ def features(settings: ChorusSettings | None = SettingsParameter, dask_address: 
     settings = resolve(settings, {"features.dask_address": dask_address, "features.shard_size": shard_size})
     with holding_state(settings):
         started = time.perf_counter()
-        pending = feature_tasks.plan(settings)
+        pending = limited(feature_tasks.plan, task_seconds(settings))(settings)
         results: list[dict[str, Any]] = []
         if pending:  # no cluster start-up when every track is already extracted
             with dask_scheduler(settings.features) as scheduler:
                 try:
-                    futures = [feature_tasks.extract.submit(s, settings, scheduler, priority=-n)
+                    futures = [limited(feature_tasks.extract, shard_seconds(settings, len(s.tracks))).submit(s, settings, scheduler, priority=-n)
                                for n, s in enumerate(pending)]
                     results = [f.result() for f in futures]
                 finally:
                     feature_tasks.close_client(scheduler)
-        return feature_tasks.finish(settings, results, time.perf_counter() - started)
+        return limited(feature_tasks.finish, task_seconds(settings))(settings, results, time.perf_counter() - started)

@@ -8,6 +8,7 @@ from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_tasks import demo as demo_tasks
 from chorus_tasks import ingest as ingest_tasks
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="ingest", **FLOW_OPTIONS)
@@ -24,6 +25,6 @@ def ingest(settings: ChorusSettings | None = SettingsParameter, demo_scale: floa
     with holding_state(settings):
         summaries: dict[str, Any] = {}
         if settings.ingest.manifest is None:
-            summaries["demo"] = demo_tasks.generate_demo(settings)
-        summaries["ingest"] = ingest_tasks.ingest(settings)
+            summaries["demo"] = limited(demo_tasks.generate_demo, task_seconds(settings))(settings)
+        summaries["ingest"] = limited(ingest_tasks.ingest, task_seconds(settings))(settings)
         return summaries

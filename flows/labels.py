@@ -7,6 +7,7 @@ from prefect import flow
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_tasks import labels as label_tasks
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="labels", **FLOW_OPTIONS)
@@ -19,4 +20,4 @@ def labels(settings: ChorusSettings | None = SettingsParameter) -> dict[str, Any
     """
     settings = resolve(settings)
     with holding_state(settings):
-        return label_tasks.voted_labels(settings)
+        return limited(label_tasks.voted_labels, task_seconds(settings))(settings)

@@ -7,6 +7,7 @@ from prefect import flow
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, publish_artifacts, resolve
 from chorus_tasks import promote as promote_tasks
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="promote", **FLOW_OPTIONS)
@@ -21,7 +22,7 @@ def promote(settings: ChorusSettings | None = SettingsParameter, dry_run: bool =
     """
     settings = resolve(settings)
     with holding_state(settings):
-        summary = promote_tasks.promote(settings, dry_run, trigger)
+        summary = limited(promote_tasks.promote, task_seconds(settings))(settings, dry_run, trigger)
     rows = [{"model": name, "decided": d["decided"], "promoted": bool(d.get("promote")) and not d.get("dry_run"),
              "challenger": d.get("challenger"), "champion_before": d.get("champion"), "reason": d["reason"]}
             for name, d in summary["counts"]["decisions"].items()]

@@ -7,6 +7,7 @@ from prefect import flow
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_tasks import search as search_tasks
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="index", **FLOW_OPTIONS)
@@ -20,7 +21,7 @@ def index(settings: ChorusSettings | None = SettingsParameter, if_models: bool =
     """
     settings = resolve(settings)
     with holding_state(settings):
-        return search_tasks.build_index(settings, if_models)
+        return limited(search_tasks.build_index, task_seconds(settings))(settings, if_models)
 
 
 @flow(name="search", **FLOW_OPTIONS)
@@ -36,4 +37,5 @@ def search(queries: list[str], settings: ChorusSettings | None = SettingsParamet
         mode: hash, semantic or rerank; empty: search.mode.
         out: Parquet file to write; empty: under <state>/search/results/.
     """
-    return search_tasks.search(resolve(settings), queries, k, mode, out)
+    settings = resolve(settings)
+    return limited(search_tasks.search, task_seconds(settings))(settings, queries, k, mode, out)

@@ -7,6 +7,7 @@ from prefect import flow
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, resolve
 from chorus_tasks import tag as tag_tasks
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="tag", **FLOW_OPTIONS)
@@ -22,4 +23,5 @@ def tag(paths: list[str], settings: ChorusSettings | None = SettingsParameter, m
         alias: Alias or version of the model.
         out: Parquet file to write; empty: under <state>/tags/.
     """
-    return tag_tasks.tag(resolve(settings), paths, model, alias, out)
+    settings = resolve(settings)
+    return limited(tag_tasks.tag, task_seconds(settings))(settings, paths, model, alias, out)

@@ -13,6 +13,7 @@ from chorus_flows.features import features
 from chorus_tasks import demo as demo_tasks
 from chorus_tasks import ingest as ingest_tasks
 from chorus_tasks import train as train_tasks
+from chorus_tasks._policies import limited, task_seconds, training_seconds
 
 
 @flow(name="pretext-corpus", **FLOW_OPTIONS)
@@ -25,7 +26,8 @@ def pretext_corpus(settings: ChorusSettings | None = SettingsParameter) -> dict[
     """
     settings = resolve(settings)
     pretext = stages.pretext_settings(settings)
-    return {"corpus": demo_tasks.generate_pretext_corpus(settings), "ingest": ingest_tasks.ingest(pretext),
+    return {"corpus": limited(demo_tasks.generate_pretext_corpus, task_seconds(settings))(settings),
+            "ingest": limited(ingest_tasks.ingest, task_seconds(settings))(pretext),
             "features": features(settings=pretext)}
 
 
@@ -45,7 +47,7 @@ def pretrain(settings: ChorusSettings | None = SettingsParameter, epochs: int | 
     settings = resolve(settings, {"train.backbone.epochs": epochs})
     with holding_state(settings):
         corpus = pretext_corpus(settings) if _needs_pretext_corpus(settings, ["backbone"]) else None
-        summary = train_tasks.pretrain(settings)
+        summary = limited(train_tasks.pretrain, training_seconds(settings, settings.train.backbone.epochs))(settings)
     if corpus:
         summary["counts"]["pretext_corpus"] = {**corpus["corpus"]["counts"],
                                                "extracted_tracks": corpus["features"]["counts"]["tracks"],
@@ -74,6 +76,6 @@ def train(settings: ChorusSettings | None = SettingsParameter, candidates: list[
             pretext_corpus(settings)
         results: dict[str, dict[str, Any]] = {}
         for spec in resolve_candidates(selected):
-            results.update(train_tasks.train_candidate(settings, spec.name))
-        results = train_tasks.set_challengers(results)
+            results.update(limited(train_tasks.train_candidate, training_seconds(settings, settings.train.epochs))(settings, spec.name))
+        results = limited(train_tasks.set_challengers, task_seconds(settings))(results)
     return stages.train_summary(settings, results, started).as_dict()

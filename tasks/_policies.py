@@ -1,4 +1,5 @@
-"""Task policies: retries for I/O, and caching that never hides the data on disk.
+"""Task policies: retries for I/O, time limits from the settings, and caching that never hides the
+data on disk.
 
 I/O-bound tasks (ingest, feature shards, tagging files) retry three times with exponential backoff
 (2, 4, 8 s, jittered so that shards failing together do not retry together); compute-heavy tasks
@@ -12,12 +13,18 @@ which chorus keeps in the state directory.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from prefect import Task
 from prefect.tasks import exponential_backoff
 
 from chorus.config import ChorusSettings
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
                               "retry_jitter_factor": 0.5}
@@ -31,3 +38,25 @@ def while_outputs_current(name: str, current_key: Callable[[ChorusSettings], str
         return f"{name}-{key}" if key else None
 
     return cache_key
+
+
+def limited(task: Task[P, R], seconds: float) -> Task[P, R]:
+    """``task`` with a time limit: past it the run fails with a TimeoutError (retried like any
+    failure), so a stuck task cannot hold the state lock for ever."""
+    return task.with_options(timeout_seconds=seconds)
+
+
+def task_seconds(settings: ChorusSettings) -> float:
+    return settings.orchestration.task_timeout_s
+
+
+def shard_seconds(settings: ChorusSettings, files: int) -> float:
+    """A shard's limit: the per-file allowance once per file each worker extracts in turn, and a
+    minute for staging and checks."""
+    workers = settings.features.dask_workers or os.cpu_count() or 1
+    return settings.orchestration.file_timeout_s * max(1, math.ceil(files / workers)) + 60.0
+
+
+def training_seconds(settings: ChorusSettings, epochs: int) -> float:
+    """A candidate's limit: the per-epoch allowance for each epoch, and two minutes to register it."""
+    return settings.orchestration.epoch_timeout_s * max(1, epochs) + 120.0

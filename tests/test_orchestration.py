@@ -8,7 +8,7 @@ import json
 import pytest
 
 from chorus.config import ChorusSettings, load_settings
-from chorus_ops.services import LocalServices
+from chorus_ops.services import LocalServices, settings_env_name
 
 
 def test_every_flow_parameter_is_typed_and_described():
@@ -124,3 +124,37 @@ def test_local_runs_skip_heartbeats_but_runs_on_a_server_keep_them(monkeypatch):
         with local_run():
             seen.append(get_current_settings().flows.heartbeat_frequency)
     assert seen == [None, default, default]
+
+
+def test_time_limits_scale_with_the_work():
+    from chorus_tasks._policies import shard_seconds, training_seconds
+
+    settings = load_settings(overrides={"features": {"dask_workers": 2}, "orchestration": {"file_timeout_s": 10,
+                                                                                         "epoch_timeout_s": 100}})
+    assert shard_seconds(settings, 100) == 10 * 50 + 60 and shard_seconds(settings, 1) == 10 + 60
+    assert training_seconds(settings, 20) == 100 * 20 + 120
+
+
+@pytest.mark.slow
+def test_a_task_past_its_time_limit_fails_the_run_with_a_clear_line_and_an_audit_record(tmp_path):
+    """A stuck task cannot hold the state for ever: past orchestration.task_timeout_s it fails
+    (after its retries), the command says so in one line, and the failure is audited."""
+    import json
+
+    from conftest import run_chorus, tone, write_wav
+
+    for label in ("a", "b"):
+        write_wav(tmp_path / "corpus" / label / f"{label}.wav", tone(3.0))
+    state = tmp_path / "state"
+    done = run_chorus("--state-dir", str(state), "--set", f"ingest.manifest={tmp_path / 'corpus'}",
+                      "--set", "orchestration.task_timeout_s=0.01", "ingest", cwd=tmp_path, timeout=300)
+    assert done.returncode != 0
+    assert "exceeded timeout of 0.01 second" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    failures = [json.loads(line) for line in (state / "audit" / "failures.jsonl").read_text().splitlines()]
+    assert failures[-1]["flow"] == "ingest" and "timeout" in failures[-1]["message"]
+
+
+def test_served_runs_wait_for_the_state_lock_a_bounded_time(tmp_path):
+    settings = load_settings(overrides={"state_dir": str(tmp_path), "orchestration": {"served_lock_timeout_s": 900}})
+    serve = next(s for s in LocalServices(settings).services() if s.name == "serve")
+    assert serve.env[settings_env_name("lock_timeout_s")] == "900.0"

@@ -6,8 +6,9 @@
   `prefect deployment run 'ingest/on-demand' -p demo_scale=0.5`
 
 Both schedules use orchestration.timezone. Each deployment runs one flow run at a time (more
-queue); runs of different deployments are kept apart by the state lock (a served run waits
-for it: `chorus services up` sets lock_timeout_s to -1).
+queue); runs of different deployments are kept apart by the state lock (a served run waits for
+it up to orchestration.served_lock_timeout_s, then fails, audited). Every run has a time limit
+(orchestration.flow_timeout_s) and every task one from the settings (chorus_tasks._policies).
 """
 
 from __future__ import annotations
@@ -39,17 +40,18 @@ def deployments(settings: ChorusSettings) -> list[RunnerDeployment]:
     orchestration = settings.orchestration
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     common: dict[str, Any] = {"concurrency_limit": one_at_a_time, "tags": ["chorus"]}
+    limit = orchestration.flow_timeout_s  # a stuck run fails (audited) instead of holding the state for ever
     scheduled = [
-        pipeline.to_deployment(
+        pipeline.with_options(timeout_seconds=limit).to_deployment(
             "nightly-refresh", schedules=[Cron(orchestration.refresh_cron, timezone=orchestration.timezone)],
             paused=not orchestration.schedules_active, parameters={"stages": list(REFRESH), "trigger": "schedule"},
             description="Nightly: ingest new audio and social data, extract features, vote labels.", **common),
-        pipeline.to_deployment(
+        pipeline.with_options(timeout_seconds=limit).to_deployment(
             "weekly-retrain", schedules=[Cron(orchestration.retrain_cron, timezone=orchestration.timezone)],
             paused=not orchestration.schedules_active, parameters={"stages": list(RETRAIN), "trigger": "schedule"},
             description="Weekly: pretrain, train every candidate, run the promotion gate, index, evaluate.", **common),
     ]
-    on_demand = [flow.to_deployment("on-demand", description=f"Run `{flow.name}` now, with parameters "
+    on_demand = [flow.with_options(timeout_seconds=limit).to_deployment("on-demand", description=f"Run `{flow.name}` now, with parameters "
                                     "(the UI's Custom run, or prefect deployment run -p key=value).", **common)
                  for flow in ON_DEMAND]
     return scheduled + on_demand

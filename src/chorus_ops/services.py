@@ -218,8 +218,9 @@ class LocalServices:
                                self._worker_registered(f"local-{n}"), worker_env, e.dask_address, wave=1))
         if s.serve:
             serve_env = {**quiet, **self.client_environment(), "PREFECT_HOME": str(self.root / "prefect-client"),
-                         # a scheduled run waits for a UI-triggered one holding the state, and vice versa
-                         settings_env_name("lock_timeout_s"): "-1"}
+                         # a scheduled run waits for a UI-triggered one holding the state, and vice versa,
+                         # for a bounded time: then it fails (audited) and the next run proceeds
+                         settings_env_name("lock_timeout_s"): str(self.chorus_settings.orchestration.served_lock_timeout_s)}
             out.append(Service("serve", [str(bin_dir / "chorus"), "--config", str(self.settings_file), "serve"],
                                self._deployments_served(), serve_env,
                                f"{e.prefect_ui_url}/deployments", wave=2))

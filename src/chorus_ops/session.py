@@ -59,7 +59,8 @@ def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str
     common = importlib.import_module("chorus_flows._common")
     path = CTX.route_logs(settings, flow_name or name)
     with common.local_run(), stage_lines(err, settings.train.epochs, enabled=not CTX.verbose):
-        result: dict[str, Any] = getattr(module, flow_name or name)(settings=settings, **kwargs)
+        flow = getattr(module, flow_name or name).with_options(timeout_seconds=settings.orchestration.flow_timeout_s)
+        result: dict[str, Any] = flow(settings=settings, **kwargs)
     write_json_atomic(path.with_suffix(".json"), json.loads(json.dumps(result, default=str)))
     return result
 

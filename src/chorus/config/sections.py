@@ -423,3 +423,12 @@ class OrchestrationSettings(SectionSettings):
     notification_block: str | None = Field(
         None, description="A Prefect notification block (<block-type-slug>/<name>, e.g. slack-webhook/chorus-alerts) "
                           "told about every failed run, beside the log and <state>/audit/failures.jsonl.")
+    served_lock_timeout_s: float = Field(
+        3600.0, ge=0, description="How long a run of `chorus serve` waits for the state lock; then it fails (audited) "
+                                  "and the next scheduled run proceeds.")
+    flow_timeout_s: float = Field(8 * 3600.0, gt=0, description="Time limit of every flow run (a whole pipeline).")
+    task_timeout_s: float = Field(3600.0, gt=0, description="Time limit of a task that is not extraction or training.")
+    file_timeout_s: float = Field(300.0, gt=0, description="Extraction time allowed per file; a shard's task gets it "
+                                                           "once per file a worker extracts in turn.")
+    epoch_timeout_s: float = Field(1800.0, gt=0, description="Training time allowed per epoch; a candidate's task gets it "
+                                                             "once per epoch.")
