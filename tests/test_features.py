@@ -221,7 +221,8 @@ def test_a_file_that_kills_its_worker_twice_is_quarantined_and_the_shard_commits
     huge = write_wav(tmp_path / "huge.wav", tone(40 * 60.0, 500))  # its STFT and HPSS copies need gigabytes
     tracks.loc[1, "uri"] = str(huge)
     shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
-    with dask_scheduler(settings.features) as address, Client(address) as client:
+    # as the flow's clients: not the process's default client
+    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
         result = stages.extract_shard(shard, settings, client, validator=Validator())
     assert not result.get("failed") and result["tracks"] == 2 and shard.path.exists()
     [problem] = result["rejected"]

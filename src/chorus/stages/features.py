@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from distributed import Client, Future, wait
+from distributed import Client, Future
 from distributed.scheduler import KilledWorker
 
 from chorus.config import ChorusSettings, FeatureSettings
@@ -98,18 +98,18 @@ def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any
     """Each job's result (a future, left on its worker) or problem record. A job whose worker died
     under it is tried again alone: a file that kills its worker a second time is quarantined as
     ``worker_lost`` with the worker's last words, so the shard commits its other tracks."""
-    wait(files)
     results: list[Any] = []
     for ids, uris, future in zip(*jobs, files, strict=True):
-        if future.status == "finished":
+        # exception() waits for the future through its own client (distributed.wait would need a
+        # default client, which the flow's per-thread clients are not)
+        if future.exception() is None:
             results.append(future)
             continue
         alone = client.submit(extract, ids, uris, fs, pure=False)
-        wait([alone])
-        if alone.status == "finished":
+        error = alone.exception()
+        if error is None:
             results.append(alone)
             continue
-        error = alone.exception()
         reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
         for track_id, uri in zip(*((ids, uris) if isinstance(ids, list) else ([ids], [uris])), strict=True):
             results.append({"track_id": track_id, "uri": uri, "reason": reason, "detail": f"{type(error).__name__}: {error}"[:500]})
