@@ -30,6 +30,25 @@ def test_refuses_on_a_guard_metric():
     assert not d.promote and d.reason.startswith("guard balanced_accuracy regressed")
 
 
+def test_a_split_too_small_to_resolve_the_margin_keeps_the_champion_unless_forced():
+    better = {"accuracy": 0.70, "balanced_accuracy": 0.66}
+    old = {"accuracy": 0.60, "balanced_accuracy": 0.65}
+    kept = promotion.decide("m", 2, better, 0.2, RULE, 1, old, interval=(0.55, 0.85))
+    assert not kept.promote and "too small to resolve" in kept.reason and kept.split == "valid"
+    assert promotion.decide("m", 2, better, 0.2, RULE, 1, old, interval=(0.55, 0.85), force=True).promote
+    assert promotion.decide("m", 2, better, 0.2, RULE, 1, old, interval=(0.69, 0.71)).promote
+    # the first champion only needs to beat the trivial baseline
+    assert promotion.decide("m", 1, better, 0.2, RULE, interval=(0.4, 1.0)).promote
+
+
+def test_the_test_split_cannot_choose():
+    from chorus.config import load_settings
+    from chorus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reports; it never chooses"):
+        load_settings(overrides={"promote": {"split": "test"}})
+
+
 def test_no_champion_needs_to_beat_the_trivial_baseline():
     assert promotion.decide("m", 1, {"accuracy": 0.30, "balanced_accuracy": 0.3}, 0.2, RULE).promote
     refused = promotion.decide("m", 1, {"accuracy": 0.15, "balanced_accuracy": 0.15}, 0.2, RULE)

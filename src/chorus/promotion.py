@@ -36,6 +36,7 @@ class Decision:
     baseline: float | None = None
     dry_run: bool = False
     trigger: str = "manual"
+    split: str = "valid"  # the split that decided; the report's headline is on another (test)
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     action: str = "promote"
 
@@ -55,15 +56,20 @@ def verdict(record: dict[str, Any]) -> str:
 
 def decide(model: str, challenger: int, challenger_metrics: dict[str, float], baseline: float,
            rule: PromotionRule, champion: int | None = None, champion_metrics: dict[str, float] | None = None,
-           champion_problem: str | None = None) -> Decision:
+           champion_problem: str | None = None, split: str = "valid", interval: tuple[float, float] | None = None,
+           force: bool = False) -> Decision:
     """Promote when the primary metric improves on the champion's by at least
     ``rule.min_improvement`` and no guard metric falls more than its tolerance. Without a
     champion (or with one that cannot be scored on the current data, ``champion_problem``) the
-    challenger must beat the task's trivial baseline on the primary metric."""
+    challenger must beat the task's trivial baseline on the primary metric. A promotion over a
+    champion also needs ``split`` large enough to resolve the margin: the challenger's 95%
+    ``interval`` on the primary metric no wider than ``min_improvement`` either side (``force``
+    promotes anyway)."""
     primary = rule.primary
     value = challenger_metrics[primary]
     common: dict[str, Any] = {"model": model, "challenger": challenger, "champion": champion, "rule": rule.model_dump(),
-              "challenger_metrics": challenger_metrics, "champion_metrics": champion_metrics, "baseline": baseline}
+                              "challenger_metrics": challenger_metrics, "champion_metrics": champion_metrics,
+                              "baseline": baseline, "split": split}
     if champion is None or champion_problem is not None:
         lead = "no champion yet" if champion is None else champion_problem
         if value > baseline:
@@ -82,8 +88,14 @@ def decide(model: str, challenger: int, challenger_metrics: dict[str, float], ba
             return Decision(promote=False, reason=f"guard {guard} regressed: {challenger_metrics[guard]:.4f} vs champion "
                                                  f"{champion_metrics[guard]:.4f} (drop {drop:.4f} > tolerance {tolerance:.4f})",
                             **common)
-    return Decision(promote=True, reason=f"primary {primary} gain {gain:+.4f} >= {rule.min_improvement:+.4f}; guards held",
-                    **common)
+    half_width = (interval[1] - interval[0]) / 2 if interval else 0.0
+    if half_width > rule.min_improvement and not force:
+        return Decision(promote=False, reason=f"the {split} split is too small to resolve the required gain: {primary}'s 95% "
+                                             f"interval is +-{half_width:.4f}, wider than {rule.min_improvement:+.4f}; the "
+                                             "champion stays (promote.force overrides)", **common)
+    forced = " (promote.force: the split cannot resolve the margin)" if half_width > rule.min_improvement else ""
+    return Decision(promote=True, reason=f"primary {primary} gain {gain:+.4f} >= {rule.min_improvement:+.4f}; guards held"
+                                         f"{forced}", **common)
 
 
 def audit(log_path: Path, decision: Decision) -> None:

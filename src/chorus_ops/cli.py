@@ -181,7 +181,7 @@ def evaluate(task: Task = None) -> None:
 
 @app.command()
 def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit, move no alias.")] = False) -> None:
-    """Run the promotion gate: each challenger against its champion on fresh test scores."""
+    """Run the promotion gate: each challenger against its champion, scored afresh on the valid split."""
     summary = run_flow("promote", dry_run=dry_run)
     for name, decision in summary["counts"]["decisions"].items():
         said = verdict(decision) if decision["decided"] else "no decision"

@@ -390,6 +390,17 @@ class PromoteSettings(SectionSettings):
 
     rules: dict[str, PromotionRule] = Field(default_factory=_default_rules, description="Per task kind: single, multi, hash.")
     models: dict[str, PromotionRule] = Field(default_factory=dict, description="Per registered name, e.g. chorus-style.")
+    split: str = Field("valid", description="The split the gate scores challenger and champion on; never the test "
+                                            "split, which reports the decision's outcome.")
+    force: bool = Field(False, description="Promote a winning challenger even when the split is too small to resolve "
+                                           "the rule's minimum improvement.")
+
+    @field_validator("split")
+    @classmethod
+    def _not_test(cls, split: str) -> str:
+        if split == "test":
+            raise ValueError("the test split reports; it never chooses: use valid (or a split of your own)")
+        return split
 
     def rule_for(self, name: str, kind: str) -> PromotionRule:
         return self.models.get(name) or self.rules[kind]

@@ -169,9 +169,11 @@ def promotion_section(decision: dict[str, Any] | None) -> str:
              "primary" if metric == rule.get("primary") else f"guard (tolerance {rule.get('guards', {}).get(metric, '')})"]
             for metric, value in decision["challenger_metrics"].items()]
     champion_name = f"champion v{decision['champion']}" if decision.get("champion") else "champion (none)"
+    decided_on = html.escape(str(decision.get("split", "test")))  # audit rows before the split was recorded: test
     return (f"<h2>Promotion</h2><p><b>{html.escape(verdict(decision))}</b> challenger v{decision['challenger']}: "
             f"{html.escape(decision['reason'])} <span class=\"muted\">({html.escape(decision['time'])}, trigger "
-            f"{html.escape(str(decision['trigger']))})</span></p>"
+            f"{html.escape(str(decision['trigger']))}; decided on the {decided_on} split, scored afresh: this report's "
+            f"figures are on the held-out split, touched only after the decision)</span></p>"
             + _table(["metric", f"challenger v{decision['challenger']}", champion_name, "trivial baseline", "rule"], rows))
 
 

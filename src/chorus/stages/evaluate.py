@@ -231,6 +231,7 @@ def _facts(ev: Evaluation, protocol: dict[str, Any], run_id: str, key: str) -> d
     return {
         "model": f"{ev.subject_name} version {ev.subject} ({ev.scorer.contract.candidate})", "task": ev.task,
         "protocol": protocol["name"], "split": ev.settings.evaluate.split,
+        "promotion decided on": str((_latest_decision(ev.state, ev.subject_name) or {}).get("split", "no decision")),
         "aliases": f"champion = v{ev.champion}" if ev.champion else "no champion", "MLflow run": run_id,
         "promotion": _last_promotion(ev.state, ev.subject_name), "feature config hash": ev.features.config_hash,
         "evaluation key": key, "git commit": git_commit(),

@@ -3,6 +3,7 @@ rule decides, aliases move and the decision is audited; and rolling a promotion 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -18,20 +19,34 @@ from chorus.label_tasks import MultiLabelTruth
 from chorus.stages.context import StageContext, StageSummary
 from chorus.stages.train import mood_labels, training_tracks
 
-GATE_BOOTSTRAP_ROUNDS = 200  # the gate compares point estimates: few bootstrap rounds
+GATE_BOOTSTRAP_ROUNDS = 200  # the gate compares point estimates; the interval only says whether the split resolves the margin
+HEADLINE = {"single": "accuracy", "multi": "macro_pr_auc", "hash": "map_at_10"}  # score_candidate's "value" per kind
+
+
+@dataclass(frozen=True)
+class GateScores:
+    """A version's scores on the gate's split: the rule's metrics, the task's trivial baseline, the
+    task kind, and the 95% interval of the headline metric (the rule's primary by default)."""
+
+    metrics: dict[str, float]
+    baseline: float
+    kind: str
+    interval: tuple[float, float]
 
 
 def score_version(settings: ChorusSettings, name: str, version: int, features: FeatureSet, tracks: pd.DataFrame,
-                  moods: MultiLabelTruth) -> tuple[dict[str, float], float, str]:
-    """Fresh scores of a registered version on ``evaluate.split`` with the current features and
-    labels. Raises when the version cannot be scored here (other features, incompatible code)."""
+                  moods: MultiLabelTruth) -> GateScores:
+    """Fresh scores of a registered version on ``promote.split`` (never test) with the current
+    features and labels. Raises when the version cannot be scored here (other features,
+    incompatible code)."""
     scorer = registry.load_scorer(name, version)
     scorer.contract.check_features(features.config_hash)
     spec = CATALOGUE[scorer.contract.candidate]
     targets = task_targets(spec.task, tracks, settings.train, moods)
-    result = score_candidate(scorer, features, targets.splits[settings.evaluate.split], targets.labels, spec.kind,
+    result = score_candidate(scorer, features, targets.splits[settings.promote.split], targets.labels, spec.kind,
                              GATE_BOOTSTRAP_ROUNDS, settings.evaluate.seed)
-    return gate_metrics(result, spec.kind), float(result["baseline"]), spec.kind
+    low, high = result["value"]["ci"]
+    return GateScores(gate_metrics(result, spec.kind), float(result["baseline"]), spec.kind, (float(low), float(high)))
 
 
 def _already_decided(name: str, challenger: int, champion: int | None) -> str | None:
@@ -45,23 +60,27 @@ def _already_decided(name: str, challenger: int, champion: int | None) -> str | 
 
 def _decide(settings: ChorusSettings, name: str, challenger: int, champion: int | None, features: FeatureSet,
             tracks: pd.DataFrame, moods: MultiLabelTruth) -> promotion.Decision:
-    challenger_metrics, baseline, kind = score_version(settings, name, challenger, features, tracks, moods)
-    rule = settings.promote.rule_for(name, kind)
+    scores = score_version(settings, name, challenger, features, tracks, moods)
+    rule = settings.promote.rule_for(name, scores.kind)
     champion_metrics, problem = None, None
     if champion is not None:
         try:
-            champion_metrics, _, _ = score_version(settings, name, champion, features, tracks, moods)
+            champion_metrics = score_version(settings, name, champion, features, tracks, moods).metrics
         except (StaleFeaturesError, ImportError, AttributeError, KeyError, MlflowException) as exc:
             problem = (f"champion v{champion} cannot be scored on the current data ({type(exc).__name__}: {exc}); "
                        "it is judged against the trivial baseline instead")
-    return promotion.decide(name, challenger, challenger_metrics, baseline, rule, champion, champion_metrics, problem)
+    # the interval is of the headline metric; it bounds the rule's primary when that is the headline
+    interval = scores.interval if rule.primary == HEADLINE[scores.kind] else None
+    return promotion.decide(name, challenger, scores.metrics, scores.baseline, rule, champion, champion_metrics, problem,
+                            settings.promote.split, interval, settings.promote.force)
 
 
 def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str = "manual",
                   names: list[str] | None = None) -> StageSummary:
     """For each registered name with a challenger that is not the champion: score challenger and
-    champion afresh on ``evaluate.split``, decide by the name's rule, move aliases (unless a dry
-    run) and audit. A challenger already decided against the same champion is not re-decided."""
+    champion afresh on ``promote.split`` (valid; the test split only reports), decide by the
+    name's rule, move aliases (unless a dry run) and audit. A challenger already decided against
+    the same champion is not re-decided."""
     ctx = StageContext.open(settings, uses_registry=True)
     ts = settings.train
     if names is None:
@@ -82,7 +101,7 @@ def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str 
             decisions[name] = {"decided": False, "reason": decided}
             continue
         if features is None:
-            ids = tracks.loc[tracks["split"] == settings.evaluate.split, "track_id"].tolist()
+            ids = tracks.loc[tracks["split"] == settings.promote.split, "track_id"].tolist()
             features = load_features(ctx.state.features, settings.features, ids, maps=map_names(settings.features))
         decision = _decide(settings, name, challenger, champion, features, tracks, moods)
         decision.dry_run, decision.trigger = dry_run, trigger
