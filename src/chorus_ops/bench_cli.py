@@ -68,3 +68,16 @@ def bench_search(
     from chorus_bench.search import run as run_bench  # loads its workload's libraries: only when asked
 
     _report_figures(run_bench(CTX.settings().search, quick=quick, log=err.print), as_json)
+
+
+@bench_app.command("faults")
+def bench_faults(
+    quick: Annotated[bool, typer.Option("--quick", help="The bad-input kinds and symlinks, without the long file.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each fault injected beside good files; per fault: survived, records in/out/quarantined, lost, duplicated."""
+    from chorus_bench.faults import run as run_bench  # loads its workload's libraries: only when asked
+
+    if not CTX.debug:
+        terminal_logs_without_tracebacks()
+    _report_figures(run_bench(quick=quick, log=err.print), as_json)
