@@ -49,3 +49,31 @@ def test_gc_command_is_a_dry_run_unless_told(tmp_path):
     wet = run_chorus(*gc, "--delete", cwd=tmp_path)
     assert wet.returncode == 0, wet.stderr
     assert "removed 1 item" in wet.stdout and not orphan.exists()
+
+
+def test_index_and_remote_cache_leftovers_are_found(tmp_path):
+    import numpy as np
+
+    from chorus.search import SearchIndex
+    from chorus.search.index import index_versions
+
+    settings = ChorusSettings(state_dir=tmp_path / "state")
+    state = StateDir(settings.state_dir)
+    rng = np.random.default_rng(0)
+    index = SearchIndex.build(np.array([f"t{i}" for i in range(20)]), rng.normal(size=(20, 8)),
+                              np.where(rng.normal(size=(20, 16)) >= 0, 1.0, -1.0), {"name": "m"})
+    folder = state.search / "m-v1+h-v1"
+    for _ in range(3):  # each swap keeps the current version and the one before
+        index.save(folder)
+    (state.search / ".m-v1+h-v1.v5").mkdir()  # a build that was killed before its swap
+    (state.search / ".m-v1+h-v1.v5" / "tracks.parquet").write_bytes(b"partial")
+    (state.search / ".m-v1+h-v1.link-99").symlink_to("nowhere")
+    state.remote_cache.mkdir(parents=True)
+    (state.remote_cache / ".abc.flac.7.tmp").write_bytes(b"half a download")
+    found = {g.path.name: g.reason for g in find_garbage(settings, set())}
+    versions = [p.name for p in index_versions(folder)]
+    assert [name for name, r in found.items() if "no link names" in r] == [".m-v1+h-v1.v5"]
+    assert set(versions[-2:]).isdisjoint(found)
+    assert "interrupted index swap" in found[".m-v1+h-v1.link-99"] and "interrupted download" in found[".abc.flac.7.tmp"]
+    remove(find_garbage(settings, set()))
+    assert SearchIndex.load(folder).meta["tracks"] == 20 and len(list(state.search.glob(".m-v1+h-v1.v*"))) == 2

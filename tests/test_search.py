@@ -55,9 +55,10 @@ def test_index_saves_loads_and_searches_the_same(tmp_path):
         b = loaded.search_tracks(["t0003", "t0100"], k=5, mode=mode)
         assert a.equals(b) and len(a) == 10
         assert not ((a["query"] == 0) & (a["track_id"] == "t0003")).any()  # a track is not its own neighbour
-    # re-saving swaps the folder whole
+    # re-saving swaps the whole index: the link names a new version, the one before stays
     index.save(folder)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["idx"]
+    assert folder.is_symlink() and len(list(tmp_path.glob(".idx.v*"))) == 2
 
 
 def test_modes_rank_by_their_own_distance():
@@ -139,3 +140,36 @@ def test_bench_search_quick_matches_a_numpy_scan(tmp_path):
         assert key in figures
     assert figures["bits"] == 64 and figures["exact_matches_numpy"] is True
     assert 0.0 <= figures["rerank_recall_at_10"] <= 1.0 and figures["approx_recall_at_10"] >= 0.9
+
+
+def test_a_reader_never_sees_no_index_while_it_is_rebuilt(tmp_path):
+    """The index swap is one atomic step: a reader polling during repeated rebuilds always finds
+    a whole index (index.json and every file of the same version)."""
+    import threading
+
+    from chorus.search.index import read_index_meta
+
+    rng = np.random.default_rng(1)
+    index = SearchIndex.build(np.array([f"t{i}" for i in range(50)]), rng.normal(size=(50, 8)),
+                              np.where(rng.normal(size=(50, 16)) >= 0, 1.0, -1.0), {"name": "swap"})
+    folder = tmp_path / "search" / "swap"
+    index.save(folder)
+    problems: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                if read_index_meta(folder) is None:
+                    problems.append("no index.json")
+                SearchIndex.load(folder)
+            except Exception as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(15):
+        index.save(folder)
+    done.set()
+    reader.join()
+    assert problems == []

@@ -281,7 +281,9 @@ def test_services_stop_cleanly(services):
     assert down.returncode == 0, down.stderr[-3000:]
     order = re.findall(r"^(\S+): stopped", down.stderr, re.M)
     assert order.index("dask-worker-0") < order.index("dask-scheduler") < order.index("prefect-server") < order.index("postgres")
-    time.sleep(1)
+    deadline = time.monotonic() + 10  # pg_ctl returns once the pid file is gone; the postmaster exits just after
+    while time.monotonic() < deadline and (Path(f"/proc/{postgres}").exists() or any(map(_group_alive, pids.values()))):
+        time.sleep(0.2)
     alive = {name: pgid for name, pgid in pids.items() if _group_alive(pgid)}
     assert not alive, f"left running: {alive}"
     assert not Path(f"/proc/{postgres}").exists(), "postgres is still running"

@@ -3,7 +3,8 @@
 Referenced: the feature set of the current settings and every feature set a registered model
 version was trained on (its ``chorus.feature_config_hash`` tag). Unreferenced: other feature sets,
 shards of a referenced set that its index no longer serves, and temporary files a killed write
-left behind."""
+left behind (in feature sets, the remote cache and the search indexes), and search-index versions
+no link names any more."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from chorus.config import ChorusSettings
 from chorus.io import TEMP_GLOB
+from chorus.search.index import index_versions
 from chorus.state import StateDir
 
 
@@ -32,8 +34,31 @@ def _size(path: Path) -> int:
 
 def find_garbage(settings: ChorusSettings, registered_feature_hashes: set[str]) -> list[Garbage]:
     state = StateDir(settings.state_dir)
-    current = settings.features.config_hash()
-    keep = {current, *registered_feature_hashes}
+    found = [*_feature_garbage(state, {settings.features.config_hash(), *registered_feature_hashes}),
+             *_search_garbage(state)]
+    if state.remote_cache.exists():
+        found += [Garbage(t, _size(t), "temporary file of an interrupted download") for t in sorted(state.remote_cache.glob(TEMP_GLOB))]
+    return found
+
+
+def _search_garbage(state: StateDir) -> list[Garbage]:
+    """Index versions that neither the current link nor the one before names (a version stays one
+    swap for readers that resolved it), links and folders of interrupted swaps."""
+    if not state.search.exists():
+        return []
+    found = []
+    for link in sorted(p for p in state.search.iterdir() if p.is_symlink() and not p.name.startswith(".")):
+        versions = index_versions(link)
+        current = link.resolve()
+        keep = {current, *[v for v in versions if v != current][-1:]}
+        found += [Garbage(v, _size(v), "search index version no link names") for v in versions if v not in keep]
+    for left in sorted(state.search.glob(".*")):
+        if left.name.split(".")[-1].startswith(("link-", "building-", "retired-")):
+            found.append(Garbage(left, 0 if left.is_symlink() else _size(left), "left by an interrupted index swap"))
+    return found
+
+
+def _feature_garbage(state: StateDir, keep: set[str]) -> list[Garbage]:
     found: list[Garbage] = []
     if not state.features.exists():
         return found
@@ -54,7 +79,7 @@ def find_garbage(settings: ChorusSettings, registered_feature_hashes: set[str]) 
 def remove(garbage: list[Garbage]) -> int:
     freed = 0
     for item in garbage:
-        if item.path.is_dir():
+        if item.path.is_dir() and not item.path.is_symlink():
             shutil.rmtree(item.path, ignore_errors=True)
         else:
             item.path.unlink(missing_ok=True)

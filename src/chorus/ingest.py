@@ -24,7 +24,7 @@ from chorus.audio import AudioProblem, decode, probe
 from chorus.config import IngestSettings, stable_hash
 from chorus.datasets.candidates import AudioCandidates
 from chorus.errors import InputError
-from chorus.io import file_sha256, track_id_for, write_json_atomic
+from chorus.io import atomic_path, file_sha256, track_id_for, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ def fetch_remote(uri: str, cache_dir: Path) -> Path:
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / (hashlib.sha256(uri.encode()).hexdigest()[:24] + Path(urlparse(uri).path).suffix)
-    if not target.exists():
-        with fsspec.open(uri, "rb") as src:
-            target.write_bytes(src.read())
+    if not target.exists():  # written whole or not at all: a cached copy is trusted as it is
+        with fsspec.open(uri, "rb") as src, atomic_path(target) as tmp:
+            tmp.write_bytes(src.read())
     return target
 
 

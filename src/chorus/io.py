@@ -45,13 +45,40 @@ def temp_path_beside(path: str | Path) -> Path:
     return Path(tmp)
 
 
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file's data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (a rename into it) to the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp_path: str | Path, path: str | Path) -> None:
+    """Rename a written temporary file into place so that a crash leaves the old file or the new
+    one, whole: the data is flushed before the rename, the folder's entry after it."""
+    fsync_file(tmp_path)
+    os.replace(tmp_path, path)
+    fsync_dir(Path(path).parent)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it into place, durably, only if the block
+    succeeds."""
     tmp_path = temp_path_beside(path)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        durable_replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

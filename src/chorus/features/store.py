@@ -5,7 +5,6 @@ track; loading a feature set back."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -28,7 +27,7 @@ from chorus.features.dsp import (
     TrackFeatures,
     map_names,
 )
-from chorus.io import read_meta, temp_path_beside, with_meta, write_json_atomic
+from chorus.io import durable_replace, read_meta, temp_path_beside, with_meta, write_json_atomic
 
 
 def fixed_size_column(blocks: list[np.ndarray], size: int) -> pa.ChunkedArray:
@@ -254,8 +253,8 @@ def without_tracks(staged: StagedShard, problems: dict[str, str], reason: str, s
 
 
 def commit_shard(staged: StagedShard) -> Path:
-    """Rename a validated shard into place (atomic on one filesystem)."""
-    os.replace(staged.tmp_path, staged.shard.path)
+    """Rename a validated shard into place (atomic on one filesystem, durable)."""
+    durable_replace(staged.tmp_path, staged.shard.path)
     return staged.shard.path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 
 from chorus.errors import InputError
 from chorus.features import fixed_size_column, tensor_rows
-from chorus.io import write_json_atomic, write_parquet
+from chorus.io import fsync_dir, fsync_file, write_json_atomic, write_parquet
 from chorus.search.codes import pack_codes
 
 Mode = Literal["hash", "semantic", "rerank"]
@@ -99,6 +100,14 @@ def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: 
         order = np.argsort(-(vectors[ids] @ query), kind="stable")[:k]
         out[i, : len(order)] = ids[order]
     return out
+
+
+def index_versions(folder: Path) -> list[Path]:
+    """The version folders of an index, oldest first (the link ``folder`` names the current one)."""
+    def stamp(path: Path) -> int:
+        return int(path.name.rsplit(".v", 1)[1])
+
+    return sorted((p for p in folder.parent.glob(f".{folder.name}.v*") if p.is_dir()), key=stamp)
 
 
 def read_index_meta(folder: Path) -> dict[str, Any] | None:
@@ -207,13 +216,14 @@ class SearchIndex:
     # --- storage ------------------------------------------------------------------------------
 
     def save(self, folder: Path) -> Path:
-        """Write tracks.parquet, hash.faiss, semantic.faiss and index.json into a fresh folder
-        beside ``folder`` and swap it into place (a reader never sees half an index)."""
+        """Write tracks.parquet, hash.faiss, semantic.faiss and index.json into a new version
+        folder beside ``folder``, then point ``folder`` (a symbolic link) at it in one atomic
+        rename: a reader sees the old index or the new one, never none and never half of one.
+        The version before stays for readers that resolved it; older ones are removed."""
         import faiss
 
         folder = Path(folder)
-        building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
-        shutil.rmtree(building, ignore_errors=True)
+        building = folder.with_name(f".{folder.name}.v{time.time_ns()}")
         building.mkdir(parents=True)
         table = pa.table({
             "track_id": pa.array(self.track_ids.tolist(), pa.string()),
@@ -224,18 +234,25 @@ class SearchIndex:
         faiss.write_index_binary(self.hash_index, str(building / "hash.faiss"))
         faiss.write_index(self.vector_index, str(building / "semantic.faiss"))
         write_json_atomic(building / "index.json", self.meta)  # written last: its presence marks a whole index
-        retired = folder.with_name(f".{folder.name}.retired-{os.getpid()}")
-        if folder.exists():
-            os.replace(folder, retired)
-        os.replace(building, folder)
-        shutil.rmtree(retired, ignore_errors=True)
+        for name in ("hash.faiss", "semantic.faiss"):
+            fsync_file(building / name)
+        if folder.exists() and not folder.is_symlink():  # an index from before versions: becomes one
+            os.replace(folder, folder.with_name(f".{folder.name}.v0"))
+            folder.symlink_to(f".{folder.name}.v0")
+        link = folder.with_name(f".{folder.name}.link-{os.getpid()}")
+        link.unlink(missing_ok=True)
+        link.symlink_to(building.name)
+        os.replace(link, folder)
+        fsync_dir(folder.parent)
+        for old in index_versions(folder)[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> SearchIndex:
         import faiss
 
-        folder = Path(folder)
+        folder = Path(folder).resolve()  # one version for every file, even if a swap happens meanwhile
         meta = read_index_meta(folder)
         if meta is None:
             raise InputError(str(folder), "no search index here", "build one with `chorus index`")
