@@ -80,6 +80,15 @@ def _nan(path: Path) -> None:
     _wav(path, y, "FLOAT")
 
 
+def _three_hours(folder: Path) -> None:
+    """A 3-hour WAV, written a minute at a time (the bench process never holds it whole)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(folder / "three-hours.wav", "w", SR, 1, subtype="PCM_16") as out:
+        for minute in range(180):
+            t = (np.arange(60 * SR) + minute * 60 * SR) / SR
+            out.write((0.2 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * t / 17)) * t)).astype(np.float32))
+
+
 def _symlinks(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "album.wav").mkdir()
@@ -99,8 +108,11 @@ FAULTS: dict[str, tuple[Callable[[Path], None], int, dict[str, Any]]] = {
     "ogg_count_estimate": (lambda d: _ogg_estimate(d / "estimate.ogg"), 1, {}),
     "not_a_file_and_symlinks": (_symlinks, 3, {}),
     "beyond_full_scale": (lambda d: _wav(d / "loud.wav", _tone(4.0, 600.0, amp=1e12), "FLOAT"), 1, {}),
+    # extracted whole (block_seconds None), 40 minutes need gigabytes: the worker dies, twice
     "worker_killed_by_a_long_file": (lambda d: _wav(d / "hour.wav", _tone(40 * 60.0, 500.0)), 1,
-                                     {"dask_workers": 1, "worker_memory_limit": "700MB"}),
+                                     {"dask_workers": 1, "worker_memory_limit": "700MB", "block_seconds": None}),
+    # in blocks (the default), three hours at the default feature settings fit a 1.5 GiB worker
+    "three_hour_file": (_three_hours, 1, {"dask_workers": 1, "worker_memory_limit": "1.5GiB", "n_mels": 128, "hpss": True}),
 }
 QUICK = ("empty_file", "truncated_wav", "duplicate", "ogg_count_estimate", "not_a_file_and_symlinks", "beyond_full_scale")
 
@@ -147,17 +159,31 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
     settings = load_settings(overrides={"state_dir": str(root / "state"), "ingest": {"manifest": str(root / "corpus")},
                                         "features": {"n_mels": 32, "hpss": False, **FAULTS[faults[0]][2]}})
     started = time.perf_counter()
-    finished = True
+    finished, peak = True, float("nan")
     try:
         ingest_stage(settings)
         shards = plan_shards(load_tracks(settings), settings.features, StateDir(settings.state_dir).features)
         with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
             results = [extract_shard(shard, settings, client) for shard in shards]
+            peak = max(client.run(_peak_rss_mib).values())
         finish_features(settings, results, time.perf_counter() - started)
     except Exception as exc:  # a fault the stages did not survive is a row of the table, not a crash of it
         log(f"{', '.join(faults)}: not survived: {type(exc).__name__}: {exc}")
         finished = False
-    return _rows(settings, counts, time.perf_counter() - started, finished)
+    rows = _rows(settings, counts, time.perf_counter() - started, finished)
+    log(f"{', '.join(faults)}: peak worker memory {peak if finished else float('nan'):.0f} MiB "
+        f"(limit {settings.features.worker_memory_limit})")
+    PEAKS.update({fault: round(peak, 1) for fault in faults} if finished else {})
+    return rows
+
+
+PEAKS: dict[str, float] = {}  # fault -> the peak resident memory of its run's busiest worker (MiB)
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -173,4 +199,6 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
                     f"out {row['records_out']}, quarantined {row['quarantined']}, lost {row['lost']}, "
                     f"duplicated {row['duplicated']}, {row['recover_seconds']} s")
                 rows.append(row)
-    return {"quick": quick, "faults": rows, "survived": sum(r["survived"] for r in rows), "of": len(rows)}
+    peaks = {fault: PEAKS[fault] for fault in faults if fault in PEAKS}
+    return {"quick": quick, "faults": rows, "survived": sum(r["survived"] for r in rows), "of": len(rows),
+            "peak_worker_mib": peaks, "three_hour_peak_worker_mib": peaks.get("three_hour_file")}

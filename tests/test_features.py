@@ -204,10 +204,11 @@ def test_a_track_failing_the_shard_checks_is_quarantined_and_the_shard_commits_t
 
 
 @pytest.mark.slow
-def test_a_file_that_kills_its_worker_twice_is_quarantined_and_the_shard_commits_the_rest(tmp_path):
-    """A file whose extraction needs more memory than a worker may use takes its worker down;
-    tried again alone, it does so again and is quarantined as worker_lost. The small files of its
-    shard are committed, and the run does not fail."""
+def test_a_long_file_extracts_in_blocks_under_a_worker_limit_the_whole_track_chain_dies_under(tmp_path):
+    """A 40-minute file beside small ones, on a worker limited to 1 GB: extracted block by block,
+    it is stored whole. With blocks off, its whole-track STFT and HPSS copies take the worker down;
+    tried again alone, it does so again and is quarantined as worker_lost, while the small files
+    of its shard are committed and the run does not fail."""
     from distributed import Client
 
     from chorus import stages
@@ -215,15 +216,44 @@ def test_a_file_that_kills_its_worker_twice_is_quarantined_and_the_shard_commits
     from chorus.config import ChorusSettings
     from chorus.validation import Validator
 
-    settings = ChorusSettings(state_dir=tmp_path / "state", features={
-        "n_mels": 32, "hpss": True, "dask_workers": 1, "worker_memory_limit": "700MB"})
+    features = {"n_mels": 32, "hpss": True, "dask_workers": 1, "worker_memory_limit": "1GB"}
     tracks = _tracks(tmp_path, 3)
-    huge = write_wav(tmp_path / "huge.wav", tone(40 * 60.0, 500))  # its STFT and HPSS copies need gigabytes
-    tracks.loc[1, "uri"] = str(huge)
-    shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
+    long = write_wav(tmp_path / "long.wav", tone(40 * 60.0, 500))
+    tracks.loc[1, "uri"] = str(long)
+    blocks = ChorusSettings(state_dir=tmp_path / "state", features=features)
+    whole = ChorusSettings(state_dir=tmp_path / "state", features={**features, "block_seconds": None})
     # as the flow's clients: not the process's default client
-    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
-        result = stages.extract_shard(shard, settings, client, validator=Validator())
+    with dask_scheduler(blocks.features) as address, Client(address, set_as_default=False) as client:
+        shard = plan_shards(tracks, blocks.features, tmp_path / "blocks")[0]
+        kept = stages.extract_shard(shard, blocks, client, validator=Validator())
+        assert not kept.get("failed") and kept["tracks"] == 3 and not kept["rejected"]
+        assert kept["segments"] > 40 * 60 / 3  # the long file's ~800 segments are all there
+        shard = plan_shards(tracks, whole.features, tmp_path / "whole")[0]
+        result = stages.extract_shard(shard, whole, client, validator=Validator())
     assert not result.get("failed") and result["tracks"] == 2 and shard.path.exists()
     [problem] = result["rejected"]
-    assert problem["uri"] == str(huge) and problem["reason"] == "worker_lost" and "KilledWorker" in problem["detail"]
+    assert problem["uri"] == str(long) and problem["reason"] == "worker_lost" and "KilledWorker" in problem["detail"]
+
+
+def test_a_long_track_in_blocks_equals_the_whole_track_maps(tmp_path):
+    """Ten minutes at 44.1 kHz (resampled in a stream), in blocks of 40 s: every segment's maps,
+    block edges included, equal the whole-track chain's within 0.01 dB, and so do the MFCC
+    statistics (whose deltas reach across the edges)."""
+    from chorus.features import extract_track
+
+    seconds = 600.0
+    t = np.arange(int(seconds * 44100)) / 44100
+    rng = np.random.default_rng(3)
+    y = (0.2 * np.sin(2 * np.pi * (220 + 40 * np.sin(2 * np.pi * t / 7)) * t)
+         + 0.05 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * t / 3) > 0.5)).astype(np.float32)
+    path = tmp_path / "ten-minutes.wav"
+    import soundfile as sf
+
+    sf.write(path, y, 44100, subtype="FLOAT")
+    whole = extract_track("t", str(path), FeatureSettings(block_seconds=None))
+    blocks = extract_track("t", str(path), FeatureSettings(block_seconds=40.0))
+    assert blocks.segments == whole.segments > 100
+    np.testing.assert_array_equal(blocks.starts_s, whole.starts_s)
+    for name in ("logmel", "harmonic", "percussive"):
+        assert np.abs(blocks.maps[name] - whole.maps[name]).max() <= 0.01, name
+    assert np.abs(blocks.mfcc_stats - whole.mfcc_stats).max() <= 1e-3

@@ -95,7 +95,7 @@ class FeatureSettings(SectionSettings):
     """Log-mel per fixed-length segment; one stored shape (n_mels x segment_frames)."""
 
     # how and where the maps are computed, not what they are: outside the config hash
-    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size", "worker_memory_limit", "backend",
+    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size", "worker_memory_limit", "block_seconds", "backend",
                                  "torch_device", "device_batch"})
 
     sample_rate: int = 22050
@@ -115,6 +115,9 @@ class FeatureSettings(SectionSettings):
     dask_address: str | None = Field(None, description="Scheduler address (tcp://host:8786); None starts a local cluster.")
     dask_workers: int | None = Field(None, ge=1, description="Worker processes of the local cluster (default: one per CPU core).")
     worker_memory_limit: str = Field("auto", description="Memory limit per local Dask worker (auto: memory / workers).")
+    block_seconds: float | None = Field(60.0, gt=0, description="A file longer than two blocks is extracted block by "
+                                                                 "block (memory bounded by the block, not the track; the "
+                                                                 "same maps within float32 rounding); None: whole tracks.")
     backend: Literal["numpy", "torch", "auto"] = Field(
         "numpy", description="Maps on the CPU (numpy) or batched on a torch device (same maps within 1e-3 dB); "
                              "auto: torch where the worker has CUDA.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from chorus.audio import AudioProblem
 from chorus.config import FeatureSettings
+from chorus.features.blocks import BlockExtractor, is_long
 from chorus.features.dsp import FeatureExtractor, TrackFeatures, problem_record
 
 _EXTRACTORS: dict[tuple[str, str, str], FeatureExtractor] = {}
@@ -39,7 +40,12 @@ def uses_device_batches(settings: FeatureSettings) -> bool:
 
 
 def extract_track(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures:
-    return extractor_for(settings).extract(track_id, uri)
+    """One file's features; a file longer than two ``block_seconds`` goes block by block, so its
+    memory does not grow with its length (the numpy chain)."""
+    extractor = extractor_for(settings)
+    if type(extractor) is FeatureExtractor and settings.block_seconds and is_long(uri, settings.block_seconds):
+        return BlockExtractor(extractor, settings.block_seconds).extract(track_id, uri)
+    return extractor.extract(track_id, uri)
 
 
 def extract_track_or_problem(track_id: str, uri: str, settings: FeatureSettings) -> TrackFeatures | dict[str, str]:
