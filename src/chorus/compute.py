@@ -33,11 +33,14 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
 
     # A task whose worker dies fails at once (no silent rescheduling onto the next worker): the
     # features stage then tries each such file alone, so one poison file cannot kill them all.
-    # Workers never pause for memory: they hold a shard's results until it is written, and a
-    # paused worker holding them waits for ever (spilling to disk still applies).
+    # Workers neither pause nor spill for memory: they hold a shard's results until it is written;
+    # a paused worker holding them waits for ever, and spilling a long track's results copies them
+    # while they are serialised, which is what pushes a worker over its limit. The limit stays.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
                           "distributed.scheduler.allowed-failures": 0,
-                          "distributed.worker.memory.pause": False}), LocalCluster(
+                          "distributed.worker.memory.pause": False,
+                          "distributed.worker.memory.target": False,
+                          "distributed.worker.memory.spill": False}), LocalCluster(
         n_workers=settings.dask_workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,
