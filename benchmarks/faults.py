@@ -50,24 +50,36 @@ def _wav(path: Path, y: np.ndarray, subtype: str = "PCM_16") -> None:
     sf.write(path, y, SR, subtype=subtype)
 
 
-def _ogg_estimate(path: Path) -> None:
-    """A Vorbis file whose header counts a few thousand frames more than decode (as real encoders'
-    pre-skip and padding do): valid, and kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, _tone(8.0, 523.0), SR, format="OGG", subtype="VORBIS")
+def ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum: CRC-32, polynomial 0x04C11DB7, no reflection, over the page with its
+    checksum field zeroed."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = (((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
+    return crc
+
+
+def overcount_ogg(path: Path, extra: int) -> None:
+    """Raise the granule position of an Ogg file's last page by ``extra`` samples, checksum fixed:
+    the header's frame count (what libsndfile reports) then exceeds what decodes, as an encoder's
+    pre-skip and padding make it do in real Ogg files."""
     data = bytearray(path.read_bytes())
     start = data.rfind(b"OggS")
     segments = data[start + 26]
     length = 27 + segments + sum(data[start + 27 : start + 27 + segments])
-    struct.pack_into("<q", data, start + 6, struct.unpack_from("<q", data, start + 6)[0] + 4000)
+    struct.pack_into("<q", data, start + 6, struct.unpack_from("<q", data, start + 6)[0] + extra)
     struct.pack_into("<I", data, start + 22, 0)
-    crc = 0
-    for byte in bytes(data[start : start + length]):
-        crc ^= byte << 24
-        for _ in range(8):
-            crc = (((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
-    struct.pack_into("<I", data, start + 22, crc)
+    struct.pack_into("<I", data, start + 22, ogg_crc(bytes(data[start : start + length])))
     path.write_bytes(bytes(data))
+
+
+def _ogg_estimate(path: Path) -> None:
+    """A Vorbis file whose header counts a few thousand frames more than decode: valid, and kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, _tone(8.0, 523.0), SR, format="OGG", subtype="VORBIS")
+    overcount_ogg(path, 4000)
 
 
 def _truncated(path: Path) -> None:

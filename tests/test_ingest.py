@@ -12,6 +12,7 @@ from chorus.config import IngestSettings
 from chorus.datasets.adapters import candidates_for
 from chorus.errors import InputError
 from chorus.ingest import hash_split, ingest
+from chorus_bench.faults import overcount_ogg
 from conftest import SR, tone, write_wav
 
 
@@ -106,35 +107,6 @@ def test_hash_split_is_stable_and_roughly_proportional():
     assert 0.55 < splits.count("train") / len(ids) < 0.65
 
 
-def _ogg_crc(page: bytes) -> int:
-    """Ogg's page checksum: CRC-32, polynomial 0x04C11DB7, no reflection, over the page with its
-    checksum field zeroed."""
-    crc = 0
-    for byte in page:
-        crc ^= byte << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-            crc &= 0xFFFFFFFF
-    return crc
-
-
-def claim_more_frames(path, extra: int) -> None:
-    """Raise the granule position of an Ogg file's last page by ``extra`` samples, checksum
-    fixed: the header's frame count (what libsndfile reports) then exceeds what decodes, as an
-    encoder's pre-skip and padding make it do in real Ogg files."""
-    import struct
-
-    data = bytearray(path.read_bytes())
-    start = data.rfind(b"OggS")
-    segments = data[start + 26]
-    length = 27 + segments + sum(data[start + 27 : start + 27 + segments])
-    granule = struct.unpack_from("<q", data, start + 6)[0]
-    struct.pack_into("<q", data, start + 6, granule + extra)
-    struct.pack_into("<I", data, start + 22, 0)
-    struct.pack_into("<I", data, start + 22, _ogg_crc(bytes(data[start : start + length])))
-    path.write_bytes(bytes(data))
-
-
 def test_compressed_counts_are_estimates_but_a_real_shortfall_is_truncated(tmp_path):
     """A Vorbis file that decodes a little short of its header's count plays to the end: kept,
     with the shortfall recorded; far short of it, it is quarantined as truncated. A WAV's count
@@ -145,7 +117,7 @@ def test_compressed_counts_are_estimates_but_a_real_shortfall_is_truncated(tmp_p
     root.mkdir()
     for name, extra in (("estimate.ogg", 5806), ("gutted.ogg", 10 * SR)):
         sf.write(root / name, tone(20.0, 440), SR, format="OGG", subtype="VORBIS")
-        claim_more_frames(root / name, extra)
+        overcount_ogg(root / name, extra)
         assert sf.info(root / name).frames == 20 * SR + extra
     result = ingest(_manifest_of(root), IngestSettings())
     kept = result.tracks.set_index(result.tracks["uri"].str.rsplit("/", n=1).str[-1])
