@@ -6,8 +6,9 @@ One run measures, on the same rendered corpus:
 - the real features flow on a warm local Dask cluster of 1 and of 2 single-threaded workers
   (cluster start and a warm-up run reported apart as ``startup_seconds``), run as `chorus
   features` runs it;
-- the bare chain on the same workers (client.map of the per-file extraction, nothing written),
-  so ``orchestration_overhead`` is what Prefect, staging, GX and the commit add;
+- the bare chain on the same workers: the same per-file extraction and the same Parquet shards
+  (schema, row groups) written to a scratch folder, through plain Dask (client.map per shard, no
+  Prefect, no GX, no index), so ``orchestration_overhead`` is what orchestration adds, not storage;
 - the four interleaved within each repeat; ratios are medians of per-repeat ratios;
 - the largest dB difference between the naive maps and what the flow stored;
 - the CPU cost of staging the stored feature set again in one process (``parquet_write_cpu_seconds``):
@@ -45,11 +46,6 @@ def corpus_settings(quick: bool) -> DemoSettings:
     return DemoSettings(tracks_per_style=24, clip_seconds=30.0, measures=40, users=8, communities=1)
 
 
-def _bare_extract(track_id: str, uri: str, settings: Any) -> int:
-    """The per-file chain with nothing kept: only the segment count travels back."""
-    from chorus.features import extract_track
-
-    return extract_track(track_id, uri, settings).segments
 
 
 def _peak_rss_mib() -> float:
@@ -101,11 +97,23 @@ class WarmCluster:
         return _run_flow(self.settings)
 
     def bare_seconds(self, tracks: Any) -> tuple[float, int]:
-        ids, uris = tracks["track_id"].tolist(), tracks["uri"].tolist()
+        """The flow's per-file work and shard writes through plain Dask, into a scratch folder."""
+        from chorus.features import discard_shard, extract_track_or_problem, plan_shards, write_temp_shard
+
+        fs = self.settings.features
+        scratch = Path(self.settings.state_dir) / "bench-bare"
+        shutil.rmtree(scratch, ignore_errors=True)
         started = time.perf_counter()
-        segments = sum(self.client.gather(self.client.map(_bare_extract, ids, uris,
-                                                          [self.settings.features] * len(ids), pure=False)))
-        return time.perf_counter() - started, segments
+        staged = []
+        for n, shard in enumerate(plan_shards(tracks, fs, scratch)):  # submitted together, earlier shards first
+            ids, uris = shard.tracks["track_id"].tolist(), shard.tracks["uri"].tolist()
+            files = self.client.map(extract_track_or_problem, ids, uris, [fs] * len(ids), pure=False, priority=-n)
+            staged.append(self.client.submit(write_temp_shard, shard, files, fs, pure=False, priority=-n))
+        written = self.client.gather(staged)
+        seconds = time.perf_counter() - started
+        for shard in written:
+            discard_shard(shard)
+        return seconds, sum(s.segments for s in written)
 
 
 def measure(settings: ChorusSettings, tracks: Any, repeats: int) -> dict[int, dict[str, Any]]:
@@ -279,6 +287,8 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
     audio = results[2]["audio_seconds"]
     rtf = {w: audio / r["flow_seconds"] for w, r in results.items()}
     figures = {
+        # per core first: 1 worker against the one-process naive chain
+        "speedup_vs_naive_per_core": round(rtf[1] / (audio / naive["naive_seconds"]), 2),
         "benchmark": "features",
         "quick": quick,
         "clips": len(tracks),
@@ -290,7 +300,7 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
         "chorus_rtf_2w": round(rtf[2], 2),
         "bare_rtf_1w": round(audio / results[1]["bare_seconds"], 2),
         "bare_rtf_2w": round(audio / results[2]["bare_seconds"], 2),
-        "speedup_vs_naive": round(rtf[2] / (audio / naive["naive_seconds"]), 2),
+        "speedup_vs_naive_2w": round(rtf[2] / (audio / naive["naive_seconds"]), 2),
         # ratios: medians of the per-repeat ratios (pairs ran back to back); the ratios of the
         # medians beside them
         "scaling_2w": round(paired_median(results[1]["flow_runs_s"], results[2]["flow_runs_s"]), 3),
@@ -313,7 +323,8 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
         "parquet_write_share_2w": round(write_seconds / 2 / results[2]["bare_seconds"], 4),
         "flow_process_peak_rss_mib": round(flow_process_rss, 1),
         "worker_peak_rss_mib": round(max(r["worker_peak_rss_mib"] for r in results.values()), 1),
-        "targets": {"speedup_vs_naive": 10, "scaling_2w": 1.8, "orchestration_overhead": 0.05, "max_abs_db_diff": 0.01},
+        "targets": {"speedup_vs_naive_per_core": 6, "scaling_2w": 1.8, "orchestration_overhead": 0.05,
+                    "orchestration_overhead_1w": 0.05, "max_abs_db_diff": 0.01},
         # the batched torch chain where CUDA is available (None: no GPU, not measured)
         "gpu": torch_chain if device == "cuda" else None,
         "torch_chain": torch_chain,

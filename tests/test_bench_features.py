@@ -10,7 +10,8 @@ from conftest import bench_figures
 pytestmark = pytest.mark.slow
 
 KEYS = {"clips", "audio_seconds", "naive_rtf", "chorus_rtf_1w", "chorus_rtf_2w", "startup_seconds",
-        "speedup_vs_naive", "scaling_2w", "orchestration_overhead", "max_abs_db_diff"}
+        "speedup_vs_naive_per_core", "speedup_vs_naive_2w", "scaling_2w", "orchestration_overhead",
+        "orchestration_overhead_1w", "max_abs_db_diff"}
 
 
 def test_quick_features_benchmark_agrees_with_the_reference(tmp_path):
@@ -19,6 +20,7 @@ def test_quick_features_benchmark_agrees_with_the_reference(tmp_path):
     assert figures["quick"] is True and figures["clips"] == 4 and figures["audio_seconds"] > 10
     assert figures["max_abs_db_diff"] <= 0.01
     assert figures["naive_rtf"] > 0 and figures["chorus_rtf_2w"] > 0
+    assert next(iter(figures)) == "speedup_vs_naive_per_core"  # the per-core figure leads
     assert figures["parquet_write_cpu_seconds"] > 0  # the stored set was read back and written again
     # the torch chain (on the CPU here, on CUDA where there is one) against the stored numpy maps
     assert figures["torch_chain"]["max_abs_db_diff_vs_numpy_chain"] <= 0.01
