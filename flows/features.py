@@ -9,7 +9,7 @@ from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_tasks import features as feature_tasks
-from chorus_tasks._policies import limited, shard_seconds, task_seconds
+from chorus_tasks._policies import limited, task_seconds
 
 
 @flow(name="features", **FLOW_OPTIONS)
@@ -31,7 +31,9 @@ def features(settings: ChorusSettings | None = SettingsParameter, dask_address: 
         if pending:  # no cluster start-up when every track is already extracted
             with dask_scheduler(settings.features) as scheduler:
                 try:
-                    futures = [limited(feature_tasks.extract, shard_seconds(settings, len(s.tracks))).submit(s, settings, scheduler, priority=-n)
+                    # each shard keeps its own time limit while it waits on its files (a submitted
+                    # task runs in a thread, where a Prefect timeout cannot interrupt the wait)
+                    futures = [feature_tasks.extract.submit(s, settings, scheduler, priority=-n)
                                for n, s in enumerate(pending)]
                     results = [f.result() for f in futures]
                 finally:

@@ -13,8 +13,6 @@ which chorus keeps in the state directory.
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,6 +20,9 @@ from prefect import Task
 from prefect.tasks import exponential_backoff
 
 from chorus.config import ChorusSettings
+from chorus.limits import shard_seconds, training_seconds
+
+__all__ = ["IO_RETRIES", "limited", "shard_seconds", "task_seconds", "training_seconds", "while_outputs_current"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,14 +50,3 @@ def limited(task: Task[P, R], seconds: float) -> Task[P, R]:
 def task_seconds(settings: ChorusSettings) -> float:
     return settings.orchestration.task_timeout_s
 
-
-def shard_seconds(settings: ChorusSettings, files: int) -> float:
-    """A shard's limit: the per-file allowance once per file each worker extracts in turn, and a
-    minute for staging and checks."""
-    workers = settings.features.dask_workers or os.cpu_count() or 1
-    return settings.orchestration.file_timeout_s * max(1, math.ceil(files / workers)) + 60.0
-
-
-def training_seconds(settings: ChorusSettings, epochs: int) -> float:
-    """A candidate's limit: the per-epoch allowance for each epoch, and two minutes to register it."""
-    return settings.orchestration.epoch_timeout_s * max(1, epochs) + 120.0

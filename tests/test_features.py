@@ -257,3 +257,21 @@ def test_a_long_track_in_blocks_equals_the_whole_track_maps(tmp_path):
     for name in ("logmel", "harmonic", "percussive"):
         assert np.abs(blocks.maps[name] - whole.maps[name]).max() <= 0.01, name
     assert np.abs(blocks.mfcc_stats - whole.mfcc_stats).max() <= 1e-3
+
+
+def test_a_shard_past_its_time_limit_fails_with_a_clear_message(tmp_path, monkeypatch):
+    """The shard's wait on its files is bounded by its limit (the task runs in a thread, where a
+    Prefect timeout cannot interrupt a wait): past it, the shard fails naming the setting."""
+    from distributed import Client
+
+    from chorus.compute import dask_scheduler
+    from chorus.config import ChorusSettings
+    from chorus.stages import features as feature_stage
+
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": True, "dask_workers": 1})
+    shard = plan_shards(_tracks(tmp_path, 2, seconds=20.0), settings.features, tmp_path / "features")[0]
+    monkeypatch.setattr(feature_stage, "shard_seconds", lambda settings, files: 0.05)
+    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
+        with pytest.raises(TimeoutError, match="file_timeout_s"):
+            feature_stage.extract_shard(shard, settings, client)
+    assert not list(shard.path.parent.glob("*.parquet"))

@@ -127,7 +127,7 @@ def test_local_runs_skip_heartbeats_but_runs_on_a_server_keep_them(monkeypatch):
 
 
 def test_time_limits_scale_with_the_work():
-    from chorus_tasks._policies import shard_seconds, training_seconds
+    from chorus.limits import shard_seconds, training_seconds
 
     settings = load_settings(overrides={"features": {"dask_workers": 2}, "orchestration": {"file_timeout_s": 10,
                                                                                          "epoch_timeout_s": 100}})

@@ -4,12 +4,14 @@ and the quarantine of what could not be extracted."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from distributed import Client, Future
+from distributed import TimeoutError as DaskTimeoutError
 from distributed.scheduler import KilledWorker
 
 from chorus.config import ChorusSettings, FeatureSettings
@@ -31,6 +33,7 @@ from chorus.features import (
     write_temp_shard,
 )
 from chorus.io import write_parquet
+from chorus.limits import shard_seconds
 from chorus.stages.context import StageSummary, log, shared_validator
 from chorus.stages.corpus import load_tracks
 from chorus.state import StateDir
@@ -66,7 +69,8 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         # Shards submitted together would otherwise interleave their files and all finish at the
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
-        results = _survivors(client, extract, jobs, files, fs)
+        deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
+        results = _survivors(client, extract, jobs, files, fs, deadline, shard.path.name)
         staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
@@ -93,20 +97,31 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
     return result
 
 
+def _within(future: Future, deadline: float, shard: str) -> BaseException | None:
+    """The future's error (None: it finished), waited for until ``deadline`` at most."""
+    try:
+        # exception() waits through the future's own client (distributed.wait would need a
+        # default client, which the flow's per-thread clients are not)
+        return future.exception(timeout=max(0.0, deadline - time.monotonic()))
+    except (TimeoutError, DaskTimeoutError):
+        future.cancel()
+        raise TimeoutError(f"{shard}: not extracted within its time limit (orchestration.file_timeout_s per file "
+                           "each worker extracts in turn)") from None
+
+
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
-               fs: FeatureSettings) -> list[Any]:
-    """Each job's result (a future, left on its worker) or problem record. A job whose worker died
-    under it is tried again alone: a file that kills its worker a second time is quarantined as
-    ``worker_lost`` with the worker's last words, so the shard commits its other tracks."""
+               fs: FeatureSettings, deadline: float, shard: str) -> list[Any]:
+    """Each job's result (a future, left on its worker) or problem record, within the shard's
+    time limit. A job whose worker died under it is tried again alone: a file that kills its
+    worker a second time is quarantined as ``worker_lost`` with the error, so the shard commits
+    its other tracks."""
     results: list[Any] = []
     for ids, uris, future in zip(*jobs, files, strict=True):
-        # exception() waits for the future through its own client (distributed.wait would need a
-        # default client, which the flow's per-thread clients are not)
-        if future.exception() is None:
+        if _within(future, deadline, shard) is None:
             results.append(future)
             continue
         alone = client.submit(extract, ids, uris, fs, pure=False)
-        error = alone.exception()
+        error = _within(alone, deadline, shard)
         if error is None:
             results.append(alone)
             continue
