@@ -154,6 +154,9 @@ def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(firs
     check = index.meta["check"]
     assert check["tracks"] == 12 and set(check["found_in_top_k"]) == {"hash", "semantic", "rerank"}
     assert all(set(v) == {"excerpt", "noise", "gain"} for v in check["found_in_top_k"].values())
+    # named for what it is, and reported for the held-out (test) tracks alone beside the whole corpus
+    test_tracks = (pd.read_parquet(state.tracks)["split"] == "test").sum()
+    assert check["what"].startswith("near-duplicate") and check["held_out"]["tracks"] == test_tracks > 0
     subject = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
     report = (state.reports / f"chorus-style-v{subject}" / "report.html").read_text()
     assert "Similar-song search" in report and "crnnh_32 Hamming top 100 -&gt; cosine" in report

@@ -207,7 +207,19 @@ def search_section(index: dict[str, Any] | None) -> str:
             f"{html.escape(index['hash_index'])} / {html.escape(index['vector_index'])}). Each of {check['tracks']} tracks "
             f"queried with a degraded copy of its audio: another {cfg.get('excerpt_s', '?')} s excerpt, white noise at "
             f"{cfg.get('snr_db', '?')} dB SNR, a {cfg.get('gain_db', '?')} dB gain change. Share of tracks whose original "
-            f"is in the top {check['k']}:</p>" + _table(["mode", *degradations], rows))
+            f"is in the top {check['k']} (a near-duplicate check: the index holds each queried track itself, training "
+            f"tracks included; not a measure of similar-song quality):</p>" + _table(["mode", *degradations], rows)
+            + _held_out_search(check, degradations))
+
+
+def _held_out_search(check: dict[str, Any], degradations: list[str]) -> str:
+    held = check.get("held_out")
+    if not held:
+        return ""
+    found = held["found_in_top_k"]
+    rows = [[mode, *(found[mode][d] for d in degradations)] for mode in found]
+    return (f"<p class=\"muted\">The same for the {held['tracks']} tracks of the {html.escape(held['split'])} split "
+            "alone (tracks no model was fitted or chosen on):</p>" + _table(["mode", *degradations], rows))
 
 
 def voting_section(voting: dict[str, Any] | None) -> str:

@@ -124,7 +124,8 @@ def degraded_check(settings: ChorusSettings, index: SearchIndex, encoder: TrackE
     with dask_scheduler(settings.features) as address, Client(address) as client:
         futures = client.map(degraded_maps, chosen, uris, [encoder.features] * n, [check] * n, [encoder.maps] * n, pure=False)
         copies = dict(zip(chosen, client.gather(futures), strict=True))
-    return {**degraded_query_check(index, encoder, copies, check.k, settings.search.rerank_candidates),
+    held_out = set(tracks.index[tracks["split"] == "test"])
+    return {**degraded_query_check(index, encoder, copies, check.k, settings.search.rerank_candidates, held_out),
             "settings": check.model_dump(mode="json")}
 
 
