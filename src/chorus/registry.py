@@ -7,12 +7,17 @@ registering a new one, and the feature-config hash it was trained on.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "chorus"
 FEATURE_HASH_TAG = "chorus.feature_config_hash"
@@ -132,15 +137,19 @@ def log_candidate(
                 mlflow.log_artifact(str(path), artifact_path="provenance")
         for filename, figure in (figures or {}).items():
             mlflow.log_figure(figure, f"provenance/{filename}")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ChorusPyfunc(scorer),
-            signature=signature_of(scorer, input_example),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-            registered_model_name=name,
-            await_registration_for=60,
-        )
+        # MLflow prints its registration notices to stderr: they go to the log instead
+        with contextlib.redirect_stderr(io.StringIO()) as notices:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ChorusPyfunc(scorer),
+                signature=signature_of(scorer, input_example),
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+                registered_model_name=name,
+                await_registration_for=60,
+            )
+        for line in notices.getvalue().splitlines():
+            log.info("mlflow: %s", line)
         version = int(info.registered_model_version)
         from mlflow import MlflowClient
 

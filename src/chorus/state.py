@@ -194,6 +194,8 @@ def runtime_environment(state: StateDir) -> dict[str, str]:
             "PREFECT_LOGGING_LEVEL": "INFO",
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_SERVER_UI_ENABLED": "false",
+            # MLflow's download bars would cut through the console's stage lines
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             # One BLAS/OMP thread per process: parallelism comes from Dask processes.
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,7 +78,8 @@ def _terminal_handlers() -> Iterator[logging.Handler]:
     loggers = [logging.getLogger(), *[lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]]
     for logger in loggers:
         for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+            # every stream that is not a file (MLflow wraps stderr in a stream of its own)
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 yield handler
 
 
