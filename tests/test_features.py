@@ -252,7 +252,7 @@ def test_a_long_track_in_blocks_equals_the_whole_track_maps(tmp_path):
     sf.write(path, y, 44100, subtype="FLOAT")
     whole = extract_track("t", str(path), FeatureSettings(block_seconds=None))
     blocks = extract_track("t", str(path), FeatureSettings(block_seconds=30.0))
-    assert blocks.segments == whole.segments > 100
+    assert blocks.segments == whole.segments > 90
     np.testing.assert_array_equal(blocks.starts_s, whole.starts_s)
     for name in ("logmel", "harmonic", "percussive"):
         assert np.abs(blocks.maps[name] - whole.maps[name]).max() <= 0.01, name
