@@ -21,16 +21,22 @@ import soundfile as sf
 import soxr
 
 from chorus.audio import AudioProblem, to_mono
-from chorus.features.dsp import FeatureExtractor, TrackFeatures, centered_moving_median, hpss_powers, segment_summary
+from chorus.features.dsp import (
+    FeatureExtractor,
+    TrackFeatures,
+    centered_moving_median,
+    cut,
+    hpss_powers,
+    map_names,
+    segment_summary,
+)
 
 DELTA_CONTEXT = 4  # librosa.feature.delta's default width 9: four frames either side
 READ_SECONDS = 30  # decoding step
 
 
-def is_long(uri: str, block_seconds: float | None) -> bool:
+def is_long(uri: str, block_seconds: float) -> bool:
     """Whether a file is extracted in blocks: longer than two blocks (by its header)."""
-    if not block_seconds:
-        return False
     try:
         return sf.info(uri).duration > 2 * block_seconds
     except (sf.LibsndfileError, RuntimeError):
@@ -83,8 +89,7 @@ class BlockExtractor:
     def __init__(self, extractor: FeatureExtractor, block_seconds: float) -> None:
         self.extractor, self.settings = extractor, extractor.settings
         s = self.settings
-        per_block = max(1, int(block_seconds * s.sample_rate / s.hop_length) // s.segment_hop_frames)
-        self.starts_per_block = per_block
+        self.starts_per_block = max(1, int(block_seconds * s.sample_rate / s.hop_length) // s.segment_hop_frames)
 
     def magnitude(self, path: Path, samples: int, first: int, stop: int) -> np.ndarray:
         """|STFT| frames [first, stop) of the track, as the centred whole-track STFT computes them.
@@ -126,7 +131,7 @@ class BlockExtractor:
             if frames < s.segment_frames:  # shorter than one segment: the whole-track rule applies
                 return self.extractor.from_signal(track_id, read_samples(path, samples, 0, samples))
             starts = np.arange(0, frames - s.segment_frames + 1, s.segment_hop_frames)
-            names = ("logmel", "harmonic", "percussive") if s.hpss else ("logmel",)
+            names = map_names(s)
             maps = {name: np.empty((len(starts), s.n_mels, s.segment_frames), np.float32) for name in names}
             stats = np.empty((len(starts), 6 * s.n_mfcc), np.float32)
             for first in range(0, len(starts), self.starts_per_block):
@@ -134,8 +139,7 @@ class BlockExtractor:
                 f0, f1 = int(block[0]), int(block[-1]) + s.segment_frames
                 block_maps, logmel, l0 = self.block_maps(path, samples, frames, f0, f1)
                 for name in names:
-                    maps[name][first : first + len(block)] = np.stack(
-                        [block_maps[name][:, b - f0 : b - f0 + s.segment_frames] for b in block])
+                    maps[name][first : first + len(block)] = cut(block_maps[name], block - f0, s.segment_frames)
                 stats[first : first + len(block)] = self.extractor.mfcc_statistics(logmel, block - l0)
         return TrackFeatures(track_id, maps, stats, (starts * s.hop_length / s.sample_rate).astype(np.float32), False,
                              samples / s.sample_rate, segment_summary(maps, stats))

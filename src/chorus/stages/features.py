@@ -14,6 +14,7 @@ from distributed import Client, Future
 from distributed import TimeoutError as DaskTimeoutError
 from distributed.scheduler import KilledWorker
 
+from chorus.audio import AudioProblem
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
 from chorus.features import (
@@ -25,6 +26,7 @@ from chorus.features import (
     extract_batch_or_problems,
     extract_track_or_problem,
     feature_dir,
+    problem_record,
     segment_check_params,
     shard_is_current,
     uses_device_batches,
@@ -74,10 +76,7 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
-    ids = shard.tracks["track_id"].tolist()
-    extracted = sorted(set(ids) - {r["track_id"] for r in staged.rejected})
-    result = {"shard": shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
-              "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
+    extracted = sorted(set(shard.tracks["track_id"]) - {r["track_id"] for r in staged.rejected})
     validator = validator or shared_validator(settings)
     try:
         _validate_shard(staged, extracted, fs, validator)
@@ -86,15 +85,18 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         if not problems:  # not a track's fault: reported, not written; the next run retries the shard
             discard_shard(staged)
             log.error("%s", failure)
-            return {**result, "failed": str(failure), "segments": 0, "tracks": 0}
+            return {**_shard_result(staged, extracted), "failed": str(failure), "segments": 0, "tracks": 0}
         # the tracks that broke a rule are quarantined with it; the shard commits the rest
         staged = without_tracks(staged, problems, "feature_check", fs)
         extracted = sorted(set(extracted) - set(problems))
         _validate_shard(staged, extracted, fs, validator)
-        result.update(tracks=len(extracted), segments=staged.segments, audio_seconds=round(staged.audio_seconds, 2),
-                      rejected=staged.rejected)
     commit_shard(staged)
-    return result
+    return _shard_result(staged, extracted)
+
+
+def _shard_result(staged: StagedShard, extracted: list[str]) -> dict[str, Any]:
+    return {"shard": staged.shard.path.name, "skipped": False, "tracks": len(extracted), "segments": staged.segments,
+            "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
 
 
 def _within(future: Future, deadline: float, shard: str) -> BaseException | None:
@@ -126,8 +128,9 @@ def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any
             results.append(alone)
             continue
         reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
+        problem = AudioProblem(reason, f"{type(error).__name__}: {error}"[:500])
         for track_id, uri in zip(*((ids, uris) if isinstance(ids, list) else ([ids], [uris])), strict=True):
-            results.append({"track_id": track_id, "uri": uri, "reason": reason, "detail": f"{type(error).__name__}: {error}"[:500]})
+            results.append(problem_record(track_id, uri, problem))
         log.error("%s: %s (%s)", uris, reason, error)
     return results
 
