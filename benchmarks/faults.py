@@ -164,9 +164,10 @@ def _rows(settings: ChorusSettings, counts: dict[str, int], seconds: float, fini
     return rows
 
 
-def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], float]:
     """The ingest and features stages over good files and ``faults`` (sharing their feature
-    settings), on a local Dask cluster; one row per fault."""
+    settings), on a local Dask cluster; one row per fault, and the busiest worker's peak resident
+    memory (MiB; NaN when the stages did not finish)."""
     root = workdir / "-".join(faults)[:80]
     shutil.rmtree(root, ignore_errors=True)
     counts = _corpus(root / "corpus", faults)
@@ -187,13 +188,9 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
         log(f"{', '.join(faults)}: not survived: {type(exc).__name__}: {exc}")
         finished = False
     rows = _rows(settings, counts, time.perf_counter() - started, finished)
-    log(f"{', '.join(faults)}: peak worker memory {peak if finished else float('nan'):.0f} MiB "
-        f"(limit {settings.features.worker_memory_limit})")
-    PEAKS.update({fault: round(peak, 1) for fault in faults} if finished else {})
-    return rows
-
-
-PEAKS: dict[str, float] = {}  # fault -> the peak resident memory of its run's busiest worker (MiB)
+    peak = peak if finished else float("nan")
+    log(f"{', '.join(faults)}: peak worker memory {peak:.0f} MiB (limit {settings.features.worker_memory_limit})")
+    return rows, peak
 
 
 class WorkerMemory:
@@ -228,14 +225,16 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
     groups: dict[str, list[str]] = {}  # faults that need the same feature settings run together
     for fault in faults:
         groups.setdefault(repr(sorted(FAULTS[fault][2].items())), []).append(fault)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    peaks: dict[str, float] = {}  # fault -> the peak resident memory of its run's busiest worker (MiB)
     with tempfile.TemporaryDirectory(prefix="chorus-faults-") as scratch:
         for group in groups.values():
-            for row in run_faults(group, Path(scratch), log):
+            group_rows, peak = run_faults(group, Path(scratch), log)
+            peaks.update({fault: round(peak, 1) for fault in group if peak == peak})  # NaN: not finished
+            for row in group_rows:
                 log(f"{row['fault']:>30}: {'survived' if row['survived'] else 'NOT SURVIVED'}, in {row['records_in']}, "
                     f"out {row['records_out']}, quarantined {row['quarantined']}, lost {row['lost']}, "
                     f"duplicated {row['duplicated']}, {row['recover_seconds']} s")
                 rows.append(row)
-    peaks = {fault: PEAKS[fault] for fault in faults if fault in PEAKS}
     return {"quick": quick, "faults": rows, "survived": sum(r["survived"] for r in rows), "of": len(rows),
             "peak_worker_mib": peaks, "three_hour_peak_worker_mib": peaks.get("three_hour_file")}

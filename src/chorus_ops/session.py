@@ -4,7 +4,6 @@ the log routed to ``<state>/logs/`` and a live line per stage."""
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str
     with common.local_run(), stage_lines(err, settings.train.epochs, enabled=not CTX.verbose):
         flow = getattr(module, flow_name or name).with_options(timeout_seconds=settings.orchestration.flow_timeout_s)
         result: dict[str, Any] = flow(settings=settings, **kwargs)
-    write_json_atomic(path.with_suffix(".json"), json.loads(json.dumps(result, default=str)))
+    write_json_atomic(path.with_suffix(".json"), result)  # what JSON cannot hold is written as its str
     return result
 
 
