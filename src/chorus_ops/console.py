@@ -74,9 +74,14 @@ def log_file(state: StateDir, command: str) -> Path:
     return state.logs / f"{command}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log"
 
 
-def _terminal_handlers() -> Iterator[logging.Handler]:
-    loggers = [logging.getLogger(), *[lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]]
-    for logger in loggers:
+def named_loggers() -> list[logging.Logger]:
+    """Every logger created so far (not the root, not placeholders)."""
+    return [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+
+
+def terminal_handlers() -> Iterator[logging.StreamHandler]:
+    """The handlers that write to the terminal, on the root logger and every named one."""
+    for logger in [logging.getLogger(), *named_loggers()]:
         for handler in logger.handlers:
             # every stream that is not a file (MLflow wraps stderr in a stream of its own)
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
@@ -95,11 +100,11 @@ def route_logs(path: Path, verbose: bool) -> logging.Handler:
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    for logger in [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]:
+    for logger in named_loggers():
         if not logger.propagate and logger.handlers:
             logger.addHandler(handler)
     if not verbose:
-        for terminal in _terminal_handlers():
+        for terminal in terminal_handlers():
             if not any(isinstance(f, ConsoleFilter) for f in terminal.filters):
                 terminal.addFilter(ConsoleFilter())
     return handler

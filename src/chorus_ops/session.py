@@ -13,7 +13,7 @@ from rich.console import Console
 from chorus.config import ChorusSettings, load_settings
 from chorus.io import write_json_atomic
 from chorus.state import StateDir, apply_runtime_environment
-from chorus_ops.console import log_file, route_logs, stage_lines
+from chorus_ops.console import log_file, route_logs, stage_lines, terminal_handlers
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -81,11 +81,6 @@ class WithoutTraceback(logging.Formatter):
 def terminal_logs_without_tracebacks() -> None:
     """Terminal log lines stay one line each unless --debug; tracebacks still reach Prefect's API
     and the log file."""
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
-                    and not isinstance(handler.formatter, WithoutTraceback):
-                handler.setFormatter(WithoutTraceback(handler.formatter))
+    for handler in terminal_handlers():
+        if not isinstance(handler.formatter, WithoutTraceback):
+            handler.setFormatter(WithoutTraceback(handler.formatter))
