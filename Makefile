@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.chorus-installed
 CHORUS_ARGS ?=
 
-.PHONY: setup lint run test test-fast test-services services-up services-down services-status serve clean-state
+.PHONY: setup lint run test musicnn-reference test-fast test-services services-up services-down services-status serve clean-state
 
 $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.sh
 	./infra/local/install-system-packages.sh
@@ -14,6 +14,8 @@ $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.s
 	# torch==2.13.0 (pinned in the lock) is the CPU build; a looser pin pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	# musicnn's trained weights (ISC): the wheel is read, never installed (its code needs TensorFlow 1).
+	$(BIN)/pip download -q --no-deps musicnn==0.1.0 -d $(VENV)/share/chorus/wheels
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,3 +58,12 @@ test-fast: setup
 ## Delete everything the default run wrote.
 clean-state:
 	rm -rf .chorus
+
+## Rebuild tests/fixtures/musicnn_reference.npz from musicnn's original TensorFlow graphs (a separate
+## environment with tensorflow-cpu and tf-keras; `make test` does not need it).
+musicnn-reference: setup
+	test -x .venv-tf/bin/python || $(PYTHON) -m venv .venv-tf
+	.venv-tf/bin/pip install -q tensorflow-cpu==2.21.0 tf-keras==2.21.0 librosa==0.11.0
+	.venv-tf/bin/pip install -q --no-deps $(VENV)/share/chorus/wheels/musicnn-0.1.0-py3-none-any.whl
+	corpus=$$($(BIN)/python -m chorus_bench.real_music) && TF_USE_LEGACY_KERAS=1 .venv-tf/bin/python infra/musicnn/reference.py \
+		tests/fixtures/musicnn_reference.npz $$corpus/fretsonfire-songs-muldjord/armygeddon-song.ogg $$corpus/drascula-music/track2.ogg

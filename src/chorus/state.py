@@ -80,6 +80,11 @@ class StateDir:
         return self.root / "checkpoints"
 
     @property
+    def pretrained(self) -> Path:
+        """Pretrained weights converted from their source, with their provenance."""
+        return self.root / "pretrained"
+
+    @property
     def search(self) -> Path:
         """Search indexes, one folder per pair of model versions, and batch query results."""
         return self.root / "search"

@@ -1,0 +1,91 @@
+"""musicnn's pretrained taggers in PyTorch: the checkpoint reader, the port against the original
+TensorFlow graph (tests/fixtures/musicnn_reference.npz, made by `make musicnn-reference`), the
+front end against librosa's, and the weights' provenance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chorus.config import FeatureSettings
+from chorus.errors import InputError
+from chorus.features.dsp import FeatureExtractor, segment
+from chorus.pretrained.frontend import musicnn_features, musicnn_input
+from chorus.pretrained.tf_checkpoint import CheckpointError, read_index
+from chorus.pretrained.weights import MODELS, MUSICNN_WHEEL, load_pretrained, provenance, wheel_path
+
+FIXTURE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, np.ndarray]:
+    with np.load(FIXTURE) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pretrained")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_port_reproduces_the_tensorflow_graph(model: str, reference: dict[str, np.ndarray], converted: Path) -> None:
+    net = load_pretrained(model, converted)
+    with torch.no_grad():
+        out = net(torch.from_numpy(reference["patches"]))
+    np.testing.assert_allclose(out.taggram.numpy(), reference[f"{model}/taggram"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out.penultimate.numpy(), reference[f"{model}/penultimate"], rtol=1e-5, atol=1e-4)
+    for pool in ("max_pool", "mean_pool"):  # musicnn's pooled mid-end features (the transfer embedding)
+        if f"{model}/{pool}" in reference:  # float32 rounding, relative to each vector's scale (up to ~100)
+            expected = reference[f"{model}/{pool}"]
+            error = np.abs(getattr(out, pool).numpy() - expected).max(axis=1)
+            assert (error <= 1e-5 * np.abs(expected).max(axis=1)).all(), error
+    # the reference tags something: a port with scrambled weights would not match the strong tags
+    assert reference[f"{model}/taggram"].max() > 0.3
+
+
+def test_front_end_equals_the_original_librosa_front_end_in_float32(reference: dict[str, np.ndarray]) -> None:
+    settings = musicnn_features(FeatureSettings())
+    extractor = FeatureExtractor(settings)
+    segments = [segment(extractor.analyse(audio)["logmel"], settings)[0] for audio in reference["audio"]]
+    patches = musicnn_input(torch.from_numpy(np.concatenate(segments))).numpy()
+    assert patches.shape == reference["patches"].shape
+    np.testing.assert_allclose(patches, reference["patches"], rtol=0, atol=1e-4)
+    assert np.isfinite(patches).all()
+
+
+def test_front_end_stays_finite_where_float16_overflows() -> None:
+    loud = torch.full((1, 96, 187), 20.0)  # mel power 100: 10000 x overflows float16's 65504
+    assert torch.isinf(torch.tensor(10000 * 100.0, dtype=torch.float16))
+    patch = musicnn_input(loud)
+    assert torch.isfinite(patch).all() and patch.max().item() == pytest.approx(6.0, abs=1e-4)
+
+
+def test_converted_weights_carry_their_provenance(converted: Path) -> None:
+    load_pretrained("MSD_musicnn", converted)
+    record = provenance("MSD_musicnn", converted)
+    assert record["source"]["wheel_sha256"] == MUSICNN_WHEEL.sha256 and record["source"]["licence"] == "ISC"
+    assert "Permission to use" in record["source"]["licence_text"]
+    assert record["training_config"]["audio_rep"]["n_mels"] == 96 and len(record["tags"]) == 50
+    assert "sad" in record["tags"] and "happy" in record["tags"]
+
+
+def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    wheel = wheel_path()
+    shutil.copy(wheel, tmp_path / wheel.name)
+    with open(tmp_path / wheel.name, "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(InputError, match="is not the pinned"):
+        wheel_path(tmp_path)
+    with pytest.raises(InputError, match="make setup"):
+        wheel_path(tmp_path / "empty")
+
+
+def test_checkpoint_reader_refuses_what_is_not_a_checkpoint() -> None:
+    with pytest.raises(CheckpointError, match="table magic"):
+        read_index(json.dumps({"not": "a checkpoint"}).encode() * 4)
