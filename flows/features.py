@@ -5,6 +5,7 @@ from typing import Any
 
 from prefect import flow
 
+from chorus import stages
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
@@ -16,7 +17,8 @@ from chorus_tasks._policies import limited, task_seconds
 def features(settings: ChorusSettings | None = SettingsParameter, dask_address: str | None = None,
              shard_size: int | None = None) -> dict[str, Any]:
     """Log-mel, harmonic/percussive log-mel and MFCC statistics for every new track: one task
-    per shard, Dask inside (a local cluster, or the scheduler at features.dask_address), Parquet out.
+    per shard, Dask inside (a local cluster, or the scheduler at features.dask_address), Parquet out;
+    then musicnn's input (16 kHz, 96 bands) when a selected candidate reads it.
 
     Args:
         settings: chorus settings laid over those of the process running the flow.
@@ -25,17 +27,22 @@ def features(settings: ChorusSettings | None = SettingsParameter, dask_address: 
     """
     settings = resolve(settings, {"features.dask_address": dask_address, "features.shard_size": shard_size})
     with holding_state(settings):
+        configurations = stages.extraction_settings(settings)
         started = time.perf_counter()
-        pending = limited(feature_tasks.plan, task_seconds(settings))(settings)
-        results: list[dict[str, Any]] = []
-        if pending:  # no cluster start-up when every track is already extracted
+        pending = [limited(feature_tasks.plan, task_seconds(c))(c) for c in configurations]
+        results: list[list[dict[str, Any]]] = [[] for _ in configurations]
+        if any(pending):  # no cluster start-up when every track is already extracted
             with dask_scheduler(settings.features) as scheduler:
                 try:
                     # each shard keeps its own time limit while it waits on its files (a submitted
                     # task runs in a thread, where a Prefect timeout cannot interrupt the wait)
-                    futures = [feature_tasks.extract.submit(s, settings, scheduler, priority=-n)
-                               for n, s in enumerate(pending)]
-                    results = [f.result() for f in futures]
+                    futures = [[feature_tasks.extract.submit(s, c, scheduler, priority=-i) for i, s in enumerate(shards)]
+                               for c, shards in zip(configurations, pending, strict=True)]
+                    results = [[f.result() for f in submitted] for submitted in futures]
                 finally:
                     feature_tasks.close_client(scheduler)
-        return limited(feature_tasks.finish, task_seconds(settings))(settings, results, time.perf_counter() - started)
+        main, *others = [limited(feature_tasks.finish, task_seconds(c))(c, r, time.perf_counter() - started)
+                         for c, r in zip(configurations, results, strict=True)]
+        # musicnn's input, when a selected candidate reads it: the same stage in its own configuration
+        main["configurations"] = {c.features.config_hash(): o for c, o in zip(configurations[1:], others, strict=True)}
+        return main

@@ -11,7 +11,7 @@ import pytest
 from chorus.config import IngestSettings
 from chorus.datasets.adapters import candidates_for
 from chorus.errors import InputError
-from chorus.ingest import hash_split, ingest
+from chorus.ingest import hash_split, ingest, stratified_hash_split
 from chorus_bench.faults import overcount_ogg
 from conftest import SR, tone, write_wav
 
@@ -105,6 +105,21 @@ def test_hash_split_is_stable_and_roughly_proportional():
     splits = [hash_split(t, (0.6, 0.2, 0.2), 0) for t in ids]
     assert splits == [hash_split(t, (0.6, 0.2, 0.2), 0) for t in ids]
     assert 0.55 < splits.count("train") / len(ids) < 0.65
+
+
+def test_small_labelled_sets_get_every_label_in_every_split_and_keep_their_splits():
+    """A folder corpus without splits: each label is split on its own (a label of three tracks
+    still has one in valid and one in test), and the same tracks get the same splits."""
+    ids = [f"{i:016x}" for i in range(23)]
+    labels = ["a"] * 12 + ["b"] * 8 + ["c"] * 3
+    splits = stratified_hash_split(ids, labels, (0.6, 0.2, 0.2), 0)
+    for label, n in (("a", 12), ("b", 8), ("c", 3)):
+        mine = [s for s, lab in zip(splits, labels, strict=True) if lab == label]
+        assert {"train", "valid", "test"} == set(mine), (label, mine)
+        assert mine.count("train") >= n // 3
+    shuffled = list(reversed(range(23)))
+    again = stratified_hash_split([ids[i] for i in shuffled], [labels[i] for i in shuffled], (0.6, 0.2, 0.2), 0)
+    assert again == [splits[i] for i in shuffled]
 
 
 def test_compressed_counts_are_estimates_but_a_real_shortfall_is_truncated(tmp_path):

@@ -14,12 +14,15 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
-from sklearn.pipeline import Pipeline
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.svm import SVC
 
 from chorus.config import SvmSearchSettings
+from chorus.training import track_level_score, track_mean
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +198,33 @@ def rakel(x: np.ndarray, y: np.ndarray, labelset_size: int, seed: int) -> Any:
                       ("rakel", RakelD(base_classifier=LogisticRegression(max_iter=2000),
                                        labelset_size=min(labelset_size, max(1, int(present.sum())))))])
     return model.fit(x, y)
+
+
+LINEAR_PROBE_C = (0.001, 0.01, 0.1, 1.0)
+
+
+def linear_probe(x: np.ndarray, y: np.ndarray, x_valid: np.ndarray, valid_tracks: np.ndarray, valid_truth: np.ndarray,
+                 kind: str, seed: int) -> tuple[Any, float, float]:
+    """A linear probe on frozen embeddings: standardised, then logistic regression (one-vs-rest for
+    multi-label), class-balanced, its regularisation chosen on the valid split's track-level score.
+
+    Parameters
+    ----------
+    x : (segments, dims) train embeddings; y : (segments,) class indices, or (segments, labels) 0/1
+    x_valid : (segments, dims) valid embeddings; valid_tracks : (segments,) their track ids
+    valid_truth : per valid track (sorted by id), as ``track_targets`` gives it
+
+    Returns
+    -------
+    (fitted pipeline, chosen C, its valid score)
+    """
+    best: tuple[Any, float, float] | None = None
+    for c in LINEAR_PROBE_C:
+        logistic = LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
+        model = make_pipeline(StandardScaler(), OneVsRestClassifier(logistic) if kind == "multi" else logistic).fit(x, y)
+        _, per_track = track_mean(model.predict_proba(x_valid), valid_tracks)
+        score = track_level_score(per_track, valid_truth, kind) if len(x_valid) else float("nan")
+        if best is None or score > best[2]:
+            best = (model, c, score)
+    assert best is not None
+    return best

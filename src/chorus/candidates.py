@@ -38,6 +38,10 @@ from chorus.models.scorer import (
     SklearnScorer,
     TorchScorer,
 )
+from chorus.pretrained.frontend import musicnn_features
+from chorus.pretrained.musicnn import TAGS
+from chorus.pretrained.tagger import PretrainedTagger
+from chorus.pretrained.weights import MUSICNN_WHEEL, load_pretrained
 from chorus.training import (
     HeadSpec,
     SegmentSplit,
@@ -48,28 +52,29 @@ from chorus.training import (
     track_targets,
 )
 
-TaskFamily = Literal["style", "mood", "hash", "pretext"]
+TaskFamily = Literal["style", "mood", "hash", "pretext", "tags"]
 
 
 @dataclass(frozen=True)
 class CandidateSpec:
     name: str
     task: TaskFamily
-    family: Literal["torch", "sklearn"]
-    arch: str = ""  # torch: paper_cnn | short_chunk | crnn | transfer | crnnh | pretext
+    family: Literal["torch", "sklearn", "pretrained"]
+    arch: str = ""  # torch: paper_cnn | short_chunk | crnn | transfer | crnnh | pretext; pretrained: MSD_musicnn | MTT_musicnn
     maps: Literal["logmel", "all"] = "all"
     residual: bool = False
     freeze: bool = True
     bits: int = 0
-    features: str = ""  # sklearn: mfcc | paper_cnn | backbone
-    classifier: str = "svm"  # sklearn: svm | elm | rakel
+    features: str = ""  # sklearn: mfcc | paper_cnn | backbone | musicnn_msd
+    classifier: str = "svm"  # sklearn: svm | elm | rakel | logistic
     search: str | None = None  # None: train.svm.search
     smote: bool = False
     needs: tuple[str, ...] = ()
+    feature_config: Literal["main", "musicnn"] = "main"  # musicnn: the features stage's musicnn_features
 
     @property
     def kind(self) -> str:
-        return {"style": "single", "mood": "multi", "hash": "hash", "pretext": "pretext"}[self.task]
+        return {"style": "single", "mood": "multi", "hash": "hash", "pretext": "pretext", "tags": "multi"}[self.task]
 
     def registered_task(self, settings: TrainSettings) -> str:
         if self.task == "style":
@@ -78,6 +83,8 @@ class CandidateSpec:
             return settings.mood_task
         if self.task == "hash":
             return f"hash-{self.bits}"
+        if self.task == "tags":
+            return f"musicnn-{self.arch.split('_')[0].lower()}"
         return "backbone"
 
 
@@ -101,8 +108,18 @@ CATALOGUE: dict[str, CandidateSpec] = {spec.name: spec for spec in [
     CandidateSpec("cnn_smote_svm", "style", "sklearn", features="paper_cnn", smote=True, needs=("paper_cnn",)),
     CandidateSpec("cnn_elm", "style", "sklearn", features="paper_cnn", classifier="elm", needs=("paper_cnn",)),
     CandidateSpec("rakel", "mood", "sklearn", features="backbone", classifier="rakel", needs=("backbone",)),
+    *[CandidateSpec(f"musicnn_{d.lower()}", "tags", "pretrained", arch=f"{d}_musicnn", feature_config="musicnn") for d in ("MSD", "MTT")],
+    CandidateSpec("musicnn_probe", "style", "sklearn", features="musicnn_msd", classifier="logistic", needs=("musicnn_msd",),
+                  feature_config="musicnn"),
+    CandidateSpec("musicnn_mood_probe", "mood", "sklearn", features="musicnn_msd", classifier="logistic",
+                  needs=("musicnn_msd",), feature_config="musicnn"),
     BACKBONE,
 ]}
+
+
+def candidate_features(spec: CandidateSpec, features: FeatureSettings) -> FeatureSettings:
+    """The feature configuration a candidate reads: the main one, or musicnn's input."""
+    return musicnn_features(features) if spec.feature_config == "musicnn" else features
 
 
 def resolve_candidates(names: tuple[str, ...] | list[str]) -> list[CandidateSpec]:
@@ -163,6 +180,8 @@ def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings
         return TaskTargets(classes, {s: {t: index[str(v)] for t, v in zip(labelled.loc[labelled.split == s, "track_id"],
                                                                           labelled.loc[labelled.split == s, column], strict=True)
                                          if str(v) in index} for s in splits})
+    if task == "tags":  # a pretrained tagger's own vocabulary; nothing in the corpus is labelled with it
+        return TaskTargets([], {s: {} for s in splits})
     if task == "mood":
         if mood_labels is None or not mood_labels.labels:
             raise ValueError(f"the multi-label task '{settings.mood_task}' has no labels (the voted moods need the "
@@ -253,9 +272,15 @@ def train_candidate(
     deps: dict[str, Any] | None = None,
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    pretrained_dir: Path | None = None,
 ) -> Trained:
     deps = deps or {}
     stored = map_names(feature_settings)
+    if spec.family == "pretrained":
+        if pretrained_dir is None:
+            raise ValueError(f"{spec.name}: a pretrained candidate needs the folder of converted weights")
+        return pretrained_tagger(spec, _contract(spec, settings, TaskTargets(list(TAGS[spec.arch.split("_")[0]]), {}),
+                                                 stored, features.config_hash), pretrained_dir)
     train = segment_split(features, stored, targets.splits["train"])
     valid = segment_split(features, stored, targets.splits["valid"])
     if len(train) == 0:
@@ -292,6 +317,18 @@ def train_candidate(
     return Trained(result.scorer, result.history, params, summary)
 
 
+def pretrained_tagger(spec: CandidateSpec, contract: Contract, pretrained_dir: Path) -> Trained:
+    """A pretrained tagger as a candidate: its converted weights under the stored maps' contract;
+    nothing is trained."""
+    started = time.perf_counter()
+    net = PretrainedTagger(load_pretrained(spec.arch, pretrained_dir))
+    scorer = TorchScorer(net, contract, [0], np.zeros(1, np.float32), np.ones(1, np.float32)).eval()
+    params = {"architecture": spec.arch, "weights": f"{MUSICNN_WHEEL.filename} (sha256 {MUSICNN_WHEEL.sha256})",
+              "licence": MUSICNN_WHEEL.licence, "parameters": sum(p.numel() for p in net.parameters())}
+    summary = {"valid_score": None, "seconds": round(time.perf_counter() - started, 1), "device": "cpu", "precision": "fp32"}
+    return Trained(scorer, [], params, summary)
+
+
 def _train_sklearn(spec: CandidateSpec, train: SegmentSplit, valid: SegmentSplit, contract: Contract,
                    settings: TrainSettings, feature_settings: FeatureSettings, deps: dict[str, Any],
                    started: float) -> Trained:
@@ -303,7 +340,13 @@ def _train_sklearn(spec: CandidateSpec, train: SegmentSplit, valid: SegmentSplit
         featuriser = EmbeddingFeaturiser(deps[spec.features])
     x = featuriser(train.x)
     params: dict[str, Any] = {"features": spec.features, "feature_dims": int(x.shape[1]), "classifier": spec.classifier}
-    if spec.classifier == "rakel":
+    probe_score = None
+    if spec.classifier == "logistic":
+        valid_truth = track_targets(valid) if len(valid) else np.zeros(0)
+        estimator, c, probe_score = baselines.linear_probe(x, train.y, featuriser(valid.x), valid.track_ids, valid_truth,
+                                                           spec.kind, settings.seed)
+        params.update({"logistic_C": c, "C_grid": list(baselines.LINEAR_PROBE_C)})
+    elif spec.classifier == "rakel":
         estimator = baselines.rakel(x, train.y.astype(int), sv.rakel_labelset, settings.seed)
         params["labelset_size"] = sv.rakel_labelset
     elif spec.classifier == "elm":
@@ -315,7 +358,7 @@ def _train_sklearn(spec: CandidateSpec, train: SegmentSplit, valid: SegmentSplit
                        "cv_accuracy": search.cv_accuracy, "search_evaluations": search.evaluations,
                        "pca_components": int(estimator.named_steps["pca"].n_components_), "smote": spec.smote})
     scorer = SklearnScorer(featuriser, estimator, contract)
-    valid_score = sklearn_valid_score(scorer, valid)
+    valid_score = probe_score if probe_score is not None else sklearn_valid_score(scorer, valid)
     seconds = time.perf_counter() - started
     summary = {"valid_score": valid_score, "seconds": round(seconds, 1), "device": "cpu", "precision": "fp64",
                "n_train_segments": len(train), "n_valid_segments": len(valid)}
@@ -332,6 +375,8 @@ def sklearn_valid_score(scorer: SklearnScorer, valid: SegmentSplit) -> float:
 def key_settings(spec: CandidateSpec, settings: TrainSettings) -> dict[str, Any]:
     """The settings a candidate's result depends on (so changing the SVM search budget does not
     retrain the CNNs, and choosing other candidates retrains nothing)."""
+    if spec.family == "pretrained":  # the weights, not the corpus or the training settings
+        return {"spec": asdict(spec), "weights_sha256": MUSICNN_WHEEL.sha256}
     shared = {"task": settings.task, "seed": settings.seed}
     if spec.family == "sklearn":
         chosen = {**shared, "svm": settings.svm.model_dump(mode="json")}
@@ -346,4 +391,7 @@ def key_settings(spec: CandidateSpec, settings: TrainSettings) -> dict[str, Any]
             chosen["backbone"] = settings.backbone.model_dump(mode="json")
     if spec.task == "mood":
         chosen["mood_task"] = settings.mood_task
-    return {"spec": asdict(spec), "settings": chosen}
+    definition = asdict(spec)
+    if spec.feature_config == "main":  # keys from before the field existed stay valid
+        definition.pop("feature_config")
+    return {"spec": definition, "settings": chosen}

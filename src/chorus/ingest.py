@@ -126,6 +126,40 @@ def hash_split(track_id: str, fractions: tuple[float, float, float], seed: int) 
     return "valid" if u < fractions[0] + fractions[1] else "test"
 
 
+def stratified_hash_split(track_ids: list[str], labels: list[str], fractions: tuple[float, float, float],
+                          seed: int) -> list[str]:
+    """Splits stratified by label: within each label, tracks in the order of their content hash
+    fill train, then valid, then test by ``fractions``; a label with three tracks or more has at
+    least one in valid and one in test. A track can move only when its label gains tracks."""
+    order = {t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest() for t in track_ids}
+    split: dict[str, str] = {}
+    for label in sorted(set(labels)):
+        members = sorted((t for t, lab in zip(track_ids, labels, strict=True) if lab == label), key=order.__getitem__)
+        n = len(members)
+        n_valid = max(1, round(n * fractions[1])) if n >= 3 else round(n * fractions[1])
+        n_train = round(n * fractions[0])
+        if n >= 3 and n - n_train - n_valid < 1:
+            n_train = n - n_valid - 1
+        for i, track in enumerate(members):
+            split[track] = "train" if i < n_train else "valid" if i < n_train + n_valid else "test"
+    return [split[t] for t in track_ids]
+
+
+def _fill_splits(tracks: pd.DataFrame, label_columns: list[str], settings: IngestSettings) -> pd.DataFrame:
+    """Tracks the source gave no split: stratified by the label where the corpus has one label
+    column (a folder per label, a labelled manifest), else from the content hash alone."""
+    missing = tracks["split"] == ""
+    if not missing.any():
+        return tracks
+    ids = tracks.loc[missing, "track_id"].tolist()
+    if len(label_columns) == 1:
+        labels = tracks.loc[missing, label_columns[0]].fillna("").astype(str).tolist()
+        tracks.loc[missing, "split"] = stratified_hash_split(ids, labels, settings.split, settings.split_seed)
+    else:
+        tracks.loc[missing, "split"] = [hash_split(t, settings.split, settings.split_seed) for t in ids]
+    return tracks
+
+
 def _probe_one(row: pd.Series, candidates: AudioCandidates, settings: IngestSettings,
                cache_dir: Path | None) -> dict[str, Any]:
     """One candidate row: resolved (remote files fetched), decoded and inspected, or its problem."""
@@ -161,7 +195,7 @@ def _without_duplicates(good: list[dict[str, Any]], bad: list[dict[str, Any]]) -
 def _track_row(record: dict[str, Any], source_row: pd.Series, label_columns: list[str],
                settings: IngestSettings) -> dict[str, Any]:
     track_id = track_id_for(record["sha256"])
-    split = str(source_row.get("split") or "") or hash_split(track_id, settings.split, settings.split_seed)
+    split = str(source_row.get("split") or "")  # empty: assigned by _fill_splits
     row = {"track_id": track_id, "uri": record["uri"], "duration_s": float(record["duration_s"]),
            "sample_rate": int(record["sample_rate"]), "channels": int(record["channels"]), "codec": record["codec"],
            "source": record["source"], "split": split, "sha256": record["sha256"],
@@ -195,7 +229,7 @@ def ingest(
     bad = [r for r in results if "reason" in r]
     kept = _without_duplicates([r for r in results if "reason" not in r], bad)
     rows = [_track_row(record, table.iloc[record["_row"]], label_columns, settings) for record in kept]
-    tracks = pd.DataFrame(rows, columns=TRACK_COLUMNS + label_columns)
+    tracks = _fill_splits(pd.DataFrame(rows, columns=TRACK_COLUMNS + label_columns), label_columns, settings)
     if candidates.rejected is not None:  # annotation rows the adapter could not use
         bad += [{**r, "source": candidates.source} for r in candidates.rejected.to_dict("records")]
     quarantine = pd.DataFrame(

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from chorus import registry
+from chorus.candidates import CATALOGUE
 from chorus.config import FeatureSettings
 from chorus.errors import InputError, StaleFeaturesError
 from chorus.features import extract_track_or_problem
 
+TOP_TAGS = 5
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a", ".opus"}
 
 
@@ -73,6 +75,10 @@ def tag_files(files: list[Path], name: str, alias: str = "champion") -> pd.DataF
         mean = scorer.scores(stacked).mean(axis=0)
         if contract.kind == "single":
             labels = [contract.labels[int(mean.argmax())]]
+            scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
+        elif contract.kind == "multi" and getattr(CATALOGUE.get(contract.candidate), "task", None) == "tags":
+            # a pretrained tagger's 50 tags are not calibrated to a threshold: its strongest ones
+            labels = [contract.labels[j] for j in np.argsort(-mean)[:TOP_TAGS]]
             scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
         elif contract.kind == "multi":
             labels = [contract.labels[j] for j in np.argsort(-mean) if mean[j] >= 0.5] or [contract.labels[int(mean.argmax())]]

@@ -5,6 +5,9 @@ probabilities, or +-1 hash codes), so any of them can be a task's champion and s
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -142,13 +145,46 @@ class MfccFeaturiser:
 
 
 class EmbeddingFeaturiser:
-    """A trained network's penultimate layer (e.g. the paper CNN's 1,690 features)."""
+    """A trained network's penultimate layer (e.g. the paper CNN's 1,690 features, musicnn's
+    pooled mid end). Within a process each segment's embedding is computed once per network
+    (keyed by the weights' and the segment's content), so the candidates built on one network,
+    and the stages that score them, share it."""
 
     def __init__(self, scorer: TorchScorer) -> None:
         self.scorer = scorer
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.scorer.embed(x)
+        return remembered_embeddings(self.scorer, x)
+
+
+EMBEDDINGS_REMEMBERED = 100_000  # segments; about 600 MB of musicnn embeddings at most
+_embeddings: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
+_fingerprints: weakref.WeakKeyDictionary[TorchScorer, str] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(scorer: TorchScorer) -> str:
+    if scorer not in _fingerprints:
+        digest = hashlib.blake2b(digest_size=16)
+        for name, tensor in sorted(scorer.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        _fingerprints[scorer] = digest.hexdigest()
+    return _fingerprints[scorer]
+
+
+def remembered_embeddings(scorer: TorchScorer, x: np.ndarray) -> np.ndarray:
+    """``scorer.embed(x)``, computing only the segments not embedded before in this process."""
+    if len(x) == 0:
+        return scorer.embed(x)
+    weights = _fingerprint(scorer)
+    keys = [(weights, hashlib.blake2b(np.ascontiguousarray(segment).tobytes(), digest_size=16).digest()) for segment in x]
+    missing = [i for i, key in enumerate(keys) if key not in _embeddings]
+    fresh = dict(zip([keys[i] for i in missing], scorer.embed(x[missing]), strict=True)) if missing else {}
+    out = np.stack([fresh[key] if key in fresh else _embeddings[key] for key in keys])
+    _embeddings.update(fresh)
+    while len(_embeddings) > EMBEDDINGS_REMEMBERED:
+        _embeddings.popitem(last=False)
+    return out
 
 
 # What the registry loads and every stage scores with: a network or a scikit-learn estimator,

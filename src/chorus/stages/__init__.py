@@ -30,7 +30,7 @@ from chorus.stages.corpus import (
     training_source,
 )
 from chorus.stages.evaluate import evaluate_stage
-from chorus.stages.features import extract_shard, features_root, finish_features
+from chorus.stages.features import FeatureSets, extract_shard, extraction_settings, features_root, finish_features
 from chorus.stages.labels import (
     current_labels_key,
     forget_user_stage,
@@ -65,7 +65,7 @@ from chorus.stages.train import (
 
 __all__ = [
     "StageContext", "StageSummary", "candidate_key", "corpus_location", "current_index_key", "current_index_meta",
-    "current_labels_key", "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "features_root",
+    "current_labels_key", "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "extraction_settings", "FeatureSets", "features_root",
     "finish_features", "forget_user_stage", "git_commit", "held_out_works", "index_key", "index_stage", "ingest_stage",
     "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count", "pretext_corpus_stage",
     "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics", "rollback_stage",

@@ -46,12 +46,14 @@ def demo_stage(settings: ChorusSettings, progress: Progress = None) -> StageSumm
 def pretext_settings(settings: ChorusSettings) -> ChorusSettings:
     """The settings of the backbone's rendered pretext corpus: a state directory of its own under
     ``<state_dir>/pretext`` (its corpus, tracks table and features, made with the main feature
-    configuration), ingested as a demo corpus; models still go to the main registry."""
+    configuration), ingested as a demo corpus; models still go to the main registry. Only the
+    backbone trains there."""
     state = StateDir(settings.state_dir)
     ingest_settings = settings.ingest.model_copy(update={"manifest": None, "adapter": "demo", "social_dir": None,
                                                          "split_files": None})
     return settings.model_copy(update={"state_dir": state.pretext, "ingest": ingest_settings,
-                                       "mlflow_tracking_uri": settings.tracking_uri})
+                                       "mlflow_tracking_uri": settings.tracking_uri,
+                                       "train": settings.train.model_copy(update={"candidates": ["backbone"]})})
 
 
 def training_source(settings: ChorusSettings, task: str) -> ChorusSettings:

@@ -26,7 +26,7 @@ from chorus.evaluation.report import (
 )
 from chorus.evaluation.retrieval import compression_curve, retrieval_table
 from chorus.evaluation.scoring import planted_mood_scores, score_candidate
-from chorus.features import FeatureSet, features_key, load_features, map_names
+from chorus.features import FeatureSet, feature_dir, features_key
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.label_tasks import MultiLabelTruth
 from chorus.models.scorer import Scorer
@@ -38,6 +38,7 @@ from chorus.stages.context import (
     log,
     read_metrics,
 )
+from chorus.stages.features import FeatureSets
 from chorus.stages.search import current_index_meta
 from chorus.stages.train import mood_labels, training_tracks
 from chorus.state import StateDir
@@ -61,13 +62,18 @@ class Evaluation:
     scorer: Scorer
     unscorable: str | None
     tracks: pd.DataFrame
-    features: FeatureSet
+    feature_sets: FeatureSets
     moods: MultiLabelTruth
     evaluated: dict[str, dict[str, Any]]
     candidates: dict[str, dict[str, Any]]
     voting: dict[str, Any] | None
     search_check: dict[str, Any] | None
     targets: dict[str, TaskTargets] = field(default_factory=dict)
+
+    @property
+    def features(self) -> FeatureSet:
+        """The held-out features of the configuration the report's subject reads."""
+        return self.feature_sets.for_contract(self.scorer.contract)
 
     @property
     def folder(self) -> Path:
@@ -82,7 +88,8 @@ class Evaluation:
         ts, es = self.settings.train, self.settings.evaluate
         return stable_hash({"champion": self.champion, "subject": self.subject, "candidates": self.evaluated,
                             "evaluate": es.config_hash(), "voting": self.voting,
-                            "features": features_key(self.state.features, self.settings.features),
+                            "features": {h: features_key(self.state.features, fs) for h, fs in self.feature_sets.configurations().items()
+                                         if (feature_dir(self.state.features, fs) / "index.json").exists()},
                             "search": (self.search_check or {}).get("key"), "moods": self.moods.digest(),
                             "tracks": stable_hash(self.tracks[[c for c in ("track_id", "split", ts.task) if c in self.tracks.columns]]
                                                   .astype(str).values.tolist())})
@@ -97,11 +104,11 @@ def _open_evaluation(ctx: StageContext, candidates: dict[str, dict[str, Any]]) -
     champion = registry.alias_version(subject_name, es.alias)
     tracks = training_tracks(settings)
     held_out = tracks.loc[tracks["split"] == es.split, "track_id"].tolist()
-    features = load_features(state.features, settings.features, held_out, maps=map_names(settings.features))
-    subject, scorer, unscorable = _report_subject(subject_name, champion, candidates, features.config_hash)
+    feature_sets = FeatureSets(state.features, settings.features, held_out)
+    subject, scorer, unscorable = _report_subject(subject_name, champion, candidates, feature_sets)
     evaluated = {k: {"registered": v["registered"], "version": v["version"]} for k, v in sorted(candidates.items())
-                 if v.get("kind") != "pretext"}
-    return Evaluation(settings, state, subject_name, task, multi, champion, subject, scorer, unscorable, tracks, features,
+                 if CATALOGUE[k].task not in ("pretext", "tags")}  # no split of this corpus is labelled with a tagger's tags
+    return Evaluation(settings, state, subject_name, task, multi, champion, subject, scorer, unscorable, tracks, feature_sets,
                       mood_labels(settings, tracks), evaluated, candidates, read_metrics(state.metrics).get("voting"),
                       current_index_meta(settings))
 
@@ -172,13 +179,14 @@ def _score_candidates(ev: Evaluation) -> ScoredCandidates:
     for name, info in ev.evaluated.items():
         spec = CATALOGUE[name]
         candidate = registry.load_scorer(info["registered"], info["version"])
-        candidate.contract.check_features(ev.features.config_hash)
+        features = ev.feature_sets.for_contract(candidate.contract)
+        candidate.contract.check_features(features.config_hash)
         targets = ev.targets_of(spec.task)
-        result = score_candidate(candidate, ev.features, targets.splits[es.split], targets.labels, spec.kind,
+        result = score_candidate(candidate, features, targets.splits[es.split], targets.labels, spec.kind,
                                  es.bootstrap, es.seed)
         scored.results[name] = result
         if spec.task == "mood" and "mood" in ev.tracks.columns:
-            result["planted_mood"] = planted_mood_scores(candidate, ev.features, ev.tracks, es.split, es.bootstrap, es.seed)
+            result["planted_mood"] = planted_mood_scores(candidate, features, ev.tracks, es.split, es.bootstrap, es.seed)
         if spec.kind == "hash":
             scored.hash_scorers[name] = candidate
         if "arrays" in result:
@@ -245,8 +253,7 @@ def _retrieval_and_compression(ev: Evaluation, hash_scorers: dict[str, Scorer]) 
     settings, scorer = ev.settings, ev.scorer
     targets = task_targets("style", ev.tracks, settings.train)
     test = segment_split(ev.features, scorer.contract.stored_maps, targets.splits[settings.evaluate.split])
-    train_features = load_features(ev.state.features, settings.features, list(targets.splits["train"]),
-                                   maps=map_names(settings.features))
+    train_features = FeatureSets(ev.state.features, settings.features, list(targets.splits["train"])).for_contract(scorer.contract)
     train = segment_split(train_features, scorer.contract.stored_maps, targets.splits["train"])
     if len(test) < 2 or len(train) < 2:  # a query needs at least one other item
         return {}
@@ -275,7 +282,7 @@ def _last_promotion(state: StateDir, name: str) -> str:
 
 
 def _report_subject(name: str, champion: int | None, candidates: dict[str, dict[str, Any]],
-                    config_hash: str) -> tuple[int, Scorer, str | None]:
+                    feature_sets: FeatureSets) -> tuple[int, Scorer, str | None]:
     """The version the report describes: the champion, or, when the champion cannot be scored on
     the current features (trained on other features, or by an incompatible chorus), this run's
     best-validated candidate of the same name, with the reason."""
@@ -284,7 +291,7 @@ def _report_subject(name: str, champion: int | None, candidates: dict[str, dict[
     else:
         try:
             scorer = registry.load_scorer(name, champion)
-            scorer.contract.check_features(config_hash)
+            scorer.contract.check_features(feature_sets.for_contract(scorer.contract).config_hash)
             return champion, scorer, None
         except (StaleFeaturesError, ImportError, AttributeError, MlflowException) as exc:
             reason = f"The champion (v{champion}) cannot be scored on the current features: {exc}"

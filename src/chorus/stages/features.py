@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ from distributed import TimeoutError as DaskTimeoutError
 from distributed.scheduler import KilledWorker
 
 from chorus.audio import AudioProblem
+from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
 from chorus.features import (
     DB_MAX,
+    FeatureSet,
     Shard,
     StagedShard,
     commit_shard,
@@ -26,6 +29,8 @@ from chorus.features import (
     extract_batch_or_problems,
     extract_track_or_problem,
     feature_dir,
+    load_features,
+    map_names,
     problem_record,
     segment_check_params,
     shard_is_current,
@@ -36,6 +41,8 @@ from chorus.features import (
 )
 from chorus.io import write_parquet
 from chorus.limits import shard_seconds
+from chorus.models.scorer import Contract
+from chorus.pretrained.frontend import musicnn_features
 from chorus.stages.context import StageSummary, log, shared_validator
 from chorus.stages.corpus import load_tracks
 from chorus.state import StateDir
@@ -46,6 +53,15 @@ QUARANTINE_COLUMNS = ["track_id", "uri", "sha256", "reason", "detail"]
 
 def features_root(settings: ChorusSettings) -> Path:
     return StateDir(settings.state_dir).features
+
+
+def extraction_settings(settings: ChorusSettings) -> list[ChorusSettings]:
+    """The settings of each feature configuration the selected candidates read: the main one, and
+    musicnn's input when a musicnn candidate is selected (each extracts and indexes on its own)."""
+    configurations = [settings]
+    if any(spec.feature_config == "musicnn" for spec in resolve_candidates(list(settings.train.selected))):
+        configurations.append(settings.model_copy(update={"features": musicnn_features(settings.features)}))
+    return configurations
 
 
 def _extraction_jobs(shard: Shard, settings: ChorusSettings) -> tuple[Callable[..., Any], tuple[list[Any], list[Any]]]:
@@ -178,3 +194,26 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
                 "rejected": len(index["rejected"]), "rejected_this_run": sum(len(r.get("rejected", [])) for r in done)},
         seconds=seconds,
     )
+
+
+@dataclass
+class FeatureSets:
+    """The stored features of ``track_ids`` in each configuration a model may read (the main one,
+    musicnn's input), each loaded once, when a model first asks for it."""
+
+    root: Path
+    settings: FeatureSettings
+    track_ids: list[str]
+    loaded: dict[str, FeatureSet] = field(default_factory=dict)
+
+    def configurations(self) -> dict[str, FeatureSettings]:
+        return {fs.config_hash(): fs for fs in (self.settings, musicnn_features(self.settings))}
+
+    def for_contract(self, contract: Contract) -> FeatureSet:
+        """The features a model was trained on; an unknown configuration gets the main one, which
+        the model's ``check_features`` then refuses with both hashes."""
+        fs = self.configurations().get(contract.feature_config_hash, self.settings)
+        key = fs.config_hash()
+        if key not in self.loaded:
+            self.loaded[key] = load_features(self.root, fs, self.track_ids, maps=map_names(fs))
+        return self.loaded[key]

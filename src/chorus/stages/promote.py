@@ -14,9 +14,9 @@ from chorus.candidates import CATALOGUE, resolve_candidates, task_targets
 from chorus.config import ChorusSettings
 from chorus.errors import StaleFeaturesError
 from chorus.evaluation.scoring import gate_metrics, score_candidate
-from chorus.features import FeatureSet, load_features, map_names
 from chorus.label_tasks import MultiLabelTruth
 from chorus.stages.context import StageContext, StageSummary
+from chorus.stages.features import FeatureSets
 from chorus.stages.train import mood_labels, training_tracks
 
 GATE_BOOTSTRAP_ROUNDS = 200  # the gate compares point estimates; the interval only says whether the split resolves the margin
@@ -34,12 +34,13 @@ class GateScores:
     interval: tuple[float, float]
 
 
-def score_version(settings: ChorusSettings, name: str, version: int, features: FeatureSet, tracks: pd.DataFrame,
+def score_version(settings: ChorusSettings, name: str, version: int, feature_sets: FeatureSets, tracks: pd.DataFrame,
                   moods: MultiLabelTruth) -> GateScores:
     """Fresh scores of a registered version on ``promote.split`` (never test) with the current
-    features and labels. Raises when the version cannot be scored here (other features,
-    incompatible code)."""
+    features (of the configuration it reads) and labels. Raises when the version cannot be
+    scored here (other features, incompatible code)."""
     scorer = registry.load_scorer(name, version)
+    features = feature_sets.for_contract(scorer.contract)
     scorer.contract.check_features(features.config_hash)
     spec = CATALOGUE[scorer.contract.candidate]
     targets = task_targets(spec.task, tracks, settings.train, moods)
@@ -58,7 +59,7 @@ def _already_decided(name: str, challenger: int, champion: int | None) -> str | 
     return None
 
 
-def _decide(settings: ChorusSettings, name: str, challenger: int, champion: int | None, features: FeatureSet,
+def _decide(settings: ChorusSettings, name: str, challenger: int, champion: int | None, features: FeatureSets,
             tracks: pd.DataFrame, moods: MultiLabelTruth) -> promotion.Decision:
     scores = score_version(settings, name, challenger, features, tracks, moods)
     rule = settings.promote.rule_for(name, scores.kind)
@@ -85,10 +86,11 @@ def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str 
     ts = settings.train
     if names is None:
         names = sorted({ts.registered_name(s.registered_task(ts)) for s in resolve_candidates(list(ts.selected))
-                        if s.kind != "pretext"})
+                        if s.task not in ("pretext", "tags")})  # a pretrained tagger serves as registered
     tracks = training_tracks(settings)
     moods = mood_labels(settings, tracks)
-    features: FeatureSet | None = None
+    ids = tracks.loc[tracks["split"] == settings.promote.split, "track_id"].tolist()
+    features = FeatureSets(ctx.state.features, settings.features, ids)
     decisions: dict[str, Any] = {}
     for name in names:
         challenger = registry.alias_version(name, promotion.CHALLENGER)
@@ -100,9 +102,6 @@ def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str 
         if decided:
             decisions[name] = {"decided": False, "reason": decided}
             continue
-        if features is None:
-            ids = tracks.loc[tracks["split"] == settings.promote.split, "track_id"].tolist()
-            features = load_features(ctx.state.features, settings.features, ids, maps=map_names(settings.features))
         decision = _decide(settings, name, challenger, champion, features, tracks, moods)
         decision.dry_run, decision.trigger = dry_run, trigger
         promotion.apply(decision, ctx.state.promotions)

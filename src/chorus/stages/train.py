@@ -21,6 +21,7 @@ from chorus.candidates import (
     CandidateSpec,
     TaskTargets,
     Trained,
+    candidate_features,
     key_settings,
     resolve_candidates,
     task_targets,
@@ -71,9 +72,12 @@ def candidate_key(settings: ChorusSettings, spec: CandidateSpec, targets: TaskTa
     """What a candidate's training depends on: its definition, the settings it reads, the
     features, its targets, and the keys of the models it builds on."""
     source = training_source(settings, spec.task)
+    feature_settings = candidate_features(spec, settings.features)
+    if spec.family == "pretrained":  # nothing learnt from the corpus: the weights and the input they read
+        return stable_hash({"candidate": key_settings(spec, settings.train), "features": feature_settings.config_hash()})
     return stable_hash({
         "candidate": key_settings(spec, settings.train),
-        "features": features_key(features_root(source), settings.features),
+        "features": features_key(features_root(source), feature_settings),
         "targets": stable_hash(targets.digest_rows()),
         "deps": dep_keys,
     })
@@ -95,7 +99,7 @@ class TrainingInputs:
     tracks: dict[Path, pd.DataFrame]
     moods: MultiLabelTruth
     targets: dict[str, TaskTargets] = field(default_factory=dict)
-    features: dict[Path, FeatureSet] = field(default_factory=dict)
+    features: dict[tuple[Path, str], FeatureSet] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     deps: dict[str, Scorer] = field(default_factory=dict)
 
@@ -113,12 +117,14 @@ class TrainingInputs:
     def features_of(self, spec: CandidateSpec) -> FeatureSet:
         """The train and valid segments of the candidate's source corpus."""
         source = training_source(self.settings, spec.task)
-        if source.state_dir not in self.features:
+        feature_settings = candidate_features(spec, self.settings.features)
+        key = (source.state_dir, feature_settings.config_hash())
+        if key not in self.features:
             tracks = self.source_tracks(spec)
             ids = tracks.loc[tracks["split"].isin(["train", "valid"]), "track_id"].tolist()
-            self.features[source.state_dir] = load_features(StateDir(source.state_dir).features, self.settings.features,
-                                                            ids, maps=map_names(self.settings.features))
-        return self.features[source.state_dir]
+            self.features[key] = load_features(StateDir(source.state_dir).features, feature_settings, ids,
+                                               maps=map_names(feature_settings))
+        return self.features[key]
 
 
 def train_stage(settings: ChorusSettings, on_epoch: EpochCallback | None = None, candidates: list[str] | None = None,
@@ -163,6 +169,10 @@ def _train_or_reuse(ctx: StageContext, inputs: TrainingInputs, spec: CandidateSp
         checkpoint.unlink(missing_ok=True)
         inputs.deps[spec.name] = trained.scorer
         row.update(skipped=False, **trained.summary)
+    if spec.task == "tags" and registry.alias_version(name, "champion") != ref.version:
+        # no labelled data here can judge a pretrained tagger's 50 tags: the gate has nothing to
+        # score it on, so the version of the pinned weights serves (chorus tag --model NAME)
+        registry.set_alias(name, "champion", ref.version)
     row.update(version=ref.version, run_id=ref.run_id, uri=ref.uri)
     return row
 
@@ -170,9 +180,10 @@ def _train_or_reuse(ctx: StageContext, inputs: TrainingInputs, spec: CandidateSp
 def set_challengers(results: dict[str, dict[str, Any]]) -> None:
     """Each registered name with versions new in this run gets the alias ``challenger`` on the
     best-validated of them; the promotion gate decides whether it becomes champion."""
-    for name in sorted({r["registered"] for r in results.values()}):
-        new = [r for r in results.values() if r["registered"] == name and not r["skipped"]]
-        if name.endswith("-backbone") or not new:
+    judged = {k: r for k, r in results.items() if CATALOGUE[k].task not in ("pretext", "tags")}  # see _train_or_reuse
+    for name in sorted({r["registered"] for r in judged.values()}):
+        new = [r for r in judged.values() if r["registered"] == name and not r["skipped"]]
+        if not new:
             continue
         best = max(new, key=lambda r: float(r["valid_score"]) if r.get("valid_score") is not None else -1.0)
         registry.set_alias(name, "challenger", best["version"])
@@ -208,7 +219,8 @@ def _train_one(spec: CandidateSpec, features: FeatureSet, settings: ChorusSettin
         if on_epoch:
             on_epoch({"candidate": spec.name, **row})
 
-    return train_candidate(spec, features, settings.features, targets, settings.train, deps, checkpoint, report)
+    return train_candidate(spec, features, candidate_features(spec, settings.features), targets, settings.train, deps,
+                           checkpoint, report, StateDir(settings.state_dir).pretrained)
 
 
 def _run_params(spec: CandidateSpec, trained: Trained, settings: ChorusSettings, features: FeatureSet,
@@ -241,10 +253,11 @@ def _register(spec: CandidateSpec, trained: Trained, name: str, key: str, settin
               features: FeatureSet, run_id: str) -> registry.ModelRef:
     ts = settings.train
     commit = git_commit()
-    example = np.stack([features.maps[m][:2] for m in map_names(settings.features)], axis=1).astype(np.float32)
+    feature_settings = candidate_features(spec, settings.features)
+    example = np.stack([features.maps[m][:2] for m in map_names(feature_settings)], axis=1).astype(np.float32)
     split_manifest = stable_hash(sorted(features.segments["track_id"].unique().tolist()))
     config = {"candidate": key_settings(spec, ts), "train": ts.model_dump(mode="json"),
-              "features": settings.features.model_dump(mode="json")}
+              "features": feature_settings.model_dump(mode="json")}
     params = _run_params(spec, trained, settings, features, split_manifest)
     pretext_corpus = _pretext_corpus(spec, settings)
     if pretext_corpus is not None:

@@ -1,0 +1,32 @@
+"""musicnn as a chorus network: it reads the stored maps every candidate reads ((batch, 1, 96,
+frames) log-mel in dB of ``musicnn_features``) and has ``forward`` (tag logits, or a new head's)
+and ``embed`` (max and mean pools of the mid-end: 1,506 values for musicnn)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from chorus.pretrained.frontend import musicnn_input
+from chorus.pretrained.musicnn import Musicnn, MusicnnVgg
+
+
+class PretrainedTagger(nn.Module):
+    """One of musicnn's networks on stored dB maps; with ``n_out`` a new linear head on its
+    embedding replaces the 50 tags (fine-tuning, with ``dropout`` before the head)."""
+
+    def __init__(self, net: Musicnn | MusicnnVgg, n_out: int | None = None, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.net = net
+        self.embedding_size = 2 * net.pooled_channels if isinstance(net, Musicnn) else 2 * net.head.in_features
+        self.head = nn.Linear(self.embedding_size, n_out) if n_out else None
+        self.dropout = nn.Dropout(dropout)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (batch, 1, 96, frames) dB -> (batch, embedding_size)."""
+        return self.net(musicnn_input(x[:, 0])).embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            return self.net(musicnn_input(x[:, 0])).logits
+        return self.head(self.dropout(self.embed(x)))
