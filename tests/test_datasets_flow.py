@@ -56,7 +56,7 @@ def test_jamendo_and_gtzan_run_their_task_end_to_end(prefect_harness, tmp_path, 
     report = (StateDir(settings.state_dir).reports / f"{model}-v{metrics['version']}" / "report.html").read_text()
     assert f"dataset: {dataset}" in report and "other work" in report
     if dataset == "gtzan":
-        assert {"paper_cnn", "short_chunk", "mfcc_svm_pso"} == set(summary["train"]["counts"]["candidates"])
+        assert {"paper_cnn", "short_chunk", "mfcc_svm_pso", "musicnn_probe", "musicnn_msd"} == set(summary["train"]["counts"]["candidates"])
         assert metrics["classes"] == ["blues", "classical", "metal"] and "Confusion matrix" in report and "0.797" in report
         assert "accuracy and confusion matrix" in metrics["protocol"]
     else:

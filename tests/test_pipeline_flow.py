@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -104,7 +105,10 @@ def test_every_output_exists_and_agrees(first_run):
 
     metrics = json.loads((state.reports / "metrics.json").read_text())
     trained = summary["train"]["counts"]["candidates"]
-    assert set(trained) == {"paper_cnn", "short_chunk", "mood_tagger", "backbone", "crnnh_32", "mfcc_svm_pso"}
+    assert set(trained) == {"paper_cnn", "short_chunk", "mood_tagger", "backbone", "crnnh_32", "mfcc_svm_pso", "musicnn_msd",
+                            "musicnn_mtt", "musicnn_probe", "musicnn_mood_probe"}
+    # the pretrained taggers serve as registered: the gate has no labels of their 50 tags to judge them by
+    assert trained["musicnn_msd"]["registered"] == "chorus-musicnn-msd" and trained["musicnn_msd"]["champion"] == 1
     style = {k: r for k, r in trained.items() if r["registered"] == "chorus-style"}
     # the challenger is this run's best-validated style candidate; the gate decided on it
     challenger = max(style.values(), key=lambda r: r["valid_score"])["version"]
@@ -118,7 +122,7 @@ def test_every_output_exists_and_agrees(first_run):
     model_metrics = metrics["models"]["chorus-style"]
     assert model_metrics["task"] == "style" and 0.0 <= model_metrics["accuracy"] <= 1.0
     assert model_metrics["version"] == (champion or challenger)
-    for name in ("paper_cnn", "short_chunk", "mfcc_svm_pso", "mood_tagger", "crnnh_32"):
+    for name in ("paper_cnn", "short_chunk", "mfcc_svm_pso", "mood_tagger", "crnnh_32", "musicnn_probe", "musicnn_mood_probe"):
         low, high = metrics["candidates"][name]["value"]["ci"]
         assert low <= metrics["candidates"][name]["value"]["mean"] <= high
     assert metrics["candidates"]["mood_tagger"]["metric"] == "macro PR-AUC"
@@ -132,7 +136,7 @@ def test_every_output_exists_and_agrees(first_run):
     voting = metrics["voting"]
     assert {"personal", "global", "random", "most_popular"} <= set(voting["schemes"])
     assert "held-out-tags protocol" in report and "personal - global" in report
-    assert _versions(settings) == [1, 2, 3]
+    assert _versions(settings) == [1, 2, 3, 4]
 
 
 def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(first_run, tmp_path):
@@ -217,7 +221,7 @@ def test_second_run_does_no_new_work(first_run):
     for stage in ("features", "labels", "pretrain", "train", "promote", "index", "evaluate"):
         assert summary[stage]["skipped"], stage
     assert {p: p.stat().st_mtime_ns for p in watched} == before
-    assert _versions(settings) == [1, 2, 3]
+    assert _versions(settings) == [1, 2, 3, 4]
 
 
 def test_changed_training_setting_redoes_only_training(first_run):
@@ -232,8 +236,8 @@ def test_changed_training_setting_redoes_only_training(first_run):
     trained = summary["train"]["counts"]["candidates"]
     # the CNNs read train.epochs and retrain; the SVM baseline and the backbone do not
     assert not trained["paper_cnn"]["skipped"] and not trained["short_chunk"]["skipped"]
-    assert trained["mfcc_svm_pso"]["skipped"] and trained["backbone"]["skipped"]
-    assert _versions(settings) == [1, 2, 3, 4, 5]
+    assert trained["mfcc_svm_pso"]["skipped"] and trained["backbone"]["skipped"] and trained["musicnn_probe"]["skipped"]
+    assert _versions(settings) == [1, 2, 3, 4, 5, 6]
     # the new challenger went through the gate against the champion
     decision = summary["promote"]["counts"]["decisions"]["chorus-style"]
     assert decision["challenger"] == trained["paper_cnn"]["challenger"] and decision["champion"] == champion
@@ -388,6 +392,24 @@ def test_tag_files_gives_the_models_predictions_on_the_stored_features(first_run
     by_file = dict(zip(test["uri"], test["track_id"], strict=True))
     for row in tagged.itertuples():
         assert list(row.labels) == [stored[by_file[row.file]]]
+
+
+def test_the_pretrained_tagger_hears_metal_in_a_metal_song(first_run, tmp_path):
+    """`chorus tag song --model chorus-musicnn-msd` out of the box: real tags for real music (the
+    metal clip of tests/fixtures, from fretsonfire-songs-muldjord, CC BY-SA 3.0)."""
+    import soundfile as sf
+
+    from chorus import stages
+
+    settings, _ = first_run
+    with np.load(Path(__file__).parent / "fixtures" / "musicnn_reference.npz") as reference:
+        sf.write(tmp_path / "metal.wav", reference["audio"][0], 16000)
+    summary = stages.tag_stage(settings, [str(tmp_path / "metal.wav")], model="chorus-musicnn-msd",
+                               out=str(tmp_path / "tags.parquet"))
+    tagged = pd.read_parquet(summary.outputs["predictions"])
+    assert tagged.loc[0, "problem"] is None and len(tagged.loc[0, "labels"]) == 5
+    assert tagged.loc[0, "labels"][0] == "metal"
+    assert json.loads(tagged.loc[0, "scores"])["metal"] > 0.5
 
 
 def test_mlflow_models_serve_answers_with_the_same_predictions(first_run):

@@ -3,6 +3,7 @@ trivial baseline of its task, and the flat metrics the promotion gate's rules na
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from chorus import MOODS
 from chorus.evaluation.metrics import (
+    average_precision,
     bootstrap_interval,
     classification_metrics,
     macro_average_precision,
@@ -88,3 +90,28 @@ def planted_mood_scores(scorer: Scorer, features: FeatureSet, tracks: pd.DataFra
             "prevalence_baseline": float(truth[:, truth.sum(0) > 0].mean(0).mean()),
             "top1_accuracy": bootstrap_interval(lambda i: float(top1[i].mean()), len(top1), rounds, seed),
             "chance_top1": float(1 / len(MOODS))}
+
+
+def tag_prior_scores(tagger: Scorer, features: FeatureSet, targets: dict[str, np.ndarray], vocabulary: list[str],
+                     mood_of: Callable[[str], str | None], rounds: int, seed: int) -> dict[str, Any]:
+    """A pretrained tagger's tags as a prior for labels the crowd has not given (cold start): each
+    label that ``mood_of`` (the synonym table) reaches from the tagger's tags is scored by the
+    largest of those tags' probabilities, and judged by its PR-AUC on the true labels of the
+    tracks in ``targets`` (track -> 0/1 vector over ``vocabulary``) beside its prevalence."""
+    reached: dict[str, list[int]] = {}
+    for i, tag in enumerate(tagger.contract.labels):
+        mood = mood_of(tag)
+        if mood in vocabulary:
+            reached.setdefault(mood, []).append(i)
+    part = segment_split(features, tagger.contract.stored_maps, targets)
+    if not reached or len(part) == 0:
+        return {}
+    _, per_track = track_mean(tagger.scores(part.x), part.track_ids)
+    truth = track_targets(part)
+    moods: dict[str, Any] = {}
+    for mood, tags in sorted(reached.items()):
+        y, prior = truth[:, vocabulary.index(mood)], per_track[:, tags].max(axis=1)
+        if 0 < y.sum() < len(y):  # PR-AUC needs positives and negatives
+            moods[mood] = {"tags": [tagger.contract.labels[i] for i in tags], "prevalence": float(y.mean()),
+                           "pr_auc": bootstrap_interval(lambda i, y=y, p=prior: average_precision(y[i], p[i]), len(y), rounds, seed)}
+    return {"n": int(len(truth)), "tagger": tagger.contract.task, "moods": moods}

@@ -25,12 +25,13 @@ from chorus.evaluation.report import (
     multilabel_curves_plot,
 )
 from chorus.evaluation.retrieval import compression_curve, retrieval_table
-from chorus.evaluation.scoring import planted_mood_scores, score_candidate
+from chorus.evaluation.scoring import planted_mood_scores, score_candidate, tag_prior_scores
 from chorus.features import FeatureSet, feature_dir, features_key
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.label_tasks import MultiLabelTruth
 from chorus.models.scorer import Scorer
 from chorus.promotion import read_audit, verdict
+from chorus.social.tags import TagMapper, normalise_tag
 from chorus.stages.context import (
     StageContext,
     StageSummary,
@@ -137,6 +138,9 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     if retrieval:
         scored.figures.append(("Semantic vectors in 2-D", retrieval.pop("plot")))
     headline, summary_metrics, mlflow_metrics, notes = _headline(ev, subject_result)
+    notes.append(_support_note(ev))
+    mood_prior = _mood_prior(ev)
+    notes += [_mood_prior_note(mood_prior)] if mood_prior.get("moods") else []
     html = render_report(f"chorus evaluation: {ev.subject_name} v{ev.subject}", _facts(ev, protocol, run_id, key),
                          subject_result.get("classification"), _run_history(run_id),
                          tagging=subject_result if ev.multi else None, protocol=protocol, voting=ev.voting,
@@ -150,7 +154,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
               "task": ev.task, "kind": "multi" if ev.multi else "single", "headline": headline["metric"],
               "protocol": protocol, "candidate": ev.scorer.contract.candidate, "split": settings.evaluate.split,
               **summary_metrics, **headline, "candidates": scored.per_candidate, "retrieval": retrieval,
-              "search": ev.search_check}
+              "search": ev.search_check, "mood_prior": mood_prior}
     write_json_atomic(model_metrics_path, record)
     registry.log_report(run_id, [report_path, model_metrics_path], mlflow_metrics)
     _update_summary(ctx.state.metrics, record)
@@ -267,6 +271,40 @@ def _retrieval_and_compression(ev: Evaluation, hash_scorers: dict[str, Scorer]) 
     table["plot"] = embedding_plot(test_vectors, [targets.labels[int(i)] for i in test.y])
     table["classes"] = int(len(np.unique(test.y)))
     return table
+
+
+def _support_note(ev: Evaluation) -> str:
+    """Each class's (or label's) tracks in every split: a small class's interval reads differently."""
+    targets = ev.targets_of("mood" if ev.multi else "style")
+    counts = {split: (np.sum(list(rows.values()), axis=0) if ev.multi else np.bincount(list(rows.values()), minlength=len(targets.labels)))
+              if rows else np.zeros(len(targets.labels), int) for split, rows in targets.splits.items()}
+    support = ", ".join(f"{label} {'/'.join(str(int(counts[s][j])) for s in ('train', 'valid', 'test'))}"
+                        for j, label in enumerate(targets.labels))
+    return f"Tracks per {'label' if ev.multi else 'class'} (train/valid/test): {support}."
+
+
+def _mood_prior(ev: Evaluation) -> dict[str, Any]:
+    """The MSD tagger's mood tags as a prior for tracks the crowd has not tagged, judged on the
+    held-out tracks' labels of the multi-label task (empty without the tagger or the labels)."""
+    ts, es = ev.settings.train, ev.settings.evaluate
+    name = ts.registered_name(CATALOGUE["musicnn_msd"].registered_task(ts))
+    version = registry.alias_version(name, "champion")
+    if version is None or not ev.moods.labels:
+        return {}
+    tagger = registry.load_scorer(name, version)
+    targets = ev.targets_of("mood")
+    mapper = TagMapper.load(ev.settings.labels.synonyms_file)
+    return {"model": f"{name} v{version}", **tag_prior_scores(
+        tagger, ev.feature_sets.for_contract(tagger.contract), targets.splits[es.split], targets.labels,
+        lambda tag: mapper.synonyms.get(normalise_tag(tag)), es.bootstrap, es.seed)}
+
+
+def _mood_prior_note(prior: dict[str, Any]) -> str:
+    moods = "; ".join(f"{m} (from {', '.join(r['tags'])}): PR-AUC {r['pr_auc']['mean']:.3f} "
+                      f"[{r['pr_auc']['ci'][0]:.3f}, {r['pr_auc']['ci'][1]:.3f}] against prevalence {r['prevalence']:.3f}"
+                      for m, r in prior["moods"].items())
+    return (f"Cold-start prior: the moods {prior['model']}'s tags reach through the synonym table, scored on "
+            f"{prior['n']} held-out tracks' labels: {moods}.")
 
 
 def _latest_decision(state: StateDir, name: str) -> dict[str, Any] | None:
