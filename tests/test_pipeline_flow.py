@@ -340,22 +340,25 @@ def test_promotion_gate_dry_run_and_unscorable_champion(first_run):
 def test_the_gate_never_reads_the_test_split(first_run, monkeypatch):
     """Selection never touches the test split: every segment the gate loads is a valid-split
     track's, for challenger and champion alike, and the decision says valid decided."""
+    import importlib
+
     from chorus import registry, stages
-    from chorus.stages import promote as promote_stage_module
+
+    features_module = importlib.import_module("chorus.stages.features")  # where the gate's FeatureSets load
 
     settings, _ = first_run
     registry.configure(settings.tracking_uri)
     tracks = stages.training_tracks(settings)
     split_of = dict(zip(tracks["track_id"], tracks["split"], strict=True))
     loaded: list[str] = []
-    real_load = promote_stage_module.load_features
+    real_load = features_module.load_features
 
     def recording_load(root, feature_settings, track_ids=None, maps=None):
         features = real_load(root, feature_settings, track_ids, maps=maps)
         loaded.extend(features.segments["track_id"])
         return features
 
-    monkeypatch.setattr(promote_stage_module, "load_features", recording_load)
+    monkeypatch.setattr(features_module, "load_features", recording_load)
     champion = _alias(settings, "champion")
     registry.set_alias("chorus-style", "challenger", champion - 1 if champion and champion > 1 else 1)
     decision = stages.promote_stage(settings, dry_run=True, names=["chorus-style"]).counts["decisions"]["chorus-style"]

@@ -89,3 +89,30 @@ def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
 def test_checkpoint_reader_refuses_what_is_not_a_checkpoint() -> None:
     with pytest.raises(CheckpointError, match="table magic"):
         read_index(json.dumps({"not": "a checkpoint"}).encode() * 4)
+
+
+def test_fine_tuning_trains_the_mid_end_and_the_new_head_and_keeps_the_front_end(converted: Path,
+                                                                                  reference: dict[str, np.ndarray]) -> None:
+    from chorus.pretrained.tagger import PretrainedTagger
+
+    torch.manual_seed(0)
+    net = PretrainedTagger(load_pretrained("MSD_musicnn", converted), n_out=2, dropout=0.0, tune_midend=True)
+    front = {k: v.clone() for k, v in net.net.frontend.state_dict().items()}
+    mid = net.net.midend[0].conv.weight.clone()
+    # two classes of stored dB maps: the fixture's metal and orchestral patches
+    db = 10 * np.log10((10 ** reference["patches"] - 1) / 10000 + 1e-10)
+    x = torch.from_numpy(db.transpose(0, 2, 1)[:, None].astype(np.float32))
+    y = torch.tensor([0, 0, 1, 1])
+    optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    net.train()
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(front[k], v) for k, v in net.net.frontend.state_dict().items())  # weights and batch statistics
+    assert not torch.equal(mid, net.net.midend[0].conv.weight)
+    assert net.embed(x).shape == (4, 1506)

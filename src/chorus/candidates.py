@@ -89,6 +89,7 @@ class CandidateSpec:
 
 
 BACKBONE = CandidateSpec("backbone", "pretext", "torch", arch="pretext")
+FINETUNE_LR_SCALE = 0.1  # a pretrained network's layers move less than a fresh one's
 
 CATALOGUE: dict[str, CandidateSpec] = {spec.name: spec for spec in [
     CandidateSpec("paper_cnn", "style", "torch", arch="paper_cnn", maps="logmel"),
@@ -113,6 +114,8 @@ CATALOGUE: dict[str, CandidateSpec] = {spec.name: spec for spec in [
                   feature_config="musicnn"),
     CandidateSpec("musicnn_mood_probe", "mood", "sklearn", features="musicnn_msd", classifier="logistic",
                   needs=("musicnn_msd",), feature_config="musicnn"),
+    CandidateSpec("musicnn_finetune", "style", "torch", arch="musicnn_finetune", freeze=False, needs=("musicnn_msd",),
+                  feature_config="musicnn"),
     BACKBONE,
 ]}
 
@@ -248,6 +251,9 @@ def build_network(spec: CandidateSpec, settings: TrainSettings, n_out: int, in_c
         return CRNN(n_out, in_channels, tuple(settings.channels)[:3], dropout=settings.dropout), facts
     if spec.arch == "pretext":
         return PretextCNN(list(head_sizes or []), in_channels, tuple(settings.backbone.channels), settings.dropout), facts
+    if spec.arch == "musicnn_finetune":
+        pretrained = copy.deepcopy(deps["musicnn_msd"].net.net)
+        return PretrainedTagger(pretrained, n_out, settings.dropout, tune_midend=True), facts
     backbone: TorchScorer = deps["backbone"]
     trunk = copy.deepcopy(backbone.net.trunk)
     if spec.arch == "transfer":
@@ -293,6 +299,9 @@ def train_candidate(
         backbone: TorchScorer = deps["backbone"]
         channels = backbone.channels.tolist()
         mean, std = backbone.mean.flatten().numpy(), backbone.std.flatten().numpy()
+    elif spec.arch == "musicnn_finetune":  # musicnn normalises its own input
+        channels, mean, std = [0], np.zeros(1, np.float32), np.ones(1, np.float32)
+        settings = settings.model_copy(update={"learning_rate": settings.learning_rate * FINETUNE_LR_SCALE})
     else:
         channels = [0] if spec.maps == "logmel" else list(range(len(stored)))
         mean, std = _channel_stats(train, channels)

@@ -13,14 +13,29 @@ from chorus.pretrained.musicnn import Musicnn, MusicnnVgg
 
 class PretrainedTagger(nn.Module):
     """One of musicnn's networks on stored dB maps; with ``n_out`` a new linear head on its
-    embedding replaces the 50 tags (fine-tuning, with ``dropout`` before the head)."""
+    embedding replaces the 50 tags (``dropout`` before it). Fine-tuning trains the new head and,
+    with ``tune_midend``, musicnn's mid end; the front end (most of the computation) and its batch
+    statistics stay as pretrained."""
 
-    def __init__(self, net: Musicnn | MusicnnVgg, n_out: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(self, net: Musicnn | MusicnnVgg, n_out: int | None = None, dropout: float = 0.5,
+                 tune_midend: bool = False) -> None:
         super().__init__()
         self.net = net
         self.embedding_size = 2 * net.pooled_channels if isinstance(net, Musicnn) else 2 * net.head.in_features
         self.head = nn.Linear(self.embedding_size, n_out) if n_out else None
         self.dropout = nn.Dropout(dropout)
+        self.tune_midend = tune_midend and isinstance(net, Musicnn)
+        if n_out:
+            net.requires_grad_(False)
+            if isinstance(net, Musicnn) and self.tune_midend:
+                net.midend.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> PretrainedTagger:
+        super().train(mode)
+        self.net.eval()  # the pretrained parts keep their batch statistics
+        if isinstance(self.net, Musicnn) and self.tune_midend:
+            self.net.midend.train(mode)
+        return self
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, 1, 96, frames) dB -> (batch, embedding_size)."""
