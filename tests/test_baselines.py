@@ -159,3 +159,16 @@ def test_retrieval_metrics_on_known_rankings():
     curve = compression_curve(x[:60], y[:60], x[60:], y[60:], dims=[1, 3, 6])
     assert [r["dims"] for r in curve] == [1, 3, 6]
     assert curve[-1]["distortion_rate"] < 1e-10 < curve[0]["distortion_rate"]  # all dimensions: lossless
+
+
+def test_itq_hash_keeps_neighbours_close_and_copes_with_fewer_vectors_than_bits():
+    from chorus.baselines import ItqHasher
+
+    rng = np.random.default_rng(0)
+    near, far = rng.normal(0, 1, (60, 100)) + 3, rng.normal(0, 1, (60, 100)) - 3
+    hasher = ItqHasher(32).fit(np.vstack([near, far]))
+    codes_near, codes_far = hasher.transform(near), hasher.transform(far)
+    assert codes_near.shape == (60, 32) and set(np.unique(codes_near)) <= {-1.0, 1.0}
+    assert (codes_near[:30] != codes_near[30:]).mean() < 0.1 < 0.9 < (codes_near != codes_far).mean()
+    tiny = ItqHasher(32).fit(np.vstack([near[:5], far[:4]]))  # nine vectors: 8 PCA bits, 24 random hyperplanes
+    assert tiny.transform(near[:3]).shape == (3, 32)

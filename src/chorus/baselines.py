@@ -228,3 +228,37 @@ def linear_probe(x: np.ndarray, y: np.ndarray, x_valid: np.ndarray, valid_tracks
             best = (model, c, score)
     assert best is not None
     return best
+
+
+class ItqHasher(BaseEstimator):
+    """Iterative quantisation (Gong & Lazebnik, 2011): standardise, PCA to ``bits`` dimensions, then
+    the orthogonal rotation that best aligns the projections with the vertices of the hypercube
+    (alternating sign codes and an orthogonal Procrustes solve). Unsupervised: a hash of any
+    embedding. ``transform`` gives +-1 codes, (n, bits)."""
+
+    def __init__(self, bits: int = 32, iterations: int = 50, random_state: int = 0) -> None:
+        self.bits = bits
+        self.iterations = iterations
+        self.random_state = random_state
+
+    def fit(self, x: np.ndarray, y: Any = None) -> ItqHasher:
+        # fewer training vectors than bits (a tiny corpus): the bits PCA cannot give are random hyperplanes
+        dims = min(self.bits, x.shape[1], len(x) - 1) if len(x) > 1 else 0
+        rng = np.random.default_rng(self.random_state)
+        self.scaler_ = StandardScaler().fit(x)
+        scaled = self.scaler_.transform(x)
+        self.pca_ = PCA(n_components=dims, random_state=self.random_state).fit(scaled) if dims else None
+        self.planes_ = rng.normal(size=(x.shape[1], self.bits - dims))
+        rotation, _ = np.linalg.qr(rng.normal(size=(dims, dims)))
+        if self.pca_ is not None:
+            v = self.pca_.transform(scaled)
+            for _ in range(self.iterations):
+                u, _, wt = np.linalg.svd(np.sign(v @ rotation + 1e-12).T @ v)
+                rotation = (u @ wt).T
+        self.rotation_ = rotation
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        scaled = self.scaler_.transform(x)
+        projected = [scaled @ self.planes_] if self.pca_ is None else [self.pca_.transform(scaled) @ self.rotation_, scaled @ self.planes_]
+        return np.sign(np.hstack(projected) + 1e-12).astype(np.float32)

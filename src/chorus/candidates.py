@@ -20,6 +20,7 @@ import torch
 from chorus import baselines
 from chorus.config import FeatureSettings, TrainSettings
 from chorus.datasets.render import instrument_family
+from chorus.evaluation.retrieval import average_precision_at_k, hamming_distance, top_k
 from chorus.features import FeatureSet, map_names
 from chorus.label_tasks import MultiLabelTruth
 from chorus.models.nets import (
@@ -113,6 +114,8 @@ CATALOGUE: dict[str, CandidateSpec] = {spec.name: spec for spec in [
     CandidateSpec("musicnn_probe", "style", "sklearn", features="musicnn_msd", classifier="logistic", needs=("musicnn_msd",),
                   feature_config="musicnn"),
     CandidateSpec("musicnn_mood_probe", "mood", "sklearn", features="musicnn_msd", classifier="logistic",
+                  needs=("musicnn_msd",), feature_config="musicnn"),
+    CandidateSpec("musicnn_hash_32", "hash", "sklearn", features="musicnn_msd", classifier="itq", bits=32,
                   needs=("musicnn_msd",), feature_config="musicnn"),
     CandidateSpec("musicnn_finetune", "style", "torch", arch="musicnn_finetune", freeze=False, needs=("musicnn_msd",),
                   feature_config="musicnn"),
@@ -355,6 +358,9 @@ def _train_sklearn(spec: CandidateSpec, train: SegmentSplit, valid: SegmentSplit
         estimator, c, probe_score = baselines.linear_probe(x, train.y, featuriser(valid.x), valid.track_ids, valid_truth,
                                                            spec.kind, settings.seed)
         params.update({"logistic_C": c, "C_grid": list(baselines.LINEAR_PROBE_C)})
+    elif spec.classifier == "itq":
+        estimator = baselines.ItqHasher(spec.bits, random_state=settings.seed).fit(x)
+        params["bits"] = spec.bits
     elif spec.classifier == "rakel":
         estimator = baselines.rakel(x, train.y.astype(int), sv.rakel_labelset, settings.seed)
         params["labelset_size"] = sv.rakel_labelset
@@ -378,6 +384,11 @@ def sklearn_valid_score(scorer: SklearnScorer, valid: SegmentSplit) -> float:
     if len(valid) == 0:
         return float("nan")
     _, per_track = track_mean(scorer.scores(valid.x), valid.track_ids)
+    if scorer.contract.kind == "hash":  # an unsupervised hasher: Hamming mAP@10, relevant = same class
+        k = min(10, len(per_track) - 1)
+        if k < 1:
+            return float("nan")
+        return float(average_precision_at_k(top_k(hamming_distance(per_track), k), track_targets(valid)).mean())
     return track_level_score(per_track, track_targets(valid), scorer.contract.kind)
 
 

@@ -225,9 +225,9 @@ class BackboneSettings(SectionSettings):
 
 
 # What `chorus run --task <single-label task>` trains: no backbone (its pretext labels are the
-# demo's), the article's CNN, the short-chunk CNN, the MFCC + SVM baseline and the linear probe on
-# musicnn's pretrained embeddings.
-SINGLE_LABEL_CANDIDATES: tuple[str, ...] = ("paper_cnn", "short_chunk", "mfcc_svm_pso", "musicnn_probe")
+# demo's), the article's CNN, the short-chunk CNN, the MFCC + SVM baseline, the linear probe on
+# musicnn's pretrained embeddings and a 32-bit hash of them (so similar-song search works on any corpus).
+SINGLE_LABEL_CANDIDATES: tuple[str, ...] = ("paper_cnn", "short_chunk", "mfcc_svm_pso", "musicnn_probe", "musicnn_hash_32")
 
 PROFILES: dict[str, tuple[str, ...]] = {
     "default": ("paper_cnn", "short_chunk", "mood_tagger", "crnnh_32", "mfcc_svm_pso", "musicnn_probe", "musicnn_mood_probe",
@@ -235,7 +235,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "full": ("paper_cnn", "paper_cnn_3ch", "short_chunk", "short_chunk_logmel", "short_chunk_res", "crnn",
              "transfer_frozen", "transfer_finetune", "mood_tagger", "crnnh_16", "crnnh_32", "crnnh_64",
              "mfcc_svm_pso", "mfcc_svm_optuna", "mfcc_svm_grid", "cnn_svm", "cnn_smote_svm", "cnn_elm", "rakel",
-             "musicnn_probe", "musicnn_mood_probe", "musicnn_mtt", "musicnn_finetune"),
+             "musicnn_probe", "musicnn_mood_probe", "musicnn_mtt", "musicnn_finetune", "musicnn_hash_32"),
 }
 
 

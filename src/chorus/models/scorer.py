@@ -116,6 +116,8 @@ class SklearnScorer:
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         feats = self.features(x)
+        if self.contract.kind == "hash":  # an unsupervised hasher of the features: +-1 codes
+            return np.asarray(self.estimator.transform(feats), np.float32)
         if self.contract.kind == "multi":
             probs = self.estimator.predict_proba(feats)
             return np.asarray(probs.toarray() if hasattr(probs, "toarray") else probs, np.float32)

@@ -262,7 +262,10 @@ def _retrieval_and_compression(ev: Evaluation, hash_scorers: dict[str, Scorer]) 
     if len(test) < 2 or len(train) < 2:  # a query needs at least one other item
         return {}
     train_vectors, test_vectors = scorer.embed(train.x), scorer.embed(test.x)
-    codes = {name: h.scores(test.x) for name, h in sorted(hash_scorers.items())}
+    # codes beside the vectors of the same segments: hash models of another feature configuration
+    # (its own segment grid) are scored in the candidates' table only
+    codes = {name: h.scores(test.x) for name, h in sorted(hash_scorers.items())
+             if h.contract.feature_config_hash == scorer.contract.feature_config_hash}
     table = retrieval_table(train_vectors, test_vectors, test.y, test.track_ids, codes, k=10, seed=settings.evaluate.seed,
                             rerank_candidates=settings.search.rerank_candidates)
     dims = [d for d in COMPRESSION_DIMS if d <= train_vectors.shape[1]]

@@ -12,10 +12,11 @@ import pandas as pd
 from distributed import Client
 
 from chorus import registry
+from chorus.candidates import CATALOGUE
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import ChorusError, InputError, StaleFeaturesError
-from chorus.features import features_key, load_features
+from chorus.features import feature_dir, features_key, load_features
 from chorus.ingest import TRACK_COLUMNS
 from chorus.io import write_parquet
 from chorus.search import SearchIndex
@@ -24,6 +25,7 @@ from chorus.search.encode import ModelVersion, TrackEncoder, resolve_version
 from chorus.search.index import Mode, read_index_meta
 from chorus.stages.context import StageContext, StageSummary, log, shared_validator
 from chorus.stages.corpus import load_tracks
+from chorus.stages.features import FeatureSets
 from chorus.stages.labels import voted_global_labels
 from chorus.state import StateDir
 from chorus.tagging import audio_files
@@ -33,9 +35,18 @@ from chorus.validation import Validator, with_known_tracks
 def search_models(settings: ChorusSettings) -> tuple[ModelVersion, ModelVersion]:
     """The two registered versions an index is built for: the semantic model's and the hash
     model's, at ``search.alias`` (champion by default)."""
-    semantic = settings.search.semantic_model or settings.train.model_name
-    hashing = settings.train.registered_name(f"hash-{settings.search.hash_bits}")
-    return resolve_version(semantic, settings.search.alias), resolve_version(hashing, settings.search.alias)
+    ts, alias = settings.train, settings.search.alias
+    hashing = resolve_version(ts.registered_name(f"hash-{settings.search.hash_bits}"), alias)
+    semantic = resolve_version(settings.search.semantic_model or ts.model_name, alias)
+    if not settings.search.semantic_model and _feature_config(semantic) != _feature_config(hashing) and \
+            CATALOGUE.get(hashing.candidate, CATALOGUE["backbone"]).feature_config == "musicnn":
+        # a hash of musicnn's embeddings pairs with musicnn's own vectors (one feature set per index)
+        semantic = resolve_version(ts.registered_name(CATALOGUE["musicnn_msd"].registered_task(ts)), "champion")
+    return semantic, hashing
+
+
+def _feature_config(version: ModelVersion) -> str | None:
+    return registry.version_tags(version.name, version.version).get(registry.FEATURE_HASH_TAG)
 
 
 def index_folder(state: StateDir, semantic: ModelVersion, hashing: ModelVersion) -> Path:
@@ -44,8 +55,10 @@ def index_folder(state: StateDir, semantic: ModelVersion, hashing: ModelVersion)
 
 def index_key(settings: ChorusSettings, semantic: ModelVersion, hashing: ModelVersion) -> str:
     """What a search index depends on: both model versions, the stored features, the search settings."""
-    return stable_hash([str(semantic), str(hashing), features_key(StateDir(settings.state_dir).features, settings.features),
-                        settings.search.config_hash()])
+    root = StateDir(settings.state_dir).features
+    configurations = FeatureSets(root, settings.features, []).configurations()
+    return stable_hash([str(semantic), str(hashing), settings.search.config_hash(),
+                        *[features_key(root, fs) for fs in configurations.values() if (feature_dir(root, fs) / "index.json").exists()]])
 
 
 def _index_on_disk(settings: ChorusSettings,
@@ -85,14 +98,14 @@ def index_stage(settings: ChorusSettings, validator: Validator | None = None, if
     if meta is not None and meta.get("key") == key:
         return ctx.summary("index", True, {"index": str(folder)}, _index_counts(meta))
     encoder = TrackEncoder.from_registry(semantic, hashing)
-    if encoder.features.config_hash() != settings.features.config_hash():
+    if encoder.features.config_hash() not in FeatureSets(ctx.state.features, settings.features, []).configurations():
         raise StaleFeaturesError(f"{semantic} was trained on features {encoder.features.config_hash()}, the corpus's are "
                                  f"{settings.features.config_hash()}: retrain it (chorus run) or set the feature settings back")
-    features = load_features(ctx.state.features, settings.features, maps=encoder.maps)
+    features = load_features(ctx.state.features, encoder.features, maps=encoder.maps)
     track_ids, vectors, codes = encoder.encode_segments(features.maps, features.segments["track_id"].to_numpy())
     search = settings.search
     meta = {"key": key, "name": folder.name, "semantic": semantic.__dict__, "hash": hashing.__dict__,
-            "feature_config_hash": settings.features.config_hash(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "feature_config_hash": encoder.features.config_hash(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     index = SearchIndex.build(track_ids, vectors, codes, meta, search.approximate_above, search.ivf_lists, search.ivf_probe)
     tracks = load_tracks(settings)
     (validator or shared_validator(settings)).validate(
