@@ -85,7 +85,7 @@ def bench_faults(
 
 @bench_app.command("transfer")
 def bench_transfer(
-    quick: Annotated[bool, typer.Option("--quick", help="Three labels, six 20 s excerpts each: checks the keys.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The test tier's corpus, up to six 20 s excerpts per label: checks the keys.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """musicnn's pretrained embeddings (linear probe) against the from-scratch CNNs and MFCC + SVM on a real-music
