@@ -33,7 +33,8 @@ class PretrainedTagger(nn.Module):
     def train(self, mode: bool = True) -> PretrainedTagger:
         super().train(mode)
         self.net.eval()  # the pretrained parts keep their batch statistics
-        if isinstance(self.net, Musicnn) and self.tune_midend:
+        # (a tagger registered before fine-tuning existed has no tune_midend: nothing of it trains)
+        if isinstance(self.net, Musicnn) and getattr(self, "tune_midend", False):
             self.net.midend.train(mode)
         return self
 
