@@ -26,11 +26,6 @@ def musicnn_features(base: FeatureSettings) -> FeatureSettings:
         "hpss": False, "n_mfcc": 20})
 
 
-def is_musicnn_input(settings: FeatureSettings) -> bool:
-    reference = musicnn_features(settings)
-    return settings.config_hash() == reference.config_hash()
-
-
 def musicnn_input(logmel_db: torch.Tensor) -> torch.Tensor:
     """musicnn's patches from stored log-mel segments.
 

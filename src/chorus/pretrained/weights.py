@@ -102,6 +102,3 @@ def load_pretrained(model: str, folder: Path, wheel_dir: Path | None = None) -> 
     net.load_state_dict(load_file(str(target)))
     return net.eval()
 
-
-def pretrained_tags(model: str) -> tuple[str, ...]:
-    return TAGS[model.split("_")[0]]
