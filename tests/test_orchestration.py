@@ -158,3 +158,19 @@ def test_served_runs_wait_for_the_state_lock_a_bounded_time(tmp_path):
     settings = load_settings(overrides={"state_dir": str(tmp_path), "orchestration": {"served_lock_timeout_s": 900}})
     serve = next(s for s in LocalServices(settings).services() if s.name == "serve")
     assert serve.env[settings_env_name("lock_timeout_s")] == "900.0"
+
+
+def test_chorus_env_is_sourced_without_running_what_a_value_holds(tmp_path):
+    """A state path with a command substitution or quotes in it is exported as written, and
+    sourcing the file runs nothing."""
+    import subprocess
+
+    from chorus_ops.services import shell_exports
+
+    witness = tmp_path / "ran"
+    hostile = f"/data/$(touch {witness})/it's \"here\""
+    env_file = tmp_path / "chorus.env"
+    env_file.write_text(shell_exports({"CHORUS_STATE_DIR": hostile, "PREFECT_API_URL": "http://127.0.0.1:4200/api"}))
+    done = subprocess.run(["bash", "-c", f"source {env_file} && printf %s \"$CHORUS_STATE_DIR\""], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout == hostile and not witness.exists()

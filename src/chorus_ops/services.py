@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +34,12 @@ from chorus.state import TELEMETRY_OFF, StateDir
 
 # What `chorus serve` (chorus_ops.deployments) serves: the services wait for these to register.
 DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
+
+
+def shell_exports(env: dict[str, str]) -> str:
+    """``export NAME=value`` lines that a shell sources without running anything in a value (a state
+    path with ``$(...)`` or a quote in it stays a string)."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
 
 
 class ServiceError(ChorusError):
@@ -271,7 +278,7 @@ class LocalServices:
             for service, process in started:  # started together (the servers' start-ups overlap)
                 self._wait_healthy(service, process, log)
         env = self.client_environment()
-        write_text_atomic(self.env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
+        write_text_atomic(self.env_file, shell_exports(env))  # 0600, like every atomic write
         return env
 
     def _launch(self, service: Service) -> subprocess.Popen[bytes]:
