@@ -159,3 +159,26 @@ def test_what_is_not_a_file_gets_a_reason_not_silence(tmp_path):
     assert result.tracks["uri"].str.endswith("good.wav").tolist() == [True]
     reasons = dict(zip(result.quarantine["uri"].str.rsplit("/", n=1).str[-1], result.quarantine["reason"], strict=True))
     assert reasons == {"album.wav": "not_a_file", "loop.wav": "symlink_loop", "gone.wav": "dangling_symlink"}
+
+
+def test_forgotten_users_are_kept_as_keyed_digests_and_an_older_plain_list_still_matches(tmp_path):
+    import hashlib
+    import json
+
+    from chorus.ingest import drop_forgotten, forgotten_users, remember_forgotten
+
+    social = tmp_path / "social"
+    social.mkdir()
+    (social / "forgotten.json").write_text(json.dumps([hashlib.sha256(b"u1").hexdigest()]))  # written before the key
+    forgotten = remember_forgotten(social, "u2")
+    recorded = (social / "forgotten.json").read_text()
+    assert "u2" not in recorded and hashlib.sha256(b"u2").hexdigest() not in recorded  # a guessable id is not a lookup away
+    assert (social / "forgotten.key").stat().st_mode & 0o077 == 0
+    assert forgotten_users(social) == forgotten and forgotten.covers("u1") and forgotten.covers("u2")
+    tables = {"users": pd.DataFrame({"user_id": ["u1", "u2", "u3"]}),
+              "follows": pd.DataFrame({"follower": ["u3", "u1"], "followee": ["u2", "u3"]}),
+              "playlists": pd.DataFrame({"playlist_id": ["p1", "p2"], "owner": ["u2", "u3"]}),
+              "playlist_tracks": pd.DataFrame({"playlist_id": ["p1", "p2"], "track_id": ["t1", "t2"]})}
+    kept, dropped = drop_forgotten(tables, forgotten)
+    assert kept["users"]["user_id"].tolist() == ["u3"] and kept["follows"].empty
+    assert kept["playlist_tracks"]["track_id"].tolist() == ["t2"] and dropped["users"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -260,7 +261,9 @@ def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
     after = pd.read_parquet(state.labels / "labels.parquet")
     assert f"user:{user}" not in set(after["scope"])
     assert not after.equals(before)
-    assert user not in (state.social / "forgotten.json").read_text()  # kept only as a digest
+    assert user not in (state.social / "forgotten.json").read_text()  # kept only as a keyed digest
+    assert hashlib.sha256(str(user).encode()).hexdigest() not in (state.social / "forgotten.json").read_text()
+    assert (state.social / "forgotten.key").stat().st_mode & 0o077 == 0
     # a later ingest of the unchanged source keeps them out and is a no-op
     again = stages.ingest_stage(settings)
     assert again.skipped

@@ -8,8 +8,11 @@ silent, too_short, too_long, duplicate) and a detail.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from chorus.audio import AudioProblem, decode, probe
 from chorus.config import IngestSettings, stable_hash
 from chorus.datasets.candidates import AudioCandidates
 from chorus.errors import InputError
-from chorus.io import atomic_path, file_sha256, track_id_for, write_json_atomic
+from chorus.io import atomic_path, file_sha256, track_id_for, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -291,21 +294,46 @@ def social_fingerprint(folder: Path) -> str:
 
 
 # --- users who leave ----------------------------------------------------------------------
-# The ids of users who asked to be forgotten are kept only as SHA-256 digests, so that a re-ingest
-# of the source tables drops them again without the state directory holding their ids.
+# The ids of users who asked to be forgotten are kept only as keyed digests (HMAC-SHA-256 with a
+# random key of the state directory's, in a 0600 file), so that a re-ingest of the source tables
+# drops them again, and a copy of the digests alone does not tell whose they are, however
+# guessable the ids. A list written before the key existed holds plain SHA-256 digests; they
+# still match.
+
+FORGOTTEN_SCHEME = "hmac-sha256"
 
 
-def user_digest(user_id: str) -> str:
-    import hashlib
+@dataclass(frozen=True)
+class ForgottenUsers:
+    """Digests of forgotten users' ids: keyed ones, and the plain SHA-256 ones of an older list."""
 
-    return hashlib.sha256(str(user_id).encode()).hexdigest()
+    key: bytes
+    digests: tuple[str, ...] = ()
+    unsalted: tuple[str, ...] = ()
+
+    def digest(self, user_id: str) -> str:
+        return hmac.new(self.key, str(user_id).encode(), hashlib.sha256).hexdigest()
+
+    def covers(self, user_id: str) -> bool:
+        return self.digest(user_id) in self.digests or \
+            (bool(self.unsalted) and hashlib.sha256(str(user_id).encode()).hexdigest() in self.unsalted)
+
+    def listed(self) -> list[str]:
+        """Every digest, for keys of the tables they filter."""
+        return sorted([*self.digests, *self.unsalted])
 
 
-def forgotten_digests(social_dir: Path) -> list[str]:
-    import json
-
-    path = social_dir / "forgotten.json"
-    return sorted(json.loads(path.read_text())) if path.exists() else []
+def forgotten_users(social_dir: Path, make_key: bool = False) -> ForgottenUsers:
+    """The forgotten users' digests and the key they were made with; ``make_key``: a new random
+    key where none exists yet (no keyed digest exists without one)."""
+    key_file, path = social_dir / "forgotten.key", social_dir / "forgotten.json"
+    if make_key and not key_file.exists():
+        write_text_atomic(key_file, secrets.token_hex(32))  # 0600, like every atomic write
+    key = bytes.fromhex(key_file.read_text().strip()) if key_file.exists() else b""
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    if isinstance(recorded, list):  # written before the key: plain SHA-256 digests
+        return ForgottenUsers(key, (), tuple(sorted(recorded)))
+    return ForgottenUsers(key, tuple(sorted(recorded.get("digests", []))), tuple(sorted(recorded.get("unsalted_sha256", []))))
 
 
 def social_key(social_dir: Path, digests: list[str]) -> str:
@@ -313,21 +341,22 @@ def social_key(social_dir: Path, digests: list[str]) -> str:
     return stable_hash({"source": social_fingerprint(social_dir), "forgotten": digests})
 
 
-def remember_forgotten(social_dir: Path, user_id: str) -> list[str]:
-    digests = sorted(set(forgotten_digests(social_dir)) | {user_digest(user_id)})
-    write_json_atomic(social_dir / "forgotten.json", digests)
-    return digests
+def remember_forgotten(social_dir: Path, user_id: str) -> ForgottenUsers:
+    known = forgotten_users(social_dir, make_key=True)
+    forgotten = ForgottenUsers(known.key, tuple(sorted({*known.digests, known.digest(user_id)})), known.unsalted)
+    write_json_atomic(social_dir / "forgotten.json", {"scheme": FORGOTTEN_SCHEME, "digests": list(forgotten.digests),
+                                                      "unsalted_sha256": list(forgotten.unsalted)})
+    return forgotten
 
 
-def drop_forgotten(tables: dict[str, pd.DataFrame], digests: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+def drop_forgotten(tables: dict[str, pd.DataFrame], forgotten: ForgottenUsers) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """Remove every social row of the forgotten users: their user row, follows either way, their
     playlists and those playlists' tracks."""
-    if not digests:
+    if not forgotten.listed():
         return tables, {}
-    gone = set(digests)
 
     def is_gone(column: pd.Series) -> pd.Series:
-        return column.astype(str).map(user_digest).isin(gone)
+        return column.astype(str).map(forgotten.covers).astype(bool)
 
     users, follows = tables["users"], tables["follows"]
     playlists, members = tables["playlists"], tables["playlist_tracks"]

@@ -19,7 +19,7 @@ from chorus.errors import InputError
 from chorus.ingest import (
     SOCIAL_TABLES,
     drop_forgotten,
-    forgotten_digests,
+    forgotten_users,
     ingest,
     inputs_fingerprint,
     read_social,
@@ -139,8 +139,8 @@ def ingest_stage(settings: ChorusSettings, progress: Progress = None, validator:
     corpus, social_dir = corpus_location(settings)
     candidates = candidates_for(corpus, settings.ingest.adapter, settings.ingest)
     key = inputs_fingerprint(candidates, settings.ingest)
-    forgotten = forgotten_digests(state.social)
-    social_tables_key = social_key(social_dir, forgotten) if social_dir and social_dir.exists() else None
+    forgotten = forgotten_users(state.social)
+    social_tables_key = social_key(social_dir, forgotten.listed()) if social_dir and social_dir.exists() else None
     social_paths = social_table_paths(state)
     tracks_current = output_is_current(state.tracks, key) and state.ingest_quarantine.exists()
     social_current = social_tables_key is None or all(output_is_current(p, social_tables_key) for p in social_paths.values())

@@ -157,8 +157,9 @@ def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
     tables = {name: read_table(p) for name, p in paths.items()}
     if str(user_id) not in set(tables["users"]["user_id"].astype(str)):
         raise InputError(str(paths["users"]), f"no user '{user_id}' (already forgotten, or never there)")
-    digests = remember_forgotten(state.social, user_id)
-    kept, dropped = drop_forgotten(tables, digests)
+    forgotten = remember_forgotten(state.social, user_id)
+    digests = forgotten.listed()
+    kept, dropped = drop_forgotten(tables, forgotten)
     _, social_dir = corpus_location(settings)
     # the key ingest computes for this source and forgotten list: a later ingest finds it current,
     # and the labels stage sees changed social inputs and recomputes
