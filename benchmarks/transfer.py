@@ -26,7 +26,7 @@ import pandas as pd
 import soundfile as sf
 
 from chorus import registry
-from chorus.audio import load_mono
+from chorus.audio import to_mono
 from chorus.config import ChorusSettings, IngestSettings, load_settings
 from chorus.datasets.candidates import AUDIO_SUFFIXES
 from chorus.evaluation.metrics import bootstrap_interval
@@ -54,6 +54,7 @@ SEARCH_CANDIDATES = ("musicnn_hash_32",)
 FROM_SCRATCH = ("paper_cnn", "short_chunk")
 QUICK_TRACKS_PER_LABEL = 6  # of the test tier's corpus (PACKAGES): no download beyond the tests' own
 QUICK_SECONDS = 20.0
+QUICK_CHECKED_TRACKS = 4  # tracks queried with degraded copies in the search check
 
 
 def recording(path: Path) -> str:
@@ -85,11 +86,13 @@ def manifest(corpus: Path, folder: Path, quick: bool) -> Path:
 
 
 def _excerpt(path: Path, folder: Path) -> Path:
-    rate = 22050
-    audio = load_mono(str(path), rate)
+    """``QUICK_SECONDS`` of the file, past its intro where it allows, decoded alone (a seek, not
+    the whole file) and written as WAV at its own rate."""
+    info = sf.info(str(path))
+    start = int(min(30.0, max(0.0, info.duration - QUICK_SECONDS)) * info.samplerate)
+    audio, rate = sf.read(str(path), start=start, frames=int(QUICK_SECONDS * info.samplerate), dtype="float32")
     target = folder / f"{path.parent.name}-{path.stem}.wav"
-    start = int(min(30.0, max(0.0, len(audio) / rate - QUICK_SECONDS)) * rate)  # past the intro where the track allows
-    sf.write(target, audio[start: start + int(QUICK_SECONDS * rate)], rate)
+    sf.write(target, to_mono(audio), rate)
     return target
 
 
@@ -110,6 +113,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print, cache: Path = D
                                      "train": {"model_prefix": "transfer"}}
         if quick:
             overrides["train"].update({"epochs": 2, "svm": {"budget": 8, "particles": 4}})
+            overrides["search"] = {"check": {"tracks": QUICK_CHECKED_TRACKS}}
         settings = load_settings(overrides=overrides).for_task("label")
         settings = settings.model_copy(update={
             "train": settings.train.model_copy(update={"candidates": [*CANDIDATES, *SEARCH_CANDIDATES]}),
