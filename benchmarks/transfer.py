@@ -54,7 +54,7 @@ SEARCH_CANDIDATES = ("musicnn_hash_32",)
 FROM_SCRATCH = ("paper_cnn", "short_chunk")
 QUICK_TRACKS_PER_LABEL = 6  # of the test tier's corpus (PACKAGES): no download beyond the tests' own
 QUICK_SECONDS = 20.0
-QUICK_CHECKED_TRACKS = 4  # tracks queried with degraded copies in the search check
+QUICK_CHECKED_TRACKS = 3  # tracks queried with degraded copies in the search check
 
 
 def recording(path: Path) -> str:
@@ -112,7 +112,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print, cache: Path = D
         overrides: dict[str, Any] = {"state_dir": str(folder / "state"), "ingest": {"manifest": str(path)},
                                      "train": {"model_prefix": "transfer"}}
         if quick:
-            overrides["train"].update({"epochs": 2, "svm": {"budget": 8, "particles": 4}})
+            overrides["train"].update({"epochs": 1, "svm": {"budget": 4, "particles": 2}})
             overrides["search"] = {"check": {"tracks": QUICK_CHECKED_TRACKS}}
         settings = load_settings(overrides=overrides).for_task("label")
         settings = settings.model_copy(update={
