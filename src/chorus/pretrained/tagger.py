@@ -23,6 +23,8 @@ class PretrainedTagger(nn.Module):
         self.net = net
         self.embedding_size = 2 * net.pooled_channels if isinstance(net, Musicnn) else 2 * net.head.in_features
         self.head = nn.Linear(self.embedding_size, n_out) if n_out else None
+        # the pooled features span ~1e-6 to ~100: normalised before a fresh head (as the probe standardises)
+        self.norm = nn.BatchNorm1d(self.embedding_size) if n_out else None
         self.dropout = nn.Dropout(dropout)
         self.tune_midend = tune_midend and isinstance(net, Musicnn)
         if n_out:
@@ -43,6 +45,7 @@ class PretrainedTagger(nn.Module):
         return self.net(musicnn_input(x[:, 0])).embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.head is None:
+        norm = getattr(self, "norm", None)  # (absent from a tagger pickled before it existed: no new head either)
+        if self.head is None or norm is None:
             return self.net(musicnn_input(x[:, 0])).logits
-        return self.head(self.dropout(self.embed(x)))
+        return self.head(self.dropout(norm(self.embed(x))))
