@@ -26,7 +26,7 @@ from chorus.evaluation.report import (
 )
 from chorus.evaluation.retrieval import compression_curve, retrieval_table
 from chorus.evaluation.scoring import planted_mood_scores, score_candidate, tag_prior_scores
-from chorus.features import FeatureSet, feature_dir, features_key
+from chorus.features import FeatureSet
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.label_tasks import MultiLabelTruth
 from chorus.models.scorer import Scorer
@@ -39,7 +39,7 @@ from chorus.stages.context import (
     log,
     read_metrics,
 )
-from chorus.stages.features import FeatureSets
+from chorus.stages.features import FeatureSets, stored_features_keys
 from chorus.stages.search import current_index_meta
 from chorus.stages.train import mood_labels, training_tracks
 from chorus.state import StateDir
@@ -89,8 +89,7 @@ class Evaluation:
         ts, es = self.settings.train, self.settings.evaluate
         return stable_hash({"champion": self.champion, "subject": self.subject, "candidates": self.evaluated,
                             "evaluate": es.config_hash(), "voting": self.voting,
-                            "features": {h: features_key(self.state.features, fs) for h, fs in self.feature_sets.configurations().items()
-                                         if (feature_dir(self.state.features, fs) / "index.json").exists()},
+                            "features": stored_features_keys(self.state.features, self.settings.features),
                             "search": (self.search_check or {}).get("key"), "moods": self.moods.digest(),
                             "tracks": stable_hash(self.tracks[[c for c in ("track_id", "split", ts.task) if c in self.tracks.columns]]
                                                   .astype(str).values.tolist())})

@@ -29,6 +29,7 @@ from chorus.features import (
     extract_batch_or_problems,
     extract_track_or_problem,
     feature_dir,
+    features_key,
     load_features,
     map_names,
     problem_record,
@@ -196,6 +197,18 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
     )
 
 
+def feature_configurations(settings: FeatureSettings) -> dict[str, FeatureSettings]:
+    """Each feature configuration a model may read, by config hash: the main one, musicnn's input."""
+    return {fs.config_hash(): fs for fs in (settings, musicnn_features(settings))}
+
+
+def stored_features_keys(root: Path, settings: FeatureSettings) -> dict[str, str]:
+    """The features key of each configuration extracted under ``root`` (by config hash), for the
+    keys of outputs built on whichever of them their models read."""
+    return {h: features_key(root, fs) for h, fs in feature_configurations(settings).items()
+            if (feature_dir(root, fs) / "index.json").exists()}
+
+
 @dataclass
 class FeatureSets:
     """The stored features of ``track_ids`` in each configuration a model may read (the main one,
@@ -206,13 +219,10 @@ class FeatureSets:
     track_ids: list[str]
     loaded: dict[str, FeatureSet] = field(default_factory=dict)
 
-    def configurations(self) -> dict[str, FeatureSettings]:
-        return {fs.config_hash(): fs for fs in (self.settings, musicnn_features(self.settings))}
-
     def for_contract(self, contract: Contract) -> FeatureSet:
         """The features a model was trained on; an unknown configuration gets the main one, which
         the model's ``check_features`` then refuses with both hashes."""
-        fs = self.configurations().get(contract.feature_config_hash, self.settings)
+        fs = feature_configurations(self.settings).get(contract.feature_config_hash, self.settings)
         key = fs.config_hash()
         if key not in self.loaded:
             self.loaded[key] = load_features(self.root, fs, self.track_ids, maps=map_names(fs))

@@ -16,7 +16,7 @@ from chorus.candidates import CATALOGUE
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import ChorusError, InputError, StaleFeaturesError
-from chorus.features import feature_dir, features_key, load_features
+from chorus.features import load_features
 from chorus.ingest import TRACK_COLUMNS
 from chorus.io import write_parquet
 from chorus.search import SearchIndex
@@ -25,7 +25,7 @@ from chorus.search.encode import ModelVersion, TrackEncoder, resolve_version
 from chorus.search.index import Mode, read_index_meta
 from chorus.stages.context import StageContext, StageSummary, log, shared_validator
 from chorus.stages.corpus import load_tracks
-from chorus.stages.features import FeatureSets
+from chorus.stages.features import feature_configurations, stored_features_keys
 from chorus.stages.labels import voted_global_labels
 from chorus.state import StateDir
 from chorus.tagging import audio_files
@@ -55,10 +55,8 @@ def index_folder(state: StateDir, semantic: ModelVersion, hashing: ModelVersion)
 
 def index_key(settings: ChorusSettings, semantic: ModelVersion, hashing: ModelVersion) -> str:
     """What a search index depends on: both model versions, the stored features, the search settings."""
-    root = StateDir(settings.state_dir).features
-    configurations = FeatureSets(root, settings.features, []).configurations()
-    return stable_hash([str(semantic), str(hashing), settings.search.config_hash(),
-                        *[features_key(root, fs) for fs in configurations.values() if (feature_dir(root, fs) / "index.json").exists()]])
+    stored = stored_features_keys(StateDir(settings.state_dir).features, settings.features)
+    return stable_hash([str(semantic), str(hashing), settings.search.config_hash(), *stored.values()])
 
 
 def _index_on_disk(settings: ChorusSettings,
@@ -98,7 +96,7 @@ def index_stage(settings: ChorusSettings, validator: Validator | None = None, if
     if meta is not None and meta.get("key") == key:
         return ctx.summary("index", True, {"index": str(folder)}, _index_counts(meta))
     encoder = TrackEncoder.from_registry(semantic, hashing)
-    if encoder.features.config_hash() not in FeatureSets(ctx.state.features, settings.features, []).configurations():
+    if encoder.features.config_hash() not in feature_configurations(settings.features):
         raise StaleFeaturesError(f"{semantic} was trained on features {encoder.features.config_hash()}, the corpus's are "
                                  f"{settings.features.config_hash()}: retrain it (chorus run) or set the feature settings back")
     features = load_features(ctx.state.features, encoder.features, maps=encoder.maps)
