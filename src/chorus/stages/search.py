@@ -19,6 +19,7 @@ from chorus.errors import ChorusError, InputError, StaleFeaturesError
 from chorus.features import load_features
 from chorus.ingest import TRACK_COLUMNS
 from chorus.io import write_parquet
+from chorus.pretrained.frontend import musicnn_features
 from chorus.search import SearchIndex
 from chorus.search.degraded import check_tracks, degraded_maps, degraded_query_check
 from chorus.search.encode import ModelVersion, TrackEncoder, resolve_version
@@ -38,8 +39,9 @@ def search_models(settings: ChorusSettings) -> tuple[ModelVersion, ModelVersion]
     ts, alias = settings.train, settings.search.alias
     hashing = resolve_version(ts.registered_name(f"hash-{settings.search.hash_bits}"), alias)
     semantic = resolve_version(settings.search.semantic_model or ts.model_name, alias)
-    if not settings.search.semantic_model and _feature_config(semantic) != _feature_config(hashing) and \
-            CATALOGUE.get(hashing.candidate, CATALOGUE["backbone"]).feature_config == "musicnn":
+    hash_features = _feature_config(hashing)
+    if not settings.search.semantic_model and _feature_config(semantic) != hash_features and \
+            hash_features == musicnn_features(settings.features).config_hash():
         # a hash of musicnn's embeddings pairs with musicnn's own vectors (one feature set per index)
         semantic = resolve_version(ts.registered_name(CATALOGUE["musicnn_msd"].registered_task(ts)), "champion")
     return semantic, hashing
