@@ -37,3 +37,8 @@ class ValidationFailedError(ChorusError):
 
 class StaleFeaturesError(ChorusError):
     """A model was asked to use features made with another feature configuration."""
+
+
+class UnsafeModelError(ChorusError):
+    """A stored model or checkpoint that chorus will not load: not in its own pickle-free format,
+    or naming a type or network outside what it builds."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chorus.errors import UnsafeModelError
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "chorus"
@@ -42,6 +44,7 @@ def configure(tracking_uri: str, artifacts_dir: Path | None = None) -> str:
     is created with its artifacts under the state directory."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # chorus's models load without pickle
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -121,7 +124,8 @@ def log_candidate(
     import mlflow
 
     # the pyfunc subclasses mlflow's PythonModel: importing it loads mlflow, only when logging
-    from chorus.serving import ChorusPyfunc, pip_requirements, signature_of
+    from chorus.models.persist import save_scorer
+    from chorus.serving import MODEL_CODE, SCORER_ARTIFACT, pip_requirements, signature_of
 
     # With run_id, the run training_run opened is completed (pass only epochs not yet logged).
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train-{tags.get(CANDIDATE_TAG, name)}") as run:
@@ -138,10 +142,11 @@ def log_candidate(
         for filename, figure in (figures or {}).items():
             mlflow.log_figure(figure, f"provenance/{filename}")
         # MLflow prints its registration notices to stderr: they go to the log instead
-        with contextlib.redirect_stderr(io.StringIO()) as notices:
+        with contextlib.redirect_stderr(io.StringIO()) as notices, tempfile.TemporaryDirectory() as tmp:
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=ChorusPyfunc(scorer),
+                python_model=str(MODEL_CODE),
+                artifacts={SCORER_ARTIFACT: str(save_scorer(scorer, Path(tmp) / SCORER_ARTIFACT))},
                 signature=signature_of(scorer, input_example),
                 input_example=input_example,
                 pip_requirements=pip_requirements(),
@@ -195,11 +200,24 @@ def model_uri(name: str, version_or_alias: int | str) -> str:
 
 
 def load_scorer(name: str, version_or_alias: int | str) -> Any:
-    """The registered scorer itself (a TorchScorer or SklearnScorer), for embeddings and checks;
-    ``mlflow.pyfunc.load_model`` of the same URI gives the served view."""
-    import mlflow.pyfunc
+    """The registered scorer itself (a TorchScorer or SklearnScorer), for embeddings and checks,
+    read from the model's ``scorer`` artifact (JSON, safetensors, allow-listed skops): nothing
+    stored with the model is unpickled or run. ``mlflow.pyfunc.load_model`` of the same URI gives
+    the served view (it runs the model's code file)."""
+    import mlflow.artifacts
+    import yaml
 
-    return mlflow.pyfunc.load_model(model_uri(name, version_or_alias)).unwrap_python_model().scorer
+    from chorus.models.persist import load_scorer_folder
+    from chorus.serving import SCORER_ARTIFACT
+
+    uri = model_uri(name, version_or_alias)
+    with tempfile.TemporaryDirectory() as tmp:
+        described = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=tmp)).read_text())
+        pyfunc = (described.get("flavors") or {}).get("python_function") or {}
+        if "model_code_path" not in pyfunc or SCORER_ARTIFACT not in (pyfunc.get("artifacts") or {}):
+            raise UnsafeModelError(f"{uri}: not a model chorus stored without pickle (no code path and {SCORER_ARTIFACT} "
+                                   "artifact; a model registered by an older chorus, or planted): refused; retrain it")
+        return load_scorer_folder(Path(mlflow.artifacts.download_artifacts(f"{uri}/artifacts/{SCORER_ARTIFACT}", dst_path=tmp)))
 
 
 def version_tags(name: str, version: int) -> dict[str, str]:

@@ -1,18 +1,31 @@
 """The MLflow pyfunc every candidate is registered as: one input (a batch of stored feature maps,
 (batch, maps, bands, frames) float32 dB), one output per task (class or label probabilities, or
-+-1 hash codes), whatever the scorer inside (a network or a scikit-learn pipeline)."""
++-1 hash codes), whatever the scorer inside (a network or a scikit-learn pipeline).
+
+Registered as a model from code: MLflow stores ``chorus/model_code.py`` (which names this class)
+and the scorer's folder (``chorus.models.persist``: JSON, safetensors, skops) as the artifact
+``scorer``; nothing is pickled."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+SCORER_ARTIFACT = "scorer"
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+
 
 class ChorusPyfunc(PythonModel):
-    def __init__(self, scorer: Any) -> None:
+    def __init__(self, scorer: Any = None) -> None:
         self.scorer = scorer
+
+    def load_context(self, context):
+        from chorus.models.persist import load_scorer_folder
+
+        self.scorer = load_scorer_folder(Path(context.artifacts[SCORER_ARTIFACT]))
 
     # No type hints on predict: MLflow would try to derive a schema from them; the explicit
     # tensor signature logged with the model is the contract.
@@ -36,5 +49,6 @@ def pip_requirements() -> list[str]:
     """Explicit: MLflow's own inference of requirements takes many seconds per model."""
     from importlib.metadata import version
 
-    packages = ["torch", "numpy", "scikit-learn", "librosa", "imbalanced-learn", "scikit-multilearn", "mlflow"]
+    packages = ["torch", "numpy", "scikit-learn", "librosa", "imbalanced-learn", "scikit-multilearn", "mlflow",
+                "safetensors", "skops"]
     return [f"{p}=={version(p).split('+')[0]}" for p in packages] + ["chorus"]

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chorus.models.blueprint import recorded
+
 
 class PaperCNN(nn.Module):
     """The article's network, exactly: 64x64 input, conv 5x5 x5, average pool 2, conv 5x5 x10,
@@ -16,6 +18,7 @@ class PaperCNN(nn.Module):
     input_size = (64, 64)
     embedding_size = 1690
 
+    @recorded
     def __init__(self, n_out: int, in_channels: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 5, kernel_size=5)
@@ -61,6 +64,7 @@ class ShortChunkCNN(nn.Module):
     conv blocks over ~3.7 s chunks of 128-band log-mel, global max pooling, a dense layer, output.
     ``residual`` gives the ResNet variant. ``blocks`` are exposed for CRNNH."""
 
+    @recorded
     def __init__(self, n_out: int, in_channels: int = 1, channels: tuple[int, ...] = (32, 64, 128, 128),
                  residual: bool = False, dropout: float = 0.3) -> None:
         super().__init__()
@@ -91,6 +95,7 @@ class CRNN(nn.Module):
     """Conv front (pooling frequency harder than time), frequency collapsed, a GRU (128 units)
     over time; the last hidden state is the embedding."""
 
+    @recorded
     def __init__(self, n_out: int, in_channels: int = 1, channels: tuple[int, ...] = (32, 64, 128),
                  hidden: int = 128, dropout: float = 0.3) -> None:
         super().__init__()
@@ -116,6 +121,7 @@ class PretextCNN(nn.Module):
     """The backbone pretrained on a pretext task: one short-chunk CNN trunk, one head per pretext
     label (e.g. style and instrument family). Its ``trunk`` is reused frozen or fine-tuned."""
 
+    @recorded
     def __init__(self, n_out: list[int], in_channels: int = 1, channels: tuple[int, ...] = (32, 64, 128, 128),
                  dropout: float = 0.3) -> None:
         super().__init__()
@@ -152,6 +158,7 @@ class OnPretrainedTrunk(nn.Module):
 class TransferCNN(OnPretrainedTrunk):
     """A pretrained trunk with a new head."""
 
+    @recorded
     def __init__(self, trunk: ShortChunkCNN, n_out: int, freeze: bool = True, dropout: float = 0.3) -> None:
         super().__init__(trunk, freeze)
         self.dropout = nn.Dropout(dropout)
@@ -198,13 +205,14 @@ class CRNNH(OnPretrainedTrunk):
     GRU (128), a k-bit tanh head. ``forward`` gives relaxed codes in (-1, 1); ``codes`` their sign.
     ``classify`` maps codes to the task's classes (the task loss)."""
 
-    def __init__(self, trunk: ShortChunkCNN, selected: list[torch.Tensor], bits: int, n_classes: int,
+    @recorded
+    def __init__(self, trunk: ShortChunkCNN, selected: list[torch.Tensor] | list[list[int]], bits: int, n_classes: int,
                  pooled: int = 2, hidden: int = 128, freeze: bool = True) -> None:
         super().__init__(trunk, freeze)
         self.pooled = pooled
         self.bits = bits
         for i, index in enumerate(selected):
-            self.register_buffer(f"selected_{i}", index.long())
+            self.register_buffer(f"selected_{i}", torch.as_tensor(index).long())
         self.n_layers = len(selected)
         per_layer = max(len(s) for s in selected) * pooled * pooled
         # Layers may offer fewer maps than asked; each is projected to the same width.

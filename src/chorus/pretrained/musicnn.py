@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chorus.models.blueprint import recorded
+
 TF_BN_EPSILON = 1e-3
 N_MELS = 96
 N_FRAMES = 187
@@ -104,6 +106,7 @@ class Musicnn(nn.Module):
 
     architecture = "musicnn"
 
+    @recorded
     def __init__(self, n_tags: int = 50, midend_filters: int = 64, backend_units: int = 200) -> None:
         super().__init__()
         self.input_bn = nn.BatchNorm2d(1, eps=TF_BN_EPSILON)
@@ -150,6 +153,7 @@ class MusicnnVgg(nn.Module):
     architecture = "vgg"
     pools = ((4, 1, 2, 2), (2, 2, 2, 2), (2, 2, 2, 2), (2, 2, 2, 2), (4, 4, 4, 4))  # kernel (t, f), stride (t, f)
 
+    @recorded
     def __init__(self, n_tags: int = 50, filters: int = 128) -> None:
         super().__init__()
         self.input_bn = nn.BatchNorm2d(1, eps=TF_BN_EPSILON)

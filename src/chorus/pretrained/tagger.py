@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from chorus.models.blueprint import recorded
 from chorus.pretrained.frontend import musicnn_input
 from chorus.pretrained.musicnn import Musicnn, MusicnnVgg
 
@@ -17,6 +18,7 @@ class PretrainedTagger(nn.Module):
     with ``tune_midend``, musicnn's mid end; the front end (most of the computation) and its batch
     statistics stay as pretrained."""
 
+    @recorded
     def __init__(self, net: Musicnn | MusicnnVgg, n_out: int | None = None, dropout: float = 0.5,
                  tune_midend: bool = False) -> None:
         super().__init__()
@@ -35,8 +37,7 @@ class PretrainedTagger(nn.Module):
     def train(self, mode: bool = True) -> PretrainedTagger:
         super().train(mode)
         self.net.eval()  # the pretrained parts keep their batch statistics
-        # (a tagger registered before fine-tuning existed has no tune_midend: nothing of it trains)
-        if isinstance(self.net, Musicnn) and getattr(self, "tune_midend", False):
+        if isinstance(self.net, Musicnn) and self.tune_midend:
             self.net.midend.train(mode)
         return self
 
@@ -45,7 +46,6 @@ class PretrainedTagger(nn.Module):
         return self.net(musicnn_input(x[:, 0])).embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = getattr(self, "norm", None)  # (absent from a tagger pickled before it existed: no new head either)
-        if self.head is None or norm is None:
+        if self.head is None or self.norm is None:
             return self.net(musicnn_input(x[:, 0])).logits
-        return self.head(self.dropout(norm(self.embed(x))))
+        return self.head(self.dropout(self.norm(self.embed(x))))

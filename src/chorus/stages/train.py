@@ -39,6 +39,7 @@ from chorus.label_tasks import (
     with_task_labels,
     with_voted_mood,
 )
+from chorus.models.persist import FORMAT as STORAGE_FORMAT
 from chorus.models.scorer import Scorer
 from chorus.social.voting import SCORE_COLUMNS
 from chorus.stages.context import StageContext, StageSummary, git_commit
@@ -73,10 +74,13 @@ def candidate_key(settings: ChorusSettings, spec: CandidateSpec, targets: TaskTa
     features, its targets, and the keys of the models it builds on."""
     source = training_source(settings, spec.task)
     feature_settings = candidate_features(spec, settings.features)
+    # a model registered in another storage format is trained and registered again
     if spec.family == "pretrained":  # nothing learnt from the corpus: the weights and the input they read
-        return stable_hash({"candidate": key_settings(spec, settings.train), "features": feature_settings.config_hash()})
+        return stable_hash({"candidate": key_settings(spec, settings.train), "features": feature_settings.config_hash(),
+                            "stored_as": STORAGE_FORMAT})
     return stable_hash({
         "candidate": key_settings(spec, settings.train),
+        "stored_as": STORAGE_FORMAT,
         "features": features_key(features_root(source), feature_settings),
         "targets": stable_hash(targets.digest_rows()),
         "deps": dep_keys,

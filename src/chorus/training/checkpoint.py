@@ -4,6 +4,7 @@ scaler and the fit state, written atomically and read back as tensors and plain 
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chorus.errors import UnsafeModelError
 from chorus.io import atomic_path
 from chorus.models.scorer import TorchScorer
 
@@ -62,7 +64,11 @@ def save_checkpoint(path: Path, scorer: TorchScorer, opt: Optimisation, state: F
 def load_checkpoint(path: Path, scorer: TorchScorer, opt: Optimisation, device: torch.device) -> FitState:
     """Restore weights, optimiser, schedule and scaler from ``path``: tensors and plain values only
     (``weights_only``), so a checkpoint cannot run code."""
-    saved = torch.load(path, map_location=device, weights_only=True)
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeModelError(f"{path}: not a checkpoint of tensors and plain values, refused "
+                                    f"({str(error).splitlines()[0]}); delete it to train from the start") from error
     log.info("resuming %s from epoch %d", path, saved["state"]["epoch"])
     scorer.load_state_dict(saved["model"])
     opt.optimiser.load_state_dict(saved["optimizer"])
