@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from chorus.config import ChorusSettings, load_settings, set_dotted
+from chorus.errors import ConfigError
 from chorus.io import append_jsonl
 from chorus.state import StateDir, state_lock
 
@@ -27,9 +28,16 @@ SettingsParameter = Field(None, description=SETTINGS_DESCRIPTION)
 CONFIG_ENV = "CHORUS_CONFIG"
 
 
+# Where a run reads, writes and sends work: a deployment run's caller (anyone who can reach the
+# Prefect API) may not change these unless the server's orchestration.deployment_may_set allows it.
+SERVER_ONLY = ("state_dir", "mlflow_tracking_uri", "prefect_api_url", "export_root", "features.dask_address",
+               "ingest.allowed_schemes", "services", "orchestration")
+
+
 def resolve(settings: ChorusSettings | dict[str, Any] | None, changes: dict[str, Any] | None = None) -> ChorusSettings:
     """The run's settings: the process's, with what the caller set laid over them, then the flow's
-    typed parameters as dotted keys (``{"demo.scale": 0.5}``; None changes nothing)."""
+    typed parameters as dotted keys (``{"demo.scale": 0.5}``; None changes nothing). In a
+    deployment run, a caller's setting among ``SERVER_ONLY`` is refused (ConfigError)."""
     if isinstance(settings, ChorusSettings):
         given = settings.model_dump(mode="json", exclude_unset=True)
     else:
@@ -37,7 +45,37 @@ def resolve(settings: ChorusSettings | dict[str, Any] | None, changes: dict[str,
     for key, value in (changes or {}).items():
         if value is not None:
             set_dotted(given, key, value)
-    return load_settings(os.environ.get(CONFIG_ENV) or None, given)
+    config = os.environ.get(CONFIG_ENV) or None
+    if _in_deployment_run():
+        refuse_server_only(given, load_settings(config, {}))
+    return load_settings(config, given)
+
+
+def _in_deployment_run() -> bool:
+    from prefect.runtime import deployment
+
+    return deployment.id is not None
+
+
+def refuse_server_only(given: dict[str, Any], server: ChorusSettings) -> None:
+    """Raises ConfigError for a caller's setting that only the server's settings may make."""
+    allowed = set(server.orchestration.deployment_may_set)
+    current = dict(_dotted_items(server.model_dump(mode="json")))
+    refused = [key for key, value in _dotted_items(given)
+               if any(key == s or key.startswith(f"{s}.") for s in SERVER_ONLY)
+               and not any(key == a or key.startswith(f"{a}.") for a in allowed)
+               and value != current.get(key)]
+    if refused:
+        raise ConfigError(f"settings {refused} are the server's to set, not a deployment run's parameters "
+                          "(the server's orchestration.deployment_may_set can allow them)")
+
+
+def _dotted_items(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        items.extend(_dotted_items(value, f"{dotted}.") if isinstance(value, dict) and value else [(dotted, value)])
+    return items
 
 
 @contextmanager

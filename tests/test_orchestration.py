@@ -42,6 +42,28 @@ def test_given_settings_are_laid_over_the_process_settings(monkeypatch, tmp_path
     assert changed.demo.scale == 2.0 and changed.train.epochs == 3
 
 
+
+def test_a_deployment_run_cannot_redirect_where_the_server_reads_writes_and_sends_work(monkeypatch, tmp_path):
+    """Anyone who can reach the Prefect API can start a deployment run: its settings parameter may
+    tune the work, not point it at another tracking server, Dask scheduler, state or scheme."""
+    from chorus.errors import ConfigError
+    from chorus_flows import _common
+
+    monkeypatch.setenv("CHORUS_STATE_DIR", str(tmp_path / "served"))
+    monkeypatch.setattr(_common, "_in_deployment_run", lambda: True)
+    assert _common.resolve({"demo": {"scale": 0.5}}).demo.scale == 0.5
+    # the server's own values, as a validated settings parameter carries them, are not a change
+    assert _common.resolve(ChorusSettings(train={"epochs": 3})).train.epochs == 3
+    for given in ({"mlflow_tracking_uri": "http://elsewhere:5000"}, {"features": {"dask_address": "tcp://elsewhere:8786"}},
+                  {"ingest": {"allowed_schemes": ["file", "http"]}}, {"state_dir": "/tmp/elsewhere"},
+                  {"orchestration": {"deployment_may_set": ["state_dir"]}}):
+        with pytest.raises(ConfigError, match="the server's to set"):
+            _common.resolve(given)
+    monkeypatch.setenv("CHORUS_ORCHESTRATION__DEPLOYMENT_MAY_SET", '["features.dask_address"]')
+    assert _common.resolve({"features": {"dask_address": "tcp://other:8786"}}).features.dask_address == "tcp://other:8786"
+    monkeypatch.setattr(_common, "_in_deployment_run", lambda: False)  # the CLI's own runs set what they like
+    assert str(_common.resolve({"state_dir": "/tmp/elsewhere"}).state_dir) == "/tmp/elsewhere"
+
 def test_config_file_of_the_serving_process(monkeypatch, tmp_path):
     from chorus_flows._common import resolve
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from chorus.config import load_settings
+from chorus.errors import InputError
 from chorus.state import StateDir
 from conftest import TINY_DEMO
 
@@ -382,11 +383,17 @@ def test_tag_files_gives_the_models_predictions_on_the_stored_features(first_run
     tracks = pd.read_parquet(state.tracks)
     test = tracks[tracks["split"] == "test"]
     alias = "challenger"  # a version chorus trained (an earlier test made a stale one champion)
-    out = tmp_path / "tags.parquet"
+    with pytest.raises(InputError, match="outside where chorus may write"):
+        stages.tag_stage(settings, test["uri"].tolist(), alias=alias, out=str(tmp_path / "tags.parquet"))
+    out = state.root.resolve() / "exports" / "tags.parquet"
     summary = stages.tag_stage(settings, test["uri"].tolist() + [str(tmp_path)], alias=alias, out=str(out))
     assert summary.counts["files"] == len(test) and summary.outputs["predictions"] == str(out)
     tagged = pd.read_parquet(out)
     assert tagged["problem"].isna().all() and (tagged["segments"] > 0).all()
+    # a file beyond ingest's limits is not decoded: its row says which limit it broke
+    short_limit = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"max_duration_s": 1.0})})
+    limited = pd.read_parquet(stages.tag_stage(short_limit, test["uri"].tolist()[:1], alias=alias).outputs["predictions"])
+    assert limited["problem"].iloc[0].startswith("too_long: ") and limited["segments"].iloc[0] == 0
 
     from chorus import registry
     from chorus.features import load_features, map_names

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from chorus.config import load_settings
+from chorus.errors import InputError
+from chorus.state import StateDir
 
 pytestmark = pytest.mark.slow
 
@@ -30,3 +33,13 @@ def test_search_finds_demo_tracks_from_degraded_copies(prefect_harness, tmp_path
         for degradation, share in check["found_in_top_k"][mode].items():
             assert share >= 0.8, (mode, degradation, check["found_in_top_k"])
     assert index["semantic"]["candidate"] == "short_chunk" and index["hash"]["candidate"] == "crnnh_32"
+
+    # what a caller names is confined: the output under the state directory, audio within ingest's limits
+    from chorus import stages
+
+    audio = pd.read_parquet(StateDir(settings.state_dir).tracks)["uri"].iloc[0]
+    with pytest.raises(InputError, match="outside where chorus may write"):
+        stages.search_stage(settings, [audio], out=str(tmp_path / "hits.parquet"))
+    short_limit = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"max_duration_s": 1.0})})
+    with pytest.raises(InputError, match="too_long"):
+        stages.search_stage(short_limit, [audio])

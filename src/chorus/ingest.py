@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from chorus.audio import AudioProblem, decode, probe
+from chorus.audio import AudioInfo, AudioProblem, decode, probe
 from chorus.config import IngestSettings, stable_hash
 from chorus.datasets.candidates import AudioCandidates
 from chorus.errors import InputError
@@ -88,16 +88,23 @@ def fetch_remote(uri: str, cache_dir: Path) -> Path:
     return target
 
 
-def inspect_file(path: Path, settings: IngestSettings) -> dict[str, Any]:
-    """Probe, hash and decode one local file. Raises AudioProblem naming the rule it broke."""
+def probe_within_limits(path: Path, settings: IngestSettings) -> AudioInfo:
+    """The header of one local file, within ingest's duration limits: what every file chorus
+    decodes (ingested, tagged or searched with) must pass. Raises AudioProblem naming the rule."""
     if not path.is_file():
         raise AudioProblem("missing", "no such file")
     info = probe(path)
-    digest = file_sha256(path)
     if info.duration_s < settings.min_duration_s:
         raise AudioProblem("too_short", f"{info.duration_s:.2f} s < ingest.min_duration_s={settings.min_duration_s}")
     if info.duration_s > settings.max_duration_s:
         raise AudioProblem("too_long", f"{info.duration_s:.0f} s > ingest.max_duration_s={settings.max_duration_s}")
+    return info
+
+
+def inspect_file(path: Path, settings: IngestSettings) -> dict[str, Any]:
+    """Probe, hash and decode one local file. Raises AudioProblem naming the rule it broke."""
+    info = probe_within_limits(path, settings)
+    digest = file_sha256(path)
     data, _ = decode(path)
     short = max(info.frames - data.shape[0], 0)
     if short > info.frame_tolerance():

@@ -201,6 +201,9 @@ def runtime_environment(state: StateDir) -> dict[str, str]:
             "PREFECT_SERVER_UI_ENABLED": "false",
             # MLflow's download bars would cut through the console's stage lines
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            # Stored results and models are read without unpickling (issue: locked by default)
+            "PREFECT_RESULTS_DEFAULT_SERIALIZER": "json",
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
             # One BLAS/OMP thread per process: parallelism comes from Dask processes.
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from chorus import registry
+from chorus.audio import AudioProblem
 from chorus.candidates import CATALOGUE
-from chorus.config import FeatureSettings
+from chorus.config import FeatureSettings, IngestSettings
 from chorus.errors import InputError, StaleFeaturesError
-from chorus.features import extract_track_or_problem
+from chorus.features import TrackFeatures, extract_track_or_problem, problem_record
+from chorus.ingest import probe_within_limits
 
 TOP_TAGS = 5
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a", ".opus"}
@@ -54,9 +56,9 @@ def model_feature_settings(name: str, version: int) -> FeatureSettings:
     return settings
 
 
-def tag_files(files: list[Path], name: str, alias: str = "champion") -> pd.DataFrame:
+def tag_files(files: list[Path], name: str, limits: IngestSettings, alias: str = "champion") -> pd.DataFrame:
     """One row per file: the model's output averaged over the file's segments. Files that cannot
-    be decoded get a row with their reason instead (nothing disappears)."""
+    be decoded, or break ingest's limits, get a row with their reason instead (nothing disappears)."""
     version = registry.alias_version(name, alias)
     if version is None:
         raise InputError(f"models:/{name}@{alias}", "no such alias: train and promote a model first")
@@ -66,7 +68,12 @@ def tag_files(files: list[Path], name: str, alias: str = "champion") -> pd.DataF
     contract = scorer.contract
     rows: list[dict[str, Any]] = []
     for path in files:
-        item = extract_track_or_problem(path.stem, str(path), features)
+        try:
+            probe_within_limits(path, limits)
+        except AudioProblem as problem:
+            item: TrackFeatures | dict[str, str] = problem_record(path.stem, str(path), problem)
+        else:
+            item = extract_track_or_problem(path.stem, str(path), features)
         row: dict[str, Any] = {"file": str(path), "model": name, "version": version, "candidate": contract.candidate}
         if isinstance(item, dict):
             rows.append({**row, "segments": 0, "labels": [], "scores": "{}", "problem": f"{item['reason']}: {item['detail']}"})

@@ -69,6 +69,10 @@ class ChorusSettings(BaseSettings):
         None, description="A Prefect server's API (http://host:4200/api); default: a temporary API per run, "
                           "its database under the state directory. Sets PREFECT_API_URL for chorus's processes."
     )
+    export_root: Path | None = Field(
+        None, description="A folder the tag and search flows may write their `out` file under, besides the state "
+                          "directory; outside both, `out` is refused."
+    )
     lock_timeout_s: float = Field(
         0.0, description="How long a run waits for the state lock; 0 refuses at once, -1 waits forever."
     )

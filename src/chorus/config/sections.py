@@ -449,3 +449,8 @@ class OrchestrationSettings(SectionSettings):
                                                            "once per file a worker extracts in turn.")
     epoch_timeout_s: float = Field(1800.0, gt=0, description="Training time allowed per epoch; a candidate's task gets it "
                                                              "once per epoch.")
+    deployment_may_set: list[str] = Field(
+        default_factory=list, description="Server-only settings (where a run reads, writes and sends work: "
+                                          "state_dir, mlflow_tracking_uri, prefect_api_url, export_root, features.dask_address, "
+                                          "ingest.allowed_schemes, services, orchestration) that a deployment run's settings "
+                                          "parameter may still change, e.g. [features.dask_address].")

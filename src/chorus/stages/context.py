@@ -13,6 +13,7 @@ from typing import Any
 
 from chorus import registry
 from chorus.config import ChorusSettings
+from chorus.errors import InputError
 from chorus.io import write_json_atomic
 from chorus.state import StateDir
 from chorus.validation import Validator
@@ -50,6 +51,19 @@ class StageContext:
         if uses_registry:
             registry.configure(settings.tracking_uri, state.mlflow_artifacts)
         return cls(settings, state, time.perf_counter())
+
+    def output_file(self, out: str) -> Path:
+        """Where a stage writes the file a caller named: ``out`` must be a Parquet file under the
+        state directory or ``export_root`` (InputError otherwise)."""
+        target = Path(out).expanduser().resolve()
+        roots = [self.state.root.resolve()] + ([self.settings.export_root.expanduser().resolve()]
+                                               if self.settings.export_root else [])
+        if not any(target.is_relative_to(root) for root in roots):
+            raise InputError(out, f"outside where chorus may write ({', '.join(map(str, roots))}); "
+                                  "write under the state directory or set export_root")
+        if target.suffix != ".parquet":
+            raise InputError(out, "must be a .parquet file")
+        return target
 
     def summary(self, stage: str, skipped: bool, outputs: dict[str, str] | None = None,
                 counts: dict[str, Any] | None = None) -> StageSummary:

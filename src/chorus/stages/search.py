@@ -12,12 +12,13 @@ import pandas as pd
 from distributed import Client
 
 from chorus import registry
+from chorus.audio import AudioProblem
 from chorus.candidates import CATALOGUE
 from chorus.compute import dask_scheduler
-from chorus.config import ChorusSettings, stable_hash
+from chorus.config import ChorusSettings, IngestSettings, stable_hash
 from chorus.errors import ChorusError, InputError, StaleFeaturesError
 from chorus.features import load_features
-from chorus.ingest import TRACK_COLUMNS
+from chorus.ingest import TRACK_COLUMNS, probe_within_limits
 from chorus.io import write_parquet
 from chorus.pretrained.frontend import musicnn_features
 from chorus.search import SearchIndex
@@ -175,8 +176,9 @@ def _query_list(queries: list[str]) -> list[str]:
                                              if Path(query).expanduser().is_dir() else [query])]
 
 
-def _encode_queries(index: SearchIndex, queries: list[str]) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
-    """Vectors and codes of each query (an audio file, encoded with the index's models, or a
+def _encode_queries(index: SearchIndex, queries: list[str],
+                    limits: IngestSettings) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+    """Vectors and codes of each query (an audio file within ingest's limits, encoded with the index's models, or a
     track id of the index, or a 6+ character prefix of one), and the index position to leave out
     of each query's results (the track itself)."""
     encoder: TrackEncoder | None = None
@@ -185,6 +187,10 @@ def _encode_queries(index: SearchIndex, queries: list[str]) -> tuple[np.ndarray,
         path = Path(query).expanduser()
         position: int | None = None
         if path.is_file():
+            try:
+                probe_within_limits(path, limits)
+            except AudioProblem as problem:
+                raise InputError(query, problem.reason, problem.detail) from problem
             if encoder is None:
                 encoder = TrackEncoder.from_registry(ModelVersion(**index.meta["semantic"]), ModelVersion(**index.meta["hash"]))
             vector, code = encoder.encode_file(path.resolve())
@@ -208,15 +214,16 @@ def search_stage(settings: ChorusSettings, queries: list[str], k: int | None = N
     of its own results); to Parquet (default ``<state>/search/results/<digest>.parquet``)."""
     ctx = StageContext.open(settings)
     k, mode = k or settings.search.k, mode or settings.search.mode
+    chosen = ctx.output_file(out) if out else None
     index = load_index(settings)
     queries = _query_list(queries)
-    vectors, codes, exclude = _encode_queries(index, queries)
+    vectors, codes, exclude = _encode_queries(index, queries, settings.ingest)
     hits = index.search(vectors, codes, k, cast(Mode, mode), settings.search.rerank_candidates, exclude=exclude)
     hits.insert(0, "like", [queries[q] for q in hits["query"]])
     hits = hits.drop(columns="query").join(track_labels(settings), on="track_id")
     hits["mode"], hits["index"] = mode, index.meta["name"]
     digest = stable_hash([index.meta["key"], queries, k, mode])
-    target = Path(out).expanduser().resolve() if out else ctx.state.search_results / f"{digest}.parquet"
+    target = chosen or ctx.state.search_results / f"{digest}.parquet"
     write_parquet(hits, target)
     return ctx.summary("search", False, {"results": str(target)},
                        {"queries": len(queries), "k": k, "mode": mode, "index": index.meta["name"]})

@@ -17,13 +17,14 @@ def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = No
     (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``)."""
     ctx = StageContext.open(settings, uses_registry=True)
     name = model or settings.train.model_name
+    chosen = ctx.output_file(out) if out else None
     files = audio_files([Path(p).expanduser() for p in paths])
     if not files:
         raise InputError(", ".join(paths), "no audio files found")
-    table = tag_files(files, name, alias)
+    table = tag_files(files, name, settings.ingest, alias)
     version = int(table["version"].iloc[0])
     digest = stable_hash([[str(f), file_sha256(f)] for f in files])
-    target = Path(out).expanduser().resolve() if out else ctx.state.tags / f"{name}-v{version}-{digest}.parquet"
+    target = chosen or ctx.state.tags / f"{name}-v{version}-{digest}.parquet"
     write_parquet(table, target)
     return ctx.summary("tag", False, {"predictions": str(target)},
                        {"files": len(files), "tagged": int(table["problem"].isna().sum()), "model": f"{name} v{version}"})
