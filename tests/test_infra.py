@@ -129,3 +129,91 @@ def test_prefect_yaml_defines_the_served_deployments():
         assert entry["concurrency_limit"]["limit"] == 1 and entry["work_pool"]["name"] == "chorus"
         schedules = [(s["cron"], s["timezone"]) for s in entry.get("schedules", [])]
         assert schedules == [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules], key
+
+
+# -- locked by default -------------------------------------------------------------------------
+SECRET_WORDS = ("PASSWORD", "SECRET", "ACCESS_KEY", "AUTH_STRING", "TOKEN")
+REQUIRED_VARIABLE = r"\$\{[A-Z0-9_]+:\?[^}]*\}"  # ${NAME:?message}: compose refuses to start without it
+
+
+def _compose_services() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_compose_publishes_on_loopback_and_keeps_no_secret():
+    import re
+
+    for name, service in _compose_services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${CHORUS_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every interface"
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        env = service.get("environment") or {}
+        for key, value in env.items():
+            secret = any(word in key for word in SECRET_WORDS) or "://" in str(value) and "@" in str(value)
+            if secret:  # a secret, or a URI with credentials, comes only from a required variable
+                assert re.search(REQUIRED_VARIABLE, str(value)), f"{name}: {key} has a literal or default secret"
+                assert ":-" not in str(value), f"{name}: {key} falls back to a default secret"
+    text = COMPOSE.read_text()
+    for default in ("change-me", "chorus-secret", ":-prefect}", ":-mlflow}"):
+        assert default not in text
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert {"PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "PREFECT_API_AUTH_STRING"} <= required
+
+
+def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    specs = []
+    for _, doc in _k8s_documents():
+        if doc["kind"] == "DaskCluster":
+            specs += [(f"DaskCluster/{part}", doc["spec"][part]["spec"]) for part in ("worker", "scheduler")]
+        elif "template" in doc.get("spec", {}):
+            specs.append((f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]))
+    return specs
+
+
+def test_every_kubernetes_container_runs_unprivileged_and_no_secret_is_applied():
+    specs = _pod_specs()
+    assert {name for name, _ in specs} >= {"Deployment/mlflow", "Deployment/prefect-worker", "DaskCluster/worker",
+                                           "DaskCluster/scheduler"}
+    for name, spec in specs:
+        pod = spec.get("securityContext", {})
+        for container in spec["containers"]:
+            context = container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert context.get("runAsNonRoot", pod.get("runAsNonRoot")) is True, where
+            assert context.get("runAsUser", pod.get("runAsUser", 0)) != 0, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("readOnlyRootFilesystem") is True, where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+    secrets = [doc for _, doc in _k8s_documents() if doc["kind"] == "Secret"]
+    assert not [s for s in secrets if s.get("data") or s.get("stringData")], "a Secret with values would overwrite the real one"
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_a_network_policy_guards_every_service():
+    documents = [doc for _, doc in _k8s_documents()]
+    policies = [doc for doc in documents if doc["kind"] == "NetworkPolicy"]
+    assert any(p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"] and not p["spec"].get("ingress")
+               for p in policies), "no default deny"
+    guarded = [p["spec"]["podSelector"].get("matchLabels", {}) for p in policies if p["spec"]["podSelector"]]
+    services = {doc["metadata"]["name"]: doc["spec"]["selector"] for doc in documents if doc["kind"] == "Service"}
+    cluster = next(doc for doc in documents if doc["kind"] == "DaskCluster")
+    services["dask-scheduler"] = cluster["spec"]["scheduler"]["service"]["selector"]
+    services["mlflow-db"] = {"app.kubernetes.io/name": "postgres"}
+    for name, selector in services.items():
+        assert any(_selects(g, selector) for g in guarded), f"no NetworkPolicy for {name}"
+    # only MLflow reaches its database; only the Prefect worker and Dask's own pods reach the scheduler
+    by_name = {p["metadata"]["name"]: p for p in policies}
+    sources = [peer["podSelector"]["matchLabels"] for rule in by_name["mlflow-db"]["spec"]["ingress"] for peer in rule["from"]]
+    assert sources == [{"app.kubernetes.io/name": "mlflow"}]
+    scheduler_port = [rule for rule in by_name["dask-scheduler"]["spec"]["ingress"] if {"protocol": "TCP", "port": 8786} in rule["ports"]]
+    allowed = [peer["podSelector"]["matchLabels"] for rule in scheduler_port for peer in rule["from"]]
+    assert allowed == [{"app.kubernetes.io/name": "prefect-worker"}, {"dask.org/cluster-name": "chorus", "dask.org/component": "worker"}]
+
+
+def test_the_image_runs_as_an_unprivileged_user():
+    lines = [line.split() for line in (ROOT / "infra" / "docker" / "Dockerfile").read_text().splitlines()]
+    users = [line[1] for line in lines if line and line[0] == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
