@@ -7,6 +7,7 @@ expectation, its column and example rows.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import threading
@@ -273,7 +274,8 @@ def describe_failure(item: Any) -> str:
     res = item.result or {}
     text = f"{config.type}({where})"
     if res.get("unexpected_count") is not None:
-        text += f": {res['unexpected_count']} unexpected, e.g. {res.get('partial_unexpected_list', [])[:5]}"
+        examples = [html.unescape(v) if isinstance(v, str) else v for v in res.get("partial_unexpected_list", [])[:5]]
+        text += f": {res['unexpected_count']} unexpected, e.g. {examples}"
     elif item.exception_info and item.exception_info.get("raised_exception"):
         text += f": {item.exception_info.get('exception_message')}"
     elif res.get("observed_value") is not None:
@@ -282,13 +284,19 @@ def describe_failure(item: Any) -> str:
 
 
 def _gx_friendly(df: pd.DataFrame) -> pd.DataFrame:
-    """Plain object columns for GX: list values (playlist tags) joined, pandas 3 strings as objects."""
+    """Plain object columns for GX: list values (playlist tags) joined, pandas 3 strings as objects,
+    and every string HTML-escaped: Data Docs print a table cell's string as HTML, and these come
+    from users (file names, tags, labels). Each suite's rules hold alike for the escaped values
+    (fixed vocabularies, uniqueness, nulls, a hex pattern); failure messages unescape them."""
     import numpy as np
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            value = ";".join(map(str, value))
+        return html.escape(value) if isinstance(value, str) else value
 
     out = df.copy()
     for column in out.columns:
         if out[column].dtype == object or str(out[column].dtype) in ("str", "string"):
-            out[column] = out[column].astype(object).map(
-                lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v
-            )
+            out[column] = out[column].astype(object).map(plain)
     return out
