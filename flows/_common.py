@@ -149,9 +149,12 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     logger = logging.getLogger("chorus.failures")
     try:
         settings = resolve(flow_run.parameters.get("settings"))
-    except Exception as exc:  # settings that do not load are the failure itself; still report it
-        logger.error("flow run %s failed and its settings do not load (%s)", flow_run.name, exc)
-        return
+    except Exception:  # the run's settings are the failure itself (refused, or do not load): the server's record it
+        try:
+            settings = resolve(None)
+        except Exception as exc:
+            logger.error("flow run %s failed and no settings load (%s)", flow_run.name, exc)
+            return
     record = {"time": datetime.now(timezone.utc).isoformat(), "flow": flow.name, "flow_run": flow_run.name,
               "flow_run_id": str(flow_run.id), "deployment_id": str(flow_run.deployment_id or ""),
               "state": state.name, "message": state.message}

@@ -7,14 +7,17 @@ Run alone with `make test-services` (pytest -m services)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,12 +38,35 @@ DEMO = {"styles": ["bach", "essenFolksong"], "tracks_per_style": 20, "clip_secon
         "communities": 2, "workers": 2}
 
 
-def _api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+# The Prefect API's credentials (HTTP basic of the auth string in chorus.env), set by the fixture.
+_AUTH: dict[str, str] = {}
+
+
+def _api(base: str, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
     request = urllib.request.Request(f"{base}{path}", data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"},
-                                     method="GET" if body is None else "POST")
+                                     headers={"Content-Type": "application/json", **_AUTH},
+                                     method=method or ("GET" if body is None else "POST"))
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+        return json.loads(response.read() or b"null")
+
+
+def _read_env(state: Path) -> dict[str, str]:
+    """chorus.env's exports (values as the shell reads them) and the test process pointed at the
+    services with them: the Prefect API header, MLflow's user."""
+    env = {name: shlex.split(value)[0] for name, value in
+           re.findall(r"^export (\w+)=(.*)$", (state / "services" / "chorus.env").read_text(), re.M)}
+    _AUTH["Authorization"] = "Basic " + base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        os.environ[name] = env[name]
+    return env
+
+
+def _dask_security(env: dict[str, str]) -> Any:
+    from distributed.security import Security
+
+    return Security(tls_ca_file=env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"],
+                    tls_client_cert=env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"],
+                    tls_client_key=env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"], require_encryption=True)
 
 
 def _deployment(api: str, name: str) -> dict[str, Any]:
@@ -83,17 +109,19 @@ def services():
     up_seconds = time.perf_counter() - started
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-4000:]
-        env = dict(re.findall(r"^export (\w+)=(.*)$", (state / "services" / "chorus.env").read_text(), re.M))
+        env = _read_env(state)
         yield SimpleNamespace(root=root, state=state, base=base, env=env, api=env["PREFECT_API_URL"],
                               ui=env["PREFECT_API_URL"].removesuffix("/api"), mlflow=env["MLFLOW_TRACKING_URI"],
                               postgres_port=postgres_port, up_seconds=up_seconds)
     finally:
         run_chorus(*base, "services", "down", cwd=root, timeout=180)  # no-op when the last test stopped them
         shutil.rmtree(root, ignore_errors=True)
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(name, None)
 
 
 def _prefect_cli(services: SimpleNamespace, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PREFECT_API_URL": services.api}
+    env = {**os.environ, "PREFECT_API_URL": services.api, "PREFECT_API_AUTH_STRING": services.env["PREFECT_API_AUTH_STRING"]}
     return subprocess.run([PREFECT, *args], capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=services.root)
 
@@ -116,6 +144,45 @@ def test_services_are_up_and_deployments_are_served(services):
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "UTC"
     weekly = _deployment(services.api, "pipeline/weekly-retrain")
     assert "train" in weekly["parameters"]["stages"] and weekly["schedules"][0]["schedule"]["cron"] == "0 4 * * 0"
+
+
+def test_every_service_refuses_a_caller_without_credentials(services):
+    """Nothing answers anonymously: MLflow and the Prefect API say 401, a Dask client without a
+    certificate signed by the services' CA is turned away, PostgreSQL wants a password over TCP."""
+    import psycopg2
+    from distributed import Client
+    from distributed.security import Security
+
+    guess = "Basic " + base64.b64encode(b"chorus:guess").decode()
+    for url, body, authorization in ((f"{services.mlflow}/api/2.0/mlflow/registered-models/search", None, None),
+                                     (f"{services.mlflow}/api/2.0/mlflow/registered-models/search", None, guess),
+                                     (f"{services.api}/deployments/filter", b"{}", None),
+                                     (f"{services.api}/deployments/filter", b"{}", guess)):
+        headers = {"Content-Type": "application/json", **({"Authorization": authorization} if authorization else {})}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30)
+        assert refused.value.code == 401, (url, authorization)
+    stranger = Security.temporary()  # a certificate of its own, not signed by the services' CA
+    with pytest.raises((OSError, TimeoutError)):
+        Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"], security=stranger, timeout=10, set_as_default=False)
+    with pytest.raises(OSError):
+        Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"].replace("tls://", "tcp://"), timeout=10, set_as_default=False)
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(host="127.0.0.1", port=services.postgres_port, user="postgres", dbname="mlflow", connect_timeout=5)
+    secrets = services.state / "services" / "secrets"
+    assert (secrets.stat().st_mode & 0o777) == 0o700
+    assert all((f.stat().st_mode & 0o777) == 0o600 for f in [*secrets.iterdir(), services.state / "services" / "chorus.env"])
+
+
+def test_a_deployment_run_cannot_point_the_server_elsewhere(services):
+    """A run started through the API with a server-only setting (here the tracking URI) fails,
+    saying which setting is the server's."""
+    settings = json.dumps({"mlflow_tracking_uri": "http://127.0.0.1:9"})
+    done = _prefect_cli(services, "deployment", "run", "ingest/on-demand", "-p", f"settings={settings}",
+                        "--watch", "--watch-timeout", "120")
+    assert done.returncode != 0
+    failures = [json.loads(line) for line in (services.state / "audit" / "failures.jsonl").read_text().splitlines()]
+    assert "mlflow_tracking_uri" in failures[-1]["message"] and "the server's to set" in failures[-1]["message"]
 
 
 def test_deployment_run_from_the_cli_with_a_parameter(services):
@@ -150,7 +217,7 @@ def test_a_schedule_fires_in_chorus_serve(services):
     finally:
         _prefect_cli(services, "deployment", "schedule", "clear", "labels/on-demand", "-y")
         for run in _runs(services.api, deployment["id"], ["SCHEDULED"]):  # the schedule's future runs
-            urllib.request.urlopen(urllib.request.Request(f"{services.api}/flow_runs/{run['id']}", method="DELETE"))
+            _api(services.api, f"/flow_runs/{run['id']}", method="DELETE")
     assert (services.state / "labels" / "labels.parquet").exists()
 
 
@@ -173,7 +240,8 @@ def test_pipeline_runs_through_the_services(services):
     assert set(flows.values()) == {"COMPLETED"}
     assert _run_count(services.state) == 40  # the default scale again
 
-    with Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"], set_as_default=False, timeout=30) as client:
+    with Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"], set_as_default=False, timeout=30,
+                security=_dask_security(services.env)) as client:
         prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
         assert "extract_track_or_problem" in prefixes, prefixes
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
@@ -183,7 +251,9 @@ def test_pipeline_runs_through_the_services(services):
     assert champion == "1", decisions
     import psycopg2
 
-    with psycopg2.connect(host="127.0.0.1", port=services.postgres_port, user="postgres", dbname="mlflow") as db, \
+    password = (services.state / "services" / "secrets" / "postgres.password").read_text()
+    with psycopg2.connect(host="127.0.0.1", port=services.postgres_port, user="postgres", password=password,
+                          dbname="mlflow") as db, \
             db.cursor() as cursor:
         cursor.execute("SELECT name, alias, version FROM registered_model_aliases")
         assert ("chorus-style", "champion", 1) in cursor.fetchall()  # the registry lives in PostgreSQL
@@ -194,6 +264,30 @@ def test_pipeline_runs_through_the_services(services):
     assert {"evaluation", "promotion", "evaluation-table", "promotion-table"} <= keys
     evaluation = next(a for a in artifacts if a["key"] == "evaluation")
     assert "report.html" in evaluation["data"]
+
+
+def test_rotated_credentials_replace_the_old_ones(services):
+    """`chorus services rotate`: new passwords, auth string and certificates while the services
+    run; the old ones are refused, the new chorus.env works (the tier goes on with it)."""
+    import psycopg2
+    from mlflow import MlflowClient
+
+    old = dict(services.env)
+    old_password = (services.state / "services" / "secrets" / "postgres.password").read_text()
+    done = run_chorus(*services.base, "services", "rotate", cwd=services.root, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert old["PREFECT_API_AUTH_STRING"] not in done.stdout and old["MLFLOW_TRACKING_PASSWORD"] not in done.stdout
+    services.env = _read_env(services.state)
+    assert services.env["PREFECT_API_AUTH_STRING"] != old["PREFECT_API_AUTH_STRING"]
+    stale = {"Content-Type": "application/json",
+             "Authorization": "Basic " + base64.b64encode(old["PREFECT_API_AUTH_STRING"].encode()).decode()}
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(urllib.request.Request(f"{services.api}/deployments/filter", data=b"{}", headers=stale))
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(host="127.0.0.1", port=services.postgres_port, user="postgres", password=old_password,
+                         dbname="mlflow", connect_timeout=5)
+    assert _deployment(services.api, "ingest/on-demand")["name"] == "on-demand"
+    assert MlflowClient(services.mlflow).get_registered_model("chorus-style").aliases.get("champion") == "1"
 
 
 def test_a_failed_run_is_recorded(services):
@@ -221,6 +315,11 @@ def test_prefect_ui_custom_run_and_mlflow_ui_champion(services):
                                     args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(f"{services.ui}/deployments/deployment/{deployment['id']}", wait_until="networkidle")
+        # the UI asks for the API's auth string first, then goes where it was sent
+        page.get_by_placeholder("admin:pass").fill(services.env["PREFECT_API_AUTH_STRING"])
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_url(lambda url: "/login" not in url, timeout=30_000)
+        page.wait_for_load_state("networkidle")
         page.get_by_role("button", name="Run", exact=True).click()
         page.get_by_text("Custom run").click()
         page.get_by_text("demo_scale (Optional)").wait_for()
@@ -238,6 +337,8 @@ def test_prefect_ui_custom_run_and_mlflow_ui_champion(services):
         assert new[0]["state_type"] == "COMPLETED" and new[0]["parameters"]["demo_scale"] == 0.25
         assert _run_count(services.state) == 2 * 5  # 20 * 0.25 tracks per style
 
+        page = browser.new_context(http_credentials={"username": services.env["MLFLOW_TRACKING_USERNAME"],
+                                                     "password": services.env["MLFLOW_TRACKING_PASSWORD"]}).new_page()
         page.goto(f"{services.mlflow}/#/models")
         # MLflow's registry page opens with an announcement of its new UI (the one showing aliases)
         page.get_by_role("button", name="Try it now").click()

@@ -10,6 +10,8 @@ the reverse order: the deployments and the workers before the servers they talk 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import shlex
@@ -19,10 +21,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,6 +35,7 @@ from chorus.config import ChorusSettings, ServicesSettings
 from chorus.errors import ChorusError
 from chorus.io import write_text_atomic
 from chorus.state import TELEMETRY_OFF, StateDir
+from chorus_ops.credentials import MLFLOW_ADMIN, MLFLOW_USER, ServiceSecrets
 
 # What `chorus serve` (chorus_ops.deployments) serves: the services wait for these to register.
 DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
@@ -67,11 +72,12 @@ class Endpoints:
 
     @property
     def postgres_uri(self) -> str:
+        """Without the password: libpq reads it from the PGPASSFILE the server is started with."""
         return f"postgresql+psycopg2://postgres@{self.settings.host}:{self.settings.postgres_port}/mlflow"
 
     @property
     def dask_address(self) -> str:
-        return f"tcp://{self.settings.host}:{self.settings.dask_port}"
+        return f"tls://{self.settings.host}:{self.settings.dask_port}"
 
     def chorus_environment(self) -> dict[str, str]:
         """CHORUS_* variables (names from the settings model) that send every run to these services."""
@@ -170,6 +176,7 @@ class LocalServices:
         self.state = StateDir(settings.state_dir)
         self.root = self.state.root / "services"
         self.endpoints = Endpoints(self.settings, self.root / "postgres")
+        self.secrets = ServiceSecrets(self.root / "secrets")
         self.chorus_settings = settings
 
     # -- paths
@@ -190,38 +197,51 @@ class LocalServices:
         return self.root / "chorus.env"
 
     def client_environment(self) -> dict[str, str]:
-        """What points a process at these services: chorus's settings (this state directory
-        included) and the Prefect and MLflow CLIs' own variables. `chorus serve` runs with it;
-        chorus.env exports it."""
+        """What points a process at these services and lets it in: chorus's settings (this state
+        directory included), the Prefect and MLflow clients' own variables with their credentials,
+        and Dask's TLS configuration. `chorus serve` runs with it; chorus.env (0600) exports it."""
         return {**self.endpoints.chorus_environment(), settings_env_name("state_dir"): str(self.state.root),
-                "PREFECT_API_URL": self.endpoints.prefect_api_url, "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url}
+                "PREFECT_API_URL": self.endpoints.prefect_api_url, "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string,
+                "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url, "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+                "MLFLOW_TRACKING_PASSWORD": self.secrets.mlflow_password, **self.secrets.dask_environment()}
+
+    def prefect_authorization(self) -> dict[str, str]:
+        """The header the Prefect API asks of every request (HTTP basic of the auth string)."""
+        return {"Authorization": "Basic " + base64.b64encode(self.secrets.prefect_auth_string.encode()).decode()}
 
     # -- the services, in start order
     def services(self) -> list[Service]:
         s, e = self.settings, self.endpoints
         bin_dir = Path(sys.executable).parent
         quiet = {**TELEMETRY_OFF, "PYTHONUNBUFFERED": "1"}
+        auth = self.secrets
         prefect_env = {**quiet, "PREFECT_HOME": str(self.root / "prefect"), "PREFECT_UI_ENABLED": "true",
                        "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_API_URL": e.prefect_api_url,
-                       "PREFECT_SERVER_API_HOST": s.host, "PREFECT_SERVER_API_PORT": str(s.prefect_port)}
+                       "PREFECT_SERVER_API_HOST": s.host, "PREFECT_SERVER_API_PORT": str(s.prefect_port),
+                       "PREFECT_SERVER_API_AUTH_STRING": auth.prefect_auth_string,
+                       "PREFECT_API_AUTH_STRING": auth.prefect_auth_string}
+        mlflow_env = {**quiet, "MLFLOW_AUTH_CONFIG_PATH": str(auth.mlflow_auth_config), "PGPASSFILE": str(auth.pgpass),
+                      "MLFLOW_AUTH_ADMIN_PASSWORD": auth.mlflow_admin_password,
+                      "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.mlflow_flask_key}
         worker_env = {**quiet, **{k: str(v) for k, v in WORKER_ENVIRON.items()}}  # as the local cluster's workers
+        tls = ["--tls-ca-file", str(auth.dask_ca), "--tls-cert", str(auth.dask_cert), "--tls-key", str(auth.dask_key)]
         dashboard = ["--dashboard-address", f"{s.host}:{s.dask_dashboard_port}"] if s.dask_dashboard_port else ["--no-dashboard"]
         out = [
-            Service("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri", e.postgres_uri,
+            Service("mlflow", [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", e.postgres_uri,
                                "--artifacts-destination", (self.root / "mlartifacts").as_uri(), "--serve-artifacts",
                                "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"],
-                    _http_ok(f"{e.mlflow_url}/health"), quiet, e.mlflow_url),
+                    _http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url),
             Service("prefect-server", [str(bin_dir / "prefect"), "server", "start", "--host", s.host,
                                        "--port", str(s.prefect_port)],
                     _http_ok(f"{e.prefect_api_url}/health"), prefect_env, e.prefect_ui_url),
             Service("dask-scheduler", [str(bin_dir / "dask"), "scheduler", "--host", s.host, "--port", str(s.dask_port),
-                                       *dashboard],
+                                       "--protocol", "tls", *tls, *dashboard],
                     lambda: _port_open(s.host, s.dask_port), worker_env, e.dask_address),
         ]
         for n in range(s.dask_workers):
             out.append(Service(f"dask-worker-{n}", [str(bin_dir / "dask"), "worker", e.dask_address, "--nthreads", "1",
                                                     "--memory-limit", s.dask_worker_memory, "--name", f"local-{n}",
-                                                    "--host", s.host, "--no-dashboard"],
+                                                    "--host", s.host, "--no-dashboard", *tls],
                                self._worker_registered(f"local-{n}"), worker_env, e.dask_address, wave=1))
         if s.serve:
             serve_env = {**quiet, **self.client_environment(), "PREFECT_HOME": str(self.root / "prefect-client"),
@@ -238,19 +258,49 @@ class LocalServices:
             try:
                 from distributed import Client
 
-                with Client(self.endpoints.dask_address, timeout=3, set_as_default=False) as client:
+                with Client(self.endpoints.dask_address, timeout=3, set_as_default=False, security=self.dask_security()) as client:
                     workers = client.scheduler_info(n_workers=-1)["workers"].values()
                     return any(w.get("name") == name for w in workers)
             except OSError:
                 return False
         return check
 
+    def dask_security(self) -> Any:
+        """distributed's ``Security`` with this state's certificate: what a client needs to connect."""
+        from distributed.security import Security
+
+        a = self.secrets
+        return Security(tls_ca_file=str(a.dask_ca), tls_client_cert=str(a.dask_cert), tls_client_key=str(a.dask_key),
+                        require_encryption=True)
+
+    def _mlflow_request(self, method: str, path: str, body: dict[str, Any], user: str, password: str) -> None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(f"{self.endpoints.mlflow_url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+                                         method=method)
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def _mlflow_user(self) -> None:
+        """The MLflow user chorus logs in as (it owns what it creates), made by the admin; its
+        password follows the secrets file."""
+        a = self.secrets
+        try:
+            self._mlflow_request("POST", "users/create", {"username": MLFLOW_USER, "password": a.mlflow_password},
+                                 MLFLOW_ADMIN, a.mlflow_admin_password)
+        except urllib.error.HTTPError as error:
+            if error.code != 400 or b"RESOURCE_ALREADY_EXISTS" not in error.read():
+                raise ServiceError(f"mlflow: creating the {MLFLOW_USER} user failed: HTTP {error.code}") from error
+            self._mlflow_request("PATCH", "users/update-password", {"username": MLFLOW_USER, "password": a.mlflow_password},
+                                 MLFLOW_ADMIN, a.mlflow_admin_password)
+
     def _deployments_served(self) -> Callable[[], bool]:
         """Ready when the serve process has registered its deployments with the Prefect server."""
 
         def check() -> bool:
             request = urllib.request.Request(f"{self.endpoints.prefect_api_url}/deployments/filter", data=b"{}",
-                                             headers={"Content-Type": "application/json"}, method="POST")
+                                             headers={"Content-Type": "application/json", **self.prefect_authorization()},
+                                             method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
                     names = {d["name"] for d in json.loads(response.read())}
@@ -264,6 +314,7 @@ class LocalServices:
         """Start what is not running, wait for each health check, write chorus.env; returns it."""
         for folder in ("run", "logs", "mlartifacts", "prefect", "prefect-client"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
+        self.secrets.ensure(self.settings.host, self.settings.postgres_port, self.root / "mlflow-auth.db", self.settings.host)
         self._postgres_up(log)
         write_text_atomic(self.settings_file, yaml.safe_dump(self.chorus_settings.model_dump(mode="json"), sort_keys=False))
         services = self.services()
@@ -277,9 +328,46 @@ class LocalServices:
                     started.append((service, self._launch(service)))
             for service, process in started:  # started together (the servers' start-ups overlap)
                 self._wait_healthy(service, process, log)
+            if any(service.name == "mlflow" for service in services if service.wave == wave):
+                self._mlflow_user()
         env = self.client_environment()
         write_text_atomic(self.env_file, shell_exports(env))  # 0600, like every atomic write
         return env
+
+    def rotate(self, log: Callable[[str], None] = print) -> dict[str, str]:
+        """New credentials for every service while they run: PostgreSQL's and MLflow's passwords
+        changed in place (with the old ones), then the Prefect server, Dask and chorus serve
+        restarted on a new auth string and certificates; chorus.env rewritten. Returns it."""
+        status = self.status()
+        if not (status["postgres"]["running"] and status["mlflow"]["healthy"]):
+            raise ServiceError("rotation changes the running services' credentials: start them first (chorus services up)")
+        old = self.secrets
+        staged = ServiceSecrets(self.root / "secrets.new")
+        staged.rotate()
+        staged.ensure(self.settings.host, self.settings.postgres_port, self.root / "mlflow-auth.db", self.settings.host)
+        def admin_password(new: str, current: str) -> None:
+            self._mlflow_request("PATCH", "users/update-password", {"username": MLFLOW_ADMIN, "password": new,
+                                                                     "current_password": current}, MLFLOW_ADMIN, current)
+
+        admin_password(staged.mlflow_admin_password, old.mlflow_admin_password)
+        try:
+            with contextlib.closing(self._connect("postgres")) as connection, connection.cursor() as cursor:
+                connection.autocommit = True
+                cursor.execute("ALTER ROLE postgres PASSWORD %s", (staged.postgres_password,))
+        except Exception:
+            admin_password(old.mlflow_admin_password, staged.mlflow_admin_password)  # as it was: nothing rotated
+            raise
+        retired = self.root / "secrets.old"
+        shutil.rmtree(retired, ignore_errors=True)
+        old.folder.rename(retired)
+        staged.folder.rename(old.folder)
+        shutil.rmtree(retired)
+        self._mlflow_user()
+        log("postgres, mlflow: passwords changed")
+        restarted = [s for s in self.services() if s.name != "mlflow"]
+        for wave in sorted({s.wave for s in restarted}, reverse=True):
+            self._stop([s.name for s in restarted if s.wave == wave], log)
+        return self.up(log)
 
     def _launch(self, service: Service) -> subprocess.Popen[bytes]:
         with self.log_file(service.name).open("ab") as logfile:
@@ -387,12 +475,21 @@ class LocalServices:
                     raise ServiceError(f"the postgres user cannot write {root}: a folder above it is not traversable "
                                        "by other users (e.g. a 0700 temporary directory); put the state directory "
                                        "where other users can reach it (--state-dir)")
-            done = subprocess.run(self._as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                                                     "--auth=trust", "--encoding=UTF8", "--no-instructions"]),
-                                  capture_output=True, text=True)
+            # the password file is read by initdb (the postgres user) and removed at once
+            password_file = root / ".initdb-password"
+            write_text_atomic(password_file, self.secrets.postgres_password)
+            if os.geteuid() == 0:
+                shutil.chown(password_file, "postgres", "postgres")
+            try:
+                done = subprocess.run(self._as_postgres([
+                    str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(password_file),
+                    "--auth-host=scram-sha-256", "--auth-local=peer", "--encoding=UTF8", "--no-instructions"]),
+                    capture_output=True, text=True)
+            finally:
+                password_file.unlink(missing_ok=True)
             if done.returncode != 0:
                 raise ServiceError(f"initdb {data} failed: {done.stderr.strip()}")
-            log(f"postgres: cluster created in {data}")
+            log(f"postgres: cluster created in {data} (password logins over TCP, peer on the socket)")
         self.log_file("postgres").touch()
         if os.geteuid() == 0:
             shutil.chown(self.log_file("postgres"), "postgres", "postgres")
@@ -404,6 +501,23 @@ class LocalServices:
         else:
             log("postgres: already running")
         self._create_database("mlflow")
+        self._refuse_trust(data)
+
+    def _refuse_trust(self, data: Path) -> None:
+        """A cluster made before passwords (``trust``): the password set, then pg_hba.conf rewritten
+        to scram-sha-256 over TCP and peer on the socket, and reloaded."""
+        hba = data / "pg_hba.conf"
+        rules = [line.split() for line in hba.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not any(rule[-1] == "trust" for rule in rules):
+            return
+        hba.write_text("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n")
+        self._pg_ctl("reload")
+
+    def _connect(self, dbname: str) -> Any:
+        import psycopg2
+
+        return psycopg2.connect(host=self.settings.host, port=self.settings.postgres_port, user="postgres",
+                                password=self.secrets.postgres_password, dbname=dbname, connect_timeout=3)
 
     def _create_database(self, name: str) -> None:
         import psycopg2
@@ -411,8 +525,7 @@ class LocalServices:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while True:
             try:
-                connection = psycopg2.connect(host=self.settings.host, port=self.settings.postgres_port, user="postgres",
-                                              dbname="postgres", connect_timeout=3)
+                connection = self._connect("postgres")
                 break
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
@@ -421,6 +534,8 @@ class LocalServices:
         connection.autocommit = True  # CREATE DATABASE refuses a transaction block (so no `with connection`)
         try:
             with connection.cursor() as cursor:
+                # (a cluster made under trust gets its password here, before trust is removed)
+                cursor.execute("ALTER ROLE postgres PASSWORD %s", (self.secrets.postgres_password,))
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cursor.fetchone() is None:
                     cursor.execute(f'CREATE DATABASE "{name}"')

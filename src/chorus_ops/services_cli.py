@@ -48,13 +48,26 @@ def _local_services() -> LocalServices:
 def services_up() -> None:
     """Start what is not running (each health-checked), then print the environment that points chorus at them."""
     services = _local_services()
-    env = services.up(log=err.print)
-    console.print(f"[bold]Prefect UI[/]: {services.endpoints.prefect_ui_url}")
-    console.print(f"[bold]MLflow UI[/]: {services.endpoints.mlflow_url}")
-    console.print(f"[bold]Dask scheduler[/]: {services.endpoints.dask_address}")
-    console.print(f"[bold]Environment[/] (source {services.env_file}):")
+    _print_environment(services, services.up(log=err.print))
+
+
+def _print_environment(services: LocalServices, env: dict[str, str]) -> None:
+    console.print(f"[bold]Prefect UI[/]: {services.endpoints.prefect_ui_url} (log in with PREFECT_API_AUTH_STRING)")
+    console.print(f"[bold]MLflow UI[/]: {services.endpoints.mlflow_url} (user {env['MLFLOW_TRACKING_USERNAME']}, "
+                  "password MLFLOW_TRACKING_PASSWORD)")
+    console.print(f"[bold]Dask scheduler[/]: {services.endpoints.dask_address} (TLS, the certificate in DASK_*)")
+    console.print(f"[bold]Environment[/] (source {services.env_file}; secrets only there, mode 0600):")
     for key, value in env.items():
-        console.print(f"  export {key}={value}", highlight=False, soft_wrap=True)
+        shown = "<secret>" if any(word in key for word in ("PASSWORD", "AUTH_STRING")) else value
+        console.print(f"  export {key}={shown}", highlight=False, soft_wrap=True)
+
+
+@services_app.command("rotate")
+def services_rotate() -> None:
+    """New credentials for every running service (PostgreSQL and MLflow passwords, the Prefect
+    auth string, Dask's certificates); Prefect, Dask and chorus serve restart on them."""
+    services = _local_services()
+    _print_environment(services, services.rotate(log=err.print))
 
 
 @services_app.command("down")
