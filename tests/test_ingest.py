@@ -161,6 +161,35 @@ def test_what_is_not_a_file_gets_a_reason_not_silence(tmp_path):
     assert reasons == {"album.wav": "not_a_file", "loop.wav": "symlink_loop", "gone.wav": "dangling_symlink"}
 
 
+def test_rekeying_carries_every_forgotten_user_to_a_new_key(tmp_path):
+    """`chorus rekey-forgotten`: digests made again under a new key from the source's ids; one no
+    id matches (a user gone from the source) stays under its old key; nobody comes back."""
+    import hashlib
+    import json
+
+    from chorus.ingest import drop_forgotten, forgotten_users, rekey_forgotten, remember_forgotten
+
+    social = tmp_path / "social"
+    social.mkdir()
+    (social / "forgotten.json").write_text(json.dumps([hashlib.sha256(b"u1").hexdigest()]))  # plain, before keys
+    remember_forgotten(social, "u2")
+    before = forgotten_users(social)
+    remember_forgotten(social, "gone")
+    rekeyed, counts = rekey_forgotten(social, {"u1", "u2", "u3"})  # "gone" is no longer in the source
+    assert counts == {"rekeyed": 2, "retired": 1}
+    assert rekeyed.key != before.key and forgotten_users(social) == rekeyed
+    assert not rekeyed.unsalted and before.digest("u2") not in rekeyed.digests  # the old key opens nothing new
+    assert all(rekeyed.covers(u) for u in ("u1", "u2", "gone")) and not rekeyed.covers("u3")
+    tables = {"users": pd.DataFrame({"user_id": ["u1", "u2", "u3", "gone"]}),
+              "follows": pd.DataFrame({"follower": ["u3"], "followee": ["gone"]}),
+              "playlists": pd.DataFrame({"playlist_id": ["p1"], "owner": ["u3"]}),
+              "playlist_tracks": pd.DataFrame({"playlist_id": ["p1"], "track_id": ["t1"]})}
+    kept, _ = drop_forgotten(tables, rekeyed)
+    assert kept["users"]["user_id"].tolist() == ["u3"] and kept["follows"].empty
+    again, counts = rekey_forgotten(social, {"u1", "u2", "u3", "gone"})  # "gone" back in the source: carried over
+    assert counts == {"rekeyed": 3, "retired": 0} and all(again.covers(u) for u in ("u1", "u2", "gone"))
+
+
 def test_forgotten_users_are_kept_as_keyed_digests_and_an_older_plain_list_still_matches(tmp_path):
     import hashlib
     import json

@@ -269,6 +269,12 @@ def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
     again = stages.ingest_stage(settings)
     assert again.skipped
     assert user not in set(pd.read_parquet(state.social / "users.parquet")["user_id"])
+    # a new key: the user is matched in the source and carried over; ingest is still a no-op
+    old_key = (state.social / "forgotten.key").read_text()
+    assert stages.rekey_forgotten_stage(settings) == {"rekeyed": 1, "retired": 0}
+    assert (state.social / "forgotten.key").read_text() != old_key
+    assert stages.ingest_stage(settings).skipped
+    assert user not in set(pd.read_parquet(state.social / "users.parquet")["user_id"])
 
 
 def test_voted_labels_feed_training(first_run):

@@ -312,22 +312,27 @@ FORGOTTEN_SCHEME = "hmac-sha256"
 
 @dataclass(frozen=True)
 class ForgottenUsers:
-    """Digests of forgotten users' ids: keyed ones, and the plain SHA-256 ones of an older list."""
+    """Digests of forgotten users' ids: keyed ones, the plain SHA-256 ones of an older list, and
+    those a re-keying could not carry over (no id of the source matched them), each with the key
+    it was made under."""
 
     key: bytes
     digests: tuple[str, ...] = ()
     unsalted: tuple[str, ...] = ()
+    retired: tuple[tuple[str, str], ...] = ()  # (key hex, digest)
 
     def digest(self, user_id: str) -> str:
         return hmac.new(self.key, str(user_id).encode(), hashlib.sha256).hexdigest()
 
     def covers(self, user_id: str) -> bool:
+        uid = str(user_id).encode()
         return self.digest(user_id) in self.digests or \
-            (bool(self.unsalted) and hashlib.sha256(str(user_id).encode()).hexdigest() in self.unsalted)
+            (bool(self.unsalted) and hashlib.sha256(uid).hexdigest() in self.unsalted) or \
+            any(hmac.new(bytes.fromhex(key), uid, hashlib.sha256).hexdigest() == digest for key, digest in self.retired)
 
     def listed(self) -> list[str]:
         """Every digest, for keys of the tables they filter."""
-        return sorted([*self.digests, *self.unsalted])
+        return sorted([*self.digests, *self.unsalted, *(digest for _, digest in self.retired)])
 
 
 def forgotten_users(social_dir: Path, make_key: bool = False) -> ForgottenUsers:
@@ -340,7 +345,14 @@ def forgotten_users(social_dir: Path, make_key: bool = False) -> ForgottenUsers:
     recorded = json.loads(path.read_text()) if path.exists() else {}
     if isinstance(recorded, list):  # written before the key: plain SHA-256 digests
         return ForgottenUsers(key, (), tuple(sorted(recorded)))
-    return ForgottenUsers(key, tuple(sorted(recorded.get("digests", []))), tuple(sorted(recorded.get("unsalted_sha256", []))))
+    return ForgottenUsers(key, tuple(sorted(recorded.get("digests", []))), tuple(sorted(recorded.get("unsalted_sha256", []))),
+                          tuple(sorted((r["key"], r["digest"]) for r in recorded.get("retired", []))))
+
+
+def _write_forgotten(social_dir: Path, forgotten: ForgottenUsers) -> None:
+    write_json_atomic(social_dir / "forgotten.json", {
+        "scheme": FORGOTTEN_SCHEME, "digests": list(forgotten.digests), "unsalted_sha256": list(forgotten.unsalted),
+        "retired": [{"key": key, "digest": digest} for key, digest in forgotten.retired]})
 
 
 def social_key(social_dir: Path, digests: list[str]) -> str:
@@ -350,10 +362,43 @@ def social_key(social_dir: Path, digests: list[str]) -> str:
 
 def remember_forgotten(social_dir: Path, user_id: str) -> ForgottenUsers:
     known = forgotten_users(social_dir, make_key=True)
-    forgotten = ForgottenUsers(known.key, tuple(sorted({*known.digests, known.digest(user_id)})), known.unsalted)
-    write_json_atomic(social_dir / "forgotten.json", {"scheme": FORGOTTEN_SCHEME, "digests": list(forgotten.digests),
-                                                      "unsalted_sha256": list(forgotten.unsalted)})
+    forgotten = ForgottenUsers(known.key, tuple(sorted({*known.digests, known.digest(user_id)})), known.unsalted,
+                               known.retired)
+    _write_forgotten(social_dir, forgotten)
     return forgotten
+
+
+def social_user_ids(tables: dict[str, pd.DataFrame]) -> set[str]:
+    """Every user id the social tables name (users, either side of a follow, playlist owners)."""
+    columns = [("users", "user_id"), ("follows", "follower"), ("follows", "followee"), ("playlists", "owner")]
+    return {str(v) for table, column in columns if column in tables.get(table, pd.DataFrame()).columns
+            for v in tables[table][column].dropna()}
+
+
+def rekey_forgotten(social_dir: Path, source_ids: set[str]) -> tuple[ForgottenUsers, dict[str, int]]:
+    """A new key for the forgotten users' digests: each digest (keyed or plain) whose user is
+    among ``source_ids`` (the source's social tables) is made again under it; one that no id
+    matches cannot be (only its id could) and stays listed under its old key, so nobody forgotten
+    comes back. Returns the new list and counts (rekeyed, retired)."""
+    old = forgotten_users(social_dir)
+    matched = sorted(uid for uid in source_ids if old.covers(uid))
+    key = secrets.token_bytes(32)
+    fresh = ForgottenUsers(key)
+    digests = tuple(sorted({fresh.digest(uid) for uid in matched}))
+    found = {old.digest(uid) for uid in matched} | {hashlib.sha256(uid.encode()).hexdigest() for uid in matched}
+    still = {(old.key.hex(), d) for d in old.digests if d not in found}
+    still |= {("", d) for d in old.unsalted if d not in found}
+    unmatched_retired = {(k, d) for k, d in old.retired if not any(
+        hmac.new(bytes.fromhex(k), uid.encode(), hashlib.sha256).hexdigest() == d for uid in matched)}
+    retired = tuple(sorted(still | unmatched_retired))
+    rekeyed = ForgottenUsers(key, digests, tuple(d for k, d in retired if not k), tuple(r for r in retired if r[0]))
+    # the list covers everyone under either key until the new key is in place (a crash between the
+    # writes forgets nobody)
+    both = {(old.key.hex(), d) for d in old.digests} | set(old.retired) | set(rekeyed.retired)
+    _write_forgotten(social_dir, ForgottenUsers(key, digests, old.unsalted, tuple(sorted(both))))
+    write_text_atomic(social_dir / "forgotten.key", key.hex())  # 0600
+    _write_forgotten(social_dir, rekeyed)
+    return rekeyed, {"rekeyed": len(digests), "retired": len(retired)}
 
 
 def drop_forgotten(tables: dict[str, pd.DataFrame], forgotten: ForgottenUsers) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:

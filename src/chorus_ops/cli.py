@@ -300,6 +300,19 @@ def forget_user(user_id: Annotated[str, typer.Argument(help="The user's id as in
     _print_summary(result["labels"])
 
 
+@app.command("rekey-forgotten")
+def rekey_forgotten() -> None:
+    """A new key for the forgotten users' digests: each is made again under it from the social
+    tables' ids; one no id matches stays listed under its old key (nobody forgotten comes back)."""
+    from chorus.stages import rekey_forgotten_stage
+
+    settings = CTX.settings()
+    with state_lock(StateDir(settings.state_dir), settings.lock_timeout_s):
+        counts = rekey_forgotten_stage(settings)
+    console.print(f"forgotten users re-keyed: {counts['rekeyed']}; left under their old key (no id matched): "
+                  f"{counts['retired']}")
+
+
 @app.command()
 def gc(
     delete: Annotated[bool, typer.Option("--delete", help="Remove what is listed (default: a dry run that only lists).")] = False,

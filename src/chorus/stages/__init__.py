@@ -37,6 +37,7 @@ from chorus.stages.labels import (
     labels_key,
     labels_stage,
     personal_target_count,
+    rekey_forgotten_stage,
     voted_global_labels,
 )
 from chorus.stages.promote import promote_stage, rollback_stage, score_version
@@ -66,7 +67,7 @@ from chorus.stages.train import (
 __all__ = [
     "StageContext", "StageSummary", "candidate_key", "corpus_location", "current_index_key", "current_index_meta",
     "current_labels_key", "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "extraction_settings", "FeatureSets", "features_root",
-    "finish_features", "forget_user_stage", "git_commit", "held_out_works", "index_key", "index_stage", "ingest_stage",
+    "finish_features", "forget_user_stage", "rekey_forgotten_stage", "git_commit", "held_out_works", "index_key", "index_stage", "ingest_stage",
     "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count", "pretext_corpus_stage",
     "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics", "rollback_stage",
     "score_version", "search_models", "search_stage", "set_challengers", "shared_validator", "social_data_present",

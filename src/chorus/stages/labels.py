@@ -11,7 +11,14 @@ import pandas as pd
 from chorus import MOODS
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import InputError
-from chorus.ingest import drop_forgotten, remember_forgotten, social_key
+from chorus.ingest import (
+    drop_forgotten,
+    read_social,
+    rekey_forgotten,
+    remember_forgotten,
+    social_key,
+    social_user_ids,
+)
 from chorus.io import output_is_current, read_meta, read_table, write_parquet
 from chorus.label_tasks import global_voted_labels
 from chorus.social.graph import GraphBuild, build_graph
@@ -158,14 +165,35 @@ def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
     if str(user_id) not in set(tables["users"]["user_id"].astype(str)):
         raise InputError(str(paths["users"]), f"no user '{user_id}' (already forgotten, or never there)")
     forgotten = remember_forgotten(state.social, user_id)
-    digests = forgotten.listed()
     kept, dropped = drop_forgotten(tables, forgotten)
-    _, social_dir = corpus_location(settings)
-    # the key ingest computes for this source and forgotten list: a later ingest finds it current,
-    # and the labels stage sees changed social inputs and recomputes
-    key = (social_key(social_dir, digests)
-           if social_dir and social_dir.exists() else stable_hash({"forgotten": digests, "tables": str(state.social)}))
-    for name, table in kept.items():
-        write_parquet(table, paths[name], {**(read_meta(paths[name]) or {}), "key": key})
+    _stamp_social_tables(settings, state, kept, forgotten.listed())
     labels = labels_stage(settings)
     return {"dropped": dropped, "labels": labels.as_dict()}
+
+
+def _stamp_social_tables(settings: ChorusSettings, state: StateDir, tables: dict[str, pd.DataFrame],
+                         digests: list[str]) -> None:
+    """Writes the copied social tables under the key ingest computes for this source and forgotten
+    list: a later ingest finds them current."""
+    paths = social_table_paths(state)
+    _, social_dir = corpus_location(settings)
+    key = (social_key(social_dir, digests)
+           if social_dir and social_dir.exists() else stable_hash({"forgotten": digests, "tables": str(state.social)}))
+    for name, table in tables.items():
+        write_parquet(table, paths[name], {**(read_meta(paths[name]) or {}), "key": key})
+
+
+def rekey_forgotten_stage(settings: ChorusSettings) -> dict[str, int]:
+    """A new key for the forgotten users' digests (``chorus.ingest.rekey_forgotten``), matched
+    against the ids of the source's social tables and of the copies ingest made."""
+    state = StateDir(settings.state_dir)
+    _, social_dir = corpus_location(settings)
+    paths = social_table_paths(state)
+    copies = {name: read_table(p) for name, p in paths.items() if p.exists()}
+    ids = social_user_ids(copies)
+    if social_dir and social_dir.exists():
+        ids |= social_user_ids(read_social(social_dir))
+    forgotten, counts = rekey_forgotten(state.social, ids)
+    if len(copies) == len(paths):
+        _stamp_social_tables(settings, state, copies, forgotten.listed())
+    return counts
