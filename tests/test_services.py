@@ -110,7 +110,7 @@ def services():
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-4000:]
         env = _read_env(state)
-        yield SimpleNamespace(root=root, state=state, base=base, env=env, api=env["PREFECT_API_URL"],
+        yield SimpleNamespace(root=root, state=state, base=base, env=env, api=env["PREFECT_API_URL"], up_log=" ".join(up.stderr.split()),
                               ui=env["PREFECT_API_URL"].removesuffix("/api"), mlflow=env["MLFLOW_TRACKING_URI"],
                               postgres_port=postgres_port, up_seconds=up_seconds)
     finally:
@@ -133,6 +133,18 @@ def test_services_are_up_and_deployments_are_served(services):
     assert status.returncode == 0, status.stderr
     for name in ("postgres", "mlflow", "prefect-server", "dask-scheduler", "dask-worker-0", "dask-worker-1", "serve"):
         assert re.search(rf"{name}\s.*True", status.stdout), status.stdout
+    if os.geteuid() == 0:
+        # the network-facing servers run as services.run_as, unless that user cannot start this
+        # Python (a pyenv under /root, 0700): then `up` says so
+        uids = {}
+        for name in ("mlflow", "prefect-server", "dask-scheduler"):
+            pid = (services.state / "services" / "run" / f"{name}.pid").read_text().strip()
+            uids[name] = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                              if line.startswith("Uid:"))
+        if "cannot start" in services.up_log:
+            assert f"chorus-services cannot start {sys.executable}" in services.up_log and set(uids.values()) == {"0"}
+        else:
+            assert "0" not in uids.values(), uids
     ingest = _deployment(services.api, "ingest/on-demand")
     scale = ingest["parameter_openapi_schema"]["properties"]["demo_scale"]
     assert "demo corpus" in scale["description"] and scale["default"] is None

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -122,6 +123,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     url: str = ""
     wave: int = 0  # services of one wave start together; a wave waits for the one before to be healthy
+    unprivileged: bool = False  # started as root, it runs as services.run_as
 
 
 def _http_ok(url: str) -> Callable[[], bool]:
@@ -178,6 +180,7 @@ class LocalServices:
         self.endpoints = Endpoints(self.settings, self.root / "postgres")
         self.secrets = ServiceSecrets(self.root / "secrets")
         self.chorus_settings = settings
+        self.unprivileged_user: str | None = None  # set by up: who the servers run as, when not ourselves
 
     # -- paths
     def pid_file(self, name: str) -> Path:
@@ -190,6 +193,61 @@ class LocalServices:
     def settings_file(self) -> Path:
         """The settings the services were started with, handed to `chorus serve` (its flow runs use them)."""
         return self.root / "settings.yaml"
+
+    @property
+    def server_files(self) -> Path:
+        """The servers' copies of the secrets they read (0700, owned by services.run_as)."""
+        return self.root / "server"
+
+    @property
+    def mlflow_auth_db(self) -> Path:
+        return self.root / "mlflow" / "auth.db"
+
+    def _server_user(self, log: Callable[[str], None]) -> str | None:
+        """Who the servers run as: services.run_as when we are root (made as a system user where
+        missing), else ourselves (None). Where that user cannot start this Python (installed under
+        a folder it may not enter, e.g. /root), the servers run as root, and the log says why."""
+        user = self.settings.run_as
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            done = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ServiceError(f"cannot create the services' user {user}: {done.stderr.strip()} "
+                                   "(set services.run_as to an existing unprivileged user)") from None
+        try:
+            probe = subprocess.run([sys.executable, "-c", "pass"], user=user, group=user, extra_groups=[],
+                                   capture_output=True, text=True, cwd="/")
+            why = probe.stderr.strip().splitlines()[-1] if probe.returncode != 0 and probe.stderr.strip() else ""
+            failed = probe.returncode != 0
+        except OSError as error:  # the interpreter itself cannot be executed by that user
+            failed, why = True, str(error)
+        if failed:
+            log(f"warning: {user} cannot start {sys.executable} ({why}); the MLflow and Prefect servers and the Dask "
+                "scheduler run as root. Install chorus where other users may run it (e.g. under /opt) to run them "
+                "unprivileged.")
+            return None
+        return user
+
+    def _prepare_server_files(self, log: Callable[[str], None]) -> None:
+        """The folders the servers write and the copies of the secrets they read, given to the
+        unprivileged user."""
+        user = self.unprivileged_user = self._server_user(log)
+        self.server_files.mkdir(parents=True, exist_ok=True)
+        self.server_files.chmod(0o700)
+        for secret in (self.secrets.pgpass, self.secrets.mlflow_auth_config, self.secrets.dask_ca, self.secrets.dask_cert,
+                       self.secrets.dask_key):
+            write_text_atomic(self.server_files / secret.name, secret.read_text())
+        if not user:
+            return
+        owned = [self.server_files, self.mlflow_auth_db.parent, self.root / "mlartifacts", self.root / "prefect"]
+        for folder in owned:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in [folder, *folder.rglob("*")]:
+                shutil.chown(path, user, user)
 
     @property
     def env_file(self) -> Path:
@@ -215,28 +273,34 @@ class LocalServices:
         bin_dir = Path(sys.executable).parent
         quiet = {**TELEMETRY_OFF, "PYTHONUNBUFFERED": "1"}
         auth = self.secrets
+        own = self.server_files  # the servers' copies of their secrets, owned by services.run_as
         prefect_env = {**quiet, "PREFECT_HOME": str(self.root / "prefect"), "PREFECT_UI_ENABLED": "true",
                        "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_API_URL": e.prefect_api_url,
                        "PREFECT_SERVER_API_HOST": s.host, "PREFECT_SERVER_API_PORT": str(s.prefect_port),
                        "PREFECT_SERVER_API_AUTH_STRING": auth.prefect_auth_string,
                        "PREFECT_API_AUTH_STRING": auth.prefect_auth_string}
-        mlflow_env = {**quiet, "MLFLOW_AUTH_CONFIG_PATH": str(auth.mlflow_auth_config), "PGPASSFILE": str(auth.pgpass),
+        mlflow_env = {**quiet, "MLFLOW_AUTH_CONFIG_PATH": str(own / auth.mlflow_auth_config.name),
+                      "PGPASSFILE": str(own / auth.pgpass.name), "HOME": str(self.root / "mlflow"),
                       "MLFLOW_AUTH_ADMIN_PASSWORD": auth.mlflow_admin_password,
                       "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.mlflow_flask_key}
         worker_env = {**quiet, **{k: str(v) for k, v in WORKER_ENVIRON.items()}}  # as the local cluster's workers
         tls = ["--tls-ca-file", str(auth.dask_ca), "--tls-cert", str(auth.dask_cert), "--tls-key", str(auth.dask_key)]
+        scheduler_tls = ["--tls-ca-file", str(own / auth.dask_ca.name), "--tls-cert", str(own / auth.dask_cert.name),
+                         "--tls-key", str(own / auth.dask_key.name)]
         dashboard = ["--dashboard-address", f"{s.host}:{s.dask_dashboard_port}"] if s.dask_dashboard_port else ["--no-dashboard"]
         out = [
             Service("mlflow", [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", e.postgres_uri,
                                "--artifacts-destination", (self.root / "mlartifacts").as_uri(), "--serve-artifacts",
                                "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"],
-                    _http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url),
+                    _http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url, unprivileged=True),
             Service("prefect-server", [str(bin_dir / "prefect"), "server", "start", "--host", s.host,
                                        "--port", str(s.prefect_port)],
-                    _http_ok(f"{e.prefect_api_url}/health"), prefect_env, e.prefect_ui_url),
+                    _http_ok(f"{e.prefect_api_url}/health"), {**prefect_env, "HOME": str(self.root / "prefect")},
+                    e.prefect_ui_url, unprivileged=True),
             Service("dask-scheduler", [str(bin_dir / "dask"), "scheduler", "--host", s.host, "--port", str(s.dask_port),
-                                       "--protocol", "tls", *tls, *dashboard],
-                    lambda: _port_open(s.host, s.dask_port), worker_env, e.dask_address),
+                                       "--protocol", "tls", *scheduler_tls, *dashboard],
+                    lambda: _port_open(s.host, s.dask_port), {**worker_env, "HOME": str(own)}, e.dask_address,
+                    unprivileged=True),
         ]
         for n in range(s.dask_workers):
             out.append(Service(f"dask-worker-{n}", [str(bin_dir / "dask"), "worker", e.dask_address, "--nthreads", "1",
@@ -314,7 +378,8 @@ class LocalServices:
         """Start what is not running, wait for each health check, write chorus.env; returns it."""
         for folder in ("run", "logs", "mlartifacts", "prefect", "prefect-client"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
-        self.secrets.ensure(self.settings.host, self.settings.postgres_port, self.root / "mlflow-auth.db", self.settings.host)
+        self.secrets.ensure(self.settings.host, self.settings.postgres_port, self.mlflow_auth_db, self.settings.host)
+        self._prepare_server_files(log)
         self._postgres_up(log)
         write_text_atomic(self.settings_file, yaml.safe_dump(self.chorus_settings.model_dump(mode="json"), sort_keys=False))
         services = self.services()
@@ -344,7 +409,7 @@ class LocalServices:
         old = self.secrets
         staged = ServiceSecrets(self.root / "secrets.new")
         staged.rotate()
-        staged.ensure(self.settings.host, self.settings.postgres_port, self.root / "mlflow-auth.db", self.settings.host)
+        staged.ensure(self.settings.host, self.settings.postgres_port, self.mlflow_auth_db, self.settings.host)
         def admin_password(new: str, current: str) -> None:
             self._mlflow_request("PATCH", "users/update-password", {"username": MLFLOW_ADMIN, "password": new,
                                                                      "current_password": current}, MLFLOW_ADMIN, current)
@@ -362,6 +427,7 @@ class LocalServices:
         old.folder.rename(retired)
         staged.folder.rename(old.folder)
         shutil.rmtree(retired)
+        self._prepare_server_files(log)  # MLflow's server logs in to PostgreSQL with the new password from here on
         self._mlflow_user()
         log("postgres, mlflow: passwords changed")
         restarted = [s for s in self.services() if s.name != "mlflow"]
@@ -371,8 +437,10 @@ class LocalServices:
 
     def _launch(self, service: Service) -> subprocess.Popen[bytes]:
         with self.log_file(service.name).open("ab") as logfile:
+            user = self.unprivileged_user if service.unprivileged else None
             process = subprocess.Popen(service.argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env={**os.environ, **service.env}, cwd=self.state.root,
+                                       user=user, group=user, extra_groups=[] if user else None,
                                        start_new_session=True)  # its own process group: down stops its children too
         self.pid_file(service.name).write_text(str(process.pid))
         return process
