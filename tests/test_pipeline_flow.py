@@ -529,3 +529,53 @@ def test_prefect_cache_follows_the_data_on_disk(first_run):
     assert states[0] == "Completed"  # no key without the output: it ran
     pd.testing.assert_frame_equal(pd.read_parquet(labels_path), before)
     assert states[1] == "Cached"
+
+
+def test_every_reported_model_has_a_card_a_reviewer_can_read(first_run):
+    """The report links a card per model; each card says what the model is for, what it saw
+    (tracks per class and split), how it does on test per class and per slice, where it fails
+    (track ids), where it came from and what the gate decided; markdown goes to MLflow."""
+    import shutil
+
+    from mlflow import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    from chorus import registry, stages
+
+    settings, _ = first_run
+    state = StateDir(settings.state_dir)
+    version = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
+    report = state.reports / f"chorus-style-v{version}" / "report.html"
+    assert f'href="../cards/chorus-style-v{version}.html"' in report.read_text()
+    summary = stages.card_stage(settings, f"chorus-style/{version}")
+    card = Path(summary.outputs["card"])
+    assert card == state.reports / "cards" / f"chorus-style-v{version}.html"
+    tracks = pd.read_parquet(state.tracks)
+    test_ids = set(tracks.loc[tracks["split"] == "test", "track_id"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page()
+        problems, requests = [], []
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.get_by_role("link", name=f"chorus-style v{version}").click()
+        page.wait_for_load_state("load")
+        assert page.url == card.as_uri()
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        text = page.inner_text("body")
+        browser.close()
+    assert problems == [] and all(u.startswith("file:") for u in requests)
+    assert ["Model", "Intended use", "Out of scope", "Training data", "Results on the test split", "Per class",
+            "By duration", "By loudness", "By source", "Known failure cases", "Provenance", "Gate decisions"] == headings
+    markdown = card.with_suffix(".md").read_text()
+    wrong = [line.split("|")[1].strip() for line in markdown.split("## Known failure cases")[1].split("## ")[0].splitlines()
+             if line.startswith("| ") and not line.startswith("| track id")]
+    assert set(wrong) <= test_ids  # failure cases name test tracks only
+    for style in tracks["style"].unique():
+        assert f"| {style} |" in markdown.split("## Training data")[1].split("## ")[0]
+    assert "decided on" in markdown and "| valid |" in markdown.split("## Gate decisions")[1]
+    assert "MLflow run" in text and registry.run_id_of("chorus-style", version) in text
+    run_id = registry.run_id_of("chorus-style", version)
+    logged = [a.path for a in MlflowClient(settings.tracking_uri).list_artifacts(run_id, "card")]
+    assert logged == [f"card/chorus-style-v{version}.md"]

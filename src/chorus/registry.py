@@ -261,12 +261,12 @@ def run_id_of(name: str, version: int) -> str:
     return str(MlflowClient().get_model_version(name, str(version)).run_id)
 
 
-def log_report(run_id: str, files: list[Path], metrics: dict[str, float]) -> None:
-    """Attach evaluation outputs to the training run of the evaluated version."""
+def log_report(run_id: str, files: list[Path], metrics: dict[str, float], artifact_path: str = "evaluation") -> None:
+    """Attach evaluation outputs (or a model card) to the training run of the version."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
     for path in files:
-        client.log_artifact(run_id, str(path), artifact_path="evaluation")
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)

@@ -300,6 +300,16 @@ def forget_user(user_id: Annotated[str, typer.Argument(help="The user's id as in
     _print_summary(result["labels"])
 
 
+@app.command()
+def card(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone: its champion).")]) -> None:
+    """Write a registered version's model card (HTML, and markdown as an MLflow artifact of its run); print its path."""
+    from chorus.stages import card_stage  # imports torch and mlflow: only for this command
+
+    settings = CTX.settings()
+    summary = card_stage(settings, model)
+    console.print(summary.outputs["card"], highlight=False, soft_wrap=True)
+
+
 @app.command("rekey-forgotten")
 def rekey_forgotten() -> None:
     """A new key for the forgotten users' digests: each is made again under it from the social

@@ -299,9 +299,11 @@ def render_report(
     search: dict[str, Any] | None = None,
     tagging: dict[str, Any] | None = None,
     protocol: dict[str, Any] | None = None,
+    cards: list[tuple[str, str]] | None = None,
 ) -> str:
     """The evaluation report as one HTML string: a single-label subject (``metrics``) or a
-    multi-label one (``tagging``: multilabel_metrics of the subject)."""
+    multi-label one (``tagging``: multilabel_metrics of the subject); ``cards``: (model, link)
+    of each model's card, relative to the report."""
     facts = _table(["", ""], [[k, v] for k, v in subject.items()])
     body = tagging_sections(tagging) if tagging is not None else classification_sections(metrics)  # type: ignore[arg-type]
     plots = ""
@@ -311,6 +313,8 @@ def render_report(
     for heading, uri in figures or []:
         plots += f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" src="{uri}">'
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in (notes or []))
+    card_html = "".join(f'<li><a href="{html.escape(href)}">{html.escape(name)}</a></li>' for name, href in (cards or []))
+    card_section = f"<h2>Model cards</h2><ul>{card_html}</ul>" if cards else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
@@ -323,6 +327,7 @@ def render_report(
 {retrieval_section(retrieval)}
 {search_section(search)}
 {voting_section(voting)}
+{card_section}
 <h2>Notes</h2><ul>{note_html}</ul>
 </body></html>
 """

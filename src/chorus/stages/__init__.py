@@ -2,12 +2,13 @@
 whether its output is current, compute with the library, write atomically, report a summary.
 
 One module per stage: ``corpus`` (demo, pretext corpus, ingest), ``features``, ``labels``,
-``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``tag``.
+``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``card``, ``tag``.
 Each opens a ``StageContext``, computes its key, skips when its outputs carry that key, and
 returns a ``StageSummary``. Prefect-free: ``tasks/`` wraps these with retries and logging,
 ``flows/`` composes them, and tests call them directly.
 """
 
+from chorus.stages.card import card_stage
 from chorus.stages.context import (
     StageContext,
     StageSummary,
@@ -65,12 +66,13 @@ from chorus.stages.train import (
 )
 
 __all__ = [
-    "StageContext", "StageSummary", "candidate_key", "corpus_location", "current_index_key", "current_index_meta",
-    "current_labels_key", "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "extraction_settings", "FeatureSets", "features_root",
-    "finish_features", "forget_user_stage", "rekey_forgotten_stage", "git_commit", "held_out_works", "index_key", "index_stage", "ingest_stage",
-    "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count", "pretext_corpus_stage",
-    "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics", "rollback_stage",
-    "score_version", "search_models", "search_stage", "set_challengers", "shared_validator", "social_data_present",
-    "social_table_paths", "tag_stage", "track_labels", "train_key", "train_stage", "train_summary", "training_source",
-    "training_tracks", "update_metrics", "voted_global_labels",
+    "candidate_key", "card_stage", "corpus_location", "current_index_key", "current_index_meta", "current_labels_key",
+    "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "extraction_settings", "features_root",
+    "FeatureSets", "finish_features", "forget_user_stage", "git_commit", "held_out_works", "index_key", "index_stage",
+    "ingest_stage", "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count",
+    "pretext_corpus_stage", "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics",
+    "rekey_forgotten_stage", "rollback_stage", "score_version", "search_models", "search_stage", "set_challengers",
+    "shared_validator", "social_data_present", "social_table_paths", "StageContext", "StageSummary", "tag_stage",
+    "track_labels", "train_key", "train_stage", "train_summary", "training_source", "training_tracks",
+    "update_metrics", "voted_global_labels",
 ]

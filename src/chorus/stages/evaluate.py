@@ -5,6 +5,7 @@ to MLflow."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from chorus import registry
 from chorus.candidates import CATALOGUE, TaskTargets, task_targets
 from chorus.config import ChorusSettings, stable_hash
-from chorus.errors import InputError, StaleFeaturesError
+from chorus.errors import ChorusError, InputError, StaleFeaturesError
 from chorus.evaluation import render_report
 from chorus.evaluation.report import (
     embedding_plot,
@@ -32,6 +33,7 @@ from chorus.label_tasks import MultiLabelTruth
 from chorus.models.scorer import Scorer
 from chorus.promotion import read_audit, verdict
 from chorus.social.tags import TagMapper, normalise_tag
+from chorus.stages.card import write_card
 from chorus.stages.context import (
     StageContext,
     StageSummary,
@@ -140,11 +142,12 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     notes.append(_support_note(ev))
     mood_prior = _mood_prior(ev)
     notes += [_mood_prior_note(mood_prior)] if mood_prior.get("moods") else []
+    cards = _write_cards(ctx, ev)
     html = render_report(f"chorus evaluation: {ev.subject_name} v{ev.subject}", _facts(ev, protocol, run_id, key),
                          subject_result.get("classification"), _run_history(run_id),
                          tagging=subject_result if ev.multi else None, protocol=protocol, voting=ev.voting,
                          retrieval=retrieval, search=ev.search_check, figures=scored.figures,
-                         promotion=_latest_decision(ctx.state, ev.subject_name), candidates=scored.rows, notes=[
+                         promotion=_latest_decision(ctx.state, ev.subject_name), candidates=scored.rows, cards=cards, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         *notes, *([ev.unscorable] if ev.unscorable else []),
     ])
@@ -160,6 +163,20 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     return ctx.summary("evaluate", False, outputs, {
         headline["metric"]: round(headline[headline["metric"]], 4), "n": headline["n"], "version": ev.subject,
         "candidates": {k: round(v["value"]["mean"], 4) for k, v in scored.per_candidate.items()}})
+
+
+def _write_cards(ctx: StageContext, ev: Evaluation) -> list[tuple[str, str]]:
+    """The card of the subject and of every evaluated candidate: (model, link relative to the report)."""
+    versions = {(ev.subject_name, ev.subject)} | {(i["registered"], i["version"]) for i in ev.evaluated.values()}
+    cards = []
+    for name, version in sorted(versions):
+        try:
+            page = write_card(ctx, name, version, ev.tracks)
+        except (ChorusError, ValueError) as error:  # e.g. a champion trained on other features: its card says nothing new
+            log.info("no card for %s v%s: %s", name, version, error)
+            continue
+        cards.append((f"{name} v{version}", os.path.relpath(page, ev.folder)))
+    return cards
 
 
 @dataclass
