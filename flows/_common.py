@@ -161,14 +161,22 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     path = StateDir(settings.state_dir).audit / "failures.jsonl"
     append_jsonl(path, record)
     logger.error("flow run %s (%s) failed: %s; recorded in %s", flow_run.name, flow.name, state.message, path)
-    block = settings.orchestration.notification_block
-    if block:
-        from prefect.blocks.core import Block
+    send_notification(settings, f"chorus: {flow_run.name} failed", json.dumps(record, indent=1))
 
-        try:
-            Block.load(block).notify(body=json.dumps(record, indent=1), subject=f"chorus: {flow_run.name} failed")
-        except Exception as exc:  # a broken notifier must not hide the failure it reports
-            logger.error("notification block %s failed: %s", block, exc)
+
+def send_notification(settings: ChorusSettings, subject: str, body: str) -> bool:
+    """Tell ``orchestration.notification_block`` (when set); whether it was told."""
+    block = settings.orchestration.notification_block
+    if not block:
+        return False
+    from prefect.blocks.core import Block
+
+    try:
+        Block.load(block).notify(body=body, subject=subject)
+        return True
+    except Exception as exc:  # a broken notifier must not hide what it reports
+        logging.getLogger("chorus.failures").error("notification block %s failed: %s", block, exc)
+        return False
 
 
 FLOW_OPTIONS: dict[str, Any] = {"flow_run_name": run_name, "on_failure": [notify_failure], "log_prints": True}

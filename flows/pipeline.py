@@ -1,4 +1,4 @@
-"""The whole pipeline: ingest -> features + labels -> pretrain -> train -> promote -> index -> evaluate."""
+"""The whole pipeline: ingest -> features + labels -> drift -> pretrain -> train -> promote -> index -> evaluate."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
 from chorus.stages import social_data_present
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_flows.drift import drift
 from chorus_flows.evaluate import evaluate
 from chorus_flows.features import features
 from chorus_flows.ingest import ingest
@@ -19,10 +20,10 @@ from chorus_flows.promote import promote
 from chorus_flows.search import index
 from chorus_flows.train import pretrain, train
 
-Stage = Literal["ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate"]
-STAGES: tuple[Stage, ...] = ("ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate")
-# The two scheduled halves: data (nightly) and models (weekly).
-REFRESH: tuple[Stage, ...] = ("ingest", "features", "labels")
+Stage = Literal["ingest", "features", "labels", "drift", "pretrain", "train", "promote", "index", "evaluate"]
+STAGES: tuple[Stage, ...] = ("ingest", "features", "labels", "drift", "pretrain", "train", "promote", "index", "evaluate")
+# The two scheduled halves: data (nightly: the new batch checked against the champion) and models (weekly).
+REFRESH: tuple[Stage, ...] = ("ingest", "features", "labels", "drift")
 RETRAIN: tuple[Stage, ...] = ("pretrain", "train", "promote", "index", "evaluate")
 
 
@@ -50,8 +51,8 @@ def pipeline(settings: ChorusSettings | None = SettingsParameter, stages: list[S
 
     with holding_state(settings):
         needs_backbone = any(s.name == "backbone" for s in resolve_candidates(list(settings.train.selected)))
-        for name, stage in [("ingest", ingest), ("features", features), ("labels", labels), ("pretrain", pretrain),
-                            ("train", train)]:
+        for name, stage in [("ingest", ingest), ("features", features), ("labels", labels), ("drift", drift),
+                            ("pretrain", pretrain), ("train", train)]:
             if name not in selected or (name == "pretrain" and not needs_backbone):
                 continue
             if name == "labels" and not social_data_present(settings):

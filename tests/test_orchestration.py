@@ -83,7 +83,7 @@ def test_deployments_follow_the_orchestration_settings():
     nightly = by_name[("pipeline", "nightly-refresh")]
     assert nightly.schedules[0].schedule.cron == "30 1 * * *"
     assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"
-    assert nightly.paused is True and nightly.parameters["stages"] == ["ingest", "features", "labels"]
+    assert nightly.paused is True and nightly.parameters["stages"] == ["ingest", "features", "labels", "drift"]
     weekly = by_name[("pipeline", "weekly-retrain")]
     assert weekly.schedules[0].schedule.timezone == "Europe/Berlin"
     assert {"train", "promote", "evaluate"} <= set(weekly.parameters["stages"])

@@ -579,3 +579,30 @@ def test_every_reported_model_has_a_card_a_reviewer_can_read(first_run):
     run_id = registry.run_id_of("chorus-style", version)
     logged = [a.path for a in MlflowClient(settings.tracking_uri).list_artifacts(run_id, "card")]
     assert logged == [f"card/chorus-style-v{version}.md"]
+
+
+def test_drift_watch_compares_new_audio_with_the_champions_training_tracks(first_run, tmp_path):
+    """`chorus drift FILES`: the corpus's own held-out audio does not alarm, the same audio 12 dB
+    quieter does; the report lands in reports/drift and Data Docs, the verdict in metrics.json."""
+    import soundfile as sf
+
+    from chorus import stages
+
+    settings, summary = first_run
+    assert summary["drift"]["skipped"]  # the first run: every track is new, and no champion yet
+    settings = settings.model_copy(update={"drift": settings.drift.model_copy(update={"min_tracks": 4})})
+    state = StateDir(settings.state_dir)
+    tracks = pd.read_parquet(state.tracks)
+    held_out = tracks.loc[tracks["split"] != "train", "uri"].tolist()
+    same = stages.drift_stage(settings, held_out)
+    assert not same.skipped and not same.counts["alarm"], same.counts
+    for i, uri in enumerate(held_out):
+        y, sr = sf.read(uri, dtype="float32")
+        sf.write(tmp_path / f"{i}.wav", y * 10 ** (-12 / 20), sr)
+    quieter = stages.drift_stage(settings, [str(tmp_path)])
+    assert quieter.counts["alarm"] and "level_db" in quieter.counts["drifted"]
+    report = Path(quieter.outputs["report"])
+    assert report.parent == state.reports / "drift" and "DRIFT" in report.read_text()
+    assert (state.data_docs / "drift" / report.name).exists()
+    recorded = json.loads((state.reports / "metrics.json").read_text())["drift"]
+    assert recorded["alarm"] and recorded["report"] == str(report)

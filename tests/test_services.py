@@ -151,7 +151,7 @@ def test_services_are_up_and_deployments_are_served(services):
     assert ingest["global_concurrency_limit"]["limit"] == 1
     assert ingest["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     nightly = _deployment(services.api, "pipeline/nightly-refresh")
-    assert nightly["parameters"]["stages"] == ["ingest", "features", "labels"]
+    assert nightly["parameters"]["stages"] == ["ingest", "features", "labels", "drift"]
     schedule = nightly["schedules"][0]["schedule"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "UTC"
     weekly = _deployment(services.api, "pipeline/weekly-retrain")

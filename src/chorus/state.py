@@ -49,6 +49,11 @@ class StateDir:
         return self.data / "tracks.parquet"
 
     @property
+    def ingest_batch(self) -> Path:
+        """The tracks the last ingest added (the batch the drift watch compares)."""
+        return self.data / "last_batch.json"
+
+    @property
     def features(self) -> Path:
         return self.root / "features"
 

@@ -127,6 +127,21 @@ def labels() -> None:
     _print_summary(run_flow("labels"))
 
 
+@app.command()
+def drift(paths: Annotated[list[str] | None, typer.Argument(help="Audio files or folders (default: the tracks the last "
+                                                                    "ingest added).")] = None) -> None:
+    """The drift watch: a batch against the champion's training tracks; prints the verdict and the report."""
+    summary = run_flow("drift", paths=paths or None)
+    counts = summary["counts"]
+    if summary["skipped"]:
+        console.print(f"drift: not tested: {counts['reason']}")
+        return
+    verdict = "[bold red]DRIFT[/]" if counts["alarm"] else "no drift"
+    console.print(f"drift: {verdict}: {counts['drifted_share']:.0%} of tests reject "
+                  f"({', '.join(counts['drifted']) or 'none'}); {counts['batch']}")
+    console.print(f"report: {summary['outputs']['report']}", highlight=False, soft_wrap=True)
+
+
 Profile = Annotated[str | None, typer.Option("--profile", help="Candidate set: default or full (every model and baseline).")]
 Task = Annotated[str | None, typer.Option("--task", help="Train and report one task (settings: tasks.<name>), e.g. tags "
                                                          "(MagnaTagATune, MTG-Jamendo) or genre (GTZAN).")]

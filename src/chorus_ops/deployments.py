@@ -21,6 +21,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from chorus.config import ChorusSettings
+from chorus_flows.drift import drift
 from chorus_flows.evaluate import evaluate
 from chorus_flows.features import features
 from chorus_flows.ingest import ingest
@@ -31,7 +32,7 @@ from chorus_flows.search import index, search
 from chorus_flows.tag import tag
 from chorus_flows.train import pretrain, train
 
-ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, pretrain, train, promote, index, evaluate, tag,
+ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, drift, pretrain, train, promote, index, evaluate, tag,
                                           search, pipeline)
 
 

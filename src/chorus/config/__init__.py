@@ -24,6 +24,7 @@ from chorus.config.sections import (
     BackboneSettings,
     DegradedQuerySettings,
     DemoSettings,
+    DriftSettings,
     EvaluateSettings,
     FeatureSettings,
     HashSettings,
@@ -45,7 +46,7 @@ from chorus.errors import ConfigError
 
 __all__ = [
     "DEFAULT_STYLES", "PROFILES", "SINGLE_LABEL_CANDIDATES", "BackboneSettings", "ChorusSettings", "DegradedQuerySettings",
-    "DemoSettings", "EvaluateSettings", "FeatureSettings", "HashSettings", "IngestSettings", "LabelSettings", "LabelTask",
+    "DemoSettings", "DriftSettings", "EvaluateSettings", "FeatureSettings", "HashSettings", "IngestSettings", "LabelSettings", "LabelTask",
     "OrchestrationSettings", "PromoteSettings", "PromotionRule", "SearchSettings", "SectionSettings", "ServicesSettings",
     "SvmSearchSettings", "TrainSettings", "load_settings", "parse_overrides", "set_dotted", "stable_hash",
 ]
@@ -84,6 +85,7 @@ class ChorusSettings(BaseSettings):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     tasks: dict[str, LabelTask] = Field(default_factory=default_tasks, description="Tasks by name (chorus run --task).")
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)

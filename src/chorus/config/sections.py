@@ -432,12 +432,21 @@ class ServicesSettings(SectionSettings):
                                                    "where missing); started as anyone else, as that user.")
 
 
+class DriftSettings(SectionSettings):
+    """The drift watch (chorus.evaluation.drift): each new batch against the champion's training tracks."""
+
+    fdr: float = Field(0.05, gt=0, lt=1, description="False discovery rate over all the batch's tests (Benjamini-Hochberg).")
+    threshold: float = Field(0.1, ge=0, lt=1, description="The batch drifts when more than this share of its tests "
+                                                         "reject; then orchestration.notification_block is told.")
+    min_tracks: int = Field(10, ge=2, description="A smaller batch is not tested (too few tracks to tell).")
+
+
 class OrchestrationSettings(SectionSettings):
     """The deployments `chorus serve` (and prefect.yaml) define: schedules, their timezone, and
     where a failed run is reported."""
 
     timezone: str = Field("UTC", description="IANA timezone of both schedules, e.g. Europe/Berlin.")
-    refresh_cron: str = Field("0 2 * * *", description="Nightly ingest + features + labels.")
+    refresh_cron: str = Field("0 2 * * *", description="Nightly ingest + features + labels + drift watch.")
     retrain_cron: str = Field("0 4 * * 0", description="Weekly pretrain + train + promote + index + evaluate.")
     schedules_active: bool = Field(True, description="False: the scheduled deployments exist but are paused.")
     notification_block: str | None = Field(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chorus.evaluation.report import _CSS, _table
+from chorus.evaluation.report import PAGE_CSS, html_table
 
 DURATION_EDGES_S = (0.0, 30.0, 120.0, 360.0, float("inf"))  # clip, short, song, long
 LOUDNESS_BUCKETS = ("quiet third", "middle third", "loud third")
@@ -55,9 +55,9 @@ class ModelCard:
             if s.text:
                 body += f"<p>{html.escape(s.text)}</p>"
             if s.header:
-                body += _table(s.header, s.rows)
+                body += html_table(s.header, s.rows)
         return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-                f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>\n")
+                f"<style>{PAGE_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>\n")
 
 
 def _md_cell(value: Any) -> str:

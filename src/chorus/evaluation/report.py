@@ -13,7 +13,7 @@ import pandas as pd
 from chorus.evaluation.metrics import ClassificationMetrics
 from chorus.promotion import verdict
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
@@ -128,7 +128,7 @@ def history_plot(history: list[dict[str, float]]) -> str | None:
     return _figure_uri(history_figure(history)) if history else None
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header))
     body = ""
     for row in rows:
@@ -152,7 +152,7 @@ def candidates_section(rows: list[dict[str, Any]]) -> str:
              r["baseline"], r.get("valid_score", float("nan"))] for r in rows]
     return ("<h2>Candidates</h2><p class=\"muted\">Every model and baseline trained by this run, scored on the "
             "held-out split at track level, with 95% bootstrap intervals over tracks.</p>"
-            + _table(["candidate", "registered", "task", "metric", "test [95% CI]", "baseline", "baseline value",
+            + html_table(["candidate", "registered", "task", "metric", "test [95% CI]", "baseline", "baseline value",
                       "validation"], body))
 
 
@@ -174,7 +174,7 @@ def promotion_section(decision: dict[str, Any] | None) -> str:
             f"{html.escape(decision['reason'])} <span class=\"muted\">({html.escape(decision['time'])}, trigger "
             f"{html.escape(str(decision['trigger']))}; decided on the {decided_on} split, scored afresh: this report's "
             f"figures are on the held-out split, touched only after the decision)</span></p>"
-            + _table(["metric", f"challenger v{decision['challenger']}", champion_name, "trivial baseline", "rule"], rows))
+            + html_table(["metric", f"challenger v{decision['challenger']}", champion_name, "trivial baseline", "rule"], rows))
 
 
 def retrieval_section(retrieval: dict[str, Any] | None) -> str:
@@ -183,8 +183,8 @@ def retrieval_section(retrieval: dict[str, Any] | None) -> str:
     k = retrieval["k"]
     rows = [[name, r["bits"] if r["bits"] else "", r["map_at_k"], r["precision_at_k"], r["original_in_top_k"]]
             for name, r in retrieval["rankings"].items()]
-    ranking = _table(["ranking", "bits", f"mAP@{k}", f"precision@{k}", f"own track in top {k}"], rows)
-    curve = _table(["PCA dims", "accuracy", "distortion rate"],
+    ranking = html_table(["ranking", "bits", f"mAP@{k}", f"precision@{k}", f"own track in top {k}"], rows)
+    curve = html_table(["PCA dims", "accuracy", "distortion rate"],
                    [[c["dims"], c["accuracy"], c["distortion_rate"]] for c in retrieval.get("compression", [])])
     return (f"<h2>Retrieval</h2><p class=\"muted\">Held-out segments query each other; relevant = same style "
             f"(chance precision {retrieval['chance_precision']:.3f}); semantic vectors: "
@@ -208,7 +208,7 @@ def search_section(index: dict[str, Any] | None) -> str:
             f"queried with a degraded copy of its audio: another {cfg.get('excerpt_s', '?')} s excerpt, white noise at "
             f"{cfg.get('snr_db', '?')} dB SNR, a {cfg.get('gain_db', '?')} dB gain change. Share of tracks whose original "
             f"is in the top {check['k']} (a near-duplicate check: the index holds each queried track itself, training "
-            f"tracks included; not a measure of similar-song quality):</p>" + _table(["mode", *degradations], rows)
+            f"tracks included; not a measure of similar-song quality):</p>" + html_table(["mode", *degradations], rows)
             + _held_out_search(check, degradations))
 
 
@@ -219,7 +219,7 @@ def _held_out_search(check: dict[str, Any], degradations: list[str]) -> str:
     found = held["found_in_top_k"]
     rows = [[mode, *(found[mode][d] for d in degradations)] for mode in found]
     return (f"<p class=\"muted\">The same for the {held['tracks']} tracks of the {html.escape(held['split'])} split "
-            "alone (tracks no model was fitted or chosen on):</p>" + _table(["mode", *degradations], rows))
+            "alone (tracks no model was fitted or chosen on):</p>" + html_table(["mode", *degradations], rows))
 
 
 def voting_section(voting: dict[str, Any] | None) -> str:
@@ -229,7 +229,7 @@ def voting_section(voting: dict[str, Any] | None) -> str:
     metrics = ("precision", "recall", "f1", "jaccard")
     rows = [[scheme, *(_with_ci(values[m]) for m in metrics)] for scheme, values in voting["schemes"].items()]
     rows.append(["personal - global", *(_with_ci(voting["margin_personal_minus_global"][m]) for m in metrics)])
-    table = _table(["scheme", f"precision@{voting['k']}", f"recall@{voting['k']}", "F1", "Jaccard"], rows)
+    table = html_table(["scheme", f"precision@{voting['k']}", f"recall@{voting['k']}", "F1", "Jaccard"], rows)
     quality = voting.get("label_quality") or {}
     quality_rows = [[kind, quality[kind]["tracks"], quality[kind]["top1_accuracy"], quality[kind]["top_k_hit_rate"]]
                     for kind in ("global", "group") if kind in quality]
@@ -237,7 +237,7 @@ def voting_section(voting: dict[str, Any] | None) -> str:
     if quality_rows:
         quality_html = ("<p>How well voted truth recovers each demo track's planted mood (chance: "
                         f"top-1 {quality['chance_top1']:.3f}, top-{quality['k']} {quality['chance_top_k']:.3f}).</p>"
-                        + _table(["truth", "tracks", "top-1 accuracy", f"top-{quality['k']} hit rate"], quality_rows))
+                        + html_table(["truth", "tracks", "top-1 accuracy", f"top-{quality['k']} hit rate"], quality_rows))
     settings = ", ".join(f"{k}={v}" for k, v in voting.get("settings", {}).items())
     return (f"<h2>Voted labels: the held-out-tags protocol</h2><p class=\"muted\">{voting['users']} users, "
             f"{voting['held_out_pairs']} held-out (user, song) pairs; each user's own tags predicted from truth built "
@@ -245,12 +245,12 @@ def voting_section(voting: dict[str, Any] | None) -> str:
 
 
 def classification_sections(metrics: ClassificationMetrics) -> str:
-    headline = _table(["metric", "value"], [["tracks evaluated", metrics.n], ["accuracy", metrics.accuracy],
+    headline = html_table(["metric", "value"], [["tracks evaluated", metrics.n], ["accuracy", metrics.accuracy],
                                             ["balanced accuracy", metrics.balanced_accuracy],
                                             ["majority-class baseline", metrics.majority_baseline]])
-    per_class = _table(["class", "precision", "recall", "F1", "support"],
+    per_class = html_table(["class", "precision", "recall", "F1", "support"],
                        [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in metrics.per_class.items()])
-    confusion = _table(["actual \\ predicted", *metrics.classes],
+    confusion = html_table(["actual \\ predicted", *metrics.classes],
                        [[c, *row] for c, row in zip(metrics.classes, metrics.confusion, strict=True)])
     return (f"<h2>Headline</h2>{headline}<h2>Per class</h2>{per_class}<h2>Confusion matrix</h2><p class=\"muted\">Rows "
             "are actual classes, columns predicted; track-level predictions average the segment probabilities of each "
@@ -260,12 +260,12 @@ def classification_sections(metrics: ClassificationMetrics) -> str:
 def tagging_sections(result: dict[str, Any]) -> str:
     """Multi-label headline (macro PR-AUC with its interval, ROC-AUC, micro, MAP, baseline) and the
     per-label table."""
-    headline = _table(["metric", "value"], [
+    headline = html_table(["metric", "value"], [
         ["tracks evaluated", result["n"]], ["macro PR-AUC", _with_ci(result["macro_pr_auc"])],
         ["macro ROC-AUC", result["macro_roc_auc"]], ["micro PR-AUC", result["micro_pr_auc"]],
         ["micro ROC-AUC", result["micro_roc_auc"]], ["MAP (per track)", result["map_tracks"]],
         ["prevalence baseline (macro PR-AUC)", result["prevalence_baseline"]]])
-    per_label = _table(["label", "positives", "prevalence", "PR-AUC", "ROC-AUC"],
+    per_label = html_table(["label", "positives", "prevalence", "PR-AUC", "ROC-AUC"],
                        [[label, r["positives"], r["prevalence"], r.get("pr_auc", ""), r.get("roc_auc", "")]
                         for label, r in result["per_label"].items()])
     return f"<h2>Headline</h2>{headline}<h2>Per label</h2>{per_label}"
@@ -280,7 +280,7 @@ def protocol_section(protocol: dict[str, Any] | None) -> str:
         columns = [c for c in published[0] if c != "work"]
         table = ("<p><b>Published figures of other work on this dataset, for context only: not chorus's results, and "
                  "not necessarily the same split or preprocessing.</b></p>"
-                 + _table(["other work", *columns], [[r["work"], *(r[c] for c in columns)] for r in published]))
+                 + html_table(["other work", *columns], [[r["work"], *(r[c] for c in columns)] for r in published]))
     return (f"<h2>Protocol</h2><p>{html.escape(protocol['name'])} (dataset: {html.escape(str(protocol['dataset']))})."
             f"</p>{table}")
 
@@ -304,7 +304,7 @@ def render_report(
     """The evaluation report as one HTML string: a single-label subject (``metrics``) or a
     multi-label one (``tagging``: multilabel_metrics of the subject); ``cards``: (model, link)
     of each model's card, relative to the report."""
-    facts = _table(["", ""], [[k, v] for k, v in subject.items()])
+    facts = html_table(["", ""], [[k, v] for k, v in subject.items()])
     body = tagging_sections(tagging) if tagging is not None else classification_sections(metrics)  # type: ignore[arg-type]
     plots = ""
     curve = history_plot(history)
@@ -317,7 +317,7 @@ def render_report(
     card_section = f"<h2>Model cards</h2><ul>{card_html}</ul>" if cards else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
+<style>{PAGE_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>What was evaluated</h2>{facts}
 {protocol_section(protocol)}

@@ -2,7 +2,7 @@
 whether its output is current, compute with the library, write atomically, report a summary.
 
 One module per stage: ``corpus`` (demo, pretext corpus, ingest), ``features``, ``labels``,
-``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``card``, ``tag``.
+``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``card``, ``drift``, ``tag``.
 Each opens a ``StageContext``, computes its key, skips when its outputs carry that key, and
 returns a ``StageSummary``. Prefect-free: ``tasks/`` wraps these with retries and logging,
 ``flows/`` composes them, and tests call them directly.
@@ -30,6 +30,7 @@ from chorus.stages.corpus import (
     social_table_paths,
     training_source,
 )
+from chorus.stages.drift import drift_stage
 from chorus.stages.evaluate import evaluate_stage
 from chorus.stages.features import FeatureSets, extract_shard, extraction_settings, features_root, finish_features
 from chorus.stages.labels import (
@@ -67,7 +68,7 @@ from chorus.stages.train import (
 
 __all__ = [
     "candidate_key", "card_stage", "corpus_location", "current_index_key", "current_index_meta", "current_labels_key",
-    "degraded_check", "demo_stage", "evaluate_stage", "extract_shard", "extraction_settings", "features_root",
+    "degraded_check", "demo_stage", "drift_stage", "evaluate_stage", "extract_shard", "extraction_settings", "features_root",
     "FeatureSets", "finish_features", "forget_user_stage", "git_commit", "held_out_works", "index_key", "index_stage",
     "ingest_stage", "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count",
     "pretext_corpus_stage", "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from chorus.ingest import (
     read_social,
     social_key,
 )
-from chorus.io import output_is_current, read_meta, read_table, write_parquet
+from chorus.io import output_is_current, read_meta, read_table, write_json_atomic, write_parquet
 from chorus.stages.context import StageContext, StageSummary, shared_validator
 from chorus.state import StateDir
 from chorus.validation import Validator
@@ -158,8 +159,12 @@ def ingest_stage(settings: ChorusSettings, progress: Progress = None, validator:
         validator.validate(result.tracks, "tracks", {"min_duration_s": settings.ingest.min_duration_s,
                                                      "max_duration_s": settings.ingest.max_duration_s})
         counts = result.summary()
+        before = set(read_table(state.tracks)["track_id"]) if state.tracks.exists() else set()
+        added = sorted(set(result.tracks["track_id"]) - before)
         write_parquet(result.quarantine, state.ingest_quarantine, {"key": key})
         write_parquet(result.tracks, state.tracks, {"key": key, "summary": counts, "root": str(candidates.root)})
+        write_json_atomic(state.ingest_batch, {"time": datetime.now(UTC).isoformat(timespec="seconds"),
+                                               "tracks_before": len(before), "added": added})
     else:
         counts = (read_meta(state.tracks) or {}).get("summary", {})
     if social_dir and social_tables_key and not social_current:
