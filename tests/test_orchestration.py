@@ -120,7 +120,7 @@ def test_services_stop_in_reverse_start_order(tmp_path):
     assert [s.name for s in LocalServices(settings).services()][-1] == "dask-worker-2"
     env = services.endpoints.chorus_environment()
     assert env == {"CHORUS_PREFECT_API_URL": "http://127.0.0.1:4200/api", "CHORUS_MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
-                   "CHORUS_FEATURES__DASK_ADDRESS": "tcp://127.0.0.1:8786"}
+                   "CHORUS_FEATURES__DASK_ADDRESS": "tls://127.0.0.1:8786"}
     assert load_settings(overrides={k.removeprefix("CHORUS_").lower(): v for k, v in env.items()
                                     if "__" not in k}).prefect_api_url == "http://127.0.0.1:4200/api"
 

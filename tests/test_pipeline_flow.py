@@ -172,8 +172,9 @@ def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(firs
     track = index.track_ids[0]
     audio = pd.read_parquet(state.tracks).set_index("track_id").loc[index.track_ids[1], "uri"]
     out = tmp_path / "hits.parquet"
-    done = run_chorus("--state-dir", str(state.root), "--set", "search.alias=challenger", "search", "--like", track[:8], "--like", audio, "--k", "4",
-                      "--mode", "semantic", "--out", str(out), cwd=tmp_path, timeout=240)
+    done = run_chorus("--state-dir", str(state.root), "--set", "search.alias=challenger", "--set", f"export_root={tmp_path}",
+                      "search", "--like", track[:8], "--like", audio, "--k", "4", "--mode", "semantic", "--out", str(out),
+                      cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"like {track[:8]} (semantic" in done.stdout and "results:" in done.stdout
     hits = pd.read_parquet(out)
@@ -423,8 +424,8 @@ def test_the_pretrained_tagger_hears_metal_in_a_metal_song(first_run, tmp_path):
     settings, _ = first_run
     with np.load(Path(__file__).parent / "fixtures" / "musicnn_reference.npz") as reference:
         sf.write(tmp_path / "metal.wav", reference["audio"][0], 16000)
-    summary = stages.tag_stage(settings, [str(tmp_path / "metal.wav")], model="chorus-musicnn-msd",
-                               out=str(tmp_path / "tags.parquet"))
+    summary = stages.tag_stage(settings.model_copy(update={"export_root": tmp_path}), [str(tmp_path / "metal.wav")],
+                               model="chorus-musicnn-msd", out=str(tmp_path / "tags.parquet"))
     tagged = pd.read_parquet(summary.outputs["predictions"])
     assert tagged.loc[0, "problem"] is None and len(tagged.loc[0, "labels"]) == 5
     assert tagged.loc[0, "labels"][0] == "metal"
@@ -532,7 +533,7 @@ def test_prefect_cache_follows_the_data_on_disk(first_run):
 
 
 def test_every_reported_model_has_a_card_a_reviewer_can_read(first_run):
-    """The report links a card per model; each card says what the model is for, what it saw
+    """The report links its model's card; a card says what the model is for, what it saw
     (tracks per class and split), how it does on test per class and per slice, where it fails
     (track ids), where it came from and what the gate decided; markdown goes to MLflow."""
     import shutil
@@ -586,7 +587,7 @@ def test_drift_watch_compares_new_audio_with_the_champions_training_tracks(first
     quieter does; the report lands in reports/drift and Data Docs, the verdict in metrics.json."""
     import soundfile as sf
 
-    from chorus import stages
+    from chorus import registry, stages
 
     settings, summary = first_run
     assert summary["drift"]["skipped"]  # the first run: every track is new, and no champion yet
@@ -594,12 +595,20 @@ def test_drift_watch_compares_new_audio_with_the_champions_training_tracks(first
     state = StateDir(settings.state_dir)
     tracks = pd.read_parquet(state.tracks)
     held_out = tracks.loc[tracks["split"] != "train", "uri"].tolist()
-    same = stages.drift_stage(settings, held_out)
-    assert not same.skipped and not same.counts["alarm"], same.counts
     for i, uri in enumerate(held_out):
         y, sr = sf.read(uri, dtype="float32")
         sf.write(tmp_path / f"{i}.wav", y * 10 ** (-12 / 20), sr)
-    quieter = stages.drift_stage(settings, [str(tmp_path)])
+    registry.configure(settings.tracking_uri)
+    champion = registry.alias_version("chorus-style", "champion")
+    # a version chorus trained (an earlier test made a stale one champion)
+    registry.set_alias("chorus-style", "champion", registry.alias_version("chorus-style", "challenger"))
+    try:
+        same = stages.drift_stage(settings, held_out)
+        quieter = stages.drift_stage(settings, [str(tmp_path)])
+    finally:
+        if champion is not None:
+            registry.set_alias("chorus-style", "champion", champion)
+    assert not same.skipped and not same.counts["alarm"], same.counts
     assert quieter.counts["alarm"] and "level_db" in quieter.counts["drifted"]
     report = Path(quieter.outputs["report"])
     assert report.parent == state.reports / "drift" and "DRIFT" in report.read_text()

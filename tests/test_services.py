@@ -186,17 +186,6 @@ def test_every_service_refuses_a_caller_without_credentials(services):
     assert all((f.stat().st_mode & 0o777) == 0o600 for f in [*secrets.iterdir(), services.state / "services" / "chorus.env"])
 
 
-def test_a_deployment_run_cannot_point_the_server_elsewhere(services):
-    """A run started through the API with a server-only setting (here the tracking URI) fails,
-    saying which setting is the server's."""
-    settings = json.dumps({"mlflow_tracking_uri": "http://127.0.0.1:9"})
-    done = _prefect_cli(services, "deployment", "run", "ingest/on-demand", "-p", f"settings={settings}",
-                        "--watch", "--watch-timeout", "120")
-    assert done.returncode != 0
-    failures = [json.loads(line) for line in (services.state / "audit" / "failures.jsonl").read_text().splitlines()]
-    assert "mlflow_tracking_uri" in failures[-1]["message"] and "the server's to set" in failures[-1]["message"]
-
-
 def test_deployment_run_from_the_cli_with_a_parameter(services):
     """`prefect deployment run 'ingest/on-demand' -p demo_scale=0.5` runs in `chorus serve`; the
     parameter halves the corpus."""
@@ -302,14 +291,16 @@ def test_rotated_credentials_replace_the_old_ones(services):
     assert MlflowClient(services.mlflow).get_registered_model("chorus-style").aliases.get("champion") == "1"
 
 
-def test_a_failed_run_is_recorded(services):
-    """A run that fails (a manifest that does not exist) lands in <state>/audit/failures.jsonl."""
-    done = _prefect_cli(services, "deployment", "run", "ingest/on-demand", "-p", "manifest=/nowhere/manifest.csv",
+def test_a_failed_run_is_recorded_and_a_run_cannot_point_the_server_elsewhere(services):
+    """A run started through the API with a server-only setting (here the tracking URI) fails,
+    saying which setting is the server's, and lands in <state>/audit/failures.jsonl."""
+    settings = json.dumps({"mlflow_tracking_uri": "http://127.0.0.1:9"})
+    done = _prefect_cli(services, "deployment", "run", "ingest/on-demand", "-p", f"settings={settings}",
                         "--watch", "--watch-timeout", "120")
     assert done.returncode != 0
     failures = [json.loads(line) for line in (services.state / "audit" / "failures.jsonl").read_text().splitlines()]
     assert failures[-1]["flow"] == "ingest" and failures[-1]["state"] == "Failed"
-    assert "/nowhere/manifest.csv" in failures[-1]["message"]
+    assert "mlflow_tracking_uri" in failures[-1]["message"] and "the server's to set" in failures[-1]["message"]
 
 
 def test_prefect_ui_custom_run_and_mlflow_ui_champion(services):

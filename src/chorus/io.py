@@ -90,6 +90,20 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy scalar
+        return value.item()
+    if hasattr(value, "tolist"):  # a numpy array
+        return value.tolist()
+    return str(value)
+
+
+def json_plain(data: Any) -> Any:
+    """``data`` as plain JSON values (numpy scalars and arrays as numbers and lists, anything else
+    JSON does not hold as its str): what a JSON result serializer and readers can take."""
+    return json.loads(json.dumps(data, default=_json_value))
+
+
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

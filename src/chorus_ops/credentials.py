@@ -30,7 +30,10 @@ class ServiceSecrets:
         return self.folder / name
 
     def _read(self, name: str) -> str:
-        return self._file(name).read_text().strip()
+        """A secret's value; empty before ``ensure`` made it (services listed, stopped or checked
+        before they ever started)."""
+        path = self._file(name)
+        return path.read_text().strip() if path.exists() else ""
 
     @property
     def postgres_password(self) -> str:

@@ -249,10 +249,22 @@ class SearchIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> SearchIndex:
+    def load(cls, folder: Path, attempts: int = 5) -> SearchIndex:
+        """The current version of the index at ``folder``. A version removed while it is read (it
+        was two rebuilds old by then) is read again at the version the link names now."""
+        for attempt in range(attempts):
+            version = Path(folder).resolve()  # one version for every file, even if a swap happens meanwhile
+            try:
+                return cls._load_version(version)
+            except (OSError, RuntimeError):  # faiss reports a missing file as a RuntimeError
+                if version.exists() or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load_version(cls, folder: Path) -> SearchIndex:
         import faiss
 
-        folder = Path(folder).resolve()  # one version for every file, even if a swap happens meanwhile
         meta = read_index_meta(folder)
         if meta is None:
             raise InputError(str(folder), "no search index here", "build one with `chorus index`")

@@ -14,7 +14,7 @@ from typing import Any
 from chorus import registry
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
-from chorus.io import write_json_atomic
+from chorus.io import json_plain, write_json_atomic
 from chorus.state import StateDir
 from chorus.validation import Validator
 
@@ -32,8 +32,9 @@ class StageSummary:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "skipped": self.skipped, "outputs": self.outputs,
-                "counts": self.counts, "seconds": round(self.seconds, 2)}
+        """Plain JSON values (the summary is a Prefect task result, persisted as JSON)."""
+        return json_plain({"stage": self.stage, "skipped": self.skipped, "outputs": self.outputs,
+                           "counts": self.counts, "seconds": round(self.seconds, 2)})
 
 
 @dataclass

@@ -166,17 +166,14 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
 
 
 def _write_cards(ctx: StageContext, ev: Evaluation) -> list[tuple[str, str]]:
-    """The card of the subject and of every evaluated candidate: (model, link relative to the report)."""
-    versions = {(ev.subject_name, ev.subject)} | {(i["registered"], i["version"]) for i in ev.evaluated.values()}
-    cards = []
-    for name, version in sorted(versions):
-        try:
-            page = write_card(ctx, name, version, ev.tracks)
-        except (ChorusError, ValueError) as error:  # e.g. a champion trained on other features: its card says nothing new
-            log.info("no card for %s v%s: %s", name, version, error)
-            continue
-        cards.append((f"{name} v{version}", os.path.relpath(page, ev.folder)))
-    return cards
+    """The card of the reported model: (model, link relative to the report). Each candidate's
+    card is a ``chorus card`` away (a card scores its model again: seconds per model)."""
+    try:
+        page = write_card(ctx, ev.subject_name, ev.subject, ev.tracks)
+    except (ChorusError, ValueError) as error:  # e.g. a champion trained on other features
+        log.info("no card for %s v%s: %s", ev.subject_name, ev.subject, error)
+        return []
+    return [(f"{ev.subject_name} v{ev.subject}", os.path.relpath(page, ev.folder))]
 
 
 @dataclass
