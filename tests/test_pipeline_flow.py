@@ -583,8 +583,9 @@ def test_every_reported_model_has_a_card_a_reviewer_can_read(first_run):
 
 
 def test_drift_watch_compares_new_audio_with_the_champions_training_tracks(first_run, tmp_path):
-    """`chorus drift FILES`: the corpus's own held-out audio does not alarm, the same audio 12 dB
-    quieter does; the report lands in reports/drift and Data Docs, the verdict in metrics.json."""
+    """`chorus drift FILES`: the corpus's own held-out audio does not alarm, the same audio 40 dB
+    quieter does (a handful of tracks: tests/test_drift.py shows 12 dB on a batch of 30); the
+    report lands in reports/drift and Data Docs, the verdict in metrics.json."""
     import soundfile as sf
 
     from chorus import registry, stages
@@ -597,7 +598,7 @@ def test_drift_watch_compares_new_audio_with_the_champions_training_tracks(first
     held_out = tracks.loc[tracks["split"] != "train", "uri"].tolist()
     for i, uri in enumerate(held_out):
         y, sr = sf.read(uri, dtype="float32")
-        sf.write(tmp_path / f"{i}.wav", y * 10 ** (-12 / 20), sr)
+        sf.write(tmp_path / f"{i}.wav", y * 10 ** (-40 / 20), sr)
     registry.configure(settings.tracking_uri)
     champion = registry.alias_version("chorus-style", "champion")
     # a version chorus trained (an earlier test made a stale one champion)

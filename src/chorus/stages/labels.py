@@ -185,7 +185,8 @@ def _stamp_social_tables(settings: ChorusSettings, state: StateDir, tables: dict
 
 def rekey_forgotten_stage(settings: ChorusSettings) -> dict[str, int]:
     """A new key for the forgotten users' digests (``chorus.ingest.rekey_forgotten``), matched
-    against the ids of the source's social tables and of the copies ingest made."""
+    against the ids of the source's social tables and of the copies ingest made; the copies and
+    the labels are then current under the new digests."""
     state = StateDir(settings.state_dir)
     _, social_dir = corpus_location(settings)
     paths = social_table_paths(state)
@@ -196,4 +197,5 @@ def rekey_forgotten_stage(settings: ChorusSettings) -> dict[str, int]:
     forgotten, counts = rekey_forgotten(state.social, ids)
     if len(copies) == len(paths):
         _stamp_social_tables(settings, state, copies, forgotten.listed())
+        labels_stage(settings)  # the same inputs under new digests: the labels are current again
     return counts
