@@ -84,9 +84,15 @@ def loudness_buckets(level_db: pd.Series) -> pd.Series:
     return codes.map(names)
 
 
-def slice_rows(results: pd.DataFrame, by: str, score: str) -> list[list[Any]]:
-    """(slice, tracks, mean of ``score``) per value of column ``by``, largest slice first."""
-    grouped = results.groupby(by, sort=False)[score].agg(["size", "mean"]).sort_values("size", ascending=False)
+def slice_rows(results: pd.DataFrame, by: str, score: str, by_name: bool = False) -> list[list[Any]]:
+    """(slice, tracks, mean of ``score``) per value of column ``by``: largest slice first, or in
+    the order of the slices' names (``by_name``, e.g. loudness from quiet to loud)."""
+    grouped = results.groupby(by, sort=False)[score].agg(["size", "mean"])
+    if by_name:
+        rank = {name: i for i, name in enumerate(LOUDNESS_BUCKETS)}
+        grouped = grouped.sort_index(key=lambda names: names.map(lambda n: rank.get(str(n).split(" (")[0], len(rank))))
+    else:
+        grouped = grouped.sort_values("size", ascending=False, kind="stable")
     return [[str(name), int(row["size"]), float(row["mean"])] for name, row in grouped.iterrows()]
 
 

@@ -131,8 +131,12 @@ def _aliases(name: str, version: int) -> list[str]:
 
 def _training_data(settings: ChorusSettings, spec: CandidateSpec, tracks: pd.DataFrame, targets: Any,
                    tags: dict[str, str]) -> Section:
-    task = settings.tasks.get(settings.train.task if spec.task in ("style", "hash") else settings.train.mood_task)
-    source = (f"{task.source}" + (f" ({task.file})" if task.file else "") if task is not None else "column")
+    name = settings.train.task if spec.task in ("style", "hash") else settings.train.mood_task
+    task = settings.tasks.get(name)
+    if task is not None and task.source == "file":
+        source = f"the annotation file {task.file}"
+    else:
+        source = f"the '{(task.column if task is not None else None) or name}' column of the tracks table"
     if spec.task == "mood" and (task is None or task.source == "voted"):
         lb = settings.labels
         source = (f"voted by the crowd over the follow graph (weighting {lb.weighting}, depth {lb.max_depth}, "
@@ -182,10 +186,10 @@ def _test_results(settings: ChorusSettings, spec: CandidateSpec, scorer: Scorer,
         .groupby("track_id")["level"].mean()
     described["duration"] = described["duration_s"].map(duration_bucket)
     described["loudness"] = loudness_buckets(described["track_id"].map(level).astype(float))
-    slices = [Section(f"By {by}", header=[by, "test tracks", score_name], rows=slice_rows(described, by, score))
+    slices = [Section(f"By {by}", header=[by, "test tracks", score_name], rows=slice_rows(described, by, score, by == "loudness"))
               for by in ("duration", "loudness", "source") if by in described.columns]
-    failures = Section("Known failure cases", "The most confident wrong predictions on the test split "
-                       + ("(a false positive: the highest-scored label the track does not have)." if spec.kind == "multi" else "."),
+    failures = Section("Known failure cases", "The most confident wrong predictions on the test split"
+                       + (" (a false positive: the highest-scored label the track does not have)." if spec.kind == "multi" else "."),
                        ["track id", "file", "actual", "predicted", "confidence"], failure_rows(per_track, tracks))
     return [headline, per_class, *slices, failures]
 
