@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from chorus.config import ChorusSettings
-from chorus_ops.services import Endpoints, settings_env_name, settings_env_names
+from chorus_ops.environment import settings_env_name, settings_env_names
+from chorus_ops.services import Endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "infra" / "compose" / "compose.yaml"

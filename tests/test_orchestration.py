@@ -8,7 +8,8 @@ import json
 import pytest
 
 from chorus.config import ChorusSettings, load_settings
-from chorus_ops.services import LocalServices, settings_env_name
+from chorus_ops.environment import settings_env_name
+from chorus_ops.services import LocalServices
 
 
 def test_every_flow_parameter_is_typed_and_described():
@@ -187,7 +188,7 @@ def test_chorus_env_is_sourced_without_running_what_a_value_holds(tmp_path):
     sourcing the file runs nothing."""
     import subprocess
 
-    from chorus_ops.services import shell_exports
+    from chorus_ops.environment import shell_exports
 
     witness = tmp_path / "ran"
     hostile = f"/data/$(touch {witness})/it's \"here\""

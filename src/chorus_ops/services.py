@@ -1,21 +1,19 @@
 """The local services a team runs chorus against, as real processes (infra/local, `make services-up`).
 
-PostgreSQL (a cluster under <state>/services/postgres, run as the postgres user when we are
-root: PostgreSQL refuses root), an MLflow tracking server on it with a local artifact root, a
+PostgreSQL (``chorus_ops.postgres``), an MLflow tracking server on it with a local artifact root, a
 Prefect server with its UI, a Dask scheduler with workers and, optionally, `chorus serve` (the
 deployments). Each is started only when it is not already healthy, must pass a health check
 before `up` returns, and leaves its pid and log under <state>/services/. `down` stops them in
-the reverse order: the deployments and the workers before the servers they talk to.
+the reverse order: the deployments and the workers before the servers they talk to. Their
+credentials: ``chorus_ops.credentials``.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import pwd
-import shlex
 import shutil
 import signal
 import socket
@@ -37,15 +35,11 @@ from chorus.errors import ChorusError
 from chorus.io import write_text_atomic
 from chorus.state import TELEMETRY_OFF, StateDir
 from chorus_ops.credentials import MLFLOW_ADMIN, MLFLOW_USER, ServiceSecrets
+from chorus_ops.environment import settings_env_name, shell_exports
+from chorus_ops.postgres import LocalPostgres
 
 # What `chorus serve` (chorus_ops.deployments) serves: the services wait for these to register.
 DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
-
-
-def shell_exports(env: dict[str, str]) -> str:
-    """``export NAME=value`` lines that a shell sources without running anything in a value (a state
-    path with ``$(...)`` or a quote in it stays a string)."""
-    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
 
 
 class ServiceError(ChorusError):
@@ -87,30 +81,6 @@ class Endpoints:
             settings_env_name("mlflow_tracking_uri"): self.mlflow_url,
             settings_env_name("features", "dask_address"): self.dask_address,
         }
-
-
-def settings_env_name(*path: str) -> str:
-    """The environment variable that sets a (nested) setting, e.g. CHORUS_FEATURES__DASK_ADDRESS."""
-    config = ChorusSettings.model_config
-    prefix, delimiter = config.get("env_prefix") or "", config.get("env_nested_delimiter") or "__"
-    return (prefix + delimiter.join(path)).upper()
-
-
-def settings_env_names() -> set[str]:
-    """Every environment variable the settings model reads (sections and their fields)."""
-    from pydantic import BaseModel
-
-    names: set[str] = set()
-
-    def walk(model: type[BaseModel], path: tuple[str, ...]) -> None:
-        for name, info in model.model_fields.items():
-            names.add(settings_env_name(*path, name))
-            annotation = info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, (*path, name))
-
-    walk(ChorusSettings, ())
-    return names
 
 
 @dataclass
@@ -158,16 +128,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def postgres_bin() -> Path:
-    """Debian's PostgreSQL binaries (/usr/lib/postgresql/<version>/bin), newest version first."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name)
-                        if p.parent.parent.name.isdigit() else 0, reverse=True)
-    if not candidates:
-        raise ServiceError("PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/pg_ctl): "
-                           "run infra/local/install-system-packages.sh --services")
-    return candidates[0].parent
-
-
 class LocalServices:
     """Start, check and stop the local services of one state directory."""
 
@@ -179,6 +139,7 @@ class LocalServices:
         self.root = self.state.root / "services"
         self.endpoints = Endpoints(self.settings, self.root / "postgres")
         self.secrets = ServiceSecrets(self.root / "secrets")
+        self.postgres = LocalPostgres(self.settings, self.endpoints.postgres_root, self.log_file("postgres"), self.secrets)
         self.chorus_settings = settings
         self.unprivileged_user: str | None = None  # set by up: who the servers run as, when not ourselves
 
@@ -380,7 +341,7 @@ class LocalServices:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.secrets.ensure(self.settings.host, self.settings.postgres_port, self.mlflow_auth_db, self.settings.host)
         self._prepare_server_files(log)
-        self._postgres_up(log)
+        self.postgres.up("mlflow", log)
         write_text_atomic(self.settings_file, yaml.safe_dump(self.chorus_settings.model_dump(mode="json"), sort_keys=False))
         services = self.services()
         for wave in sorted({s.wave for s in services}):
@@ -410,15 +371,14 @@ class LocalServices:
         staged = ServiceSecrets(self.root / "secrets.new")
         staged.rotate()
         staged.ensure(self.settings.host, self.settings.postgres_port, self.mlflow_auth_db, self.settings.host)
+
         def admin_password(new: str, current: str) -> None:
             self._mlflow_request("PATCH", "users/update-password", {"username": MLFLOW_ADMIN, "password": new,
                                                                      "current_password": current}, MLFLOW_ADMIN, current)
 
         admin_password(staged.mlflow_admin_password, old.mlflow_admin_password)
         try:
-            with contextlib.closing(self._connect("postgres")) as connection, connection.cursor() as cursor:
-                connection.autocommit = True
-                cursor.execute("ALTER ROLE postgres PASSWORD %s", (staged.postgres_password,))
+            self.postgres.set_password(staged.postgres_password)
         except Exception:
             admin_password(old.mlflow_admin_password, staged.mlflow_admin_password)  # as it was: nothing rotated
             raise
@@ -468,7 +428,7 @@ class LocalServices:
         for wave in sorted({s.wave for s in services}, reverse=True):
             self._stop([s.name for s in services if s.wave == wave], log)
         if names is None or "postgres" in names:
-            self._postgres_down(log)
+            self.postgres.down(log)
 
     def _stop(self, names: list[str], log: Callable[[str], None], grace_s: float = 20.0) -> None:
         """SIGTERM to each service's process group together, SIGKILL to what is left after ``grace_s``."""
@@ -495,8 +455,7 @@ class LocalServices:
 
     def status(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
-        pg = self._pg_ctl("status", check=False)
-        out["postgres"] = {"running": pg.returncode == 0, "url": f"{self.settings.host}:{self.settings.postgres_port}"}
+        out["postgres"] = {"running": self.postgres.running(), "url": f"{self.settings.host}:{self.settings.postgres_port}"}
         for service in self.services():
             pid = self._pid(service.name)
             running = bool(pid and _alive(pid))
@@ -515,102 +474,3 @@ class LocalServices:
             return "\n".join(self.log_file(name).read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
-
-    # -- PostgreSQL: pg_ctl manages its own pid file
-    def _as_postgres(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        data = self.endpoints.postgres_root / "data"
-        if not data.exists():
-            return subprocess.CompletedProcess(args, 3, "", "no cluster")
-        done = subprocess.run(self._as_postgres([str(postgres_bin() / "pg_ctl"), "-D", str(data), *args]),
-                              capture_output=True, text=True)
-        if check and done.returncode != 0:
-            raise ServiceError(f"pg_ctl {args[0]} failed: {done.stderr.strip() or done.stdout.strip()}; "
-                               f"see {self.log_file('postgres')}")
-        return done
-
-    def _postgres_up(self, log: Callable[[str], None]) -> None:
-        root, data = self.endpoints.postgres_root, self.endpoints.postgres_root / "data"
-        bin_dir = postgres_bin()
-        if not (data / "PG_VERSION").exists():
-            root.mkdir(parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                shutil.chown(root, "postgres", "postgres")
-                reach = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(root)])
-                if reach.returncode != 0:
-                    raise ServiceError(f"the postgres user cannot write {root}: a folder above it is not traversable "
-                                       "by other users (e.g. a 0700 temporary directory); put the state directory "
-                                       "where other users can reach it (--state-dir)")
-            # the password file is read by initdb (the postgres user) and removed at once
-            password_file = root / ".initdb-password"
-            write_text_atomic(password_file, self.secrets.postgres_password)
-            if os.geteuid() == 0:
-                shutil.chown(password_file, "postgres", "postgres")
-            try:
-                done = subprocess.run(self._as_postgres([
-                    str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(password_file),
-                    "--auth-host=scram-sha-256", "--auth-local=peer", "--encoding=UTF8", "--no-instructions"]),
-                    capture_output=True, text=True)
-            finally:
-                password_file.unlink(missing_ok=True)
-            if done.returncode != 0:
-                raise ServiceError(f"initdb {data} failed: {done.stderr.strip()}")
-            log(f"postgres: cluster created in {data} (password logins over TCP, peer on the socket)")
-        self.log_file("postgres").touch()
-        if os.geteuid() == 0:
-            shutil.chown(self.log_file("postgres"), "postgres", "postgres")
-        if self._pg_ctl("status", check=False).returncode != 0:
-            self._pg_ctl("start", "-w", "-t", str(int(self.settings.startup_timeout_s)), "-l", str(self.log_file("postgres")),
-                         "-o", f"-c listen_addresses={self.settings.host} -p {self.settings.postgres_port} "
-                               f"-c unix_socket_directories={root}")
-            log(f"postgres: up on {self.settings.host}:{self.settings.postgres_port}")
-        else:
-            log("postgres: already running")
-        self._create_database("mlflow")
-        self._refuse_trust(data)
-
-    def _refuse_trust(self, data: Path) -> None:
-        """A cluster made before passwords (``trust``): the password set, then pg_hba.conf rewritten
-        to scram-sha-256 over TCP and peer on the socket, and reloaded."""
-        hba = data / "pg_hba.conf"
-        rules = [line.split() for line in hba.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
-        if not any(rule[-1] == "trust" for rule in rules):
-            return
-        hba.write_text("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n")
-        self._pg_ctl("reload")
-
-    def _connect(self, dbname: str) -> Any:
-        import psycopg2
-
-        return psycopg2.connect(host=self.settings.host, port=self.settings.postgres_port, user="postgres",
-                                password=self.secrets.postgres_password, dbname=dbname, connect_timeout=3)
-
-    def _create_database(self, name: str) -> None:
-        import psycopg2
-
-        deadline = time.monotonic() + self.settings.startup_timeout_s
-        while True:
-            try:
-                connection = self._connect("postgres")
-                break
-            except psycopg2.OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise ServiceError(f"postgres does not accept connections: {exc}") from exc
-                time.sleep(0.5)
-        connection.autocommit = True  # CREATE DATABASE refuses a transaction block (so no `with connection`)
-        try:
-            with connection.cursor() as cursor:
-                # (a cluster made under trust gets its password here, before trust is removed)
-                cursor.execute("ALTER ROLE postgres PASSWORD %s", (self.secrets.postgres_password,))
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            connection.close()
-
-    def _postgres_down(self, log: Callable[[str], None]) -> None:
-        if self._pg_ctl("status", check=False).returncode == 0:
-            self._pg_ctl("stop", "-m", "fast", "-w")
-            log("postgres: stopped")
