@@ -31,7 +31,8 @@ from chorus.training import segment_split, track_mean, track_targets
 def score_candidate(scorer: Scorer, features: FeatureSet, targets: dict[str, Any], labels: list[str], kind: str,
                     rounds: int, seed: int, k: int = 10) -> dict[str, Any]:
     """Track-level test metrics of one scorer with 95% bootstrap intervals, beside the trivial
-    baseline of its task."""
+    baseline of its task; single- and multi-label results also carry ``track_ids`` (sorted) and
+    ``arrays`` (per-track truth, per-track scores)."""
     split = segment_split(features, scorer.contract.stored_maps, targets)
     if len(split) == 0:
         raise ValueError(f"{scorer.contract.candidate}: no test segments")
@@ -58,7 +59,8 @@ def score_candidate(scorer: Scorer, features: FeatureSet, targets: dict[str, Any
     majority = float(np.bincount(truth).max() / len(truth))
     cm = classification_metrics(actual, predicted, labels)
     return {"metric": "accuracy", "value": bootstrap_interval(lambda i: float(correct[i].mean()), len(correct), rounds, seed),
-            "baseline_name": "majority class", "baseline": majority, **cm.as_dict(), "classification": cm}
+            "baseline_name": "majority class", "baseline": majority, **cm.as_dict(), "classification": cm,
+            "track_ids": track_ids.tolist(), "arrays": (truth, per_track)}
 
 
 def gate_metrics(result: dict[str, Any], kind: str) -> dict[str, float]:

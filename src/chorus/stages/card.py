@@ -33,7 +33,6 @@ from chorus.promotion import read_audit, verdict
 from chorus.stages.context import StageContext, StageSummary
 from chorus.stages.features import FeatureSets
 from chorus.stages.train import mood_labels, training_tracks
-from chorus.training import segment_split, track_mean, track_targets
 
 USES = {
     "single": ("Labelling music recordings with one of the classes below, from the stored log-mel features of "
@@ -78,9 +77,10 @@ def card_path(ctx: StageContext, name: str, version: int) -> Path:
     return ctx.state.reports / "cards" / f"{name}-v{version}.html"
 
 
-def write_card(ctx: StageContext, name: str, version: int, tracks: pd.DataFrame | None = None) -> Path:
+def write_card(ctx: StageContext, name: str, version: int, tracks: pd.DataFrame | None = None,
+               scorer: Scorer | None = None) -> Path:
     """The card's HTML page and markdown (also logged to the version's run under ``card/``)."""
-    card, run_id = model_card(ctx, name, version, tracks)
+    card, run_id = model_card(ctx, name, version, tracks, scorer)
     page = card_path(ctx, name, version)
     write_text_atomic(page, card.html())
     write_text_atomic(page.with_suffix(".md"), card.markdown())
@@ -88,9 +88,10 @@ def write_card(ctx: StageContext, name: str, version: int, tracks: pd.DataFrame 
     return page
 
 
-def model_card(ctx: StageContext, name: str, version: int, tracks: pd.DataFrame | None = None) -> tuple[ModelCard, str]:
-    """The card of one version, and its training run's id. ``tracks``: the training tracks, when
-    the caller has them."""
+def model_card(ctx: StageContext, name: str, version: int, tracks: pd.DataFrame | None = None,
+               scorer: Scorer | None = None) -> tuple[ModelCard, str]:
+    """The card of one version, and its training run's id. ``tracks`` (the training tracks) and
+    ``scorer`` (the version's), when the caller has them loaded."""
     settings = ctx.settings
     tags = registry.version_tags(name, version)
     candidate = tags.get(registry.CANDIDATE_TAG, "")
@@ -98,7 +99,7 @@ def model_card(ctx: StageContext, name: str, version: int, tracks: pd.DataFrame 
         raise InputError(f"models:/{name}/{version}", f"not a chorus candidate (tag {registry.CANDIDATE_TAG}={candidate!r})")
     spec = CATALOGUE[candidate]
     run_id = registry.run_id_of(name, version)
-    scorer = registry.load_scorer(name, version)
+    scorer = registry.load_scorer(name, version) if scorer is None else scorer
     tracks = training_tracks(settings) if tracks is None else tracks
     moods = mood_labels(settings, tracks) if spec.task == "mood" else None
     targets = task_targets("style" if spec.task == "hash" else spec.task, tracks, settings.train, moods)
@@ -166,9 +167,8 @@ def _test_results(settings: ChorusSettings, spec: CandidateSpec, scorer: Scorer,
                          result["baseline_name"], result["baseline"]]])
     if spec.kind == "hash":
         return [headline]
-    split = segment_split(features, scorer.contract.stored_maps, targets.splits["test"])
-    track_ids, scores = track_mean(scorer.scores(split.x), split.track_ids)
-    truth = track_targets(split)
+    track_ids = np.asarray(result["track_ids"], dtype=object)
+    truth, scores = result["arrays"]
     if spec.kind == "single":
         per_track = single_label_results(track_ids, scores, truth, scorer.contract.labels, targets.labels)
         per_class = Section("Per class", header=["class", "precision", "recall", "F1", "test tracks"],

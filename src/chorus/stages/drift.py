@@ -18,7 +18,7 @@ from chorus import registry
 from chorus.audio import AudioProblem
 from chorus.config import ChorusSettings
 from chorus.evaluation.drift import compare, drift_html, track_summaries
-from chorus.features import FeatureSet, extract_track, load_features
+from chorus.features import FeatureSet, extract_track
 from chorus.ingest import probe_within_limits
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.models.scorer import Scorer
@@ -91,9 +91,8 @@ def _stored(settings: ChorusSettings, root: Path, scorer: Scorer, tracks: pd.Dat
     """Summaries (main features) and predicted classes (the champion's features) of stored tracks."""
     if not track_ids:
         return pd.DataFrame(), pd.Series(dtype=str)
-    features = load_features(root, settings.features, track_ids)
-    model_features = FeatureSets(root, settings.features, track_ids).for_contract(scorer.contract)
-    return _summaries(features, tracks, settings.features.n_mfcc), _classes(scorer, model_features)
+    sets = FeatureSets(root, settings.features, track_ids)  # one load when the champion reads the main features
+    return _summaries(sets.of(settings.features), tracks, settings.features.n_mfcc), _classes(scorer, sets.for_contract(scorer.contract))
 
 
 def _batch_from_files(settings: ChorusSettings, scorer: Scorer, name: str, version: int,

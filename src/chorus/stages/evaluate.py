@@ -169,7 +169,7 @@ def _write_cards(ctx: StageContext, ev: Evaluation) -> list[tuple[str, str]]:
     """The card of the reported model: (model, link relative to the report). Each candidate's
     card is a ``chorus card`` away (a card scores its model again: seconds per model)."""
     try:
-        page = write_card(ctx, ev.subject_name, ev.subject, ev.tracks)
+        page = write_card(ctx, ev.subject_name, ev.subject, ev.tracks, ev.scorer)
     except (ChorusError, ValueError) as error:  # e.g. a champion trained on other features
         log.info("no card for %s v%s: %s", ev.subject_name, ev.subject, error)
         return []
@@ -206,7 +206,7 @@ def _score_candidates(ev: Evaluation) -> ScoredCandidates:
             result["planted_mood"] = planted_mood_scores(candidate, features, ev.tracks, es.split, es.bootstrap, es.seed)
         if spec.kind == "hash":
             scored.hash_scorers[name] = candidate
-        if "arrays" in result:
+        if spec.kind == "multi":
             truth, scores = result["arrays"]
             scored.figures.append((f"{name}: PR and ROC curves, per-label PR-AUC", multilabel_curves_plot(truth, scores, targets.labels)))
         scored.per_candidate[name] = {

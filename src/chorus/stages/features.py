@@ -219,11 +219,14 @@ class FeatureSets:
     track_ids: list[str]
     loaded: dict[str, FeatureSet] = field(default_factory=dict)
 
-    def for_contract(self, contract: Contract) -> FeatureSet:
-        """The features a model was trained on; an unknown configuration gets the main one, which
-        the model's ``check_features`` then refuses with both hashes."""
-        fs = feature_configurations(self.settings).get(contract.feature_config_hash, self.settings)
+    def of(self, fs: FeatureSettings) -> FeatureSet:
+        """The features of one configuration (loaded on first use)."""
         key = fs.config_hash()
         if key not in self.loaded:
             self.loaded[key] = load_features(self.root, fs, self.track_ids, maps=map_names(fs))
         return self.loaded[key]
+
+    def for_contract(self, contract: Contract) -> FeatureSet:
+        """The features a model was trained on; an unknown configuration gets the main one, which
+        the model's ``check_features`` then refuses with both hashes."""
+        return self.of(feature_configurations(self.settings).get(contract.feature_config_hash, self.settings))
