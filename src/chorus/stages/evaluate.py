@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from chorus import registry
 from chorus.candidates import CATALOGUE, TaskTargets, task_targets
 from chorus.config import ChorusSettings, stable_hash
-from chorus.errors import ChorusError, InputError, StaleFeaturesError
+from chorus.errors import ChorusError, InputError, StaleFeaturesError, UnsafeModelError
 from chorus.evaluation import render_report
 from chorus.evaluation.report import (
     embedding_plot,
@@ -347,7 +347,7 @@ def _report_subject(name: str, champion: int | None, candidates: dict[str, dict[
             scorer = registry.load_scorer(name, champion)
             scorer.contract.check_features(feature_sets.for_contract(scorer.contract).config_hash)
             return champion, scorer, None
-        except (StaleFeaturesError, ImportError, AttributeError, MlflowException) as exc:
+        except (StaleFeaturesError, UnsafeModelError, ImportError, AttributeError, MlflowException) as exc:
             reason = f"The champion (v{champion}) cannot be scored on the current features: {exc}"
     mine = [row for row in candidates.values() if row["registered"] == name]
     if not mine:

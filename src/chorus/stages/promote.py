@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from chorus import promotion, registry
 from chorus.candidates import CATALOGUE, resolve_candidates, task_targets
 from chorus.config import ChorusSettings
-from chorus.errors import StaleFeaturesError
+from chorus.errors import StaleFeaturesError, UnsafeModelError
 from chorus.evaluation.scoring import gate_metrics, score_candidate
 from chorus.label_tasks import MultiLabelTruth
 from chorus.stages.context import StageContext, StageSummary
@@ -67,7 +67,7 @@ def _decide(settings: ChorusSettings, name: str, challenger: int, champion: int 
     if champion is not None:
         try:
             champion_metrics = score_version(settings, name, champion, features, tracks, moods).metrics
-        except (StaleFeaturesError, ImportError, AttributeError, KeyError, MlflowException) as exc:
+        except (StaleFeaturesError, UnsafeModelError, ImportError, AttributeError, KeyError, MlflowException) as exc:
             problem = (f"champion v{champion} cannot be scored on the current data ({type(exc).__name__}: {exc}); "
                        "it is judged against the trivial baseline instead")
     # the interval is of the headline metric; it bounds the rule's primary when that is the headline
