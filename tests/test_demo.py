@@ -62,3 +62,41 @@ def test_uniform_perception_is_the_negative_control():
     assert not np.allclose(varied[0], varied[1])
     assert np.allclose(alike[0], alike[1]) and np.allclose(alike[1], alike[2])
     assert np.allclose(varied.sum(axis=2), 1.0)
+
+
+class _Planted:
+    """Unpickling this creates ``witness``: proof that a pickle was loaded."""
+
+    def __init__(self, witness) -> None:
+        self.witness = witness
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.witness,))
+
+
+def test_rendering_never_loads_music21s_shared_pickle_cache(tmp_path):
+    """music21 caches parsed scores as pickles in a scratch folder any local user can write
+    (/tmp/music21); a pickle planted there for a work the demo renders is never loaded."""
+    import zlib
+    from pickle import dumps
+
+    from music21.converter import PickleFilter
+
+    from chorus.datasets.render import Renderer, default_soundfont, list_works
+
+    work = list_works("bach")[0]
+    _, _, cache = PickleFilter(work.path, False, work.number).status()
+    assert cache is not None
+    witness = tmp_path / "unpickled"
+    kept = cache.read_bytes() if cache.exists() else None
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(zlib.compress(dumps(_Planted(witness))))
+    try:
+        midi = Renderer(default_soundfont(), 22050).midi_from_work(work, 4)
+    finally:
+        cache.unlink(missing_ok=True)
+        if kept is not None:
+            cache.write_bytes(kept)
+    assert midi.startswith(b"MThd") and not witness.exists()

@@ -130,7 +130,9 @@ class Renderer:
         from music21 import converter, midi
 
         kwargs: dict[str, Any] = {"number": work.number} if work.number is not None else {}
-        score = converter.parse(work.path, **kwargs)
+        # Never music21's pickle cache: it thaws pickles from a shared scratch folder (/tmp/music21)
+        # that any local user can write to.
+        score = converter.parse(work.path, forceSource=True, storePickle=False, **kwargs)
         excerpt = score.measures(1, measures) if measures else score
         return midi.translate.music21ObjectToMidiFile(excerpt).writestr()
 
