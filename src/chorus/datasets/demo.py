@@ -115,24 +115,13 @@ def _pick_works(settings: DemoSettings, per_style: int) -> list[tuple[Work, str]
     return picks
 
 
-def _manifest_rows(picks: list[tuple[Work, str]], jobs: list[RenderJob], results: dict[str, str | None], per_style: int,
-                   root: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """The manifest's rows (``per_style`` rendered tracks of each style, in pick order; spares
-    deleted) and the works that failed to render, with the reason."""
-    rows, skipped = [], []
-    taken: dict[str, int] = {}
-    for (work, mood), job in zip(picks, jobs, strict=True):
-        out = job.out
-        if results[out] is not None:
-            skipped.append({"work": work.label, "style": work.style, "reason": str(results[out])})
-            continue
-        if taken.get(work.style, 0) >= per_style:
-            Path(out).unlink(missing_ok=True)  # a spare that was not needed
-            continue
-        taken[work.style] = taken.get(work.style, 0) + 1
-        rows.append({"uri": str(Path(out).relative_to(root)), "style": work.style, "mood": mood, "work": work.label,
-                     "sha256": file_sha256(out)})
-    return rows, skipped
+def _manifest_rows(picks: list[tuple[Work, str]], jobs: list[RenderJob], rendered: dict[str, list[RenderJob]],
+                   root: Path) -> list[dict[str, str]]:
+    """The manifest's rows: each style's rendered tracks, in pick order."""
+    done = {job.out for style_jobs in rendered.values() for job in style_jobs}
+    return [{"uri": str(Path(job.out).relative_to(root)), "style": work.style, "mood": mood, "work": work.label,
+             "sha256": file_sha256(job.out)}
+            for (work, mood), job in zip(picks, jobs, strict=True) if job.out in done]
 
 
 def generate_demo(
@@ -157,10 +146,11 @@ def generate_demo(
                       settings.clip_seconds, settings.measures)
             for n, (work, mood) in enumerate(picks)]
     soundfont = settings.soundfont or default_soundfont()
-    results = render_jobs(jobs, soundfont, settings, progress)
-
-    rows, skipped = _manifest_rows(picks, jobs, results, per_style, root)
-    manifest = pd.DataFrame(rows)
+    by_style: dict[str, list[RenderJob]] = {style: [] for style in settings.styles}
+    for job in jobs:
+        by_style[job.work.style].append(job)
+    rendered, skipped = render_in_rounds(by_style, per_style, soundfont, settings, progress)
+    manifest = pd.DataFrame(_manifest_rows(picks, jobs, rendered, root))
     manifest["split"] = _stratified_split(manifest, settings)
     social = simulate_crowd(
         pd.DataFrame({"track_id": [track_id_for(d) for d in manifest["sha256"]], "mood": manifest["mood"]}),
@@ -207,6 +197,32 @@ def render_jobs(jobs: list[RenderJob], soundfont: Path, settings: DemoSettings,
             if progress:
                 progress(done, len(jobs))
     return results
+
+
+def render_in_rounds(plan: dict[str, list[RenderJob]], wanted: int, soundfont: Path, settings: DemoSettings,
+                     progress: Callable[[int, int], None] | None = None,
+                     ) -> tuple[dict[str, list[RenderJob]], list[dict[str, str]]]:
+    """Render ``wanted`` tracks per style from each style's candidate jobs, in their order, in
+    rounds: each round renders what a style still lacks from its next candidates (a work that
+    fails to convert is replaced by the next one), so no spare is rendered only to be thrown
+    away. Returns the rendered jobs per style and the works that failed, with the reason."""
+    rendered: dict[str, list[RenderJob]] = {style: [] for style in plan}
+    tried = dict.fromkeys(plan, 0)
+    skipped: list[dict[str, str]] = []
+    while True:
+        batch = []
+        for style, jobs in plan.items():
+            need = wanted - len(rendered[style])
+            batch += jobs[tried[style]: tried[style] + need]
+            tried[style] = min(len(jobs), tried[style] + need)
+        if not batch:
+            return rendered, skipped
+        results = render_jobs(batch, soundfont, settings, progress)
+        for job in batch:
+            if results[job.out] is None:
+                rendered[job.work.style].append(job)
+            else:
+                skipped.append({"work": job.work.label, "style": job.work.style, "reason": str(results[job.out])})
 
 
 def _stratified_split(manifest: pd.DataFrame, settings: DemoSettings) -> list[str]:

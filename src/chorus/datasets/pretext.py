@@ -26,7 +26,7 @@ from chorus.config import BackboneSettings, DemoSettings, stable_hash
 from chorus.datasets.demo import (
     MANIFEST_NAME,
     RenderJob,
-    render_jobs,
+    render_in_rounds,
     reusable_stamp,
     seed_for,
 )
@@ -96,30 +96,6 @@ def split_by_work(manifest: pd.DataFrame, demo: DemoSettings, valid_share: float
     return split
 
 
-def _render_in_rounds(plan: dict[str, list[RenderJob]], wanted: int, soundfont: Path, demo: DemoSettings,
-                      progress: Callable[[int, int], None] | None) -> tuple[dict[str, list[RenderJob]], list[dict[str, str]]]:
-    """Rounds: each style renders what it still lacks from its next candidates (a work that fails
-    to convert is replaced by the next one), so no spare is rendered only to be thrown away.
-    Returns the rendered jobs per style and the works that failed, with the reason."""
-    rendered: dict[str, list[RenderJob]] = {style: [] for style in plan}
-    tried = dict.fromkeys(plan, 0)
-    skipped: list[dict[str, str]] = []
-    while True:
-        batch = []
-        for style, jobs in plan.items():
-            need = wanted - len(rendered[style])
-            batch += jobs[tried[style]: tried[style] + need]
-            tried[style] = min(len(jobs), tried[style] + need)
-        if not batch:
-            return rendered, skipped
-        results = render_jobs(batch, soundfont, demo, progress)
-        for job in batch:
-            if results[job.out] is None:
-                rendered[job.work.style].append(job)
-            else:
-                skipped.append({"work": job.work.label, "style": job.work.style, "reason": str(results[job.out])})
-
-
 def generate_pretext_corpus(demo: DemoSettings, backbone: BackboneSettings, root: Path, excluded_works: Iterable[str],
                             progress: Callable[[int, int], None] | None = None) -> PretextCorpus:
     """Render the pretext corpus under ``root``: ``manifest.csv`` (uri, style, instrument, program,
@@ -135,7 +111,7 @@ def generate_pretext_corpus(demo: DemoSettings, backbone: BackboneSettings, root
 
     plan, wanted = plan_renderings(demo, backbone, excluded, root)
     soundfont = demo.soundfont or default_soundfont()
-    rendered, skipped = _render_in_rounds(plan, wanted, soundfont, demo, progress)
+    rendered, skipped = render_in_rounds(plan, wanted, soundfont, demo, progress)
     rows = []
     for style, jobs in rendered.items():
         for job in sorted(jobs, key=lambda j: j.out):
