@@ -542,12 +542,20 @@ def test_every_reported_model_has_a_card_a_reviewer_can_read(first_run):
     from playwright.sync_api import sync_playwright
 
     from chorus import registry, stages
+    from chorus.candidates import CATALOGUE
 
-    settings, _ = first_run
+    settings, first = first_run
     state = StateDir(settings.state_dir)
     version = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
     report = state.reports / f"chorus-style-v{version}" / "report.html"
     assert f'href="../cards/chorus-style-v{version}.html"' in report.read_text()
+    # and the card of every candidate the run evaluated, each a page on disk
+    evaluated = {(c["registered"], c["version"]) for k, c in first["train"]["counts"]["candidates"].items()
+                 if CATALOGUE[k].task not in ("pretext", "tags")}
+    assert len(evaluated) >= 4
+    for name, number in evaluated:
+        assert f'href="../cards/{name}-v{number}.html"' in report.read_text()
+        assert (state.reports / "cards" / f"{name}-v{number}.html").is_file()
     summary = stages.card_stage(settings, f"chorus-style/{version}")
     card = Path(summary.outputs["card"])
     assert card == state.reports / "cards" / f"chorus-style-v{version}.html"

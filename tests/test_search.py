@@ -8,7 +8,7 @@ import pytest
 from chorus.config import DegradedQuerySettings
 from chorus.evaluation.retrieval import cosine_distance, hamming_distance, rerank_distance, top_k
 from chorus.search import SearchIndex, hamming_scan, pack_codes, unpack_codes
-from chorus.search.degraded import degraded_copies, track_rng
+from chorus.search.degraded import check_tracks, degraded_copies, track_rng
 from conftest import bench_figures
 
 
@@ -173,3 +173,13 @@ def test_a_reader_never_sees_no_index_while_it_is_rebuilt(tmp_path):
     done.set()
     reader.join()
     assert problems == []
+
+
+def test_the_check_queries_every_held_out_track_and_a_seeded_sample_of_the_rest():
+    tracks = [f"t{i:03d}" for i in range(180)]
+    held_out = set(tracks[::5])  # 36, like the demo's test split
+    chosen = check_tracks(tracks, DegradedQuerySettings(tracks=90), held_out)
+    assert len(chosen) == 90 and held_out <= set(chosen) and chosen == sorted(chosen)
+    assert chosen == check_tracks(list(reversed(tracks)), DegradedQuerySettings(tracks=90), held_out)
+    assert check_tracks(tracks, DegradedQuerySettings(tracks=None), held_out) == tracks
+    assert check_tracks(tracks[:60], DegradedQuerySettings(tracks=90), held_out) == tracks[:60]

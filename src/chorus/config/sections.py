@@ -218,6 +218,8 @@ class BackboneSettings(SectionSettings):
                                 "under <state_dir>/pretext, without the works the main corpus holds out; own: the "
                                 "main corpus's train + valid splits.")
     corpus_tracks_per_style: int = Field(60, ge=4, description="Rendered pretext tracks per style (times demo.scale).")
+    corpus_renderings_per_work: int = Field(1, ge=1, le=4, description="Renderings of each work, each with its own "
+                                                                       "instrument and mood profile.")
     corpus_valid_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of each style's works the backbone "
                                                                         "validates on.")
     epochs: int = Field(12, ge=1)
@@ -351,7 +353,8 @@ class DegradedQuerySettings(SectionSettings):
     snr_db: float = Field(30.0, description="Signal-to-noise ratio of the added white noise.")
     gain_db: float = Field(-6.0, description="Gain change of the gain query.")
     k: int = Field(10, ge=1)
-    tracks: int | None = Field(None, ge=1, description="Check this many tracks (a seeded sample); default all.")
+    tracks: int | None = Field(90, ge=1, description="Query with this many tracks: every test-split track, then a "
+                                                     "seeded sample of the others (None: every track).")
     seed: int = 0
 
 

@@ -82,23 +82,43 @@ class RenderJob:
     program: int | None = None
 
 
-def _render_job(job: RenderJob) -> tuple[str, str | None]:
-    """Render one work to ``job.out`` (FLAC). Returns (out, error or None)."""
-    out = job.out
+def _render_work(jobs: list[RenderJob]) -> list[tuple[str, str | None]]:
+    """Render renderings of one work (same work and measures): its score is parsed and turned
+    into MIDI once, the costly part. Returns (out, error or None) per job."""
     assert _RENDERER is not None
     try:
-        midi = _RENDERER.midi_from_work(job.work, job.measures)
+        midi = _RENDERER.midi_from_work(jobs[0].work, jobs[0].measures)
+    except Exception as exc:  # music21 fails on some corpus files: skip and record
+        return [(job.out, f"{type(exc).__name__}: {exc}"[:300]) for job in jobs]
+    return [(job.out, _render_one(midi, job)) for job in jobs]
+
+
+def _render_one(midi: bytes, job: RenderJob) -> str | None:
+    """Render one clip of ``midi`` to ``job.out`` (FLAC); the error, or None."""
+    assert _RENDERER is not None
+    try:
         audio = _RENDERER.render(midi, job.mood, job.seconds, job.program)
         if audio.size < _RENDERER.sample_rate * min(4.0, job.seconds):
-            return out, f"excerpt too short ({audio.size / _RENDERER.sample_rate:.1f} s)"
+            return f"excerpt too short ({audio.size / _RENDERER.sample_rate:.1f} s)"
         peak = float(np.abs(audio).max())
         if peak > 0.99:  # keep relative loudness (a mood cue) but never clip
             audio = audio * (0.99 / peak)
-        with atomic_path(out) as tmp:
+        with atomic_path(job.out) as tmp:
             sf.write(str(tmp), audio, _RENDERER.sample_rate, format="FLAC", subtype="PCM_16")
-        return out, None
-    except Exception as exc:  # music21/FluidSynth fail on some corpus files: skip and record
-        return out, f"{type(exc).__name__}: {exc}"[:300]
+        return None
+    except Exception as exc:  # FluidSynth fails on some MIDI: skip and record
+        return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _by_work(jobs: list[RenderJob]) -> list[list[RenderJob]]:
+    """Runs of consecutive jobs that render the same work and measures."""
+    groups: list[list[RenderJob]] = []
+    for job in jobs:
+        if groups and (groups[-1][0].work, groups[-1][0].measures) == (job.work, job.measures):
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
 
 
 def _pick_works(settings: DemoSettings, per_style: int) -> list[tuple[Work, str]]:
@@ -192,10 +212,10 @@ def render_jobs(jobs: list[RenderJob], soundfont: Path, settings: DemoSettings,
         initializer=_init_worker,
         initargs=(str(soundfont), settings.sample_rate),
     ) as pool:
-        for done, (out, error) in enumerate(pool.map(_render_job, jobs, chunksize=4), start=1):
-            results[out] = error
+        for rendered in pool.map(_render_work, _by_work(jobs), chunksize=2):
+            results.update(rendered)
             if progress:
-                progress(done, len(jobs))
+                progress(len(results), len(jobs))
     return results
 
 

@@ -54,6 +54,7 @@ class PretextCorpus:
 
 def pretext_key(demo: DemoSettings, backbone: BackboneSettings, excluded_works: Iterable[str]) -> str:
     return stable_hash({"demo": demo.config_hash(), "tracks_per_style": backbone.corpus_tracks_per_style,
+                        "renderings_per_work": backbone.corpus_renderings_per_work,
                         "valid_share": backbone.corpus_valid_share, "programs": PRETEXT_PROGRAMS,
                         "excluded_works": sorted(set(excluded_works))})
 
@@ -66,8 +67,10 @@ def plan_renderings(demo: DemoSettings, backbone: BackboneSettings, excluded: se
                     root: Path) -> tuple[dict[str, list[RenderJob]], int]:
     """Per style, candidate render jobs in the order they are tried, and the tracks wanted per
     style. Each style's allowed works come in a seeded order, cycling when there are fewer works
-    than tracks; every rendering draws its own mood profile and instrument."""
+    than renderings, each work rendered ``corpus_renderings_per_work`` times in a row (its score
+    is parsed once for them); every rendering draws its own mood profile and instrument."""
     wanted = max(4, int(round(backbone.corpus_tracks_per_style * demo.scale)))
+    per_work = backbone.corpus_renderings_per_work
     plan: dict[str, list[RenderJob]] = {}
     for style in demo.styles:
         works = [w for w in list_works(style) if w.label not in excluded]
@@ -78,7 +81,7 @@ def plan_renderings(demo: DemoSettings, backbone: BackboneSettings, excluded: se
         order = rng.permutation(len(works))
         moods = rng.integers(0, len(MOODS), size=slots)
         programs = rng.integers(0, len(PRETEXT_PROGRAMS), size=slots)
-        plan[style] = [RenderJob(works[order[n % len(order)]], MOODS[moods[n]],
+        plan[style] = [RenderJob(works[order[(n // per_work) % len(order)]], MOODS[moods[n]],
                                  str(root / "audio" / style / f"{style}-{n:05d}.flac"), demo.clip_seconds,
                                  demo.measures, PRETEXT_PROGRAMS[programs[n]]) for n in range(slots)]
     return plan, wanted

@@ -5,6 +5,7 @@ change, and the original must come back in the top k."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -49,13 +50,18 @@ def degraded_maps(track_id: str, uri: str, features: FeatureSettings, settings: 
             for name, item in ((name, extractor.from_signal(track_id, signal)) for name, signal in copies.items())}
 
 
-def check_tracks(track_ids: list[str], settings: DegradedQuerySettings) -> list[str]:
-    """All tracks, or a seeded sample of ``settings.tracks``."""
+def check_tracks(track_ids: list[str], settings: DegradedQuerySettings,
+                 held_out: AbstractSet[str] = frozenset()) -> list[str]:
+    """The tracks queried: all, or ``settings.tracks`` of them: every ``held_out`` one, then a
+    seeded sample of the others (the held-out figure never rests on a sample)."""
     ordered = sorted(track_ids)
     if settings.tracks is None or settings.tracks >= len(ordered):
         return ordered
-    chosen = np.random.default_rng(settings.seed).choice(len(ordered), settings.tracks, replace=False)
-    return [ordered[i] for i in sorted(chosen)]
+    kept = [t for t in ordered if t in held_out]
+    others = [t for t in ordered if t not in held_out]
+    n = max(0, min(len(others), settings.tracks - len(kept)))
+    chosen = np.random.default_rng(settings.seed).choice(len(others), n, replace=False)
+    return sorted(kept + [others[i] for i in chosen])
 
 
 def _shares(table: pd.DataFrame) -> tuple[dict[str, dict[str, float]], dict[str, float]]:

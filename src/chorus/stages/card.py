@@ -1,6 +1,6 @@
 """The card stage: a model card for one registered version (``chorus card NAME[@ALIAS|/VERSION]``),
 written under <state>/reports/cards/ as HTML and markdown, the markdown also an MLflow artifact
-of the version's run (``card/``). Evaluate writes the card of the model it reports."""
+of the version's run (``card/``). Evaluate writes the cards of the models it reports."""
 
 from __future__ import annotations
 

@@ -166,14 +166,20 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
 
 
 def _write_cards(ctx: StageContext, ev: Evaluation) -> list[tuple[str, str]]:
-    """The card of the reported model: (model, link relative to the report). Each candidate's
-    card is a ``chorus card`` away (a card scores its model again: seconds per model)."""
-    try:
-        page = write_card(ctx, ev.subject_name, ev.subject, ev.tracks, ev.scorer)
-    except (ChorusError, ValueError) as error:  # e.g. a champion trained on other features
-        log.info("no card for %s v%s: %s", ev.subject_name, ev.subject, error)
-        return []
-    return [(f"{ev.subject_name} v{ev.subject}", os.path.relpath(page, ev.folder))]
+    """The card of the reported model and of each evaluated candidate: (model, link relative to
+    the report). A version that cannot be scored here (e.g. trained on other features) has none."""
+    versions: dict[tuple[str, int], Scorer | None] = {(ev.subject_name, ev.subject): ev.scorer}
+    for info in ev.evaluated.values():
+        versions.setdefault((info["registered"], int(info["version"])), None)
+    cards = []
+    for (name, version), scorer in versions.items():
+        try:
+            page = write_card(ctx, name, version, ev.tracks, scorer)
+        except (ChorusError, ValueError) as error:
+            log.info("no card for %s v%s: %s", name, version, error)
+            continue
+        cards.append((f"{name} v{version}", os.path.relpath(page, ev.folder)))
+    return cards
 
 
 @dataclass

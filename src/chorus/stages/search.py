@@ -128,17 +128,17 @@ def _index_counts(meta: dict[str, Any]) -> dict[str, Any]:
 
 def degraded_check(settings: ChorusSettings, index: SearchIndex, encoder: TrackEncoder,
                    tracks: pd.DataFrame) -> dict[str, Any]:
-    """Every corpus track (or ``search.check.tracks`` of them) queried with degraded copies of its
-    audio; the copies' features are extracted on Dask like the corpus's."""
+    """``search.check.tracks`` corpus tracks (the test split's first) queried with degraded copies
+    of their audio; the copies' features are extracted on Dask like the corpus's."""
     check = settings.search.check
     tracks = tracks.set_index("track_id")
-    chosen = check_tracks([t for t in index.track_ids if t in tracks.index], check)
+    held_out = set(tracks.index[tracks["split"] == "test"])
+    chosen = check_tracks([t for t in index.track_ids if t in tracks.index], check, held_out)
     uris = tracks.loc[chosen, "uri"].tolist()
     n = len(chosen)
     with dask_scheduler(settings.features) as address, Client(address) as client:
         futures = client.map(degraded_maps, chosen, uris, [encoder.features] * n, [check] * n, [encoder.maps] * n, pure=False)
         copies = dict(zip(chosen, client.gather(futures), strict=True))
-    held_out = set(tracks.index[tracks["split"] == "test"])
     return {**degraded_query_check(index, encoder, copies, check.k, settings.search.rerank_candidates, held_out),
             "settings": check.model_dump(mode="json")}
 
