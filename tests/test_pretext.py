@@ -15,16 +15,21 @@ from conftest import TINY_DEMO
 SMALL = {**TINY_DEMO, "styles": ["monteverdi"], "tracks_per_style": 4}
 
 
-def test_plan_leaves_out_held_out_works_and_cycles_through_the_rest(tmp_path):
+@pytest.mark.parametrize("per_work", [1, 2])
+def test_plan_leaves_out_held_out_works_and_cycles_through_the_rest(tmp_path, per_work):
     works = [w.label for w in list_works("monteverdi")]
     excluded = set(works[:40])  # 49 works: 9 left for 60 renderings
-    plan, wanted = plan_renderings(DemoSettings(**SMALL), BackboneSettings(corpus_tracks_per_style=60), excluded, tmp_path)
+    backbone = BackboneSettings(corpus_tracks_per_style=60, corpus_renderings_per_work=per_work)
+    plan, wanted = plan_renderings(DemoSettings(**SMALL), backbone, excluded, tmp_path)
     jobs = plan["monteverdi"]
     assert wanted == 60 and len(jobs) >= wanted
     labels = [j.work.label for j in jobs]
     assert not set(labels) & excluded
-    assert set(labels[:9]) == set(works[40:])  # every allowed work before any repeats
+    assert set(labels[: 9 * per_work]) == set(works[40:])  # every allowed work before any repeats
     assert len({j.program for j in jobs[:60]}) > 6  # instruments drawn per rendering, not per mood
+    if per_work == 2:  # a work's two renderings in a row (parsed once), in two instruments
+        assert labels[0:60:2] == labels[1:60:2]
+        assert all(jobs[i].program != jobs[i + 1].program for i in range(0, 60, 2))
 
 
 def test_a_work_rendered_twice_keeps_its_renderings_in_one_split():

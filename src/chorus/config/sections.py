@@ -217,9 +217,9 @@ class BackboneSettings(SectionSettings):
         "rendered", description="rendered: a pretext corpus of music21 renderings (demo.styles, any instrument) "
                                 "under <state_dir>/pretext, without the works the main corpus holds out; own: the "
                                 "main corpus's train + valid splits.")
-    corpus_tracks_per_style: int = Field(60, ge=4, description="Rendered pretext tracks per style (times demo.scale).")
-    corpus_renderings_per_work: int = Field(1, ge=1, le=4, description="Renderings of each work, each with its own "
-                                                                       "instrument and mood profile.")
+    corpus_tracks_per_style: int = Field(40, ge=4, description="Rendered pretext tracks per style (times demo.scale).")
+    corpus_renderings_per_work: int = Field(2, ge=1, le=4, description="Renderings of each work, each with another "
+                                                                       "instrument and its own mood profile.")
     corpus_valid_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of each style's works the backbone "
                                                                         "validates on.")
     epochs: int = Field(12, ge=1)

@@ -68,7 +68,8 @@ def plan_renderings(demo: DemoSettings, backbone: BackboneSettings, excluded: se
     """Per style, candidate render jobs in the order they are tried, and the tracks wanted per
     style. Each style's allowed works come in a seeded order, cycling when there are fewer works
     than renderings, each work rendered ``corpus_renderings_per_work`` times in a row (its score
-    is parsed once for them); every rendering draws its own mood profile and instrument."""
+    is parsed once for them); every rendering draws its own mood profile and instrument (a work's renderings,
+    different instruments)."""
     wanted = max(4, int(round(backbone.corpus_tracks_per_style * demo.scale)))
     per_work = backbone.corpus_renderings_per_work
     plan: dict[str, list[RenderJob]] = {}
@@ -81,6 +82,9 @@ def plan_renderings(demo: DemoSettings, backbone: BackboneSettings, excluded: se
         order = rng.permutation(len(works))
         moods = rng.integers(0, len(MOODS), size=slots)
         programs = rng.integers(0, len(PRETEXT_PROGRAMS), size=slots)
+        if per_work > 1:  # a work's renderings each get another instrument (never the same audio twice)
+            programs = np.concatenate([rng.choice(len(PRETEXT_PROGRAMS), per_work, replace=False)
+                                       for _ in range(-(-slots // per_work))])[:slots]
         plan[style] = [RenderJob(works[order[(n // per_work) % len(order)]], MOODS[moods[n]],
                                  str(root / "audio" / style / f"{style}-{n:05d}.flac"), demo.clip_seconds,
                                  demo.measures, PRETEXT_PROGRAMS[programs[n]]) for n in range(slots)]
