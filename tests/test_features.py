@@ -259,19 +259,27 @@ def test_a_long_track_in_blocks_equals_the_whole_track_maps(tmp_path):
     assert np.abs(blocks.mfcc_stats - whole.mfcc_stats).max() <= 1e-3
 
 
-def test_a_shard_past_its_time_limit_fails_with_a_clear_message(tmp_path, monkeypatch):
-    """The shard's wait on its files is bounded by its limit (the task runs in a thread, where a
-    Prefect timeout cannot interrupt a wait): past it, the shard fails naming the setting."""
+def test_a_file_late_twice_is_quarantined_as_timeout_and_the_shard_commits_the_rest(tmp_path, monkeypatch):
+    """The shard's wait on its files is bounded (the task runs in a thread, where a Prefect
+    timeout cannot interrupt a wait): a file not extracted by the shard's limit is tried again
+    alone within orchestration.file_timeout_s; late again, it is quarantined as ``timeout``, its
+    worker restarted, and the shard commits its other file."""
     from distributed import Client
 
     from chorus.compute import dask_scheduler
     from chorus.config import ChorusSettings
     from chorus.stages import features as feature_stage
 
-    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": True, "dask_workers": 1})
-    shard = plan_shards(_tracks(tmp_path, 2, seconds=20.0), settings.features, tmp_path / "features")[0]
-    monkeypatch.setattr(feature_stage, "shard_seconds", lambda settings, files: 0.05)
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": True, "dask_workers": 1},
+                              orchestration={"file_timeout_s": 2.0})
+    short = _tracks(tmp_path / "short", 1, seconds=4.0)
+    long = _tracks(tmp_path / "long", 1, seconds=30 * 60.0).assign(track_id="f" * 16, sha256="f" * 64)
+    shard = plan_shards(pd.concat([short, long], ignore_index=True), settings.features, tmp_path / "features")[0]
+    monkeypatch.setattr(feature_stage, "shard_seconds", lambda settings, files: 4.0)
     with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
-        with pytest.raises(TimeoutError, match="file_timeout_s"):
-            feature_stage.extract_shard(shard, settings, client)
-    assert not list(shard.path.parent.glob("*.parquet"))
+        result = feature_stage.extract_shard(shard, settings, client)
+        assert len(client.scheduler_info()["workers"]) == 1  # the restarted worker is back
+    assert result["tracks"] == 1 and [r["track_id"] for r in result["rejected"]] == ["f" * 16]
+    rejected = result["rejected"][0]
+    assert rejected["reason"] == "timeout" and "orchestration.file_timeout_s (2 s per file), twice" in rejected["detail"]
+    assert set(pd.read_parquet(shard.path, columns=["track_id"])["track_id"]) == {short["track_id"][0]}

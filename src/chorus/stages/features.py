@@ -89,7 +89,7 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
         deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
-        results = _survivors(client, extract, jobs, files, fs, deadline, shard.path.name)
+        results = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
         staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
@@ -116,39 +116,58 @@ def _shard_result(staged: StagedShard, extracted: list[str]) -> dict[str, Any]:
             "audio_seconds": round(staged.audio_seconds, 2), "rejected": staged.rejected}
 
 
-def _within(future: Future, deadline: float, shard: str) -> BaseException | None:
-    """The future's error (None: it finished), waited for until ``deadline`` at most."""
+class _Late(Exception):
+    """A job not finished by its deadline."""
+
+
+def _within(future: Future, deadline: float) -> BaseException | None:
+    """The future's error (None: it finished; ``_Late``: not by ``deadline``)."""
     try:
         # exception() waits through the future's own client (distributed.wait would need a
         # default client, which the flow's per-thread clients are not)
         return future.exception(timeout=max(0.0, deadline - time.monotonic()))
     except (TimeoutError, DaskTimeoutError):
-        future.cancel()
-        raise TimeoutError(f"{shard}: not extracted within its time limit (orchestration.file_timeout_s per file "
-                           "each worker extracts in turn)") from None
+        return _Late()
+
+
+def _give_up(client: Client, future: Future) -> None:
+    """Cancel a job late a second time and restart the worker holding it: Dask cannot stop a
+    running task, and a stuck one would hold its worker's only thread for every shard after it."""
+    running = [worker for worker, keys in client.processing().items() if future.key in keys]
+    future.cancel()
+    if running:
+        client.restart_workers(running, raise_for_error=False)
 
 
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
-               fs: FeatureSettings, deadline: float, shard: str) -> list[Any]:
-    """Each job's result (a future, left on its worker) or problem record, within the shard's
-    time limit. A job whose worker died under it is tried again alone: a file that kills its
-    worker a second time is quarantined as ``worker_lost`` with the error, so the shard commits
-    its other tracks."""
+               fs: FeatureSettings, deadline: float, file_seconds: float) -> list[Any]:
+    """Each job's result (a future, left on its worker) or problem record. A job whose worker died
+    under it, or not done by the shard's ``deadline``, is tried again alone (``file_seconds`` per
+    file): a file that kills its worker a second time is quarantined as ``worker_lost``, one late
+    a second time as ``timeout``, each with the error, so the shard commits its other tracks."""
     results: list[Any] = []
     for ids, uris, future in zip(*jobs, files, strict=True):
-        if _within(future, deadline, shard) is None:
+        first = _within(future, deadline)
+        if first is None:
             results.append(future)
             continue
+        if isinstance(first, _Late):  # a job queued behind a slow one is late too: no restart for it
+            future.cancel()
         alone = client.submit(extract, ids, uris, fs, pure=False)
-        error = _within(alone, deadline, shard)
+        limit = file_seconds * (len(ids) if isinstance(ids, list) else 1)
+        error = _within(alone, time.monotonic() + limit)
         if error is None:
             results.append(alone)
             continue
-        reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
-        problem = AudioProblem(reason, f"{type(error).__name__}: {error}"[:500])
+        if isinstance(error, _Late):
+            _give_up(client, alone)
+            reason, detail = "timeout", f"not extracted within orchestration.file_timeout_s ({file_seconds:g} s per file), twice"
+        else:
+            reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
+            detail = f"{type(error).__name__}: {error}"[:500]
         for track_id, uri in zip(*((ids, uris) if isinstance(ids, list) else ([ids], [uris])), strict=True):
-            results.append(problem_record(track_id, uri, problem))
-        log.error("%s: %s (%s)", uris, reason, error)
+            results.append(problem_record(track_id, uri, AudioProblem(reason, detail)))
+        log.error("%s: %s (%s)", uris, reason, detail)
     return results
 
 
