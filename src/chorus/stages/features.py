@@ -89,8 +89,10 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
         deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
-        results = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
+        results, stuck = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
         staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
+        if stuck:  # Dask cannot stop a running task: a stuck one would hold its worker's only thread
+            client.restart_workers(sorted(stuck), raise_for_error=False)
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     extracted = sorted(set(shard.tracks["track_id"]) - {r["track_id"] for r in staged.rejected})
@@ -130,45 +132,47 @@ def _within(future: Future, deadline: float) -> BaseException | None:
         return _Late()
 
 
-def _give_up(client: Client, future: Future) -> None:
-    """Cancel a job late a second time and restart the worker holding it: Dask cannot stop a
-    running task, and a stuck one would hold its worker's only thread for every shard after it."""
-    running = [worker for worker, keys in client.processing().items() if future.key in keys]
-    future.cancel()
-    if running:
-        client.restart_workers(running, raise_for_error=False)
+def _holders(client: Client, future: Future) -> set[str]:
+    """The workers a job is assigned to (running, or queued to run)."""
+    return {worker for worker, keys in client.processing().items() if future.key in keys}
+
+
+def _files_of(ids: Any, uris: Any) -> list[tuple[str, str]]:
+    return list(zip(*((ids, uris) if isinstance(ids, list) else ([ids], [uris])), strict=True))
 
 
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
-               fs: FeatureSettings, deadline: float, file_seconds: float) -> list[Any]:
-    """Each job's result (a future, left on its worker) or problem record. A job whose worker died
-    under it, or not done by the shard's ``deadline``, is tried again alone (``file_seconds`` per
-    file): a file that kills its worker a second time is quarantined as ``worker_lost``, one late
-    a second time as ``timeout``, each with the error, so the shard commits its other tracks."""
+               fs: FeatureSettings, deadline: float, file_seconds: float) -> tuple[list[Any], set[str]]:
+    """Each job's result (a future, left on its worker) or problem record, and the workers that
+    may still run a job given up on. A job whose worker died under it, or not done by the shard's
+    ``deadline``, is tried again alone (``file_seconds`` per file): a file that kills its worker a
+    second time is quarantined as ``worker_lost``, one late a second time as ``timeout``, each with
+    the error, so the shard commits its other tracks."""
     results: list[Any] = []
+    stuck: set[str] = set()
     for ids, uris, future in zip(*jobs, files, strict=True):
         first = _within(future, deadline)
         if first is None:
             results.append(future)
             continue
-        if isinstance(first, _Late):  # a job queued behind a slow one is late too: no restart for it
+        if isinstance(first, _Late):  # running, or only queued behind a slow job: tried again either way
+            stuck |= _holders(client, future)
             future.cancel()
         alone = client.submit(extract, ids, uris, fs, pure=False)
-        limit = file_seconds * (len(ids) if isinstance(ids, list) else 1)
-        error = _within(alone, time.monotonic() + limit)
+        error = _within(alone, time.monotonic() + file_seconds * len(_files_of(ids, uris)))
         if error is None:
             results.append(alone)
             continue
         if isinstance(error, _Late):
-            _give_up(client, alone)
+            stuck |= _holders(client, alone)
+            alone.cancel()
             reason, detail = "timeout", f"not extracted within orchestration.file_timeout_s ({file_seconds:g} s per file), twice"
         else:
             reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
             detail = f"{type(error).__name__}: {error}"[:500]
-        for track_id, uri in zip(*((ids, uris) if isinstance(ids, list) else ([ids], [uris])), strict=True):
-            results.append(problem_record(track_id, uri, AudioProblem(reason, detail)))
+        results += [problem_record(track_id, uri, AudioProblem(reason, detail)) for track_id, uri in _files_of(ids, uris)]
         log.error("%s: %s (%s)", uris, reason, detail)
-    return results
+    return results, stuck
 
 
 def _validate_shard(staged: StagedShard, extracted: list[str], fs: FeatureSettings, validator: Validator) -> None:
