@@ -89,10 +89,11 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
         deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
-        results, stuck = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
-        staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
-        if stuck:  # Dask cannot stop a running task: a stuck one would hold its worker's only thread
-            client.restart_workers(sorted(stuck), raise_for_error=False)
+        results, restarted = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
+        if restarted:  # some results were fetched here: the shard is written here too
+            staged = write_temp_shard(shard, client.gather(results), fs)
+        else:
+            staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     extracted = sorted(set(shard.tracks["track_id"]) - {r["track_id"] for r in staged.rejected})
@@ -142,21 +143,22 @@ def _files_of(ids: Any, uris: Any) -> list[tuple[str, str]]:
 
 
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
-               fs: FeatureSettings, deadline: float, file_seconds: float) -> tuple[list[Any], set[str]]:
-    """Each job's result (a future, left on its worker) or problem record, and the workers that
-    may still run a job given up on. A job whose worker died under it, or not done by the shard's
+               fs: FeatureSettings, deadline: float, file_seconds: float) -> tuple[list[Any], bool]:
+    """Each job's result (a future left on its worker, or fetched) or problem record, and whether
+    a worker was restarted. A job whose worker died under it, or not done by the shard's
     ``deadline``, is tried again alone (``file_seconds`` per file): a file that kills its worker a
     second time is quarantined as ``worker_lost``, one late a second time as ``timeout``, each with
     the error, so the shard commits its other tracks."""
     results: list[Any] = []
-    stuck: set[str] = set()
+    restarted = False
     for ids, uris, future in zip(*jobs, files, strict=True):
         first = _within(future, deadline)
         if first is None:
             results.append(future)
             continue
+        held: set[str] = set()
         if isinstance(first, _Late):  # running, or only queued behind a slow job: tried again either way
-            stuck |= _holders(client, future)
+            held = _holders(client, future)
             future.cancel()
         alone = client.submit(extract, ids, uris, fs, pure=False)
         error = _within(alone, time.monotonic() + file_seconds * len(_files_of(ids, uris)))
@@ -164,15 +166,27 @@ def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any
             results.append(alone)
             continue
         if isinstance(error, _Late):
-            stuck |= _holders(client, alone)
-            alone.cancel()
+            results = _restart(client, held | _holders(client, alone), alone, results)
+            restarted = True
             reason, detail = "timeout", f"not extracted within orchestration.file_timeout_s ({file_seconds:g} s per file), twice"
         else:
             reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
             detail = f"{type(error).__name__}: {error}"[:500]
         results += [problem_record(track_id, uri, AudioProblem(reason, detail)) for track_id, uri in _files_of(ids, uris)]
         log.error("%s: %s (%s)", uris, reason, detail)
-    return results, stuck
+    return results, restarted
+
+
+def _restart(client: Client, workers: set[str], late: Future, results: list[Any]) -> list[Any]:
+    """Dask cannot stop a running task, and a stuck one holds its worker's only thread for every
+    job after it: the results so far are fetched (a restart loses what a worker holds), the job
+    cancelled and the workers holding it restarted. Jobs they were running fail as a lost worker
+    does, and are tried again alone."""
+    fetched = client.gather(results)
+    late.cancel()
+    if workers:
+        client.restart_workers(sorted(workers), raise_for_error=False)
+    return list(fetched)
 
 
 def _validate_shard(staged: StagedShard, extracted: list[str], fs: FeatureSettings, validator: Validator) -> None:
