@@ -68,8 +68,8 @@ def plan_renderings(demo: DemoSettings, backbone: BackboneSettings, excluded: se
     """Per style, candidate render jobs in the order they are tried, and the tracks wanted per
     style. Each style's allowed works come in a seeded order, cycling when there are fewer works
     than renderings, each work rendered ``corpus_renderings_per_work`` times in a row (its score
-    is parsed once for them); every rendering draws its own mood profile and instrument (a work's renderings,
-    different instruments)."""
+    is parsed once for them); every rendering draws its own mood profile and instrument, no two
+    renderings of a work in the same instrument."""
     wanted = max(4, int(round(backbone.corpus_tracks_per_style * demo.scale)))
     per_work = backbone.corpus_renderings_per_work
     plan: dict[str, list[RenderJob]] = {}
