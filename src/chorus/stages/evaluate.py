@@ -142,7 +142,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     notes.append(_support_note(ev))
     mood_prior = _mood_prior(ev)
     notes += [_mood_prior_note(mood_prior)] if mood_prior.get("moods") else []
-    cards = _write_cards(ctx, ev)
+    cards = _write_cards(ctx, ev, scored.scorers)
     html = render_report(f"chorus evaluation: {ev.subject_name} v{ev.subject}", _facts(ev, protocol, run_id, key),
                          subject_result.get("classification"), _run_history(run_id),
                          tagging=subject_result if ev.multi else None, protocol=protocol, voting=ev.voting,
@@ -165,12 +165,13 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
         "candidates": {k: round(v["value"]["mean"], 4) for k, v in scored.per_candidate.items()}})
 
 
-def _write_cards(ctx: StageContext, ev: Evaluation) -> list[tuple[str, str]]:
-    """The card of the reported model and of each evaluated candidate: (model, link relative to
-    the report). A version that cannot be scored here (e.g. trained on other features) has none."""
+def _write_cards(ctx: StageContext, ev: Evaluation, scorers: dict[str, Scorer]) -> list[tuple[str, str]]:
+    """The card of the reported model and of each evaluated candidate (``scorers``: theirs, as
+    evaluate loaded them): (model, link relative to the report). A version that cannot be scored
+    here (e.g. trained on other features) has none."""
     versions: dict[tuple[str, int], Scorer | None] = {(ev.subject_name, ev.subject): ev.scorer}
-    for info in ev.evaluated.values():
-        versions.setdefault((info["registered"], int(info["version"])), None)
+    for name, info in ev.evaluated.items():
+        versions.setdefault((info["registered"], int(info["version"])), scorers.get(name))
     cards = []
     for (name, version), scorer in versions.items():
         try:
@@ -189,8 +190,12 @@ class ScoredCandidates:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     per_candidate: dict[str, Any] = field(default_factory=dict)
-    hash_scorers: dict[str, Scorer] = field(default_factory=dict)
+    scorers: dict[str, Scorer] = field(default_factory=dict)
     figures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def hash_scorers(self) -> dict[str, Scorer]:
+        return {name: scorer for name, scorer in self.scorers.items() if CATALOGUE[name].kind == "hash"}
 
 
 DETAIL_KEYS = ("track_ids", "confusion", "per_class", "arrays", "classification")
@@ -207,11 +212,9 @@ def _score_candidates(ev: Evaluation) -> ScoredCandidates:
         targets = ev.targets_of(spec.task)
         result = score_candidate(candidate, features, targets.splits[es.split], targets.labels, spec.kind,
                                  es.bootstrap, es.seed)
-        scored.results[name] = result
+        scored.results[name], scored.scorers[name] = result, candidate
         if spec.task == "mood" and "mood" in ev.tracks.columns:
             result["planted_mood"] = planted_mood_scores(candidate, features, ev.tracks, es.split, es.bootstrap, es.seed)
-        if spec.kind == "hash":
-            scored.hash_scorers[name] = candidate
         if spec.kind == "multi":
             truth, scores = result["arrays"]
             scored.figures.append((f"{name}: PR and ROC curves, per-label PR-AUC", multilabel_curves_plot(truth, scores, targets.labels)))
