@@ -84,12 +84,12 @@ def loudness_buckets(level_db: pd.Series) -> pd.Series:
     return codes.map(names)
 
 
-def slice_rows(results: pd.DataFrame, by: str, score: str, by_name: bool = False) -> list[list[Any]]:
+def slice_rows(results: pd.DataFrame, by: str, score: str, order: tuple[str, ...] = ()) -> list[list[Any]]:
     """(slice, tracks, mean of ``score``) per value of column ``by``: largest slice first, or in
-    the order of the slices' names (``by_name``, e.g. loudness from quiet to loud)."""
+    ``order`` of the slices' names (e.g. LOUDNESS_BUCKETS, quiet to loud)."""
     grouped = results.groupby(by, sort=False)[score].agg(["size", "mean"])
-    if by_name:
-        rank = {name: i for i, name in enumerate(LOUDNESS_BUCKETS)}
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
         grouped = grouped.sort_index(key=lambda names: names.map(lambda n: rank.get(str(n).split(" (")[0], len(rank))))
     else:
         grouped = grouped.sort_values("size", ascending=False, kind="stable")

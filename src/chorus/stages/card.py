@@ -16,6 +16,7 @@ from chorus.candidates import CATALOGUE, CandidateSpec, task_targets
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
 from chorus.evaluation.card import (
+    LOUDNESS_BUCKETS,
     ModelCard,
     Section,
     duration_bucket,
@@ -33,6 +34,8 @@ from chorus.promotion import read_audit, verdict
 from chorus.stages.context import StageContext, StageSummary
 from chorus.stages.features import FeatureSets
 from chorus.stages.train import mood_labels, training_tracks
+
+ORDERED_SLICES = {"loudness": LOUDNESS_BUCKETS}  # slices shown in their own order, not by size
 
 USES = {
     "single": ("Labelling music recordings with one of the classes below, from the stored log-mel features of "
@@ -186,7 +189,8 @@ def _test_results(settings: ChorusSettings, spec: CandidateSpec, scorer: Scorer,
         .groupby("track_id")["level"].mean()
     described["duration"] = described["duration_s"].map(duration_bucket)
     described["loudness"] = loudness_buckets(described["track_id"].map(level).astype(float))
-    slices = [Section(f"By {by}", header=[by, "test tracks", score_name], rows=slice_rows(described, by, score, by == "loudness"))
+    slices = [Section(f"By {by}", header=[by, "test tracks", score_name], rows=slice_rows(described, by, score,
+                                                                                     ORDERED_SLICES.get(by, ())))
               for by in ("duration", "loudness", "source") if by in described.columns]
     failures = Section("Known failure cases", "The most confident wrong predictions on the test split"
                        + (" (a false positive: the highest-scored label the track does not have)." if spec.kind == "multi" else "."),
