@@ -36,7 +36,10 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     # Workers neither pause nor spill for memory: they hold a shard's results until it is written;
     # a paused worker holding them waits for ever, and spilling a long track's results copies them
     # while they are serialised, which is what pushes a worker over its limit. The limit stays.
+    # A nanny restarts its own worker; the cluster would close a nanny whose worker (by name) is
+    # missing 15 s after any earlier loss of it, which a later restart in progress then is.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
+                          "distributed.deploy.lost-worker-timeout": "24h",
                           "distributed.scheduler.allowed-failures": 0,
                           "distributed.worker.memory.pause": False,
                           "distributed.worker.memory.target": False,

@@ -7,6 +7,7 @@ from chorus.features.backend import (
     extract_track_or_problem,
     extractor_for,
     uses_device_batches,
+    warm_extractor,
 )
 from chorus.features.dsp import (
     AMIN,
@@ -49,6 +50,6 @@ __all__ = [
     "Shard", "StagedShard", "TrackFeatures", "catalogue", "commit_shard", "discard_shard", "extract_batch_or_problems",
     "extract_track", "extract_track_or_problem", "extractor_for", "feature_dir", "features_key", "fixed_size_column",
     "load_features", "map_names", "mel_filterbank", "plan_shards", "problem_record", "segment", "segment_check_params",
-    "segment_seconds", "shard_is_current", "tensor_rows", "uses_device_batches", "write_index", "write_shard",
+    "segment_seconds", "shard_is_current", "tensor_rows", "uses_device_batches", "warm_extractor", "write_index", "write_shard",
     "without_tracks", "write_temp_shard",
 ]

@@ -3,10 +3,12 @@ configuration; the functions Dask workers run, with a bad file coming back as a 
 
 from __future__ import annotations
 
+import numpy as np
+
 from chorus.audio import AudioProblem
 from chorus.config import FeatureSettings
 from chorus.features.blocks import BlockExtractor, is_long
-from chorus.features.dsp import FeatureExtractor, TrackFeatures, problem_record
+from chorus.features.dsp import FeatureExtractor, TrackFeatures, problem_record, segment_seconds
 
 _EXTRACTORS: dict[tuple[str, str, str], FeatureExtractor] = {}
 
@@ -31,6 +33,14 @@ def extractor_for(settings: FeatureSettings) -> FeatureExtractor:
         else:
             _EXTRACTORS[key] = FeatureExtractor(settings)
     return _EXTRACTORS[key]
+
+
+def warm_extractor(settings: FeatureSettings) -> None:
+    """Build this process's extractor and run it once on a little noise (imports, filterbanks and
+    compiled kernels), so that the next file's time is the file's own."""
+    samples = int((segment_seconds(settings) + 1.0) * settings.sample_rate)
+    noise = np.random.default_rng(0).standard_normal(samples).astype(np.float32) * 1e-2
+    extractor_for(settings).from_signal("warm-up", noise)
 
 
 def uses_device_batches(settings: FeatureSettings) -> bool:

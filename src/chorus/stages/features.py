@@ -36,6 +36,7 @@ from chorus.features import (
     segment_check_params,
     shard_is_current,
     uses_device_batches,
+    warm_extractor,
     without_tracks,
     write_index,
     write_temp_shard,
@@ -133,9 +134,10 @@ def _within(future: Future, deadline: float) -> BaseException | None:
         return _Late()
 
 
-def _holders(client: Client, future: Future) -> set[str]:
-    """The workers a job is assigned to (running, or queued to run)."""
-    return {worker for worker, keys in client.processing().items() if future.key in keys}
+def _holders(client: Client, futures: list[Future]) -> set[str]:
+    """The workers the jobs are assigned to (running, or queued to run)."""
+    keys = {future.key for future in futures}
+    return {worker for worker, held in client.processing().items() if keys & set(held)}
 
 
 def _files_of(ids: Any, uris: Any) -> list[tuple[str, str]]:
@@ -144,48 +146,51 @@ def _files_of(ids: Any, uris: Any) -> list[tuple[str, str]]:
 
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
                fs: FeatureSettings, deadline: float, file_seconds: float) -> tuple[list[Any], bool]:
-    """Each job's result (a future left on its worker, or fetched) or problem record, and whether
+    """Each job's result (a future left on its worker, or fetched) or problem records, and whether
     a worker was restarted. A job whose worker died under it, or not done by the shard's
     ``deadline``, is tried again alone (``file_seconds`` per file): a file that kills its worker a
     second time is quarantined as ``worker_lost``, one late a second time as ``timeout``, each with
     the error, so the shard commits its other tracks."""
-    results: list[Any] = []
-    restarted = False
-    for ids, uris, future in zip(*jobs, files, strict=True):
-        first = _within(future, deadline)
+    firsts = [_within(future, deadline) for future in files]
+    slots: list[Any] = [future if first is None else None for future, first in zip(files, firsts, strict=True)]
+    late = [future for future, first in zip(files, firsts, strict=True) if isinstance(first, _Late)]
+    # A late job may be stuck on its worker's only thread: those workers restart before any job is
+    # tried again, so no retry waits behind it and none is timed against another file's work.
+    restarted = bool(late)
+    if late:
+        slots = _restart(client, late, slots, fs)
+    for i, first in enumerate(firsts):
         if first is None:
-            results.append(future)
             continue
-        held: set[str] = set()
-        if isinstance(first, _Late):  # running, or only queued behind a slow job: tried again either way
-            held = _holders(client, future)
-            future.cancel()
+        ids, uris = jobs[0][i], jobs[1][i]
         alone = client.submit(extract, ids, uris, fs, pure=False)
         error = _within(alone, time.monotonic() + file_seconds * len(_files_of(ids, uris)))
         if error is None:
-            results.append(alone)
+            slots[i] = alone
             continue
         if isinstance(error, _Late):
-            results = _restart(client, held | _holders(client, alone), alone, results)
+            slots = _restart(client, [alone], slots, fs)
             restarted = True
             reason, detail = "timeout", f"not extracted within orchestration.file_timeout_s ({file_seconds:g} s per file), twice"
         else:
             reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
             detail = f"{type(error).__name__}: {error}"[:500]
-        results += [problem_record(track_id, uri, AudioProblem(reason, detail)) for track_id, uri in _files_of(ids, uris)]
+        slots[i] = [problem_record(track_id, uri, AudioProblem(reason, detail)) for track_id, uri in _files_of(ids, uris)]
         log.error("%s: %s (%s)", uris, reason, detail)
-    return results, restarted
+    return slots, restarted
 
 
-def _restart(client: Client, workers: set[str], late: Future, results: list[Any]) -> list[Any]:
+def _restart(client: Client, late: list[Future], slots: list[Any], fs: FeatureSettings) -> list[Any]:
     """Dask cannot stop a running task, and a stuck one holds its worker's only thread for every
-    job after it: the results so far are fetched (a restart loses what a worker holds), the job
-    cancelled and the workers holding it restarted. Jobs they were running fail as a lost worker
-    does, and are tried again alone."""
-    fetched = client.gather(results)
-    late.cancel()
+    job after it: the results so far are fetched (a restart loses what a worker holds), the late
+    jobs cancelled and the workers holding them restarted, then warmed, so that a file tried again
+    there is timed on its own work, not on the worker's start."""
+    workers = _holders(client, late)
+    fetched = client.gather(slots)
+    client.cancel(late)
     if workers:
         client.restart_workers(sorted(workers), raise_for_error=False)
+        client.run(warm_extractor, fs)
     return list(fetched)
 
 
