@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +48,24 @@ def bench_voting(
     from chorus_bench.voting import run as run_bench  # loads its workload's libraries: only when asked
 
     _report_figures(run_bench(CTX.settings().state_dir, quick=quick, log=err.print), as_json)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    quick: Annotated[bool, typer.Option("--quick", help="200 and 800 tracks: checks the keys and flatness loosely.")] = False,
+    as_json: JsonFlag = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the curve as an SVG here.")] = None,
+) -> None:
+    """Ingest, features and labels on 1,000, 4,000 and 16,000 synthetic tracks: time per track and peak memory per size."""
+    from chorus_bench import scale  # loads its workload's libraries: only when asked
+
+    settings = CTX.settings()
+    if not CTX.debug:
+        terminal_logs_without_tracebacks()
+    figures = scale.run(quick=quick, workers=settings.features.dask_workers or os.cpu_count() or 1, log=err.print)
+    if plot is not None:
+        scale.plot(figures, plot)
+    _report_figures(figures, as_json)
 
 
 @bench_app.command("train")

@@ -1,0 +1,244 @@
+"""``chorus bench scale``: how the cost of ingest, features and labels grows with the catalogue.
+
+Per size (1,000, 4,000 and 16,000 tracks; ``--quick``: 200 and 800), a synthetic corpus of
+4-second clips (a chord per mood, each clip its own partials and noise, so no two are
+duplicates) and a crowd scaled alike (one user per track, playlists as the demo's) are made
+outside the timing; then the ingest, features and labels flows run on it, as ``chorus ingest``,
+``chorus features`` and ``chorus labels`` run them, in a fresh process per size (so one size's
+peak memory is not another's). Per size and stage: wall seconds, seconds per track, the flow
+process's peak resident memory and its busiest Dask worker's, and the rows written.
+
+Summary keys: ``per_track_growth`` (the largest, over stages, of seconds per track at the
+largest size / at the smallest), ``rss_growth`` (the same for the flow process's peak resident
+memory; ``worker_rss_growth`` for the workers'), and ``marginal_growth`` (per stage, seconds per
+added track between the two largest sizes / between the two smallest: fixed costs, such as
+starting a Dask cluster, make small sizes dear per track and can hide growth that this shows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import soundfile as sf
+
+from chorus import MOODS
+from chorus.config import DemoSettings, load_settings
+from chorus.datasets.demo import simulate_crowd
+from chorus.io import file_sha256, track_id_for
+from chorus.state import StateDir, runtime_environment
+
+SIZES = (1000, 4000, 16000)
+QUICK_SIZES = (200, 800)
+SR = 22050
+CLIP_SECONDS = 4.0
+STAGES = ("ingest", "features", "labels")
+
+
+def write_corpus(root: Path, tracks: int, seed: int = 11) -> Path:
+    """``tracks`` FLAC clips under ``root/audio``, ``root/manifest.csv`` (uri, mood, split) and
+    the crowd's tables under ``root/social``; returns the manifest's path."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(CLIP_SECONDS * SR)) / SR
+    rows = []
+    for n in range(tracks):
+        mood = MOODS[n % len(MOODS)]
+        root_hz = 110.0 * 2 ** (MOODS.index(mood) / 12)
+        partials = root_hz * np.array([1.0, 1.25, 1.5, 2.0]) * (1 + 0.01 * rng.standard_normal(4))
+        y = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) for f in partials) / 4
+        y = (0.3 * y * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.5, 4) * t)) + 0.01 * rng.standard_normal(t.size))
+        path = root / "audio" / mood / f"clip-{n:06d}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, y.astype(np.float32), SR, subtype="PCM_16")
+        rows.append({"uri": str(path.relative_to(root)), "mood": mood, "split": ("train", "train", "train", "valid", "test")[n % 5],
+                     "sha256": file_sha256(path)})
+    manifest = pd.DataFrame(rows)
+    crowd = simulate_crowd(pd.DataFrame({"track_id": [track_id_for(d) for d in manifest["sha256"]], "mood": manifest["mood"]}),
+                           DemoSettings(users=tracks, seed=seed))
+    (root / "social").mkdir(parents=True, exist_ok=True)
+    for name, table in crowd.items():
+        table.to_csv(root / "social" / f"{name}.csv", index=False)
+    manifest.drop(columns="sha256").to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+class PeakMemory:
+    """The peak resident memory (MiB) of this process and of the busiest worker process it started
+    (Dask's, or ingest's), sampled every 0.1 s; ``mark()`` returns the peaks since the last mark and starts again."""
+
+    def __init__(self) -> None:
+        self._flow = self._worker = 0.0
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._done.wait(0.1):
+            worker = 0.0
+            for child in me.children(recursive=True):
+                try:
+                    if not any("uvicorn" in part for part in child.cmdline()):  # Prefect's temporary API is no worker
+                        worker = max(worker, child.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            with self._lock:
+                self._flow = max(self._flow, me.memory_info().rss / 2**20)
+                self._worker = max(self._worker, worker)
+
+    def mark(self) -> tuple[float, float]:
+        with self._lock:
+            peaks = (self._flow, self._worker)
+            self._flow = self._worker = 0.0
+        return peaks
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def measure_size(root: str, workers: int) -> dict[str, Any]:
+    """In a fresh process: the three flows on the corpus under ``root``, one row per stage."""
+    from prefect import flow
+
+    from chorus_flows._common import local_run
+    from chorus_flows.features import features as features_flow
+    from chorus_flows.ingest import ingest as ingest_flow
+    from chorus_flows.labels import labels as labels_flow
+
+    @flow(name="bench-scale-warm-up")
+    def warm_up() -> None:
+        """Starts Prefect's temporary API before anything is timed."""
+
+    base = Path(root)
+    settings = load_settings(overrides={"state_dir": str(base / "state"),
+                                        "ingest": {"manifest": str(base / "manifest.csv"), "social_dir": str(base / "social")},
+                                        "features": {"dask_workers": workers}})
+    flows: dict[str, Callable[..., dict[str, Any]]] = {"ingest": ingest_flow, "features": features_flow, "labels": labels_flow}
+    rows: dict[str, Any] = {}
+    with local_run(), PeakMemory() as memory:
+        warm_up()
+        memory.mark()
+        for stage in STAGES:
+            started = time.perf_counter()
+            summary = flows[stage](settings=settings)
+            seconds = time.perf_counter() - started
+            flow_mib, worker_mib = memory.mark()
+            rows[stage] = {"seconds": round(seconds, 2), "flow_rss_mib": round(flow_mib, 1),
+                           "worker_rss_mib": round(worker_mib, 1), "rows_written": _rows_written(stage, summary)}
+    return rows
+
+
+def _measure_in_child(root: Path, workers: int) -> dict[str, Any]:
+    """``measure_size`` in a fresh interpreter (its peak memory is this size's own; its Dask
+    nannies need a process that may have children), the rows handed back in a file."""
+    out = root / "rows.json"
+    code = ("import json, sys; from chorus_bench.scale import measure_size; "
+            "open(sys.argv[3], 'w').write(json.dumps(measure_size(sys.argv[1], int(sys.argv[2]))))")
+    # as a chorus command runs a flow: telemetry off, Prefect's home under the state directory
+    env = {**os.environ, **runtime_environment(StateDir(root / "state").create())}
+    # its output goes to a file, not to our pipes, which a server it started could hold open
+    with (root / "measure.log").open("w") as output:
+        done = subprocess.run([sys.executable, "-c", code, str(root), str(workers), str(out)], env=env,
+                              stdout=output, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = (root / "measure.log").read_text()[-3000:]
+        raise RuntimeError(f"measuring {root.name} tracks failed (exit {done.returncode}):\n{tail}")
+    return dict(json.loads(out.read_text()))
+
+
+def _rows_written(stage: str, summary: dict[str, Any]) -> int:
+    """Tracks stored by ingest, segments written by features, label rows written by labels."""
+    if stage == "ingest":
+        return int(summary["ingest"]["counts"].get("tracks", 0))
+    if stage == "features":
+        return int(summary["counts"].get("segments_written", 0))
+    return int(summary["counts"].get("rows", 0))
+
+
+def run(quick: bool = False, workers: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
+    sizes = QUICK_SIZES if quick else SIZES
+    per_size: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="chorus-scale-") as scratch:
+        for tracks in sizes:
+            root = Path(scratch) / f"{tracks}"
+            started = time.perf_counter()
+            write_corpus(root, tracks)
+            log(f"{tracks} tracks: corpus written in {time.perf_counter() - started:.0f} s")
+            rows = _measure_in_child(root, workers)
+            for stage, row in rows.items():
+                row["seconds_per_track"] = round(row["seconds"] / tracks, 5)
+                log(f"{tracks:>6} tracks {stage:>9}: {row['seconds']:8.1f} s, {1000 * row['seconds_per_track']:.2f} ms/track, "
+                    f"flow {row['flow_rss_mib']:.0f} MiB, worker {row['worker_rss_mib']:.0f} MiB, {row['rows_written']} rows")
+            per_size[tracks] = rows
+    return summarise(per_size, quick, workers)
+
+
+def summarise(per_size: dict[int, dict[str, Any]], quick: bool, workers: int) -> dict[str, Any]:
+    """The per-size table and the growth figures (largest size over smallest, per stage)."""
+    sizes = sorted(per_size)
+    small, large = per_size[sizes[0]], per_size[sizes[-1]]
+
+    def ratio(key: str) -> dict[str, float]:
+        return {s: round(large[s][key] / small[s][key], 3) for s in STAGES if small[s][key]}
+
+    def marginal(a: int, b: int, stage: str) -> float:
+        return (per_size[b][stage]["seconds"] - per_size[a][stage]["seconds"]) / (b - a)
+
+    per_track, flow_rss, worker_rss = ratio("seconds_per_track"), ratio("flow_rss_mib"), ratio("worker_rss_mib")
+    figures: dict[str, Any] = {
+        "quick": quick, "workers": workers, "sizes": sizes, "clip_seconds": CLIP_SECONDS,
+        "per_track_growth": max(per_track.values()), "rss_growth": max(flow_rss.values()),
+        "worker_rss_growth": max(worker_rss.values(), default=None),
+        "per_track_growth_by_stage": per_track, "rss_growth_by_stage": flow_rss, "worker_rss_growth_by_stage": worker_rss,
+    }
+    if len(sizes) >= 3:
+        figures["marginal_growth"] = {s: round(marginal(sizes[-2], sizes[-1], s) / marginal(sizes[0], sizes[1], s), 3)
+                                      for s in STAGES if marginal(sizes[0], sizes[1], s) > 0}
+    figures["per_size"] = {str(n): per_size[n] for n in sizes}
+    return figures
+
+
+def plot(figures: dict[str, Any], path: Path) -> None:
+    """Seconds per track and the flow process's peak memory against the catalogue's size, one
+    line per stage (log-scaled sizes), as an SVG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = figures["sizes"]
+    fig, (cost, memory) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for stage in STAGES:
+        rows = [figures["per_size"][str(n)][stage] for n in sizes]
+        cost.plot(sizes, [1000 * r["seconds_per_track"] for r in rows], marker="o", label=stage)
+        memory.plot(sizes, [r["flow_rss_mib"] for r in rows], marker="o", label=stage)
+    for axis, title in ((cost, "milliseconds per track"), (memory, "flow process peak RSS (MiB)")):
+        axis.set_xscale("log")
+        axis.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        axis.set_xlabel("tracks")
+        axis.set_title(title, fontsize=10)
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+    cost.legend(fontsize=8)
+    fig.suptitle(f"chorus bench scale ({figures['workers']} Dask workers, {figures['clip_seconds']:g} s clips)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg")
+    plt.close(fig)
+

@@ -1,0 +1,23 @@
+"""`chorus bench scale --quick`: ingest, features and labels on 200 and 800 synthetic tracks, in
+a fresh process per size; every track is stored and extracted, and the cost per track and peak
+memory stay within 2x from the smaller size to the larger (the full run's aim is 1.25x and 1.2x)."""
+
+from __future__ import annotations
+
+from conftest import bench_figures
+
+STAGES = {"ingest", "features", "labels"}
+ROW = {"seconds", "seconds_per_track", "flow_rss_mib", "worker_rss_mib", "rows_written"}
+
+
+def test_quick_growth_curve_is_flat_per_track(tmp_path):
+    figures = bench_figures("scale", tmp_path, timeout=600)
+    assert figures["sizes"] == [200, 800]
+    for size, stages in figures["per_size"].items():
+        assert set(stages) == STAGES and all(set(row) == ROW for row in stages.values())
+        assert stages["ingest"]["rows_written"] == int(size)  # every clip stored
+        assert stages["features"]["rows_written"] >= int(size)  # at least a segment per clip
+        assert stages["labels"]["rows_written"] >= int(size)  # a global truth per track at least
+    assert set(figures["per_track_growth_by_stage"]) == STAGES
+    assert 0 < figures["per_track_growth"] <= 2.0, figures["per_track_growth_by_stage"]
+    assert 0 < figures["rss_growth"] <= 2.0 and 0 < figures["worker_rss_growth"] <= 2.0, figures
