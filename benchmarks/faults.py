@@ -16,7 +16,6 @@ from __future__ import annotations
 import shutil
 import struct
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psutil
 import soundfile as sf
 from distributed import Client
 
@@ -34,6 +32,7 @@ from chorus.features import load_features, plan_shards
 from chorus.io import read_table
 from chorus.stages import extract_shard, finish_features, ingest_stage, load_tracks
 from chorus.state import StateDir
+from chorus_bench.memory import PeakMemory
 
 SR = 22050
 GOOD = 3
@@ -186,9 +185,9 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
         ingest_stage(settings)
         shards = plan_shards(load_tracks(settings), settings.features, StateDir(settings.state_dir).features)
         with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client, \
-                WorkerMemory() as memory:
+                PeakMemory() as memory:
             results = [extract_shard(shard, settings, client) for shard in shards]
-        peak = memory.peak_mib
+        peak = memory.mark()[1]
         finish_features(settings, results, time.perf_counter() - started)
     except Exception as exc:  # a fault the stages did not survive is a row of the table, not a crash of it
         log(f"{', '.join(faults)}: not survived: {type(exc).__name__}: {exc}")
@@ -197,33 +196,6 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
     peak = peak if finished else float("nan")
     log(f"{', '.join(faults)}: peak worker memory {peak:.0f} MiB (limit {settings.features.worker_memory_limit})")
     return rows, peak
-
-
-class WorkerMemory:
-    """The largest resident memory of any process this one started (the local cluster's workers),
-    sampled every 0.1 s while the block runs."""
-
-    def __init__(self) -> None:
-        self.peak_mib = 0.0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._done.wait(0.1):
-            for child in me.children(recursive=True):
-                try:
-                    self.peak_mib = max(self.peak_mib, child.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-
-    def __enter__(self) -> WorkerMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Per size (1,000, 4,000 and 16,000 tracks; ``--quick``: 200 and 800), a synthetic
 4-second clips (a chord per mood, each clip its own partials and noise, so no two are
 duplicates) and a crowd scaled alike (one user per track, playlists as the demo's) are made
 outside the timing; then the ingest, features and labels flows run on it, as ``chorus ingest``,
-``chorus features`` and ``chorus labels`` run them, in a fresh process per size (so one size's
-peak memory is not another's). Per size and stage: wall seconds, seconds per track, the flow
+``chorus features`` and ``chorus labels`` run them, each in a fresh process (so a stage's peak
+memory is its own, not what an earlier stage or size left). Per size and stage: wall seconds, seconds per track, the flow
 process's peak resident memory and its busiest Dask worker's, and the rows written.
 
 Summary keys: ``per_track_growth`` (the largest, over stages, of seconds per track at the
@@ -17,20 +17,19 @@ starting a Dask cluster, make small sizes dear per track and can hide growth tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import psutil
 import soundfile as sf
 
 from chorus import MOODS
@@ -38,6 +37,7 @@ from chorus.config import DemoSettings, load_settings
 from chorus.datasets.demo import simulate_crowd
 from chorus.io import file_sha256, track_id_for
 from chorus.state import StateDir, runtime_environment
+from chorus_bench.memory import PeakMemory
 
 SIZES = (1000, 4000, 16000)
 QUICK_SIZES = (200, 800)
@@ -73,47 +73,9 @@ def write_corpus(root: Path, tracks: int, seed: int = 11) -> Path:
     return root / "manifest.csv"
 
 
-class PeakMemory:
-    """The peak resident memory (MiB) of this process and of the busiest worker process it started
-    (Dask's, or ingest's), sampled every 0.1 s; ``mark()`` returns the peaks since the last mark and starts again."""
-
-    def __init__(self) -> None:
-        self._flow = self._worker = 0.0
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._done.wait(0.1):
-            worker = 0.0
-            for child in me.children(recursive=True):
-                try:
-                    if not any("uvicorn" in part for part in child.cmdline()):  # Prefect's temporary API is no worker
-                        worker = max(worker, child.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            with self._lock:
-                self._flow = max(self._flow, me.memory_info().rss / 2**20)
-                self._worker = max(self._worker, worker)
-
-    def mark(self) -> tuple[float, float]:
-        with self._lock:
-            peaks = (self._flow, self._worker)
-            self._flow = self._worker = 0.0
-        return peaks
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-
-def measure_size(root: str, workers: int) -> dict[str, Any]:
-    """In a fresh process: the three flows on the corpus under ``root``, one row per stage."""
+def measure_stage(root: str, workers: int, stage: str) -> dict[str, Any]:
+    """In a fresh process, as ``chorus <stage>`` runs it: one stage's flow on the corpus under
+    ``root`` (the stages before it already run), its wall time, peaks and rows written."""
     from prefect import flow
 
     from chorus_flows._common import local_run
@@ -123,42 +85,39 @@ def measure_size(root: str, workers: int) -> dict[str, Any]:
 
     @flow(name="bench-scale-warm-up")
     def warm_up() -> None:
-        """Starts Prefect's temporary API before anything is timed."""
+        """Connects to Prefect's API (or starts a temporary one) before anything is timed."""
 
     base = Path(root)
     settings = load_settings(overrides={"state_dir": str(base / "state"),
                                         "ingest": {"manifest": str(base / "manifest.csv"), "social_dir": str(base / "social")},
                                         "features": {"dask_workers": workers}})
     flows: dict[str, Callable[..., dict[str, Any]]] = {"ingest": ingest_flow, "features": features_flow, "labels": labels_flow}
-    rows: dict[str, Any] = {}
     with local_run(), PeakMemory() as memory:
         warm_up()
         memory.mark()
-        for stage in STAGES:
-            started = time.perf_counter()
-            summary = flows[stage](settings=settings)
-            seconds = time.perf_counter() - started
-            flow_mib, worker_mib = memory.mark()
-            rows[stage] = {"seconds": round(seconds, 2), "flow_rss_mib": round(flow_mib, 1),
-                           "worker_rss_mib": round(worker_mib, 1), "rows_written": _rows_written(stage, summary)}
-    return rows
+        started = time.perf_counter()
+        summary = flows[stage](settings=settings)
+        seconds = time.perf_counter() - started
+        flow_mib, worker_mib = memory.mark()
+    return {"seconds": round(seconds, 2), "flow_rss_mib": round(flow_mib, 1), "worker_rss_mib": round(worker_mib, 1),
+            "rows_written": _rows_written(stage, summary)}
 
 
-def _measure_in_child(root: Path, workers: int) -> dict[str, Any]:
-    """``measure_size`` in a fresh interpreter (its peak memory is this size's own; its Dask
-    nannies need a process that may have children), the rows handed back in a file."""
-    out = root / "rows.json"
-    code = ("import json, sys; from chorus_bench.scale import measure_size; "
-            "open(sys.argv[3], 'w').write(json.dumps(measure_size(sys.argv[1], int(sys.argv[2]))))")
+def _measure_in_child(root: Path, workers: int, stage: str, api: dict[str, str]) -> dict[str, Any]:
+    """``measure_stage`` in a fresh interpreter (its peak memory is this stage's own; its Dask
+    nannies need a process that may have children), the row handed back in a file."""
+    out = root / f"{stage}.json"
+    code = ("import json, sys; from chorus_bench.scale import measure_stage; "
+            "open(sys.argv[4], 'w').write(json.dumps(measure_stage(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
     # as a chorus command runs a flow: telemetry off, Prefect's home under the state directory
-    env = {**os.environ, **runtime_environment(StateDir(root / "state").create())}
+    env = {**os.environ, **runtime_environment(StateDir(root / "state").create()), **api}
     # its output goes to a file, not to our pipes, which a server it started could hold open
-    with (root / "measure.log").open("w") as output:
-        done = subprocess.run([sys.executable, "-c", code, str(root), str(workers), str(out)], env=env,
+    log_path = root / f"{stage}.log"
+    with log_path.open("w") as output:
+        done = subprocess.run([sys.executable, "-c", code, str(root), str(workers), stage, str(out)], env=env,
                               stdout=output, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
-        tail = (root / "measure.log").read_text()[-3000:]
-        raise RuntimeError(f"measuring {root.name} tracks failed (exit {done.returncode}):\n{tail}")
+        raise RuntimeError(f"{stage} on {root.name} tracks failed (exit {done.returncode}):\n{log_path.read_text()[-3000:]}")
     return dict(json.loads(out.read_text()))
 
 
@@ -171,16 +130,33 @@ def _rows_written(stage: str, summary: dict[str, Any]) -> int:
     return int(summary["counts"].get("rows", 0))
 
 
+@contextlib.contextmanager
+def prefect_api() -> Iterator[dict[str, str]]:
+    """The Prefect API the stages' processes share: the user's (PREFECT_API_URL), or a temporary
+    one started once here, so that no process pays the temporary API's start-up per stage."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield {}
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=90)
+    try:
+        yield {"PREFECT_API_URL": server.api_url}
+    finally:
+        server.stop()
+
+
 def run(quick: bool = False, workers: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
     sizes = QUICK_SIZES if quick else SIZES
     per_size: dict[int, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="chorus-scale-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="chorus-scale-") as scratch, prefect_api() as api:
         for tracks in sizes:
             root = Path(scratch) / f"{tracks}"
             started = time.perf_counter()
             write_corpus(root, tracks)
             log(f"{tracks} tracks: corpus written in {time.perf_counter() - started:.0f} s")
-            rows = _measure_in_child(root, workers)
+            rows = {stage: _measure_in_child(root, workers, stage, api) for stage in STAGES}
             for stage, row in rows.items():
                 row["seconds_per_track"] = round(row["seconds"] / tracks, 5)
                 log(f"{tracks:>6} tracks {stage:>9}: {row['seconds']:8.1f} s, {1000 * row['seconds_per_track']:.2f} ms/track, "

@@ -1,6 +1,7 @@
-"""`chorus bench scale --quick`: ingest, features and labels on 200 and 800 synthetic tracks, in
-a fresh process per size; every track is stored and extracted, and the cost per track and peak
-memory stay within 2x from the smaller size to the larger (the full run's aim is 1.25x and 1.2x)."""
+"""`chorus bench scale --quick`: ingest, features and labels on 200 and 800 synthetic tracks,
+each stage in a fresh process; every track is stored and extracted, and the cost per track and
+peak memory stay within 2x from the smaller size to the larger (the full run's aim is 1.25x and
+1.2x)."""
 
 from __future__ import annotations
 
