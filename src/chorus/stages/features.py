@@ -189,8 +189,11 @@ def _restart(client: Client, late: list[Future], slots: list[Any], fs: FeatureSe
     fetched = client.gather(slots)
     client.cancel(late)
     if workers:
+        kept = set(client.scheduler_info()["workers"]) - workers
         client.restart_workers(sorted(workers), raise_for_error=False)
-        client.run(warm_extractor, fs)
+        restarted = sorted(set(client.scheduler_info()["workers"]) - kept)  # new addresses
+        if restarted:  # only they: a busy worker's loop may wait on its running file
+            client.run(warm_extractor, fs, workers=restarted)
     return list(fetched)
 
 
