@@ -9,7 +9,8 @@ import psutil
 
 class PeakMemory:
     """The peak resident memory (MiB) of this process and of the busiest worker process it started
-    (Dask's, or ingest's), sampled every 0.1 s; ``mark()`` returns the peaks since the last mark and starts again."""
+    (Dask's, or ingest's), sampled every 0.1 s; ``mark()`` returns both peaks since the last mark
+    and starts again."""
 
     def __init__(self) -> None:
         self._flow = self._worker = 0.0

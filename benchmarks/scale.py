@@ -5,8 +5,9 @@ Per size (1,000, 4,000 and 16,000 tracks; ``--quick``: 200 and 800), a synthetic
 duplicates) and a crowd scaled alike (one user per track, playlists as the demo's) are made
 outside the timing; then the ingest, features and labels flows run on it, as ``chorus ingest``,
 ``chorus features`` and ``chorus labels`` run them, each in a fresh process (so a stage's peak
-memory is its own, not what an earlier stage or size left). Per size and stage: wall seconds, seconds per track, the flow
-process's peak resident memory and its busiest Dask worker's, and the rows written.
+memory is its own, not what an earlier stage or size left). Per size and stage: wall seconds,
+seconds per track, the flow process's peak resident memory and its busiest Dask worker's, and
+the rows written.
 
 Summary keys: ``per_track_growth`` (the largest, over stages, of seconds per track at the
 largest size / at the smallest), ``rss_growth`` (the same for the flow process's peak resident
