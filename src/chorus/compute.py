@@ -21,6 +21,11 @@ WORKER_ENVIRON = {
 }
 
 
+def local_workers(settings: FeatureSettings) -> int:
+    """How many workers a local cluster starts: ``dask_workers``, else one per core."""
+    return settings.dask_workers or os.cpu_count() or 1
+
+
 @contextmanager
 def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     """Yield a scheduler address: ``settings.dask_address`` as is, or a temporary local cluster of
@@ -44,7 +49,7 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
                           "distributed.worker.memory.pause": False,
                           "distributed.worker.memory.target": False,
                           "distributed.worker.memory.spill": False}), LocalCluster(
-        n_workers=settings.dask_workers or os.cpu_count() or 1,
+        n_workers=local_workers(settings),
         threads_per_worker=1,
         processes=True,
         memory_limit=settings.worker_memory_limit,

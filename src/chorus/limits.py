@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 
+from chorus.compute import local_workers
 from chorus.config import ChorusSettings
 
 
 def shard_seconds(settings: ChorusSettings, files: int) -> float:
     """A shard's limit: the per-file allowance once per file each worker extracts in turn, and a
     minute for staging and checks."""
-    workers = settings.features.dask_workers or os.cpu_count() or 1
+    workers = local_workers(settings.features)
     return settings.orchestration.file_timeout_s * max(1, math.ceil(files / workers)) + 60.0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,12 +56,13 @@ def bench_scale(
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the curve as an SVG here.")] = None,
 ) -> None:
     """Ingest, features and labels on 1,000, 4,000 and 16,000 synthetic tracks: time per track and peak memory per size."""
+    from chorus.compute import local_workers
     from chorus_bench import scale  # loads its workload's libraries: only when asked
 
     settings = CTX.settings()
     if not CTX.debug:
         terminal_logs_without_tracebacks()
-    figures = scale.run(quick=quick, workers=settings.features.dask_workers or os.cpu_count() or 1, log=err.print)
+    figures = scale.run(quick=quick, workers=local_workers(settings.features), log=err.print)
     if plot is not None:
         scale.plot(figures, plot)
     _report_figures(figures, as_json)
