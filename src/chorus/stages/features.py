@@ -90,8 +90,8 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         # end; by priority, earlier shards finish first and their checks overlap later compute.
         files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
         deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
-        results, restarted = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
-        if restarted:  # some results were fetched here: the shard is written here too
+        results, fetched = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
+        if fetched:  # results were fetched here before a restart: the shard is written here too
             staged = write_temp_shard(shard, client.gather(results), fs)
         else:
             staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
@@ -147,7 +147,7 @@ def _files_of(ids: Any, uris: Any) -> list[tuple[str, str]]:
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
                fs: FeatureSettings, deadline: float, file_seconds: float) -> tuple[list[Any], bool]:
     """Each job's result (a future left on its worker, or fetched) or problem records, and whether
-    a worker was restarted. A job whose worker died under it, or not done by the shard's
+    results were fetched into this process (before restarting workers). A job whose worker died under it, or not done by the shard's
     ``deadline``, is tried again alone (``file_seconds`` per file): a file that kills its worker a
     second time is quarantined as ``worker_lost``, one late a second time as ``timeout``, each with
     the error, so the shard commits its other tracks."""
@@ -156,7 +156,7 @@ def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any
     late = [future for future, first in zip(files, firsts, strict=True) if isinstance(first, _Late)]
     # A late job may be stuck on its worker's only thread: those workers restart before any job is
     # tried again, so no retry waits behind it and none is timed against another file's work.
-    restarted = bool(late)
+    fetched = bool(late)
     if late:
         slots = _restart(client, late, slots, fs)
     for i, first in enumerate(firsts):
@@ -170,14 +170,14 @@ def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any
             continue
         if isinstance(error, _Late):
             slots = _restart(client, [alone], slots, fs)
-            restarted = True
+            fetched = True
             reason, detail = "timeout", f"not extracted within orchestration.file_timeout_s ({file_seconds:g} s per file), twice"
         else:
             reason = "worker_lost" if isinstance(error, KilledWorker) else "extraction_error"
             detail = f"{type(error).__name__}: {error}"[:500]
         slots[i] = [problem_record(track_id, uri, AudioProblem(reason, detail)) for track_id, uri in _files_of(ids, uris)]
         log.error("%s: %s (%s)", uris, reason, detail)
-    return slots, restarted
+    return slots, fetched
 
 
 def _restart(client: Client, late: list[Future], slots: list[Any], fs: FeatureSettings) -> list[Any]:
