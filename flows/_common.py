@@ -16,6 +16,7 @@ from pydantic import Field
 from chorus.config import ChorusSettings, load_settings, set_dotted
 from chorus.errors import ConfigError
 from chorus.io import append_jsonl
+from chorus.outage import service_addresses, service_outage
 from chorus.state import StateDir, state_lock
 
 # The settings parameter every flow takes. Empty: the settings of the process running the flow
@@ -80,9 +81,17 @@ def _dotted_items(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any
 
 @contextmanager
 def holding_state(settings: ChorusSettings) -> Iterator[StateDir]:
+    """The state directory, locked for the flow; a service that stopped answering in the flow is
+    told as one line naming it and its address (ServiceUnavailableError)."""
     state = StateDir(settings.state_dir).create()
     with state_lock(state, settings.lock_timeout_s):
-        yield state
+        try:
+            yield state
+        except Exception as exc:
+            outage = service_outage(exc, service_addresses(settings))
+            if outage is None or outage is exc:
+                raise
+            raise outage from exc
 
 
 HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"

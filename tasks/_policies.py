@@ -21,14 +21,23 @@ from prefect.tasks import exponential_backoff
 
 from chorus.config import ChorusSettings
 from chorus.limits import shard_seconds, training_seconds
+from chorus.outage import service_outage
 
-__all__ = ["IO_RETRIES", "limited", "shard_seconds", "task_seconds", "training_seconds", "while_outputs_current"]
+__all__ = ["IO_RETRIES", "ONE_RETRY", "limited", "shard_seconds", "task_seconds", "training_seconds", "while_outputs_current"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+def unless_a_service_is_gone(task: Any, task_run: Any, state: Any) -> bool:
+    """A ``retry_condition_fn``: no retry when a service stopped answering (its client has already
+    retried for ``orchestration.service_wait_s``; the run fails naming it)."""
+    return service_outage(state.result(raise_on_failure=False), None) is None
+
+
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-                              "retry_jitter_factor": 0.5}
+                              "retry_jitter_factor": 0.5, "retry_condition_fn": unless_a_service_is_gone}
+# compute-heavy tasks: one retry (training resumes from its last checkpoint)
+ONE_RETRY: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 5, "retry_condition_fn": unless_a_service_is_gone}
 
 
 def while_outputs_current(name: str, current_key: Callable[[ChorusSettings], str | None]) -> Callable[..., str | None]:

@@ -7,9 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
+from chorus_tasks._policies import ONE_RETRY
 
 
-@task(name="evaluate-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="evaluate-model", cache_policy=NO_CACHE, **ONE_RETRY)
 def evaluate(settings: ChorusSettings, candidates: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     summary = stages.evaluate_stage(settings, candidates).as_dict()
     get_run_logger().info("evaluate: %s", summary["counts"])

@@ -7,11 +7,11 @@ from prefect import get_run_logger, task
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from chorus_tasks._policies import while_outputs_current
+from chorus_tasks._policies import ONE_RETRY, while_outputs_current
 
 
 @task(name="voted-labels", cache_key_fn=while_outputs_current("labels", stages.current_labels_key), persist_result=True,
-      result_serializer="json", retries=1, retry_delay_seconds=5)
+      result_serializer="json", **ONE_RETRY)
 def voted_labels(settings: ChorusSettings) -> dict[str, Any]:
     """Weighted voting; from labels.dask_min_targets personal targets on, their batches run on Dask."""
     from chorus.compute import dask_batch_runner, dask_scheduler

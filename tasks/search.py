@@ -7,11 +7,11 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from chorus_tasks._policies import while_outputs_current
+from chorus_tasks._policies import ONE_RETRY, while_outputs_current
 
 
 @task(name="build-index", cache_key_fn=while_outputs_current("index", stages.current_index_key), persist_result=True,
-      result_serializer="json", retries=1, retry_delay_seconds=5)
+      result_serializer="json", **ONE_RETRY)
 def build_index(settings: ChorusSettings, if_models: bool = False) -> dict[str, Any]:
     summary = stages.index_stage(settings, if_models=if_models).as_dict()
     get_run_logger().info("index %s (%s): %s", summary["outputs"].get("index", "not built"),

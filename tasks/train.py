@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
+from chorus_tasks._policies import ONE_RETRY
 
 
 def _epoch_logger() -> Any:
@@ -20,7 +21,7 @@ def _epoch_logger() -> Any:
 
 
 # A retry resumes from the last epoch's checkpoint, so it costs at most one epoch.
-@task(name="train-candidate", task_run_name="train-{candidate}", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="train-candidate", task_run_name="train-{candidate}", cache_policy=NO_CACHE, **ONE_RETRY)
 def train_candidate(settings: ChorusSettings, candidate: str) -> dict[str, Any]:
     summary = stages.train_stage(settings, on_epoch=_epoch_logger(), candidates=[candidate], assign_challengers=False)
     row = summary.counts["candidates"][candidate]
@@ -35,7 +36,7 @@ def set_challengers(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
     return results
 
 
-@task(name="pretrain-backbone", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="pretrain-backbone", cache_policy=NO_CACHE, **ONE_RETRY)
 def pretrain(settings: ChorusSettings) -> dict[str, Any]:
     summary = stages.pretrain_stage(settings, on_epoch=_epoch_logger()).as_dict()
     get_run_logger().info("pretrain: %s", summary["counts"]["candidates"]["backbone"])

@@ -42,3 +42,13 @@ class StaleFeaturesError(ChorusError):
 class UnsafeModelError(ChorusError):
     """A stored model or checkpoint that chorus will not load: not in its own pickle-free format,
     or naming a type or network outside what it builds."""
+
+
+class ServiceUnavailableError(ChorusError):
+    """A service the run talks to (MLflow, its PostgreSQL store, the Prefect server, a Dask
+    scheduler) stopped answering; what is committed stays, and the same command resumes."""
+
+    def __init__(self, service: str, address: str, reason: str) -> None:
+        self.service, self.address, self.reason = service, address, reason
+        super().__init__(f"{service} at {address} is unreachable ({reason}): start it again (`chorus services up` "
+                         "for the local services) and run the same command")

@@ -365,6 +365,15 @@ def gc(
             console.print(f"{len(garbage)} item(s), {total:.1f} MiB would be removed")
 
 
+def _outage(exc: Exception) -> ChorusError | None:
+    from chorus.outage import service_addresses, service_outage
+
+    try:
+        return service_outage(exc, service_addresses(CTX.settings()))
+    except Exception:  # the settings themselves are what failed
+        return None
+
+
 def main() -> None:
     """Entry point: ChorusError -> one line on stderr and exit code 2."""
     debug = "--debug" in sys.argv
@@ -383,6 +392,10 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
+        outage = _outage(exc)
+        if outage is not None:  # a service went away (also where the flow could not tell it: the Prefect server)
+            err.print(f"[red]error:[/] {outage}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         err.print(f"[red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)", soft_wrap=True)
         sys.exit(1)
 

@@ -464,6 +464,9 @@ class OrchestrationSettings(SectionSettings):
                                                            "once per file a worker extracts in turn.")
     epoch_timeout_s: float = Field(1800.0, gt=0, description="Training time allowed per epoch; a candidate's task gets it "
                                                              "once per epoch.")
+    service_wait_s: float = Field(30.0, ge=0, description="How long a client retries a service that stopped answering "
+                                                          "(MLflow, and PostgreSQL through it) before the run fails, "
+                                                          "naming the service and its address.")
     deployment_may_set: list[str] = Field(
         default_factory=list, description="Server-only settings (where a run reads, writes and sends work: "
                                           "state_dir, mlflow_tracking_uri, prefect_api_url, export_root, features.dask_address, "

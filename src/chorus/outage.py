@@ -1,0 +1,120 @@
+"""A service that stops answering in the middle of a run (MLflow, the PostgreSQL store behind it,
+the Prefect server, a Dask scheduler): recognised in a failure's exception chain and told as one
+line naming the service and its address, and the clients' retry policy that bounds the wait."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from chorus.config import ChorusSettings
+from chorus.errors import ServiceUnavailableError
+
+# What requests/urllib3 (MLflow's client) say when nothing answers at the address.
+_UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection aborted", "RemoteDisconnected",
+               "Failed to establish a new connection", "Connection reset by peer")
+# What psycopg2 says (relayed by the MLflow server) when its database is gone.
+_DATABASE_GONE = ("psycopg2.OperationalError", "could not connect to server", "server closed the connection unexpectedly",
+                  "terminating connection due to administrator command", "Connection refused\n\tIs the server running")
+_POSTGRES_AT = re.compile(r'server at "([^"]+)", port (\d+)')
+_DASK_TYPES = ("CommClosedError", "FuturesCancelledError", "StreamClosedError")
+# MLflow retries a refused connection with exponential backoff: 0, 2, 4, 8, 16 units of the factor
+_MLFLOW_RETRIES = 5
+_MLFLOW_BACKOFF_UNITS = 30.0
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any user:password@ removed (addresses go into messages and logs)."""
+    parts = urlsplit(url)
+    if not parts.netloc or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def service_addresses(settings: ChorusSettings) -> dict[str, str]:
+    """The services a run of ``settings`` talks to over the network, by name: address."""
+    addresses = {}
+    if not settings.tracking_uri.startswith(("sqlite:", "file:", "/")):
+        addresses["MLflow"] = without_credentials(settings.tracking_uri)
+    prefect = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
+    if prefect:
+        addresses["Prefect server"] = without_credentials(prefect)
+    if settings.features.dask_address:
+        addresses["Dask scheduler"] = settings.features.dask_address
+    return addresses
+
+
+def client_retry_environment(settings: ChorusSettings) -> dict[str, str]:
+    """Environment for MLflow's client: a refused or dropped connection is retried for about
+    ``orchestration.service_wait_s`` in all, then the call fails (its default waits minutes)."""
+    factor = settings.orchestration.service_wait_s / _MLFLOW_BACKOFF_UNITS
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(_MLFLOW_RETRIES), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": f"{factor:g}"}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [e for e in getattr(current, "exceptions", ()) if isinstance(e, BaseException)]  # exception groups
+
+
+def _reason(text: str) -> str:
+    for words, reason in (("Connection refused", "connection refused"), ("Max retries exceeded", "no answer after retries"),
+                          ("server closed the connection", "the connection was closed"),
+                          ("terminating connection", "the server is shutting down"), ("Timed out", "timed out")):
+        if words in text:
+            return reason
+    line = text.strip().splitlines()[0] if text.strip() else "no answer"
+    return line[:160]
+
+
+def _request_url(exc: BaseException) -> str | None:
+    try:
+        request: Any = getattr(exc, "request", None)
+        return str(request.url) if request is not None else None
+    except RuntimeError:  # httpx raises when the exception carries no request
+        return None
+
+
+def service_outage(exc: BaseException, addresses: dict[str, str] | None) -> ServiceUnavailableError | None:
+    """The service whose silence caused ``exc`` (anywhere in its chain), as the error to report;
+    None when ``exc`` is not a service going away. ``addresses``: from ``service_addresses``
+    (None: any service, its address unknown)."""
+    if addresses is None:
+        addresses = {"Prefect server": "?", "Dask scheduler": "?"}
+    for e in _chain(exc):
+        if isinstance(e, ServiceUnavailableError):
+            return e
+        name, text = type(e).__name__, f"{e}"
+        module = type(e).__module__
+        if module.startswith("mlflow") or "API request to" in text:
+            if any(words in text for words in _DATABASE_GONE):
+                found = _POSTGRES_AT.search(text)
+                where = f"{found.group(1)}:{found.group(2)}" if found else f"the store behind MLflow at {addresses.get('MLflow', '?')}"
+                return ServiceUnavailableError("PostgreSQL", where, _reason(text))
+            if any(words in text for words in _UNANSWERED):
+                return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(text)), _reason(text))
+        if module.startswith("httpx") and name in ("ConnectError", "RemoteProtocolError", "ReadError", "ConnectTimeout",
+                                                   "ReadTimeout", "WriteError", "PoolTimeout"):
+            url = _request_url(e)
+            prefect = addresses.get("Prefect server")
+            if prefect and (url is None or prefect == "?" or url.startswith(prefect.rsplit("/api", 1)[0])):
+                return ServiceUnavailableError("Prefect server", prefect, _reason(text) if text else name)
+        dask = addresses.get("Dask scheduler")
+        if dask and (name in _DASK_TYPES or (isinstance(e, OSError | TimeoutError) and dask != "?" and dask.split("://")[-1] in text)):
+            return ServiceUnavailableError("Dask scheduler", dask, _reason(text) if text else name)
+    return None
+
+
+def _api_root(text: str) -> str:
+    found = re.search(r"API request to (\S+?)/api/", text)
+    return found.group(1) if found else "?"
