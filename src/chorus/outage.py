@@ -19,8 +19,11 @@ _UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection aborted
 # What psycopg2 says (relayed by the MLflow server) when its database is gone.
 _DATABASE_GONE = ("psycopg2.OperationalError", "could not connect to server", "server closed the connection unexpectedly",
                   "terminating connection due to administrator command", "Connection refused\n\tIs the server running")
+# What MLflow's client says when the server answers but its store does not.
+_SERVER_ERRORS = ("too many 500 error responses", "INTERNAL_ERROR")
 _POSTGRES_AT = re.compile(r'server at "([^"]+)", port (\d+)')
-_DASK_TYPES = ("CommClosedError", "FuturesCancelledError", "StreamClosedError")
+_DASK_TYPES = ("CommClosedError", "FutureCancelledError", "FuturesCancelledError", "StreamClosedError")
+_DASK_AT = re.compile(r"Timed out trying to connect to (\S+?)(?: after|$)")
 # MLflow retries a refused connection with exponential backoff: 0, 2, 4, 8, 16 units of the factor
 _MLFLOW_RETRIES = 5
 _MLFLOW_BACKOFF_UNITS = 30.0
@@ -39,6 +42,9 @@ def service_addresses(settings: ChorusSettings) -> dict[str, str]:
     addresses = {}
     if not settings.tracking_uri.startswith(("sqlite:", "file:", "/")):
         addresses["MLflow"] = without_credentials(settings.tracking_uri)
+        local = settings.services
+        if urlsplit(addresses["MLflow"]).netloc == f"{local.host}:{local.mlflow_port}":  # the local services' MLflow
+            addresses["PostgreSQL"] = f"{local.host}:{local.postgres_port}"
     prefect = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
     if prefect:
         addresses["Prefect server"] = without_credentials(prefect)
@@ -97,10 +103,13 @@ def service_outage(exc: BaseException, addresses: dict[str, str] | None) -> Serv
         name, text = type(e).__name__, f"{e}"
         module = type(e).__module__
         if module.startswith("mlflow") or "API request to" in text:
-            if any(words in text for words in _DATABASE_GONE):
+            if any(words in text for words in (*_DATABASE_GONE, *_SERVER_ERRORS)):
                 found = _POSTGRES_AT.search(text)
-                where = f"{found.group(1)}:{found.group(2)}" if found else f"the store behind MLflow at {addresses.get('MLflow', '?')}"
-                return ServiceUnavailableError("PostgreSQL", where, _reason(text))
+                where = f"{found.group(1)}:{found.group(2)}" if found else addresses.get("PostgreSQL")
+                if where:
+                    return ServiceUnavailableError("PostgreSQL", where, "MLflow, its client, answers with server errors")
+                return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(text)),
+                                               "it answers with server errors; its backend store may be down")
             if any(words in text for words in _UNANSWERED):
                 return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(text)), _reason(text))
         if module.startswith("httpx") and name in ("ConnectError", "RemoteProtocolError", "ReadError", "ConnectTimeout",
@@ -110,8 +119,10 @@ def service_outage(exc: BaseException, addresses: dict[str, str] | None) -> Serv
             if prefect and (url is None or prefect == "?" or url.startswith(prefect.rsplit("/api", 1)[0])):
                 return ServiceUnavailableError("Prefect server", prefect, _reason(text) if text else name)
         dask = addresses.get("Dask scheduler")
-        if dask and (name in _DASK_TYPES or (isinstance(e, OSError | TimeoutError) and dask != "?" and dask.split("://")[-1] in text)):
-            return ServiceUnavailableError("Dask scheduler", dask, _reason(text) if text else name)
+        connect = _DASK_AT.search(text) if isinstance(e, OSError | TimeoutError) else None
+        if dask and ((module.startswith("distributed") and name in _DASK_TYPES) or connect):
+            where = connect.group(1) if connect and dask == "?" else dask
+            return ServiceUnavailableError("Dask scheduler", where, "the connection was lost" if name in _DASK_TYPES else _reason(text))
     return None
 
 
