@@ -42,20 +42,6 @@ def write_wav(path: Path, y: np.ndarray, sr: int = SR, subtype: str = "PCM_16") 
     return path
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 now (held together while chosen, so never the same)."""
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def run_chorus(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The ``chorus`` command in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "chorus_ops.cli", *args], capture_output=True, text=True, cwd=cwd,

@@ -18,7 +18,8 @@ import pytest
 
 from chorus.config import load_settings
 from chorus.state import StateDir
-from conftest import SR, free_ports, tone, write_wav
+from chorus_ops.services import free_ports
+from conftest import SR, tone, write_wav
 
 pytestmark = pytest.mark.slow
 

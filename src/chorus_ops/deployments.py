@@ -63,3 +63,8 @@ def serve(settings: ChorusSettings) -> None:
     from prefect import serve as prefect_serve
 
     prefect_serve(*deployments(settings), print_starting_message=True)
+
+
+def deployment_names(settings: ChorusSettings) -> frozenset[str]:
+    """``flow/deployment`` of each deployment `chorus serve` registers (what the services wait for)."""
+    return frozenset(f"{d.flow_name}/{d.name}" for d in deployments(settings))

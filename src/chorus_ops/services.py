@@ -38,9 +38,6 @@ from chorus_ops.credentials import MLFLOW_ADMIN, MLFLOW_USER, ServiceSecrets
 from chorus_ops.environment import settings_env_name, shell_exports
 from chorus_ops.postgres import LocalPostgres
 
-# What `chorus serve` (chorus_ops.deployments) serves: the services wait for these to register.
-DEPLOYMENT_NAMES = frozenset({"nightly-refresh", "weekly-retrain", "on-demand"})
-
 
 class ServiceError(ChorusError):
     """A service did not start, or its health check failed; the message names its log."""
@@ -105,6 +102,18 @@ def _http_ok(url: str) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (held together while chosen, so never the same)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -320,16 +329,21 @@ class LocalServices:
                                  MLFLOW_ADMIN, a.mlflow_admin_password)
 
     def _deployments_served(self) -> Callable[[], bool]:
-        """Ready when the serve process has registered its deployments with the Prefect server."""
+        """Ready when the serve process has registered every deployment (``flow/deployment``)
+        with the Prefect server."""
 
-        def check() -> bool:
-            request = urllib.request.Request(f"{self.endpoints.prefect_api_url}/deployments/filter", data=b"{}",
+        def post(path: str) -> Any:
+            request = urllib.request.Request(f"{self.endpoints.prefect_api_url}{path}", data=b"{}",
                                              headers={"Content-Type": "application/json", **self.prefect_authorization()},
                                              method="POST")
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())
+
+        def check() -> bool:
             try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    names = {d["name"] for d in json.loads(response.read())}
-                    return bool(names) and self.deployments <= names
+                flows = {f["id"]: f["name"] for f in post("/flows/filter")}
+                names = {f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in post("/deployments/filter")}
+                return bool(names) and self.deployments <= names
             except (OSError, ValueError):  # URLError is an OSError
                 return False
         return check

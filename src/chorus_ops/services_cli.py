@@ -14,7 +14,8 @@ from chorus.config import load_settings
 from chorus.errors import ChorusError
 from chorus.io import write_text_atomic
 from chorus.state import StateDir
-from chorus_ops.services import DEPLOYMENT_NAMES, LocalServices
+from chorus_ops.deployments import deployment_names
+from chorus_ops.services import LocalServices
 from chorus_ops.session import CTX, console, err
 
 
@@ -41,7 +42,7 @@ services_app = typer.Typer(help="The local services: Prefect server, MLflow on P
 
 def _local_services() -> LocalServices:
     settings = load_settings(CTX.config, CTX.overrides)  # not CTX.settings(): no PREFECT_API_URL of its own
-    return LocalServices(settings, deployments=DEPLOYMENT_NAMES)
+    return LocalServices(settings, deployments=deployment_names(settings))
 
 
 @services_app.command("up")
