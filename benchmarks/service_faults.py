@@ -33,7 +33,9 @@ DEMO = {"styles": ["bach", "essenFolksong"], "tracks_per_style": 20, "clip_secon
         "communities": 2, "workers": 2}
 # a client gives up on a silent service after this many seconds of retries (Dask: its connect timeout)
 WAIT_S = 5
-FEATURES = ("features.n_mfcc=16",)  # a feature configuration of its own: every shard is extracted again
+# a feature configuration of its own (every shard is extracted again), in shards of two tracks: a
+# run long enough to be killed in
+FEATURES = ("features.n_mfcc=16", "features.shard_size=2")
 TRAIN = ("train.seed=3", "train.svm.budget=40")  # a training of its own
 
 
@@ -53,7 +55,7 @@ class LocalServicesClient:
 
     def start(self, log: Path, command: str, *sets: str) -> subprocess.Popen[bytes]:
         """``chorus -v COMMAND`` pointed at the services, its terminal into ``log``."""
-        env = {**os.environ, **self.env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": f"{WAIT_S}s"}
+        env = {**os.environ, **self.env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": f"{WAIT_S}s", "PYTHONUNBUFFERED": "1"}
         flags = [x for s in (f"orchestration.service_wait_s={WAIT_S}", *sets) for x in ("--set", s)]
         with log.open("wb") as out:
             return subprocess.Popen([sys.executable, "-m", "chorus_ops.cli", *self.options, *flags, "-v", command],

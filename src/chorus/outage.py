@@ -4,6 +4,7 @@ line naming the service and its address, and the clients' retry policy that boun
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -24,9 +25,6 @@ _SERVER_ERRORS = ("too many 500 error responses", "INTERNAL_ERROR")
 _POSTGRES_AT = re.compile(r'server at "([^"]+)", port (\d+)')
 _DASK_TYPES = ("CommClosedError", "FutureCancelledError", "FuturesCancelledError", "StreamClosedError")
 _DASK_AT = re.compile(r"Timed out trying to connect to (\S+?)(?: after|$)")
-# MLflow retries a refused connection with exponential backoff: 0, 2, 4, 8, 16 units of the factor
-_MLFLOW_RETRIES = 5
-_MLFLOW_BACKOFF_UNITS = 30.0
 
 
 def without_credentials(url: str) -> str:
@@ -56,8 +54,9 @@ def service_addresses(settings: ChorusSettings) -> dict[str, str]:
 def client_retry_environment(settings: ChorusSettings) -> dict[str, str]:
     """Environment for MLflow's client: a refused or dropped connection is retried for about
     ``orchestration.service_wait_s`` in all, then the call fails (its default waits minutes)."""
-    factor = settings.orchestration.service_wait_s / _MLFLOW_BACKOFF_UNITS
-    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(_MLFLOW_RETRIES), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": f"{factor:g}"}
+    # with a backoff factor of 1 (MLflow takes whole numbers) n retries sleep 0, 2, 4, ... : 2^n - 2 s
+    retries = max(1, int(math.log2(settings.orchestration.service_wait_s + 2)))
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
