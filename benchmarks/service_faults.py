@@ -143,10 +143,13 @@ def run_service_faults(client: LocalServicesClient, workdir: Path,
     client.run(workdir / "features-reference.log", "features", *FEATURES)
     [folder] = set(features_root.iterdir()) - before
     reference = _shards(folder)
-    for service, name, address in (("dask-scheduler", "Dask scheduler", env["CHORUS_FEATURES__DASK_ADDRESS"]),
-                                   ("prefect-server", "Prefect server", env["PREFECT_API_URL"])):
+    # the scheduler before the shards' jobs are all sent (they finish within a second or two of it),
+    # the Prefect server once shards are being committed
+    for service, name, address, marker in (
+            ("dask-scheduler", "Dask scheduler", env["CHORUS_FEATURES__DASK_ADDRESS"], "shards to extract"),
+            ("prefect-server", "Prefect server", env["PREFECT_API_URL"], "shard shard-")):
         shutil.rmtree(folder)
-        outcome = _disturbed(client, workdir, service, "shard shard-", "features", FEATURES)
+        outcome = _disturbed(client, workdir, service, marker, "features", FEATURES)
         again = _shards(folder)
         tracks_in, tracks_out = reference["track_id"].nunique(), again["track_id"].nunique()
         rows.append(_row(f"{service}_killed_during_features", name, address, outcome, tracks_in, tracks_out,
@@ -161,7 +164,7 @@ def run_service_faults(client: LocalServicesClient, workdir: Path,
     postgres = f"{local['host']}:{local['postgres_port']}"
     for service, name, address, prefix in (("mlflow", "MLflow", env["MLFLOW_TRACKING_URI"], "chorus"),
                                            ("postgres", "PostgreSQL", postgres, "stormy")):
-        outcome = _disturbed(client, workdir, service, "Beginning subflow run 'train", "train",
+        outcome = _disturbed(client, workdir, service, "Beginning flow run 'train", "train",
                              (*TRAIN, f"train.model_prefix={prefix}"))
         versions = _versions(client, f"{prefix}-style", 3)
         rows.append(_row(f"{service}_killed_during_train", name, address, outcome, 1, len(versions),

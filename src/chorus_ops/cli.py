@@ -8,6 +8,7 @@ the console shows a line per stage and the closing summary, the full log goes to
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.table import Table
 from chorus import registry
 from chorus.config import PROFILES, parse_overrides
 from chorus.datasets.adapters import DATASETS
-from chorus.errors import ChorusError
+from chorus.errors import ChorusError, ServiceUnavailableError
 from chorus.housekeeping import find_garbage, remove
 from chorus.promotion import verdict
 from chorus.state import StateDir, state_lock
@@ -365,13 +366,25 @@ def gc(
             console.print(f"{len(garbage)} item(s), {total:.1f} MiB would be removed")
 
 
-def _outage(exc: Exception) -> ChorusError | None:
+def _outage(exc: Exception) -> ServiceUnavailableError | None:
     from chorus.outage import service_addresses, service_outage
 
     try:
         return service_outage(exc, service_addresses(CTX.settings()))
     except Exception:  # the settings themselves are what failed
         return None
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for Prefect's background services: with its server gone they would
+    send each queued event and log to it in turn, minutes of connection attempts. The log files
+    are flushed first; what is committed is on disk."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main() -> None:
@@ -395,6 +408,8 @@ def main() -> None:
         outage = _outage(exc)
         if outage is not None:  # a service went away (also where the flow could not tell it: the Prefect server)
             err.print(f"[red]error:[/] {outage}", highlight=False, soft_wrap=True)
+            if outage.service == "Prefect server":
+                _exit_now(2)
             sys.exit(2)
         err.print(f"[red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)", soft_wrap=True)
         sys.exit(1)
