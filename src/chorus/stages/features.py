@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from distributed import Client, Future
 from distributed import TimeoutError as DaskTimeoutError
+from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
 from chorus.audio import AudioProblem
@@ -94,7 +95,7 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         if fetched:  # results were fetched here before a restart: the shard is written here too
             staged = write_temp_shard(shard, client.gather(results), fs)
         else:
-            staged = client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority).result()
+            staged = _result(client, client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority))
     else:
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     extracted = sorted(set(shard.tracks["track_id"]) - {r["track_id"] for r in staged.rejected})
@@ -122,6 +123,22 @@ def _shard_result(staged: StagedShard, extracted: list[str]) -> dict[str, Any]:
 
 class _Late(Exception):
     """A job not finished by its deadline."""
+
+
+def _connected(client: Client) -> None:
+    """CommClosedError once the client has lost its scheduler and closed: a future submitted to a
+    closed client is never resolved, and would be waited on for ever."""
+    if client.status not in ("running", "connecting", "newly-created"):
+        raise CommClosedError("the Dask client lost its scheduler and closed")
+
+
+def _result(client: Client, future: Future) -> Any:
+    """The future's result, or CommClosedError when the client loses its scheduler meanwhile."""
+    while True:
+        try:
+            return future.result(timeout=1.0)
+        except (TimeoutError, DaskTimeoutError):
+            _connected(client)
 
 
 def _within(future: Future, deadline: float) -> BaseException | None:
@@ -163,6 +180,7 @@ def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any
         if first is None:
             continue
         ids, uris = jobs[0][i], jobs[1][i]
+        _connected(client)  # a job lost with the scheduler is not a file's fault
         alone = client.submit(extract, ids, uris, fs, pure=False)
         error = _within(alone, time.monotonic() + file_seconds * len(_files_of(ids, uris)))
         if error is None:
