@@ -198,7 +198,19 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
     return rows, peak
 
 
-def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def _postgres_installed() -> bool:
+    from chorus_ops.postgres import PostgresError, postgres_bin
+
+    try:
+        postgres_bin()
+    except PostgresError:
+        return False
+    return True
+
+
+def run(quick: bool = False, log: Callable[[str], None] = print, services: bool | None = None) -> dict[str, Any]:
+    """Every fault (``quick``: the bad-input kinds without the long files); ``services``: also the
+    local services killed mid-run (default: in the full run, when PostgreSQL is installed)."""
     faults = QUICK if quick else tuple(FAULTS)
     groups: dict[str, list[str]] = {}  # faults that need the same feature settings run together
     for fault in faults:
@@ -215,5 +227,9 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
                     f"out {row['records_out']}, quarantined {row['quarantined']}, lost {row['lost']}, "
                     f"duplicated {row['duplicated']}, {row['recover_seconds']} s")
                 rows.append(row)
+    if services if services is not None else (not quick and _postgres_installed()):
+        from chorus_bench.service_faults import run as run_service_faults
+
+        rows += run_service_faults(log)
     return {"quick": quick, "faults": rows, "survived": sum(r["survived"] for r in rows), "of": len(rows),
             "peak_worker_mib": peaks, "three_hour_peak_worker_mib": peaks.get("three_hour_file")}

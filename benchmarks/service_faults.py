@@ -110,7 +110,7 @@ def _versions(client: LocalServicesClient, name: str, seed: int) -> list[dict[st
     out = []
     for version in mlflow.search_model_versions(f"name='{name}'"):
         run = mlflow.get_run(version.run_id)
-        if run.data.params.get("seed") == str(seed):
+        if run.data.params.get("train.seed") == str(seed):
             out.append({k: v for k, v in run.data.metrics.items() if "second" not in k and "time" not in k})
     return out
 

@@ -20,8 +20,8 @@ _UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection aborted
 # What psycopg2 says (relayed by the MLflow server) when its database is gone.
 _DATABASE_GONE = ("psycopg2.OperationalError", "could not connect to server", "server closed the connection unexpectedly",
                   "terminating connection due to administrator command", "Connection refused\n\tIs the server running")
-# What MLflow's client says when the server answers but its store does not.
-_SERVER_ERRORS = ("too many 500 error responses", "INTERNAL_ERROR")
+# What MLflow's client says when the server answers but its store does not (500 or 503, by route).
+_SERVER_ERRORS = re.compile(r"too many 50\d error responses|INTERNAL_ERROR|TEMPORARILY_UNAVAILABLE")
 _POSTGRES_AT = re.compile(r'server at "([^"]+)", port (\d+)')
 _DASK_TYPES = ("CommClosedError", "FutureCancelledError", "FuturesCancelledError", "StreamClosedError")
 _DASK_AT = re.compile(r"Timed out trying to connect to (\S+?)(?: after|$)")
@@ -102,11 +102,11 @@ def service_outage(exc: BaseException, addresses: dict[str, str] | None) -> Serv
         name, text = type(e).__name__, f"{e}"
         module = type(e).__module__
         if module.startswith("mlflow") or "API request to" in text:
-            if any(words in text for words in (*_DATABASE_GONE, *_SERVER_ERRORS)):
+            if any(words in text for words in _DATABASE_GONE) or _SERVER_ERRORS.search(text):
                 found = _POSTGRES_AT.search(text)
                 where = f"{found.group(1)}:{found.group(2)}" if found else addresses.get("PostgreSQL")
                 if where:
-                    return ServiceUnavailableError("PostgreSQL", where, "MLflow, its client, answers with server errors")
+                    return ServiceUnavailableError("PostgreSQL", where, "MLflow, which keeps the registry in it, answers with server errors")
                 return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(text)),
                                                "it answers with server errors; its backend store may be down")
             if any(words in text for words in _UNANSWERED):

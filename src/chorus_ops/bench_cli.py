@@ -94,13 +94,17 @@ def bench_search(
 def bench_faults(
     quick: Annotated[bool, typer.Option("--quick", help="The bad-input kinds and symlinks, without the long file.")] = False,
     as_json: JsonFlag = False,
+    services: Annotated[bool | None, typer.Option(
+        "--services/--no-services", help="Also kill each local service in the middle of a run (needs PostgreSQL, "
+                                         "which make services-up installs); default: in the full run, when installed.")] = None,
 ) -> None:
-    """Each fault injected beside good files; per fault: survived, records in/out/quarantined, lost, duplicated."""
+    """Each fault injected beside good files (and each local service killed mid-run); per fault:
+    survived, records in/out/quarantined, lost, duplicated, time to recover."""
     from chorus_bench.faults import run as run_bench  # loads its workload's libraries: only when asked
 
     if not CTX.debug:
         terminal_logs_without_tracebacks()
-    _report_figures(run_bench(quick=quick, log=err.print), as_json)
+    _report_figures(run_bench(quick=quick, log=err.print, services=services), as_json)
 
 
 @bench_app.command("transfer")
