@@ -38,23 +38,32 @@ def extract(shard: Shard, settings: ChorusSettings, scheduler: str, priority: in
 
 
 _CLIENTS: dict[str, Any] = {}
+_UNREACHABLE: dict[str, str] = {}  # scheduler -> why a client could not connect, until the flow closes it
 _CLIENTS_LOCK = threading.Lock()
 
 
 def dask_client(address: str) -> Any:
     """One client per scheduler for the flow process (shard tasks run in its threads): a client
-    costs a connection handshake, and closing one per shard showed in the timings."""
+    costs a connection handshake, and closing one per shard showed in the timings. Once a
+    connection has failed, the other shards fail at once instead of each waiting its timeout."""
     from distributed import Client
 
     with _CLIENTS_LOCK:
+        if address in _UNREACHABLE:
+            raise OSError(_UNREACHABLE[address])
         client = _CLIENTS.get(address)
         if client is None or client.status not in ("running", "connecting"):
-            client = _CLIENTS[address] = Client(address, set_as_default=False)
+            try:
+                client = _CLIENTS[address] = Client(address, set_as_default=False)
+            except OSError as exc:
+                _UNREACHABLE[address] = str(exc)
+                raise
         return client
 
 
 def close_client(address: str) -> None:
     with _CLIENTS_LOCK:
+        _UNREACHABLE.pop(address, None)
         client = _CLIENTS.pop(address, None)
     if client is not None:
         client.close()

@@ -279,9 +279,10 @@ def test_services_killed_mid_run_fail_naming_them_and_the_same_command_completes
     rows = run_service_faults(LocalServicesClient(services.base, services.state, services.root), tmp_path)
     assert [row["fault"] for row in rows] == ["dask-scheduler_killed_during_features", "prefect-server_killed_during_features",
                                              "mlflow_killed_during_train", "postgres_killed_during_train"]
+    print(json.dumps({"faults": rows}))  # the fault table's rows (pytest -s shows them)
     for row in rows:
         assert row["survived"], row
-        assert row["fail_seconds"] < 90, row  # the clients' retries (5 s here), not their defaults (minutes)
+        assert row["fail_seconds"] < 60, row  # the clients' retries (5 s here), not their defaults (minutes)
     services.env = _read_env(services.state)
 
 
