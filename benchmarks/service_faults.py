@@ -31,7 +31,8 @@ import yaml
 # a small corpus of two styles (the service tier's); the MFCC + SVM baseline trains in seconds
 DEMO = {"styles": ["bach", "essenFolksong"], "tracks_per_style": 20, "clip_seconds": 5.0, "measures": 6, "users": 24,
         "communities": 2, "workers": 2}
-# a client gives up on a silent service after this many seconds of retries (Dask: its connect timeout)
+# a client gives up on a silent service after this many seconds of retries (Dask: its connect
+# timeout; Prefect: two retries, 2 + 4 s, where its default five wait about a minute)
 WAIT_S = 5
 # a feature configuration of its own (every shard is extracted again), in shards of two tracks: a
 # run long enough to be killed in
@@ -55,7 +56,8 @@ class LocalServicesClient:
 
     def start(self, log: Path, command: str, *sets: str) -> subprocess.Popen[bytes]:
         """``chorus -v COMMAND`` pointed at the services, its terminal into ``log``."""
-        env = {**os.environ, **self.env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": f"{WAIT_S}s", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": f"{WAIT_S}s",
+               "PREFECT_CLIENT_MAX_RETRIES": "2", "PYTHONUNBUFFERED": "1"}
         flags = [x for s in (f"orchestration.service_wait_s={WAIT_S}", *sets) for x in ("--set", s)]
         with log.open("wb") as out:
             return subprocess.Popen([sys.executable, "-m", "chorus_ops.cli", *self.options, *flags, "-v", command],
