@@ -1,0 +1,74 @@
+"""A service that does not answer is named, with its address, from the real clients' own errors
+(MLflow's requests client, Prefect's httpx client, Dask's client), and the CLI says it in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from chorus.config import ChorusSettings
+from chorus.outage import client_retry_environment, service_addresses, service_outage, without_credentials
+from chorus_ops.services import free_ports
+
+
+@pytest.fixture
+def closed_port() -> int:
+    return free_ports(1)[0]  # nothing listens there once chosen
+
+
+def test_mlflow_refused_is_named_with_its_address(closed_port, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{closed_port}"
+    with pytest.raises(Exception) as caught:
+        MlflowClient(uri).get_experiment_by_name("chorus")
+    settings = ChorusSettings(mlflow_tracking_uri=uri)
+    outage = service_outage(caught.value, service_addresses(settings))
+    assert outage is not None and outage.service == "MLflow" and outage.address == uri
+    assert str(outage).startswith(f"MLflow at {uri} is unreachable (")
+
+
+def test_prefect_and_dask_refusals_are_named(closed_port):
+    import httpx
+    from distributed import Client
+
+    api = f"http://127.0.0.1:{closed_port}/api"
+    with pytest.raises(httpx.ConnectError) as refused:
+        httpx.get(f"{api}/health")
+    settings = ChorusSettings(prefect_api_url=api, features={"dask_address": f"tcp://127.0.0.1:{closed_port}"})
+    outage = service_outage(refused.value, service_addresses(settings))
+    assert outage is not None and (outage.service, outage.address) == ("Prefect server", api)
+
+    with pytest.raises(OSError) as timed_out:
+        Client(f"tcp://127.0.0.1:{closed_port}", timeout=1, set_as_default=False)
+    outage = service_outage(timed_out.value, service_addresses(settings))
+    assert outage is not None and (outage.service, outage.address) == ("Dask scheduler", f"tcp://127.0.0.1:{closed_port}")
+    assert service_outage(timed_out.value, None) is not None  # the tasks' retry condition knows no addresses
+
+
+def test_other_failures_are_not_outages():
+    settings = ChorusSettings(mlflow_tracking_uri="http://127.0.0.1:5000", features={"dask_address": "tcp://127.0.0.1:8786"})
+    for error in (ValueError("bad value"), FileNotFoundError(2, "No such file", "/x.wav"), TimeoutError("slow task")):
+        assert service_outage(error, service_addresses(settings)) is None
+
+
+def test_addresses_carry_no_credentials_and_the_wait_bounds_mlflows_retries():
+    assert without_credentials("http://user:secret@127.0.0.1:5000/") == "http://127.0.0.1:5000/"
+    assert "secret" not in str(service_addresses(ChorusSettings(mlflow_tracking_uri="http://u:secret@host:5000")))
+    assert "MLflow" not in service_addresses(ChorusSettings())  # SQLite: no server
+    assert client_retry_environment(ChorusSettings(orchestration={"service_wait_s": 30}))["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert client_retry_environment(ChorusSettings(orchestration={"service_wait_s": 0}))["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+
+
+def test_cli_names_a_dead_tracking_server_in_one_line(closed_port, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port}"
+    done = subprocess.run([sys.executable, "-m", "chorus_ops.cli", "--state-dir", str(tmp_path / "state"),
+                           "--set", f"mlflow_tracking_uri={uri}", "--set", "orchestration.service_wait_s=0", "promote"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: MLflow at {uri} is unreachable (connection refused): start it again (`chorus services up` "
+                      "for the local services) and run the same command"], done.stderr[-3000:]
