@@ -14,6 +14,9 @@ $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.s
 	# torch==2.13.0 (pinned in the lock) is the CPU build; a looser pin pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	# librosa's numba kernels compile into their on-disk caches once, here (about 40 s), instead of
+	# in every worker of the first run's feature stage
+	$(BIN)/python -c "from chorus.config import FeatureSettings; from chorus.features.backend import warm_extractor; warm_extractor(FeatureSettings())"
 	# musicnn's trained weights (ISC): the wheel is read, never installed (its code needs TensorFlow 1).
 	$(BIN)/pip download -q --no-deps musicnn==0.1.0 -d $(VENV)/share/chorus/wheels
 	touch $(STAMP)
