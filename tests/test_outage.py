@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from chorus.config import ChorusSettings
-from chorus.outage import client_retry_environment, service_addresses, service_outage, without_credentials
+from chorus.outage import service_addresses, service_outage, without_credentials
+from chorus.registry import retry_environment
 from chorus_ops.services import free_ports
 
 
@@ -59,8 +60,8 @@ def test_addresses_carry_no_credentials_and_the_wait_bounds_mlflows_retries():
     assert without_credentials("http://user:secret@127.0.0.1:5000/") == "http://127.0.0.1:5000/"
     assert "secret" not in str(service_addresses(ChorusSettings(mlflow_tracking_uri="http://u:secret@host:5000")))
     assert "MLflow" not in service_addresses(ChorusSettings())  # SQLite: no server
-    assert client_retry_environment(ChorusSettings(orchestration={"service_wait_s": 30}))["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
-    assert client_retry_environment(ChorusSettings(orchestration={"service_wait_s": 0}))["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    assert retry_environment(30)["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert retry_environment(0)["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
 
 
 def test_cli_names_a_dead_tracking_server_in_one_line(closed_port, tmp_path):

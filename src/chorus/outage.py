@@ -1,10 +1,9 @@
 """A service that stops answering in the middle of a run (MLflow, the PostgreSQL store behind it,
 the Prefect server, a Dask scheduler): recognised in a failure's exception chain and told as one
-line naming the service and its address, and the clients' retry policy that bounds the wait."""
+line naming the service and its address (MLflow's retries are bounded in ``registry.configure``)."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -49,14 +48,6 @@ def service_addresses(settings: ChorusSettings) -> dict[str, str]:
     if settings.features.dask_address:
         addresses["Dask scheduler"] = settings.features.dask_address
     return addresses
-
-
-def client_retry_environment(settings: ChorusSettings) -> dict[str, str]:
-    """Environment for MLflow's client: a refused or dropped connection is retried for about
-    ``orchestration.service_wait_s`` in all, then the call fails (its default waits minutes)."""
-    # with a backoff factor of 1 (MLflow takes whole numbers) n retries sleep 0, 2, 4, ... : 2^n - 2 s
-    retries = max(1, int(math.log2(settings.orchestration.service_wait_s + 2)))
-    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -37,13 +38,25 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
-def configure(tracking_uri: str, artifacts_dir: Path | None = None) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id.
+def retry_environment(service_wait_s: float) -> dict[str, str]:
+    """MLflow's client settings that retry a refused or dropped connection, or a server error, for
+    about ``service_wait_s`` in all before the call fails (its default waits minutes)."""
+    # with a backoff factor of 1 (MLflow takes whole numbers) n retries sleep 0, 2, 4, ... : 2^n - 2 s
+    retries = max(1, int(math.log2(service_wait_s + 2)))
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def configure(tracking_uri: str, artifacts_dir: Path | None = None, service_wait_s: float = 30.0) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id. A server
+    that stops answering is retried for about ``service_wait_s`` (``orchestration.service_wait_s``;
+    what the environment already sets wins).
 
     With a SQLite store the artifact root would default to ./mlruns in the cwd, so the experiment
     is created with its artifacts under the state directory."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    for name, value in retry_environment(service_wait_s).items():
+        os.environ.setdefault(name, value)
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # chorus's models load without pickle
     import mlflow
 

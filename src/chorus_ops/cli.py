@@ -287,7 +287,7 @@ def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, roo
     for column in ("candidate", "model", "validation", "test", "champion", "challenger"):
         models.add_column(column, overflow="fold")
     tested = summary["evaluate"]["counts"].get("candidates", {})
-    registry.configure(settings.tracking_uri)
+    registry.configure(settings.tracking_uri, service_wait_s=settings.orchestration.service_wait_s)
     for name, row in summary["train"]["counts"]["candidates"].items():
         valid = row.get("valid_score")
         models.add_row(name, f"models:/{row['registered']}/{row['version']}", f"{valid:.3f}" if valid is not None else "",
@@ -349,7 +349,7 @@ def gc(
         db = Path(settings.tracking_uri.removeprefix("sqlite:///"))
         hashes: set[str] = set()
         if not settings.tracking_uri.startswith("sqlite:///") or db.exists():
-            registry.configure(settings.tracking_uri)
+            registry.configure(settings.tracking_uri, service_wait_s=settings.orchestration.service_wait_s)
             hashes = registry.registered_feature_hashes()
         garbage = find_garbage(settings, hashes)
         table = Table(title="unreferenced outputs" + ("" if delete else " (dry run: --delete removes them)"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from chorus import registry
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
 from chorus.io import json_plain, write_json_atomic
-from chorus.outage import client_retry_environment
 from chorus.state import StateDir
 from chorus.validation import Validator
 
@@ -52,9 +50,7 @@ class StageContext:
     def open(cls, settings: ChorusSettings, *, uses_registry: bool = False) -> StageContext:
         state = StateDir(settings.state_dir).create()
         if uses_registry:
-            for name, value in client_retry_environment(settings).items():
-                os.environ.setdefault(name, value)  # what the user's environment sets wins
-            registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+            registry.configure(settings.tracking_uri, state.mlflow_artifacts, settings.orchestration.service_wait_s)
         return cls(settings, state, time.perf_counter())
 
     def output_file(self, out: str) -> Path:

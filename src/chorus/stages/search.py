@@ -75,7 +75,7 @@ def current_index_key(settings: ChorusSettings) -> str | None:
     """The index's key when the index on disk belongs to the models now at ``search.alias`` and
     the current features and settings, else None (it must be built, or there is no model yet)."""
     state = StateDir(settings.state_dir)
-    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts, settings.orchestration.service_wait_s)
     try:
         _, _, _, key, meta = _index_on_disk(settings, state)
     except InputError:
@@ -156,7 +156,7 @@ def load_index(settings: ChorusSettings) -> SearchIndex:
     """The index of the models now at ``search.alias`` (its folder names both versions; a clear
     error when it is not built)."""
     state = StateDir(settings.state_dir)
-    registry.configure(settings.tracking_uri, state.mlflow_artifacts)
+    registry.configure(settings.tracking_uri, state.mlflow_artifacts, settings.orchestration.service_wait_s)
     return SearchIndex.load(index_folder(state, *search_models(settings)))
 
 
