@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
+from chorus.compute import client_open
 from chorus.config import ChorusSettings
 from chorus.features import Shard, plan_shards
 from chorus_tasks._policies import IO_RETRIES
@@ -52,7 +53,7 @@ def dask_client(address: str) -> Any:
         if address in _UNREACHABLE:
             raise OSError(_UNREACHABLE[address])
         client = _CLIENTS.get(address)
-        if client is None or client.status not in ("running", "connecting"):
+        if client is None or not client_open(client):
             try:
                 client = _CLIENTS[address] = Client(address, set_as_default=False)
             except OSError as exc:

@@ -26,6 +26,12 @@ def local_workers(settings: FeatureSettings) -> int:
     return settings.dask_workers or os.cpu_count() or 1
 
 
+def client_open(client: Any) -> bool:
+    """Whether a Dask client still has (or is reaching) its scheduler: one that lost it closes,
+    and a future submitted to a closed client is never resolved."""
+    return client.status in ("newly-created", "connecting", "running")
+
+
 @contextmanager
 def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
     """Yield a scheduler address: ``settings.dask_address`` as is, or a temporary local cluster of

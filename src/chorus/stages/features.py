@@ -18,6 +18,7 @@ from distributed.scheduler import KilledWorker
 
 from chorus.audio import AudioProblem
 from chorus.candidates import resolve_candidates
+from chorus.compute import client_open
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
 from chorus.features import (
@@ -126,9 +127,8 @@ class _Late(Exception):
 
 
 def _connected(client: Client) -> None:
-    """CommClosedError once the client has lost its scheduler and closed: a future submitted to a
-    closed client is never resolved, and would be waited on for ever."""
-    if client.status not in ("running", "connecting", "newly-created"):
+    """CommClosedError once the client has lost its scheduler (nothing sent to it would finish)."""
+    if not client_open(client):
         raise CommClosedError("the Dask client lost its scheduler and closed")
 
 
@@ -164,10 +164,10 @@ def _files_of(ids: Any, uris: Any) -> list[tuple[str, str]]:
 def _survivors(client: Client, extract: Callable[..., Any], jobs: tuple[list[Any], list[Any]], files: list[Future],
                fs: FeatureSettings, deadline: float, file_seconds: float) -> tuple[list[Any], bool]:
     """Each job's result (a future left on its worker, or fetched) or problem records, and whether
-    results were fetched into this process (before restarting workers). A job whose worker died under it, or not done by the shard's
-    ``deadline``, is tried again alone (``file_seconds`` per file): a file that kills its worker a
-    second time is quarantined as ``worker_lost``, one late a second time as ``timeout``, each with
-    the error, so the shard commits its other tracks."""
+    results were fetched into this process (before restarting workers). A job whose worker died
+    under it, or not done by the shard's ``deadline``, is tried again alone (``file_seconds`` per
+    file): a file that kills its worker a second time is quarantined as ``worker_lost``, one late a
+    second time as ``timeout``, each with the error, so the shard commits its other tracks."""
     firsts = [_within(future, deadline) for future in files]
     slots: list[Any] = [future if first is None else None for future, first in zip(files, firsts, strict=True)]
     late = [future for future, first in zip(files, firsts, strict=True) if isinstance(first, _Late)]
