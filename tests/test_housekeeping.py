@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from chorus.config import ChorusSettings
 from chorus.housekeeping import find_garbage, remove
@@ -27,16 +30,24 @@ def test_unreferenced_feature_sets_and_leftovers_are_found_and_removed(tmp_path)
     (current / ".shard-b.parquet.123.tmp").write_bytes(b"partial")
     registered = _feature_set(root, "f" * 16)
     orphan = _feature_set(root, "0" * 16)
+    # a block extraction's scratch: one whose worker was killed, one whose worker is still extracting
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    scratch = tmp_path / "tmp"
+    killed, running = scratch / f"chorus-long-{gone.stdout.strip()}-x1", scratch / f"chorus-long-{os.getpid()}-x2"
+    for folder in (killed, running):
+        folder.mkdir(parents=True)
+        (folder / "samples.f32").write_bytes(b"\0" * 4096)
 
-    garbage = find_garbage(settings, registered_feature_hashes={"f" * 16})
+    garbage = find_garbage(settings, registered_feature_hashes={"f" * 16}, scratch_root=scratch)
     paths = {g.path for g in garbage}
-    assert paths == {orphan, current / "shard-old.parquet", current / ".shard-b.parquet.123.tmp"}
+    assert paths == {orphan, current / "shard-old.parquet", current / ".shard-b.parquet.123.tmp", killed}
     assert all(g.reason for g in garbage)
     assert orphan.exists()  # finding is not removing
 
     remove(garbage)
     assert not orphan.exists() and registered.exists() and (current / "shard-a.parquet").exists()
-    assert find_garbage(settings, {"f" * 16}) == []
+    assert not killed.exists() and running.exists()
+    assert find_garbage(settings, {"f" * 16}, scratch_root=scratch) == []
 
 
 def test_gc_command_is_a_dry_run_unless_told(tmp_path):

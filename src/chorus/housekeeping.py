@@ -3,7 +3,8 @@
 Referenced: the feature set of the current settings and every feature set a registered model
 version was trained on (its ``chorus.feature_config_hash`` tag). Unreferenced: other feature sets,
 shards of a referenced set that its index no longer serves, and temporary files a killed write
-left behind (in feature sets, the remote cache and the search indexes), and search-index versions
+left behind (in feature sets, the remote cache and the search indexes), the scratch of a block
+extraction whose worker was killed (in this machine's temporary folder), and search-index versions
 no link names any more."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chorus.config import ChorusSettings
+from chorus.features.blocks import orphaned_scratch
 from chorus.io import TEMP_GLOB
 from chorus.search.index import index_versions
 from chorus.state import StateDir
@@ -32,12 +34,16 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def find_garbage(settings: ChorusSettings, registered_feature_hashes: set[str]) -> list[Garbage]:
+def find_garbage(settings: ChorusSettings, registered_feature_hashes: set[str],
+                 scratch_root: Path | None = None) -> list[Garbage]:
+    """Everything unreferenced; ``scratch_root`` is where block extractions decode (the system's
+    temporary folder unless given)."""
     state = StateDir(settings.state_dir)
     found = [*_feature_garbage(state, {settings.features.config_hash(), *registered_feature_hashes}),
              *_search_garbage(state)]
     if state.remote_cache.exists():
         found += [Garbage(t, _size(t), "temporary file of an interrupted download") for t in sorted(state.remote_cache.glob(TEMP_GLOB))]
+    found += [Garbage(s, _size(s), "samples decoded by a block extraction whose process is gone") for s in orphaned_scratch(scratch_root)]
     return found
 
 

@@ -11,12 +11,15 @@ the whole-track chain's within float32 rounding; only the stored segments are he
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import bottleneck
 import librosa
 import numpy as np
+import psutil
 import soundfile as sf
 import soxr
 
@@ -33,6 +36,18 @@ from chorus.features.dsp import (
 
 DELTA_CONTEXT = 4  # librosa.feature.delta's default width 9: four frames either side
 READ_SECONDS = 30  # decoding step
+SCRATCH_PREFIX = "chorus-long-"  # then the extracting process's pid: chorus-long-<pid>-<random>
+
+
+def orphaned_scratch(root: Path | None = None) -> list[Path]:
+    """Scratch folders of block extractions whose process is gone (a worker killed mid-track
+    leaves its decoded samples, about 1 GB per three hours of audio, in the temporary folder)."""
+    found = []
+    for folder in sorted(Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*")):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-")[0]
+        if folder.is_dir() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            found.append(folder)
+    return found
 
 
 def is_long(uri: str, block_seconds: float) -> bool:
@@ -124,7 +139,9 @@ class BlockExtractor:
 
     def extract(self, track_id: str, uri: str) -> TrackFeatures:
         s = self.settings
-        with tempfile.TemporaryDirectory(prefix="chorus-long-") as scratch:
+        for folder in orphaned_scratch():
+            shutil.rmtree(folder, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
             path = Path(scratch) / "samples.f32"
             samples = decode_to_file(uri, s.sample_rate, path)
             frames = 1 + samples // s.hop_length
