@@ -17,6 +17,10 @@ $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.s
 	# librosa's numba kernels compile into their on-disk caches once, here (about 40 s), instead of
 	# in every worker of the first run's feature stage
 	$(BIN)/python -c "from chorus.config import FeatureSettings; from chorus.features.backend import warm_extractor; warm_extractor(FeatureSettings())"
+	# the default demo and pretext corpora are rendered once into the user's render cache
+	# (~/.cache/chorus/renders, about a minute), so a fresh clone's first run takes its clips from there
+	$(BIN)/python -c "import tempfile; from chorus.config import load_settings; from chorus.datasets.pretext import prerender; \
+		s = load_settings(); d = tempfile.TemporaryDirectory(); prerender(s.demo, s.train.backbone, d.name)"
 	# musicnn's trained weights (ISC): the wheel is read, never installed (its code needs TensorFlow 1).
 	$(BIN)/pip download -q --no-deps musicnn==0.1.0 -d $(VENV)/share/chorus/wheels
 	touch $(STAMP)

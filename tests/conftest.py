@@ -27,6 +27,8 @@ os.environ.update(
 for key in list(os.environ):  # the developer's own CHORUS_* settings must not leak into tests
     if key.startswith("CHORUS_"):
         del os.environ[key]
+# the suite's caches (rendered clips) are shared by its tests, never the user's
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="chorus-test-cache-")
 
 SR = 22050
 

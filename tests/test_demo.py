@@ -14,9 +14,11 @@ from conftest import TINY_DEMO
 
 @pytest.fixture(scope="module")
 def two_renders(tmp_path_factory):
-    settings = DemoSettings(**TINY_DEMO)
+    """Two renders of the same settings, each with an empty render cache of its own."""
+    settings = DemoSettings(**TINY_DEMO, render_cache=tmp_path_factory.mktemp("cache-a"))
     a = generate_demo(settings, tmp_path_factory.mktemp("a"))
-    b = generate_demo(settings, tmp_path_factory.mktemp("b"))
+    b = generate_demo(settings.model_copy(update={"render_cache": tmp_path_factory.mktemp("cache-b")}),
+                      tmp_path_factory.mktemp("b"))
     return settings, a, b
 
 
@@ -46,6 +48,22 @@ def test_crowd_tags_are_messy_like_real_users(two_renders):
     assert users["user_id"].str.match(r"^u[0-9a-f]{10}$").all()  # opaque ids
     assert any(t.strip().lower() in {"rock", "regional", "vibes", "workout", "2000s", "road trip", "study"} for t in tags.split(";"))
     assert tags != tags.lower()  # mixed case reaches the data
+
+
+def test_a_new_state_directory_takes_its_clips_from_the_render_cache(two_renders, tmp_path):
+    settings, a, _ = two_renders
+    assert settings.render_cache is not None
+    cached = sorted(settings.render_cache.rglob("*.flac"))
+    assert len(cached) == a.tracks
+    again = generate_demo(settings, tmp_path / "again")
+    pd.testing.assert_frame_equal(pd.read_csv(again.manifest), pd.read_csv(a.manifest))
+    assert sorted(settings.render_cache.rglob("*.flac")) == cached  # nothing rendered anew
+
+    # what decides a clip's samples names its entry: longer clips are rendered, not taken
+    longer = settings.model_copy(update={"clip_seconds": TINY_DEMO["clip_seconds"] + 1, "styles": ["bach"],
+                                         "tracks_per_style": 2})
+    rendered = pd.read_csv(generate_demo(longer, tmp_path / "longer").manifest)
+    assert len(list(settings.render_cache.rglob("*.flac"))) == len(cached) + len(rendered)
 
 
 def test_different_seed_changes_the_corpus(tmp_path):

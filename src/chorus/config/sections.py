@@ -45,7 +45,7 @@ class SectionSettings(BaseModel):
 class DemoSettings(SectionSettings):
     """The embedded demo corpus: rendered excerpts of music21's corpus plus a simulated crowd."""
 
-    _runtime_fields = frozenset({"workers"})
+    _runtime_fields = frozenset({"workers", "render_cache"})
 
     seed: int = 7
     scale: float = Field(1.0, gt=0, description="Multiplies tracks per style and users.")
@@ -64,6 +64,8 @@ class DemoSettings(SectionSettings):
     )
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     workers: int = Field(2, ge=1)
+    render_cache: Path | None = Field(None, description="Rendered clips kept across corpora and state directories "
+                                                        "(default: ~/.cache/chorus/renders).")
 
 
 class IngestSettings(SectionSettings):

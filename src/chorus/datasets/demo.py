@@ -7,6 +7,7 @@ Deterministic from a seed: the same settings give the same manifest and the same
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import multiprocessing
 import os
@@ -24,8 +25,10 @@ import yaml
 
 from chorus import MOODS
 from chorus.config import DemoSettings
+from chorus.datasets import render
 from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.render import Renderer, Work, default_soundfont, list_works
+from chorus.datasets.render_cache import RenderCache, default_render_cache
 from chorus.io import (
     atomic_path,
     file_sha256,
@@ -200,10 +203,30 @@ def reusable_stamp(stamp: Path, key: str) -> dict[str, Any] | None:
     return info
 
 
+def render_code() -> str:
+    """The SHA-256 of the code that decides a clip's samples (part of its render-cache name)."""
+    source = Path(render.__file__).read_text() + inspect.getsource(_render_work) + inspect.getsource(_render_one)
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def render_jobs(jobs: list[RenderJob], soundfont: Path, settings: DemoSettings,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, str | None]:
-    """Render ``jobs`` in ``settings.workers`` processes; out path -> error (None: rendered)."""
+    """Render ``jobs`` in ``settings.workers`` processes, taking what the render cache
+    (``settings.render_cache``) holds from it; out path -> error (None: rendered)."""
+    cache = RenderCache(settings.render_cache or default_render_cache(), soundfont, settings.sample_rate, render_code())
     results: dict[str, str | None] = {}
+    pending = []
+    for job in jobs:
+        found, error = cache.fetch(job)
+        if found:
+            results[job.out] = error
+        else:
+            pending.append(job)
+    if progress and results:
+        progress(len(results), len(jobs))
+    if not pending:
+        return results
+    by_out = {job.out: job for job in pending}
     # forkserver, not fork: forking a process that runs threads (a Prefect API, Dask, torch) can
     # copy a held lock into the child, which then waits forever
     with ProcessPoolExecutor(
@@ -212,7 +235,9 @@ def render_jobs(jobs: list[RenderJob], soundfont: Path, settings: DemoSettings,
         initializer=_init_worker,
         initargs=(str(soundfont), settings.sample_rate),
     ) as pool:
-        for rendered in pool.map(_render_work, _by_work(jobs), chunksize=2):
+        for rendered in pool.map(_render_work, _by_work(pending), chunksize=2):
+            for out, error in rendered:
+                cache.store(by_out[out], error)
             results.update(rendered)
             if progress:
                 progress(len(results), len(jobs))

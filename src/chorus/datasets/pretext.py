@@ -26,6 +26,7 @@ from chorus.config import BackboneSettings, DemoSettings, stable_hash
 from chorus.datasets.demo import (
     MANIFEST_NAME,
     RenderJob,
+    generate_demo,
     render_in_rounds,
     reusable_stamp,
     seed_for,
@@ -146,3 +147,14 @@ def generate_pretext_corpus(demo: DemoSettings, backbone: BackboneSettings, root
     write_json_atomic(stamp, info)
     return PretextCorpus(root, manifest_path, info["tracks"], info["works"], info["excluded_works"],
                          info["skipped_works"], key)
+
+
+def prerender(demo: DemoSettings, backbone: BackboneSettings, scratch: Path) -> None:
+    """Render the demo corpus and its pretext corpus under ``scratch`` (thrown away after), which
+    fills the render cache: ``make setup`` does this, so that a first run takes its clips from the
+    cache. The pretext corpus leaves out the works of the demo's valid and test tracks, as the
+    pipeline's does when ingest keeps every demo track."""
+    corpus = generate_demo(demo, Path(scratch) / "demo")
+    manifest = pd.read_csv(corpus.manifest, usecols=["work", "split"])
+    generate_pretext_corpus(demo, backbone, Path(scratch) / "pretext",
+                            set(manifest.loc[manifest["split"] != "train", "work"].astype(str)))
