@@ -208,9 +208,11 @@ def _postgres_installed() -> bool:
     return True
 
 
-def run(quick: bool = False, log: Callable[[str], None] = print, services: bool | None = None) -> dict[str, Any]:
+def run(quick: bool = False, log: Callable[[str], None] = print, services: bool | None = None,
+        processes: bool | None = None) -> dict[str, Any]:
     """Every fault (``quick``: the bad-input kinds without the long files); ``services``: also the
-    local services killed mid-run (default: in the full run, when PostgreSQL is installed)."""
+    local services killed mid-run (default: in the full run, when PostgreSQL is installed);
+    ``processes``: also chorus's own process killed during labels and train (default: the full run)."""
     faults = QUICK if quick else tuple(FAULTS)
     groups: dict[str, list[str]] = {}  # faults that need the same feature settings run together
     for fault in faults:
@@ -231,5 +233,9 @@ def run(quick: bool = False, log: Callable[[str], None] = print, services: bool 
         from chorus_bench.service_faults import run as run_service_faults
 
         rows += run_service_faults(log)
+    if processes if processes is not None else not quick:
+        from chorus_bench.process_faults import run as run_process_faults
+
+        rows += run_process_faults(quick, log)
     return {"quick": quick, "faults": rows, "survived": sum(r["survived"] for r in rows), "of": len(rows),
             "peak_worker_mib": peaks, "three_hour_peak_worker_mib": peaks.get("three_hour_file")}

@@ -84,7 +84,8 @@ class LocalServicesClient:
             os.killpg(int((self.state / "services" / "run" / f"{service}.pid").read_text()), signal.SIGKILL)
 
 
-def _wait_for(log: Path, process: subprocess.Popen[bytes], marker: str, timeout: float = 600) -> None:
+def wait_for_line(log: Path, process: subprocess.Popen[bytes], marker: str, timeout: float = 600) -> None:
+    """Wait until ``marker`` is in the log ``process`` writes (an error if it ends first)."""
     deadline = time.monotonic() + timeout
     while marker not in log.read_text(errors="replace"):
         if process.poll() is not None:
@@ -123,7 +124,7 @@ def _disturbed(client: LocalServicesClient, workdir: Path, service: str, marker:
     long the run took to fail after the kill, and the kill to the rerun's end."""
     log = workdir / f"{service}.log"
     process = client.start(log, command, *sets)
-    _wait_for(log, process, marker)
+    wait_for_line(log, process, marker)
     client.kill(service)
     killed = time.monotonic()
     code = process.wait(timeout=600)

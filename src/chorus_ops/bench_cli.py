@@ -97,14 +97,17 @@ def bench_faults(
     services: Annotated[bool | None, typer.Option(
         "--services/--no-services", help="Also kill each local service in the middle of a run (needs PostgreSQL, "
                                          "which make services-up installs); default: in the full run, when installed.")] = None,
+    processes: Annotated[bool | None, typer.Option(
+        "--processes/--no-processes", help="Also kill chorus's own process during labels and train (at 30/60/90% "
+                                           "of an undisturbed run; 60% with --quick); default: in the full run.")] = None,
 ) -> None:
-    """Each fault injected beside good files (and each local service killed mid-run); per fault:
-    survived, records in/out/quarantined, lost, duplicated, time to recover."""
+    """Each fault injected beside good files (and each local service and chorus's own process killed
+    mid-run); per fault: survived, records in/out/quarantined, lost, duplicated, time to recover."""
     from chorus_bench.faults import run as run_bench  # loads its workload's libraries: only when asked
 
     if not CTX.debug:
         terminal_logs_without_tracebacks()
-    _report_figures(run_bench(quick=quick, log=err.print, services=services), as_json)
+    _report_figures(run_bench(quick=quick, log=err.print, services=services, processes=processes), as_json)
 
 
 @bench_app.command("transfer")
