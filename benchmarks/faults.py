@@ -93,11 +93,11 @@ def _nan(path: Path) -> None:
     _wav(path, y, "FLOAT")
 
 
-def _three_hours(folder: Path) -> None:
-    """A 3-hour WAV, written a minute at a time (the bench process never holds it whole)."""
+def _hours(folder: Path, hours: int) -> None:
+    """A WAV of ``hours`` hours, written a minute at a time (the bench process never holds it whole)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with sf.SoundFile(folder / "three-hours.wav", "w", SR, 1, subtype="PCM_16") as out:
-        for minute in range(180):
+    with sf.SoundFile(folder / f"{hours}-hours.wav", "w", SR, 1, subtype="PCM_16") as out:
+        for minute in range(60 * hours):
             t = (np.arange(60 * SR) + minute * 60 * SR) / SR
             out.write((0.2 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * t / 17)) * t)).astype(np.float32))
 
@@ -125,12 +125,12 @@ FAULTS: dict[str, tuple[Callable[[Path], None], int, dict[str, Any]]] = {
     "worker_killed_by_a_long_file": (lambda d: _wav(d / "hour.wav", _tone(40 * 60.0, 500.0)), 1,
                                      {"features": {"dask_workers": 1, "worker_memory_limit": "700MB", "block_seconds": None}}),
     # in blocks (the default), three hours at the default feature settings fit a 1.5 GiB worker
-    "three_hour_file": (_three_hours, 1, {"features": {"dask_workers": 1, "worker_memory_limit": "1.5GiB", "n_mels": 128,
+    "three_hour_file": (lambda d: _hours(d, 3), 1, {"features": {"dask_workers": 1, "worker_memory_limit": "1.5GiB", "n_mels": 128,
                                                        "hpss": True}}),
-    # three hours with HPSS outlast the shard's limit (10 s per file and a minute) and, alone, 10 s:
-    # quarantined as timeout, the workers holding it restarted; the good files are kept
-    "file_past_its_time_limit": (_three_hours, 1, {"features": {"dask_workers": 2, "n_mels": 128, "hpss": True},
-                                                   "orchestration": {"file_timeout_s": 10.0}}),
+    # six hours with HPSS (about 150 s here) outlast the shard's limit (1 s per file and a minute)
+    # and, alone, 1 s: quarantined as timeout, the workers holding it restarted; the good files are kept
+    "file_past_its_time_limit": (lambda d: _hours(d, 6), 1, {"features": {"dask_workers": 2, "n_mels": 128, "hpss": True},
+                                                             "orchestration": {"file_timeout_s": 1.0}}),
 }
 QUICK = ("empty_file", "truncated_wav", "duplicate", "ogg_count_estimate", "not_a_file_and_symlinks", "beyond_full_scale")
 
@@ -175,9 +175,9 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
     root = workdir / "-".join(faults)[:80]
     shutil.rmtree(root, ignore_errors=True)
     counts = _corpus(root / "corpus", faults)
-    # three hours are within ingest.max_duration_s here: the features stage is what is tried
+    # the long files are within ingest.max_duration_s here: the features stage is what is tried
     chosen = FAULTS[faults[0]][2]
-    settings = load_settings(overrides={"state_dir": str(root / "state"), "ingest": {"manifest": str(root / "corpus"), "max_duration_s": 4 * 3600},
+    settings = load_settings(overrides={"state_dir": str(root / "state"), "ingest": {"manifest": str(root / "corpus"), "max_duration_s": 7 * 3600},
                                         **chosen, "features": {"n_mels": 32, "hpss": False, **chosen.get("features", {})}})
     started = time.perf_counter()
     finished, peak = True, float("nan")

@@ -93,18 +93,27 @@ def _versions(state: Path, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def _kill_at(workspace: Workspace, log: Path, command: str, after: float, sets: tuple[str, ...]) -> bool:
-    """Start ``command`` and SIGKILL its process group ``after`` seconds into its flow run; whether
-    it was still running then (a run that ended first was not disturbed)."""
-    process = workspace.start(log, command, *sets)
-    wait_for_line(log, process, FLOW_STARTED)
-    try:
-        process.wait(timeout=after)
-        return False
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return True
+def _kill_at(workspace: Workspace, name: str, command: str, point: float, seconds: float,
+             fresh: Callable[[int], tuple[str, ...]]) -> tuple[bool, tuple[str, ...]]:
+    """Start ``command`` (with the settings ``fresh(attempt)`` returns, having cleared what an
+    earlier attempt wrote) and SIGKILL its process group at ``point`` of its flow run's ``seconds``.
+    Runs vary: one that ends first is tried again, at most three times in all, at ``point`` of the
+    shortest run seen. Returns whether a run was killed, and its settings."""
+    sets: tuple[str, ...] = ()
+    for attempt in range(3):
+        sets = fresh(attempt)
+        log = workspace.root / f"{name}-{attempt}.log"
+        process = workspace.start(log, command, *sets)
+        wait_for_line(log, process, FLOW_STARTED)
+        started = time.perf_counter()
+        try:
+            process.wait(timeout=point * seconds)
+            seconds = min(seconds, time.perf_counter() - started)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return True, sets
+    return False, sets
 
 
 def _row(fault: str, killed: bool, reader_ok: bool, equal: bool, records_in: int, records_out: int, lost: int,
@@ -123,9 +132,13 @@ def labels_rows(workspace: Workspace, points: tuple[float, ...], log: Callable[[
     assert reference is not None
     keys = [c for c in reference.columns if c in ("scope", "group", "user_id", "track_id")]
     rows = []
-    for point in points:
+
+    def fresh(attempt: int) -> tuple[str, ...]:
         table.unlink(missing_ok=True)
-        killed = _kill_at(workspace, workspace.root / f"labels-{point}.log", "labels", point * seconds, ())
+        return ()
+
+    for point in points:
+        killed, _ = _kill_at(workspace, f"labels-{point}", "labels", point, seconds, fresh)
         try:
             seen = _labels(workspace.state)  # the whole table or none
             reader_ok = seen is None or seen.equals(reference)
@@ -149,9 +162,9 @@ def train_rows(workspace: Workspace, points: tuple[float, ...], log: Callable[[s
     [expected] = _versions(workspace.state, "ref-style")
     rows = []
     for n, point in enumerate(points):
-        prefix = f"killed{n}"
-        sets = (f"train.model_prefix={prefix}",)
-        killed = _kill_at(workspace, workspace.root / f"train-{point}.log", "train", point * seconds, sets)
+        killed, sets = _kill_at(workspace, f"train-{point}", "train", point, seconds,
+                                lambda attempt, n=n: (f"train.model_prefix=killed{n}x{attempt}",))
+        prefix = sets[0].split("=")[1]
         seen = _versions(workspace.state, f"{prefix}-style")
         reader_ok = all(v["status"] != "READY" or v["loads"] for v in seen)
         started = time.perf_counter()
