@@ -36,10 +36,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## Run the test suite.
+## Run the test suite, on two workers (a module per worker at a time; TEST_WORKERS=0 runs it in one process).
+TEST_WORKERS ?= 2
 test: setup
 	./infra/local/install-system-packages.sh --test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 ## The service tier alone: real Prefect/MLflow/PostgreSQL/Dask processes, deployments, the UIs in Chromium.
 test-services: setup

@@ -78,3 +78,15 @@ TINY_DEMO = {
     "communities": 2,
     "workers": 2,
 }
+
+
+# The longest modules first: `make test` runs the suite on two workers, a module per worker at a
+# time (pytest -n 2 --dist loadfile), and a long module started last would run alone at the end.
+LONGEST_FIRST = ("test_services.py", "test_bench_scale.py", "test_pipeline_flow.py", "test_search_demo.py",
+                 "test_bench_features.py", "test_bench_transfer.py", "test_datasets_flow.py", "test_outage.py",
+                 "test_features.py", "test_orchestration.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -50,7 +50,9 @@ def test_unreferenced_feature_sets_and_leftovers_are_found_and_removed(tmp_path)
     assert find_garbage(settings, {"f" * 16}, scratch_root=scratch) == []
 
 
-def test_gc_command_is_a_dry_run_unless_told(tmp_path):
+def test_gc_command_is_a_dry_run_unless_told(tmp_path, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # what other processes left in the system's is not this test's
     settings = ChorusSettings(state_dir=tmp_path / "state")
     orphan = _feature_set(StateDir(settings.state_dir).features, "0" * 16)
     gc = ("--state-dir", str(settings.state_dir), "gc")
