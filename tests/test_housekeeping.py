@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,14 +79,18 @@ def test_index_and_remote_cache_leftovers_are_found(tmp_path):
     folder = state.search / "m-v1+h-v1"
     for _ in range(3):  # each swap keeps the current version and the one before
         index.save(folder)
-    (state.search / ".m-v1+h-v1.v5").mkdir()  # a build that was killed before its swap
-    (state.search / ".m-v1+h-v1.v5" / "tracks.parquet").write_bytes(b"partial")
+    old_version = state.search / ".m-v1+h-v1.v1"  # a whole version older than the two a swap keeps
+    shutil.copytree(index_versions(folder)[0], old_version)
+    for killed in (".m-v1+h-v1.v5", f".m-v1+h-v1.v{10**20}"):  # builds killed before their swap (the newest too)
+        (state.search / killed).mkdir()
+        (state.search / killed / "tracks.parquet").write_bytes(b"partial")
     (state.search / ".m-v1+h-v1.link-99").symlink_to("nowhere")
     state.remote_cache.mkdir(parents=True)
     (state.remote_cache / ".abc.flac.7.tmp").write_bytes(b"half a download")
     found = {g.path.name: g.reason for g in find_garbage(settings, set())}
     versions = [p.name for p in index_versions(folder)]
-    assert [name for name, r in found.items() if "no link names" in r] == [".m-v1+h-v1.v5"]
+    assert [name for name, r in found.items() if "no link names" in r] == [old_version.name]
+    assert {name for name, r in found.items() if "killed save" in r} == {".m-v1+h-v1.v5", f".m-v1+h-v1.v{10**20}"}
     assert set(versions[-2:]).isdisjoint(found)
     assert "interrupted index swap" in found[".m-v1+h-v1.link-99"] and "interrupted download" in found[".abc.flac.7.tmp"]
     remove(find_garbage(settings, set()))

@@ -183,3 +183,22 @@ def test_the_check_queries_every_held_out_track_and_a_seeded_sample_of_the_rest(
     assert chosen == check_tracks(list(reversed(tracks)), DegradedQuerySettings(tracks=90), held_out)
     assert check_tracks(tracks, DegradedQuerySettings(tracks=None), held_out) == tracks
     assert check_tracks(tracks[:60], DegradedQuerySettings(tracks=90), held_out) == tracks[:60]
+
+
+def test_a_save_after_a_killed_save_keeps_the_version_readers_may_hold(tmp_path):
+    """A save killed before its swap leaves a version folder without index.json; the next save
+    removes it and keeps the whole version before the current one, which readers may have resolved."""
+    from chorus.search.index import index_versions
+
+    rng = np.random.default_rng(2)
+    index = SearchIndex.build(np.array([f"t{i}" for i in range(20)]), rng.normal(size=(20, 8)),
+                              np.where(rng.normal(size=(20, 16)) >= 0, 1.0, -1.0), {"name": "killed"})
+    folder = tmp_path / "search" / "killed"
+    index.save(folder)
+    index.save(folder)
+    previous = folder.resolve()
+    half = folder.with_name(f".killed.v{10**20}")  # the newest folder, as a killed save leaves it
+    half.mkdir()
+    (half / "tracks.parquet").write_bytes(b"partial")
+    index.save(folder)
+    assert index_versions(folder) == [previous, folder.resolve()] and not half.exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 from chorus.config import ChorusSettings
 from chorus.features.blocks import orphaned_scratch
 from chorus.io import TEMP_GLOB
-from chorus.search.index import index_versions
+from chorus.search.index import index_versions, interrupted_saves
 from chorus.state import StateDir
 
 
@@ -58,6 +58,7 @@ def _search_garbage(state: StateDir) -> list[Garbage]:
         current = link.resolve()
         keep = {current, *[v for v in versions if v != current][-1:]}
         found += [Garbage(v, _size(v), "search index version no link names") for v in versions if v not in keep]
+        found += [Garbage(v, _size(v), "half-written search index version of a killed save") for v in interrupted_saves(link)]
     for left in sorted(state.search.glob(".*")):
         if left.name.split(".")[-1].startswith(("link-", "building-", "retired-")):
             found.append(Garbage(left, 0 if left.is_symlink() else _size(left), "left by an interrupted index swap"))

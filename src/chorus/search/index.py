@@ -102,12 +102,24 @@ def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: 
     return out
 
 
-def index_versions(folder: Path) -> list[Path]:
-    """The version folders of an index, oldest first (the link ``folder`` names the current one)."""
+def _version_folders(folder: Path) -> list[Path]:
+    """Every version folder of an index, whole or not, oldest first."""
     def stamp(path: Path) -> int:
         return int(path.name.rsplit(".v", 1)[1])
 
     return sorted((p for p in folder.parent.glob(f".{folder.name}.v*") if p.is_dir()), key=stamp)
+
+
+def index_versions(folder: Path) -> list[Path]:
+    """The whole version folders of an index (``index.json`` written), oldest first; the link
+    ``folder`` names the current one."""
+    return [p for p in _version_folders(folder) if (p / "index.json").exists()]
+
+
+def interrupted_saves(folder: Path) -> list[Path]:
+    """Version folders a killed save left without ``index.json``. Saves and ``chorus gc`` hold
+    the state directory's lock, so none of them is being written when either looks."""
+    return [p for p in _version_folders(folder) if not (p / "index.json").exists()]
 
 
 def read_index_meta(folder: Path) -> dict[str, Any] | None:
@@ -244,7 +256,7 @@ class SearchIndex:
         link.symlink_to(building.name)
         os.replace(link, folder)
         fsync_dir(folder.parent)
-        for old in index_versions(folder)[:-2]:
+        for old in [*index_versions(folder)[:-2], *interrupted_saves(folder)]:
             shutil.rmtree(old, ignore_errors=True)
         return folder
 
