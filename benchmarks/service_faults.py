@@ -215,6 +215,9 @@ def run(log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         log("starting the local services")
         client.services("up")
         client.run(root / "ingest.log", "ingest")
+        # training reads the default feature set and the labels (the service tier's earlier tests made them)
+        client.run(root / "features.log", "features")
+        client.run(root / "labels.log", "labels")
         return run_service_faults(client, root, log)
     finally:
         try:
