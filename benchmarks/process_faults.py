@@ -195,8 +195,10 @@ n = int(sys.argv[2])
 index = SearchIndex.build(np.array([f"t{i:05d}" for i in range(n)]), rng.normal(size=(n, 128)).astype(np.float32),
                           np.where(rng.normal(size=(n, 64)) >= 0, 1.0, -1.0), {"name": "swap"})
 print("built", flush=True)
-while True:
+saves, done = int(sys.argv[3]), 0  # saves 0: until killed
+while saves == 0 or done < saves:
     index.save(Path(sys.argv[1]))
+    done += 1
 """
 
 
@@ -215,7 +217,7 @@ def index_rows(root: Path, kills: int, log: Callable[[str], None], tracks: int =
     for n in range(kills):
         out = root / f"index-{n}.log"
         with out.open("wb") as sink:
-            process = subprocess.Popen([sys.executable, "-c", SAVER, str(folder), str(tracks)], stdout=sink,
+            process = subprocess.Popen([sys.executable, "-c", SAVER, str(folder), str(tracks), "0"], stdout=sink,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_line(out, process, "built")
         time.sleep(rng.uniform(0.5, 3.0))
@@ -229,7 +231,7 @@ def index_rows(root: Path, kills: int, log: Callable[[str], None], tracks: int =
     leftovers = find_garbage(settings, set(), scratch_root=root)  # what the killed saves left
     remove(leftovers)
     recover_started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", SAVER.replace("while True:", "for _ in range(1):"), str(folder), str(tracks)],
+    subprocess.run([sys.executable, "-c", SAVER, str(folder), str(tracks), "1"],
                    check=True, capture_output=True)
     loaded = SearchIndex.load(folder).track_ids
     clean = find_garbage(settings, set(), scratch_root=root) == []

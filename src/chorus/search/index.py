@@ -110,16 +110,20 @@ def _version_folders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.parent.glob(f".{folder.name}.v*") if p.is_dir()), key=stamp)
 
 
+def _whole(version: Path) -> bool:
+    return (version / "index.json").exists()  # written last by a save
+
+
 def index_versions(folder: Path) -> list[Path]:
     """The whole version folders of an index (``index.json`` written), oldest first; the link
     ``folder`` names the current one."""
-    return [p for p in _version_folders(folder) if (p / "index.json").exists()]
+    return [p for p in _version_folders(folder) if _whole(p)]
 
 
 def interrupted_saves(folder: Path) -> list[Path]:
     """Version folders a killed save left without ``index.json``. Saves and ``chorus gc`` hold
     the state directory's lock, so none of them is being written when either looks."""
-    return [p for p in _version_folders(folder) if not (p / "index.json").exists()]
+    return [p for p in _version_folders(folder) if not _whole(p)]
 
 
 def read_index_meta(folder: Path) -> dict[str, Any] | None:
