@@ -121,7 +121,8 @@ FAULTS: dict[str, tuple[Callable[[Path], None], int, dict[str, Any]]] = {
     "ogg_count_estimate": (lambda d: _ogg_estimate(d / "estimate.ogg"), 1, {}),
     "not_a_file_and_symlinks": (_symlinks, 3, {}),
     "beyond_full_scale": (lambda d: _wav(d / "loud.wav", _tone(4.0, 600.0, amp=1e12), "FLOAT"), 1, {}),
-    # extracted whole (block_seconds None), 40 minutes need gigabytes: the worker dies, twice
+    # extracted whole (block_seconds None), 40 minutes take a 700 MB worker to its limit: it dies
+    # extracting (twice: quarantined as worker_lost) or writing (extracted again, written by the flow)
     "worker_killed_by_a_long_file": (lambda d: _wav(d / "hour.wav", _tone(40 * 60.0, 500.0)), 1,
                                      {"features": {"dask_workers": 1, "worker_memory_limit": "700MB", "block_seconds": None}}),
     # in blocks (the default), three hours at the default feature settings fit a 1.5 GiB worker

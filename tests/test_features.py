@@ -235,6 +235,46 @@ def test_a_long_file_extracts_in_blocks_under_a_worker_limit_the_whole_track_cha
     assert problem["uri"] == str(long) and problem["reason"] == "worker_lost" and "KilledWorker" in problem["detail"]
 
 
+def _write_or_die_on_a_worker(shard, results, settings):
+    """The shard's write, except on a Dask worker, whose process it ends (as the nanny does to a
+    worker over its memory limit)."""
+    import os
+
+    from distributed import get_worker
+
+    from chorus.features import write_temp_shard
+
+    try:
+        get_worker()
+    except ValueError:
+        return write_temp_shard(shard, results, settings)
+    os._exit(1)
+
+
+def test_a_worker_dying_while_it_writes_the_shard_loses_no_track(tmp_path, monkeypatch):
+    """The worker that writes a shard can die (a long file's extraction leaves its memory near the
+    limit): its results die with it, so the files are extracted again and the shard is written in
+    the flow's process; the run does not fail and no track is lost or quarantined."""
+    import cloudpickle
+    from distributed import Client
+
+    from chorus.compute import dask_scheduler
+    from chorus.config import ChorusSettings
+    from chorus.stages import features as feature_stage
+    from chorus.validation import Validator
+
+    cloudpickle.register_pickle_by_value(__import__(__name__))  # the workers cannot import the tests
+    monkeypatch.setattr(feature_stage, "write_temp_shard", _write_or_die_on_a_worker)
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": False, "dask_workers": 1})
+    tracks = _tracks(tmp_path, 3)
+    shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
+    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
+        result = feature_stage.extract_shard(shard, settings, client, validator=Validator())
+        assert len(client.scheduler_info()["workers"]) == 1  # the nanny started it again
+    assert not result.get("failed") and result["tracks"] == 3 and not result["rejected"]
+    assert set(pd.read_parquet(shard.path, columns=["track_id"])["track_id"]) == set(tracks["track_id"])
+
+
 def test_a_long_track_in_blocks_equals_the_whole_track_maps(tmp_path):
     """Five minutes at 44.1 kHz (resampled in a stream), in blocks of 30 s: every segment's maps,
     block edges included, equal the whole-track chain's within 0.01 dB, and so do the MFCC

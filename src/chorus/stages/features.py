@@ -86,18 +86,17 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
     if shard_is_current(shard):
         return {"shard": shard.path.name, "skipped": True, "tracks": len(shard.tracks)}
     fs = settings.features
-    extract, jobs = _extraction_jobs(shard, settings)
     if client is not None:
-        # Shards submitted together would otherwise interleave their files and all finish at the
-        # end; by priority, earlier shards finish first and their checks overlap later compute.
-        files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
-        deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
-        results, fetched = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
-        if fetched:  # results were fetched here before a restart: the shard is written here too
-            staged = write_temp_shard(shard, client.gather(results), fs)
-        else:
-            staged = _result(client, client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority))
+        try:
+            staged = _extract_on_workers(client, shard, settings, priority)
+        except KilledWorker as died:
+            # The worker died writing: a long file's extraction can leave its memory near the limit
+            # (freed memory is not always returned to the system). The results died with it: the
+            # files are extracted again (each alone if a worker dies again) and written here.
+            log.warning("%s: the worker writing it died (%s); extracting its files again, writing here", shard.path.name, died)
+            staged = _extract_on_workers(client, shard, settings, priority, write_here=True)
     else:
+        extract, jobs = _extraction_jobs(shard, settings)
         staged = write_temp_shard(shard, [extract(i, u, fs) for i, u in zip(*jobs, strict=True)], fs)
     extracted = sorted(set(shard.tracks["track_id"]) - {r["track_id"] for r in staged.rejected})
     validator = validator or shared_validator(settings)
@@ -115,6 +114,22 @@ def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None 
         _validate_shard(staged, extracted, fs, validator)
     commit_shard(staged)
     return _shard_result(staged, extracted)
+
+
+def _extract_on_workers(client: Client, shard: Shard, settings: ChorusSettings, priority: int,
+                        write_here: bool = False) -> StagedShard:
+    """The shard's files extracted on the workers (its poison files quarantined) and its Parquet
+    written on a worker, or here (``write_here``, or when the results were fetched here anyway)."""
+    fs = settings.features
+    extract, jobs = _extraction_jobs(shard, settings)
+    # Shards submitted together would otherwise interleave their files and all finish at the
+    # end; by priority, earlier shards finish first and their checks overlap later compute.
+    files = client.map(extract, *jobs, [fs] * len(jobs[0]), pure=False, priority=priority)
+    deadline = time.monotonic() + shard_seconds(settings, len(shard.tracks))
+    results, fetched = _survivors(client, extract, jobs, files, fs, deadline, settings.orchestration.file_timeout_s)
+    if fetched or write_here:
+        return write_temp_shard(shard, client.gather(results), fs)
+    return _result(client, client.submit(write_temp_shard, shard, results, fs, pure=False, priority=priority))
 
 
 def _shard_result(staged: StagedShard, extracted: list[str]) -> dict[str, Any]:
