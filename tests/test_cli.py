@@ -28,3 +28,19 @@ def test_stage_without_inputs_names_what_is_missing(tmp_path):
     assert out.returncode == 2
     assert "tracks.parquet: no tracks table: run `chorus ingest` first" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_command_as_a_spawned_workers_main_imports_no_heavy_library():
+    """Dask's local workers are spawned: each first runs its parent's main script (here the
+    ``chorus`` command) as ``__mp_main__``. That must not import the command line's libraries,
+    which would cost every worker seconds of start and hundreds of MiB of its memory limit."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("chorus", path=str(__import__("pathlib").Path(sys.executable).parent))
+    probe = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='__mp_main__'); "
+             "print(sorted(m for m in ('prefect', 'mlflow', 'torch', 'typer', 'chorus_ops.cli') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe, script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

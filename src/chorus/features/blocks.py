@@ -11,6 +11,7 @@ the whole-track chain's within float32 rounding; only the stored segments are he
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -48,6 +49,16 @@ def orphaned_scratch(root: Path | None = None) -> list[Path]:
         if folder.is_dir() and pid.isdigit() and not psutil.pid_exists(int(pid)):
             found.append(folder)
     return found
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``): the workers keep
+    a large trim threshold for speed, which after a long track would leave its block buffers
+    counted against the worker's memory limit while the shard is written."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def is_long(uri: str, block_seconds: float) -> bool:
@@ -151,12 +162,16 @@ class BlockExtractor:
             names = map_names(s)
             maps = {name: np.empty((len(starts), s.n_mels, s.segment_frames), np.float32) for name in names}
             stats = np.empty((len(starts), 6 * s.n_mfcc), np.float32)
+            summary = np.empty((len(starts), 3))
             for first in range(0, len(starts), self.starts_per_block):
                 block = starts[first : first + self.starts_per_block]
+                rows = slice(first, first + len(block))
                 f0, f1 = int(block[0]), int(block[-1]) + s.segment_frames
                 block_maps, logmel, l0 = self.block_maps(path, samples, frames, f0, f1)
                 for name in names:
-                    maps[name][first : first + len(block)] = cut(block_maps[name], block - f0, s.segment_frames)
-                stats[first : first + len(block)] = self.extractor.mfcc_statistics(logmel, block - l0)
+                    maps[name][rows] = cut(block_maps[name], block - f0, s.segment_frames)
+                stats[rows] = self.extractor.mfcc_statistics(logmel, block - l0)
+                summary[rows] = segment_summary({name: maps[name][rows] for name in names}, stats[rows])
+        release_free_heap()
         return TrackFeatures(track_id, maps, stats, (starts * s.hop_length / s.sample_rate).astype(np.float32), False,
-                             samples / s.sample_rate, segment_summary(maps, stats))
+                             samples / s.sample_rate, summary)
