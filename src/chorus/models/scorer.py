@@ -93,6 +93,10 @@ class TorchScorer(nn.Module):
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
+    def outputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The network's raw outputs (logits, or a hash's real-valued codes), shape (N, outputs)."""
+        return self._batched(x, self, batch_size)
+
     def scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return self._batched(x, lambda b: self.output_scores(self(b)), batch_size)
 

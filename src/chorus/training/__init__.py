@@ -28,7 +28,6 @@ from chorus.training.fit import FitResult, fit, train_step
 from chorus.training.heads import (
     HeadSpec,
     compute_loss,
-    raw_outputs,
     track_level_score,
     validation_score,
 )
@@ -36,6 +35,6 @@ from chorus.training.heads import (
 __all__ = [
     "EpochPlan", "FitResult", "FitState", "HeadSpec", "Optimisation", "Prefetched", "SegmentBatches", "SegmentSplit",
     "autocast_dtype", "compute_loss", "cpu_has_bf16", "epoch_batches", "fit", "level_and_noise", "load_checkpoint",
-    "noise_bank", "pick_device", "raw_outputs", "save_checkpoint", "segment_split", "track_level_score", "track_mean",
+    "noise_bank", "pick_device", "save_checkpoint", "segment_split", "track_level_score", "track_mean",
     "track_targets", "train_step", "validation_score",
 ]

@@ -49,20 +49,12 @@ def compute_loss(scorer: TorchScorer, output: torch.Tensor, target: torch.Tensor
 
 
 @torch.no_grad()
-def raw_outputs(scorer: TorchScorer, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    scorer.eval()
-    device = scorer.mean.device
-    out = [scorer(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)).float().cpu().numpy()
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
-
-
 def validation_score(scorer: TorchScorer, split: SegmentSplit, head: HeadSpec) -> float:
     """Track-level: accuracy (single, pretext: mean over heads, hash: of the code classifier) or
     macro average precision (multi)."""
     if len(split) == 0:
         return float("nan")
-    out = raw_outputs(scorer, split.x)
+    out = scorer.outputs(split.x)  # without autograd: validation needs no graph
     if head.kind == "hash":
         with torch.no_grad():
             out = scorer.net.classify(torch.from_numpy(out).to(scorer.mean.device)).float().cpu().numpy()
