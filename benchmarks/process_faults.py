@@ -52,7 +52,7 @@ class Workspace:
         flags = [x for s in sets for x in ("--set", s)]
         with log.open("wb") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "chorus_ops.cli", "--config", str(self.config), "--state-dir", str(self.state),
+                [sys.executable, "-m", "chorus_ops", "--config", str(self.config), "--state-dir", str(self.state),
                  *flags, "-v", command], stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

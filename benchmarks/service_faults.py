@@ -60,7 +60,7 @@ class LocalServicesClient:
                "PREFECT_CLIENT_MAX_RETRIES": "2", "PYTHONUNBUFFERED": "1"}
         flags = [x for s in (f"orchestration.service_wait_s={WAIT_S}", *sets) for x in ("--set", s)]
         with log.open("wb") as out:
-            return subprocess.Popen([sys.executable, "-m", "chorus_ops.cli", *self.options, *flags, "-v", command],
+            return subprocess.Popen([sys.executable, "-m", "chorus_ops", *self.options, *flags, "-v", command],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
 
     def run(self, log: Path, command: str, *sets: str) -> None:
@@ -69,7 +69,7 @@ class LocalServicesClient:
             raise RuntimeError(f"chorus {command} failed:\n{log.read_text(errors='replace')[-4000:]}")
 
     def services(self, action: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "chorus_ops.cli", *self.options, "services", action],
+        done = subprocess.run([sys.executable, "-m", "chorus_ops", *self.options, "services", action],
                               capture_output=True, text=True, cwd=self.cwd, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"chorus services {action} failed:\n{done.stderr[-4000:]}")

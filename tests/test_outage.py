@@ -66,7 +66,7 @@ def test_addresses_carry_no_credentials_and_the_wait_bounds_mlflows_retries():
 
 def test_cli_names_a_dead_tracking_server_in_one_line(closed_port, tmp_path):
     uri = f"http://127.0.0.1:{closed_port}"
-    done = subprocess.run([sys.executable, "-m", "chorus_ops.cli", "--state-dir", str(tmp_path / "state"),
+    done = subprocess.run([sys.executable, "-m", "chorus_ops", "--state-dir", str(tmp_path / "state"),
                            "--set", f"mlflow_tracking_uri={uri}", "--set", "orchestration.service_wait_s=0", "promote"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=180)
     assert done.returncode == 2, done.stderr[-3000:]

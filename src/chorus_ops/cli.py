@@ -414,7 +414,3 @@ def main() -> None:
         err.print(f"[red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)", soft_wrap=True)
         sys.exit(1)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
