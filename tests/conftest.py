@@ -82,7 +82,7 @@ TINY_DEMO = {
 
 # The longest modules first: `make test` runs the suite on two workers, a module per worker at a
 # time (pytest -n 2 --dist loadfile), and a long module started last would run alone at the end.
-LONGEST_FIRST = ("test_services.py", "test_service_faults.py", "test_bench_scale.py", "test_pipeline_flow.py", "test_search_demo.py",
+LONGEST_FIRST = ("test_services.py", "test_bench_scale.py", "test_pipeline_flow.py", "test_search_demo.py",
                  "test_bench_features.py", "test_bench_transfer.py", "test_datasets_flow.py", "test_outage.py",
                  "test_features.py", "test_orchestration.py")
 
