@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from chorus.config import DegradedQuerySettings
+from chorus.errors import InputError
 from chorus.evaluation.retrieval import cosine_distance, hamming_distance, rerank_distance, top_k
 from chorus.search import SearchIndex, hamming_scan, pack_codes, unpack_codes
 from chorus.search.degraded import check_tracks, degraded_copies, track_rng
@@ -173,6 +176,36 @@ def test_a_reader_never_sees_no_index_while_it_is_rebuilt(tmp_path):
     done.set()
     reader.join()
     assert problems == []
+
+
+def test_a_reader_whose_version_is_removed_while_it_reads_reads_the_current_one(tmp_path):
+    """Between resolving the link and reading its files, two rebuilds remove the version a reader
+    chose, and the removal is half done (its folder still there, its files gone): the reader
+    reads the version the link names now instead of failing."""
+    rng = np.random.default_rng(2)
+    index = SearchIndex.build(np.array([f"t{i}" for i in range(50)]), rng.normal(size=(50, 8)),
+                              np.where(rng.normal(size=(50, 16)) >= 0, 1.0, -1.0), {"name": "swap"})
+    folder = tmp_path / "search" / "swap"
+    index.save(folder)
+    chosen: list[Path] = []
+
+    class Interleaved(SearchIndex):
+        @classmethod
+        def _load_version(cls, version: Path) -> SearchIndex:
+            if not chosen:  # the reader is descheduled here while two saves run
+                chosen.append(version)
+                index.save(folder)
+                index.save(folder)
+                version.mkdir()  # its removal half done: the folder is there, its files are not
+            return super()._load_version(version)
+
+    loaded = Interleaved.load(folder)
+    assert len(loaded) == 50 and chosen[0] != folder.resolve()
+    # a broken current version is an error, not retried into another
+    for name in ("hash.faiss", "index.json"):
+        (folder.resolve() / name).unlink()
+    with pytest.raises(InputError, match="no search index here"):
+        SearchIndex.load(folder)
 
 
 def test_the_check_queries_every_held_out_track_and_a_seeded_sample_of_the_rest():

@@ -272,8 +272,10 @@ class SearchIndex:
             version = Path(folder).resolve()  # one version for every file, even if a swap happens meanwhile
             try:
                 return cls._load_version(version)
-            except (OSError, RuntimeError):  # faiss reports a missing file as a RuntimeError
-                if version.exists() or attempt == attempts - 1:
+            except (OSError, RuntimeError, InputError):  # faiss reports a missing file as a RuntimeError
+                # a version being removed may still exist, half gone (index.json first, or last):
+                # what tells is whether the link has moved on (the current version is never removed)
+                if Path(folder).resolve() == version or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
