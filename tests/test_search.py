@@ -145,6 +145,16 @@ def test_bench_search_quick_matches_a_numpy_scan(tmp_path):
     assert 0.0 <= figures["rerank_recall_at_10"] <= 1.0 and figures["approx_recall_at_10"] >= 0.9
 
 
+def _saved_index(tmp_path: Path, seed: int) -> tuple[SearchIndex, Path]:
+    """A 50-track index saved at ``<tmp_path>/search/swap``."""
+    rng = np.random.default_rng(seed)
+    index = SearchIndex.build(np.array([f"t{i}" for i in range(50)]), rng.normal(size=(50, 8)),
+                              np.where(rng.normal(size=(50, 16)) >= 0, 1.0, -1.0), {"name": "swap"})
+    folder = tmp_path / "search" / "swap"
+    index.save(folder)
+    return index, folder
+
+
 def test_a_reader_never_sees_no_index_while_it_is_rebuilt(tmp_path):
     """The index swap is one atomic step: a reader polling during repeated rebuilds always finds
     a whole index (index.json and every file of the same version)."""
@@ -152,11 +162,7 @@ def test_a_reader_never_sees_no_index_while_it_is_rebuilt(tmp_path):
 
     from chorus.search.index import read_index_meta
 
-    rng = np.random.default_rng(1)
-    index = SearchIndex.build(np.array([f"t{i}" for i in range(50)]), rng.normal(size=(50, 8)),
-                              np.where(rng.normal(size=(50, 16)) >= 0, 1.0, -1.0), {"name": "swap"})
-    folder = tmp_path / "search" / "swap"
-    index.save(folder)
+    index, folder = _saved_index(tmp_path, seed=1)
     problems: list[str] = []
     done = threading.Event()
 
@@ -182,11 +188,7 @@ def test_a_reader_whose_version_is_removed_while_it_reads_reads_the_current_one(
     """Between resolving the link and reading its files, two rebuilds remove the version a reader
     chose, and the removal is half done (its folder still there, its files gone): the reader
     reads the version the link names now instead of failing."""
-    rng = np.random.default_rng(2)
-    index = SearchIndex.build(np.array([f"t{i}" for i in range(50)]), rng.normal(size=(50, 8)),
-                              np.where(rng.normal(size=(50, 16)) >= 0, 1.0, -1.0), {"name": "swap"})
-    folder = tmp_path / "search" / "swap"
-    index.save(folder)
+    index, folder = _saved_index(tmp_path, seed=2)
     chosen: list[Path] = []
 
     class Interleaved(SearchIndex):
