@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,8 +29,9 @@ os.environ.update(
 for key in list(os.environ):  # the developer's own CHORUS_* settings must not leak into tests
     if key.startswith("CHORUS_"):
         del os.environ[key]
-# the suite's caches (rendered clips) are shared by its tests, never the user's
+# the suite's caches (rendered clips) are shared by its tests, never the user's, and go with the process
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="chorus-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 SR = 22050
 
