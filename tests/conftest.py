@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-_HOME = tempfile.mkdtemp(prefix="chorus-test-prefect-")
+
+def _scratch(prefix: str) -> str:
+    """A folder for this process's share of the suite, removed when the process exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+_HOME = _scratch("chorus-test-prefect-")
 os.environ.update(
     {
         "DO_NOT_TRACK": "true",
@@ -29,9 +37,8 @@ os.environ.update(
 for key in list(os.environ):  # the developer's own CHORUS_* settings must not leak into tests
     if key.startswith("CHORUS_"):
         del os.environ[key]
-# the suite's caches (rendered clips) are shared by its tests, never the user's, and go with the process
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="chorus-test-cache-")
-atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+# the suite's caches (rendered clips) are shared by its tests, never the user's
+os.environ["XDG_CACHE_HOME"] = _scratch("chorus-test-cache-")
 
 SR = 22050
 
