@@ -326,3 +326,24 @@ def test_a_file_late_twice_is_quarantined_as_timeout_and_the_shard_commits_the_r
     rejected = result["rejected"][0]
     assert rejected["reason"] == "timeout" and "orchestration.file_timeout_s (2 s per file), twice" in rejected["detail"]
     assert set(pd.read_parquet(shard.path, columns=["track_id"])["track_id"]) == {"f" * 16}
+
+
+def test_a_stage_process_and_its_local_workers_give_arrow_memory_back_to_the_system(tmp_path, monkeypatch):
+    """Arrow's default pool (mimalloc) keeps the pages each thread freed, so the features flow's
+    process grew with every shard its threads handled; a chorus process and the workers of its
+    local cluster allocate Arrow's memory from the system allocator instead."""
+    import pyarrow as pa
+    from distributed import Client
+
+    from chorus.compute import dask_scheduler
+    from chorus.state import StateDir, apply_runtime_environment, runtime_environment
+
+    state = StateDir(tmp_path / "state")
+    for name in runtime_environment(state):  # as a fresh chorus process (and restored afterwards)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    apply_runtime_environment(state)
+    assert pa.default_memory_pool().backend_name == "system"
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")  # the workers' own setting, not one they inherit
+    with dask_scheduler(FeatureSettings(dask_workers=1)) as address, Client(address, set_as_default=False) as client:
+        assert set(client.run(lambda: pa.default_memory_pool().backend_name).values()) == {"system"}

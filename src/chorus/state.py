@@ -15,6 +15,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from chorus.compute import arrow_system_allocator
 from chorus.datasets.candidates import DEMO_STAMP
 from chorus.errors import StateLockedError
 
@@ -213,6 +214,8 @@ def runtime_environment(state: StateDir) -> dict[str, str]:
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
+            # Arrow on the system allocator: its default (mimalloc) grows a long stage's process
+            "ARROW_DEFAULT_MEMORY_POOL": "system",
         }
     )
     return env
@@ -227,6 +230,7 @@ def apply_runtime_environment(state: StateDir, override: bool = False, prefect_a
             os.environ[key] = value
     if prefect_api_url:
         os.environ["PREFECT_API_URL"] = prefect_api_url
+    arrow_system_allocator()  # the variable alone is too late where Arrow has allocated already
 
 
 # Locks this process holds, by lock-file path: nested flows of one run re-enter instead of
