@@ -4,9 +4,15 @@ Segments of the stored shape (the configured features: maps x bands x frames) wi
 targets, in RAM; each model trains ``epochs`` short epochs through the real training loop
 (``chorus.training.fit``: loader, augmentation, autocast, clipping, schedule) and the figures are
 medians over the epochs after the first (warm-up). Baseline in the same run: the same loop in
-fp32 without channels_last, so ``speedup_vs_fp32`` says what the automatic precision buys here.
+fp32 without channels_last, so ``speedup_vs_fp32`` says what the automatic precision buys here:
+the two alternate ``repeats`` times and it is the median of the paired ratios (this machine's
+noise moves single runs by tens of percent).
 Per model: ``samples_per_s`` (examples per second of training step, loader wait included) and
 ``loader_share`` (the share of step time spent waiting for the next batch; target <= 0.10).
+A model whose ``speedup_vs_fp32`` falls short of ``SPEEDUP_TARGET`` is profiled in both
+precisions (a few steps under torch.profiler) and its ``why_below_target`` gives the CPU
+milliseconds per step of each part of the step (convolutions, matrix products, recurrent layers,
+the rest) and how much faster each part ran: which parts automatic precision does not speed up.
 The last line printed is one JSON object.
 """
 
@@ -24,8 +30,13 @@ import torch
 from chorus.config import ChorusSettings
 
 MODELS = ("paper_cnn", "short_chunk", "short_chunk_res", "crnn", "crnnh_32")
-FULL = {"segments": 512, "steps": 12, "epochs": 4}
-QUICK = {"segments": 96, "steps": 3, "epochs": 2, "models": ("paper_cnn", "short_chunk")}
+FULL = {"segments": 512, "steps": 12, "epochs": 4, "repeats": 3}
+QUICK = {"segments": 96, "steps": 3, "epochs": 2, "repeats": 1, "models": ("paper_cnn", "short_chunk")}
+PROFILED = {"steps": 4, "epochs": 2}
+SPEEDUP_TARGET = 2.0
+# parts of a training step, by the name of the operator that spends the time (first match wins)
+PARTS = (("recurrent", ("rnn", "gru", "lstm")), ("convolution", ("conv",)),
+         ("matrix product", ("addmm", "aten::mm", "bmm", "matmul", "linear")))
 
 
 def _fake_features(settings: ChorusSettings, n: int, seed: int = 0) -> tuple[Any, pd.DataFrame]:
@@ -42,8 +53,15 @@ def _fake_features(settings: ChorusSettings, n: int, seed: int = 0) -> tuple[Any
     return FeatureSet(maps["logmel"], segments, "bench", maps), tracks
 
 
+def _part(operator: str) -> str:
+    name = operator.lower()
+    return next((part for part, keys in PARTS if any(key in name for key in keys)), "other")
+
+
 def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame, params: dict[str, Any],
-             precision: str) -> dict[str, float]:
+             precision: str, profile: bool = False) -> dict[str, Any]:
+    """The model's training figures in ``precision``; ``profile``: instead, the CPU milliseconds
+    per step of each part of the step (operators' own time, the loader's thread included)."""
     from chorus.candidates import BACKBONE, CATALOGUE, build_network, task_targets
     from chorus.features import map_names
     from chorus.models.scorer import Contract, TorchScorer
@@ -65,6 +83,21 @@ def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.Data
     net, _ = build_network(spec, ts, len(targets.labels), len(channels), deps, train)
     scorer = TorchScorer(net, contract, channels, np.full(len(channels), -50.0), np.full(len(channels), 15.0))
     head = HeadSpec(contract.kind, quantisation_weight=0.1, balance_weight=0.1)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        with profiler(activities=[ProfilerActivity.CPU]) as recorded:
+            fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
+        steps = params["epochs"] * params["steps"]
+        parts: dict[str, float] = {}
+        operators: dict[str, float] = {}
+        for event in recorded.key_averages():
+            ms = event.self_cpu_time_total / 1000 / steps
+            parts[_part(event.key)] = parts.get(_part(event.key), 0.0) + ms
+            operators[event.key] = ms
+        return {"parts": {part: round(ms, 2) for part, ms in sorted(parts.items())},
+                "operators": {op: round(ms, 2) for op, ms in operators.items()}}
     result = fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
     warm = result.history[1:] or result.history
     return {"samples_per_s": round(statistics.median(h["samples_per_s"] for h in warm), 1),
@@ -87,18 +120,42 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
         "epochs": params["epochs"], "precision": str(chosen).removeprefix("torch.") if chosen else "fp32",
         "torch": torch.__version__, "models": {},
     }
+    figures["repeats"] = params["repeats"]
     for name in models:
-        log(f"{name}: {settings.train.precision} precision ...")
-        auto = _measure(name, settings, features, tracks, params, settings.train.precision)
-        log(f"{name}: fp32 baseline ...")
-        base = _measure(name, settings, features, tracks, params, "fp32")
+        autos, bases = [], []
+        for repeat in range(params["repeats"]):
+            log(f"{name}: {settings.train.precision} precision, then the fp32 baseline ({repeat + 1}/{params['repeats']}) ...")
+            autos.append(_measure(name, settings, features, tracks, params, settings.train.precision))
+            bases.append(_measure(name, settings, features, tracks, params, "fp32"))
+        ratios = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(autos, bases, strict=True) if b["samples_per_s"]]
         figures["models"][name] = {
-            "samples_per_s": auto["samples_per_s"], "loader_share": auto["loader_share"],
-            "fp32_samples_per_s": base["samples_per_s"],
-            "speedup_vs_fp32": round(auto["samples_per_s"] / base["samples_per_s"], 2) if base["samples_per_s"] else None,
+            "samples_per_s": statistics.median(a["samples_per_s"] for a in autos),
+            "loader_share": statistics.median(a["loader_share"] for a in autos),
+            "fp32_samples_per_s": statistics.median(b["samples_per_s"] for b in bases),
+            "speedup_vs_fp32": round(statistics.median(ratios), 2) if ratios else None,
+            "speedups_vs_fp32": [round(r, 2) for r in ratios],
         }
+        speedup = figures["models"][name]["speedup_vs_fp32"]
+        if speedup is not None and speedup < SPEEDUP_TARGET and chosen is not None:
+            log(f"{name}: below {SPEEDUP_TARGET:g}x, profiling its parts ...")
+            figures["models"][name]["why_below_target"] = _why(name, settings, features, tracks)
         log(f"{name}: {figures['models'][name]}")
     shares = [m["loader_share"] for m in figures["models"].values()]
     figures["max_loader_share"] = max(shares)
     figures["loader_share_target_met"] = bool(max(shares) <= 0.10)
     return figures
+
+
+def _why(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame) -> dict[str, Any]:
+    """Per part of a training step: its CPU milliseconds in fp32 and in automatic precision, how
+    much faster it ran, and the share of the fp32 step in parts that ran less than 1.5x faster."""
+    fp32_profile = _measure(name, settings, features, tracks, PROFILED, "fp32", profile=True)
+    auto_profile = _measure(name, settings, features, tracks, PROFILED, settings.train.precision, profile=True)
+    fp32, auto = fp32_profile["parts"], auto_profile["parts"]
+    faster = {part: round(fp32[part] / auto[part], 2) for part in fp32 if auto.get(part)}
+    slow = sum(ms for part, ms in fp32.items() if faster.get(part, 1.0) < 1.5)
+    heaviest = sorted(fp32_profile["operators"].items(), key=lambda item: -item[1])[:5]
+    return {"fp32_ms_per_step": fp32, "auto_ms_per_step": auto, "faster_by_part": faster,
+            "fp32_share_not_sped_up": round(slow / sum(fp32.values()), 3),
+            # the operators that cost most in fp32, each with its ms per step in both precisions
+            "heaviest_fp32_operators": {op: [ms, auto_profile["operators"].get(op, 0.0)] for op, ms in heaviest}}

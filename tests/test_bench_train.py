@@ -8,8 +8,16 @@ from conftest import bench_figures
 def test_quick_train_benchmark_prints_throughput_and_loader_share(tmp_path):
     figures = bench_figures("train", tmp_path, timeout=300)
     assert figures["device"] in ("cpu", "cuda") and figures["input_shape"] == [3, 128, 128]
-    assert set(figures["models"]) == {"paper_cnn", "short_chunk"}
+    assert set(figures["models"]) == {"paper_cnn", "short_chunk"} and figures["repeats"] == 1
     for model in figures["models"].values():
         assert model["samples_per_s"] > 0 and model["fp32_samples_per_s"] > 0
         assert 0.0 <= model["loader_share"] < 1.0
     assert figures["max_loader_share"] == max(m["loader_share"] for m in figures["models"].values())
+    # a network short of the 2x target says where its step's time goes, in both precisions
+    for model in figures["models"].values():
+        below = figures["precision"] != "fp32" and model["speedup_vs_fp32"] < 2.0
+        assert ("why_below_target" in model) == below
+        if below:
+            why = model["why_below_target"]
+            assert why["fp32_ms_per_step"]["convolution"] > 0 and set(why["faster_by_part"]) <= set(why["fp32_ms_per_step"])
+            assert 0.0 <= why["fp32_share_not_sped_up"] <= 1.0 and len(why["heaviest_fp32_operators"]) == 5
