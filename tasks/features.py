@@ -39,7 +39,7 @@ def extract(shard: Shard, settings: ChorusSettings, scheduler: str, priority: in
 
 
 _CLIENTS: dict[str, Any] = {}
-_UNREACHABLE: dict[str, str] = {}  # scheduler -> why a client could not connect, until the flow closes it
+_UNREACHABLE: dict[str, BaseException] = {}  # scheduler -> why a client could not connect, until the flow closes it
 _CLIENTS_LOCK = threading.Lock()
 
 
@@ -51,13 +51,15 @@ def dask_client(address: str) -> Any:
 
     with _CLIENTS_LOCK:
         if address in _UNREACHABLE:
-            raise OSError(_UNREACHABLE[address])
+            # a new error for this shard, chained to the first (which names the scheduler's failure)
+            failed = _UNREACHABLE[address]
+            raise OSError(f"{failed}") from failed
         client = _CLIENTS.get(address)
         if client is None or not client_open(client):
             try:
                 client = _CLIENTS[address] = Client(address, set_as_default=False)
             except OSError as exc:
-                _UNREACHABLE[address] = str(exc)
+                _UNREACHABLE[address] = exc
                 raise
         return client
 

@@ -73,3 +73,38 @@ def test_cli_names_a_dead_tracking_server_in_one_line(closed_port, tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: MLflow at {uri} is unreachable (connection refused): start it again (`chorus services up` "
                       "for the local services) and run the same command"], done.stderr[-3000:]
+
+
+def test_every_shard_names_a_scheduler_that_drops_the_clients_handshake():
+    """The scheduler killed while the flow's client connects: the stream closes mid-handshake. The
+    first shard's error and those of the shards after it (which fail at once, without waiting
+    their own timeout) all name the Dask scheduler."""
+    import socket
+    import threading
+
+    from chorus_tasks.features import close_client, dask_client
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+    def drop_every_connection() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.close()
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    errors = []
+    try:
+        for _ in range(3):
+            with pytest.raises(OSError) as dropped:
+                dask_client(address)
+            errors.append(dropped.value)
+    finally:
+        close_client(address)
+        listener.close()
+    for error in errors:
+        outage = service_outage(error, {"Dask scheduler": address})
+        assert outage is not None and (outage.service, outage.address) == ("Dask scheduler", address)
