@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from chorus import stages
 from chorus.compute import dask_scheduler
@@ -34,11 +35,15 @@ def features(settings: ChorusSettings | None = SettingsParameter, dask_address: 
         if any(pending):  # no cluster start-up when every track is already extracted
             with dask_scheduler(settings.features) as scheduler:
                 try:
-                    # each shard keeps its own time limit while it waits on its files (a submitted
-                    # task runs in a thread, where a Prefect timeout cannot interrupt the wait)
-                    futures = [[feature_tasks.extract.submit(s, c, scheduler, priority=-i) for i, s in enumerate(shards)]
-                               for c, shards in zip(configurations, pending, strict=True)]
-                    results = [[f.result() for f in submitted] for submitted in futures]
+                    # a few shards per worker at a time (each holds a thread here and its files'
+                    # tasks in the scheduler); each keeps its own time limit while it waits on its
+                    # files (a task runs in a thread, where a Prefect timeout cannot interrupt the wait)
+                    with ThreadPoolTaskRunner(max_workers=stages.shards_in_flight(settings)) as shard_runner:
+                        futures = [[shard_runner.submit(feature_tasks.extract, {"shard": s, "settings": c, "scheduler": scheduler,
+                                                                                "priority": -i})
+                                    for i, s in enumerate(shards)]
+                                   for c, shards in zip(configurations, pending, strict=True)]
+                        results = [[f.result() for f in submitted] for submitted in futures]
                 finally:
                     feature_tasks.close_client(scheduler)
         main, *others = [limited(feature_tasks.finish, task_seconds(c))(c, r, time.perf_counter() - started)

@@ -32,7 +32,7 @@ from chorus.stages.corpus import (
 )
 from chorus.stages.drift import drift_stage
 from chorus.stages.evaluate import evaluate_stage
-from chorus.stages.features import FeatureSets, extract_shard, extraction_settings, features_root, finish_features
+from chorus.stages.features import FeatureSets, extract_shard, extraction_settings, features_root, finish_features, shards_in_flight
 from chorus.stages.labels import (
     current_labels_key,
     forget_user_stage,
@@ -73,7 +73,7 @@ __all__ = [
     "ingest_stage", "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count",
     "pretext_corpus_stage", "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics",
     "rekey_forgotten_stage", "rollback_stage", "score_version", "search_models", "search_stage", "set_challengers",
-    "shared_validator", "social_data_present", "social_table_paths", "StageContext", "StageSummary", "tag_stage",
+    "shards_in_flight", "shared_validator", "social_data_present", "social_table_paths", "StageContext", "StageSummary", "tag_stage",
     "track_labels", "train_key", "train_stage", "train_summary", "training_source", "training_tracks",
     "update_metrics", "voted_global_labels",
 ]

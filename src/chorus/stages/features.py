@@ -18,7 +18,7 @@ from distributed.scheduler import KilledWorker
 
 from chorus.audio import AudioProblem
 from chorus.candidates import resolve_candidates
-from chorus.compute import client_open
+from chorus.compute import client_open, local_workers
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
 from chorus.features import (
@@ -66,6 +66,14 @@ def extraction_settings(settings: ChorusSettings) -> list[ChorusSettings]:
     if any(spec.feature_config == "musicnn" for spec in resolve_candidates(list(settings.train.selected))):
         configurations.append(settings.model_copy(update={"features": musicnn_features(settings.features)}))
     return configurations
+
+
+def shards_in_flight(settings: ChorusSettings) -> int:
+    """How many shard tasks run at once: four per worker keep the workers fed while finished
+    shards are checked and committed. Each running shard holds a thread of the flow's process and
+    its files' tasks in the scheduler, so all of a catalogue's shards at once would grow that
+    process with the catalogue."""
+    return 4 * local_workers(settings.features)
 
 
 def _extraction_jobs(shard: Shard, settings: ChorusSettings) -> tuple[Callable[..., Any], tuple[list[Any], list[Any]]]:
