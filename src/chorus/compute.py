@@ -26,8 +26,7 @@ WORKER_ENVIRON = {
 def arrow_system_allocator() -> None:
     """Arrow's allocations in this process go to the system allocator from now on. Its default
     pool (mimalloc) keeps the pages each thread freed, so a process whose threads take turns
-    with Arrow tables (a stage's shard tasks) grows with the number of tables it has handled:
-    the features flow process grew by about 1 MiB per shard with it and stays flat without it.
+    with Arrow tables (a stage's shard tasks) grows with the number of tables it has handled.
     Child processes get the same through ARROW_DEFAULT_MEMORY_POOL (``runtime_environment``)."""
     import pyarrow as pa
 
