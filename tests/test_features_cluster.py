@@ -143,3 +143,39 @@ def test_file_failing_extraction_is_quarantined_and_the_run_continues(tmp_path, 
     # the rejection is remembered: a re-run neither retries it nor loses it
     again = features(settings=settings)
     assert again["skipped"] and again["counts"]["rejected"] == 1
+
+
+def test_a_catalogue_of_many_shards_runs_a_few_per_worker_at_a_time(tmp_path, prefect_harness):
+    """Each running shard holds a thread of the flow's process and its files' tasks in the
+    scheduler, so every shard at once would grow the process with the catalogue: at most four
+    shards per worker run at once (Prefect's own task runs say when each ran), and every track
+    is extracted."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
+
+    from chorus import stages
+    from chorus_flows.features import features
+
+    manifest = _corpus(tmp_path / "corpus", 12, seconds=4.0)
+    settings = load_settings(overrides={
+        "state_dir": str(tmp_path / "state"),
+        "ingest": {"manifest": str(manifest), "min_duration_s": 1.0},
+        "features": {"shard_size": 1, "dask_workers": 1},
+    })
+    stages.ingest_stage(settings)
+    started = datetime.now(timezone.utc)
+    assert features(settings=settings)["counts"]["tracks"] == 12
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_="extract-"), start_time=TaskRunFilterStartTime(after_=started)))
+    # a shard per track, per feature configuration (musicnn's input is one when a musicnn candidate is selected)
+    assert len(runs) == 12 * len(stages.extraction_settings(settings))
+    assert all(run.state is not None and run.state.is_completed() for run in runs)
+    edges = sorted([(run.start_time, 1) for run in runs] + [(run.end_time, -1) for run in runs], key=lambda e: (e[0], e[1]))
+    running, most = 0, 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    assert most <= stages.shards_in_flight(settings) == 4
