@@ -58,10 +58,10 @@ def _part(operator: str) -> str:
     return next((part for part, keys in PARTS if any(key in name for key in keys)), "other")
 
 
-def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame, params: dict[str, Any],
-             precision: str, profile: bool = False) -> dict[str, Any]:
-    """The model's training figures in ``precision``; ``profile``: instead, the CPU milliseconds
-    per step of each part of the step (operators' own time, the loader's thread included)."""
+def _trainer(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame,
+             precision: str) -> Callable[[dict[str, Any]], Any]:
+    """A fresh network ``name`` set to train in ``precision``: called with ``epochs`` and
+    ``steps``, it trains through the real loop (``chorus.training.fit``) and returns its result."""
     from chorus.candidates import BACKBONE, CATALOGUE, build_network, task_targets
     from chorus.features import map_names
     from chorus.models.scorer import Contract, TorchScorer
@@ -83,26 +83,37 @@ def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.Data
     net, _ = build_network(spec, ts, len(targets.labels), len(channels), deps, train)
     scorer = TorchScorer(net, contract, channels, np.full(len(channels), -50.0), np.full(len(channels), 15.0))
     head = HeadSpec(contract.kind, quantisation_weight=0.1, balance_weight=0.1)
-    if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as profiler
+    return lambda params: fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
 
-        with profiler(activities=[ProfilerActivity.CPU]) as recorded:
-            fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
-        steps = params["epochs"] * params["steps"]
-        parts: dict[str, float] = {}
-        operators: dict[str, float] = {}
-        for event in recorded.key_averages():
-            ms = event.self_cpu_time_total / 1000 / steps
-            parts[_part(event.key)] = parts.get(_part(event.key), 0.0) + ms
-            operators[event.key] = ms
-        return {"parts": {part: round(ms, 2) for part, ms in sorted(parts.items())},
-                "operators": {op: round(ms, 2) for op, ms in operators.items()}}
-    result = fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
+
+def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame, params: dict[str, Any],
+             precision: str) -> dict[str, Any]:
+    """The model's training throughput and loader share in ``precision`` (medians of the warm epochs)."""
+    result = _trainer(name, settings, features, tracks, precision)(params)
     warm = result.history[1:] or result.history
     return {"samples_per_s": round(statistics.median(h["samples_per_s"] for h in warm), 1),
             "loader_share": round(statistics.median(h["loader_share"] for h in warm), 4),
             "precision": result.precision, "device": result.device}
+
+
+def _profile(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame, precision: str) -> dict[str, dict[str, float]]:
+    """CPU milliseconds per step in ``precision`` (operators' own time, the loader's thread
+    included): by part of the step, and by operator."""
+    from torch.profiler import ProfilerActivity, profile
+
+    train = _trainer(name, settings, features, tracks, precision)
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        train(PROFILED)
+    steps = PROFILED["epochs"] * PROFILED["steps"]
+    parts: dict[str, float] = {}
+    operators: dict[str, float] = {}
+    for event in recorded.key_averages():
+        ms = event.self_cpu_time_total / 1000 / steps
+        part = _part(event.key)
+        parts[part] = parts.get(part, 0.0) + ms
+        operators[event.key] = ms
+    return {"parts": {part: round(ms, 2) for part, ms in sorted(parts.items())},
+            "operators": {op: round(ms, 2) for op, ms in operators.items()}}
 
 
 def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -118,9 +129,8 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
         "device": str(device), "threads": settings.train.threads or os.cpu_count(), "batch_size": settings.train.batch_size,
         "input_shape": [len(features.maps), fs.n_mels, fs.segment_frames], "steps_per_epoch": params["steps"],
         "epochs": params["epochs"], "precision": str(chosen).removeprefix("torch.") if chosen else "fp32",
-        "torch": torch.__version__, "models": {},
+        "torch": torch.__version__, "repeats": params["repeats"], "models": {},
     }
-    figures["repeats"] = params["repeats"]
     for name in models:
         autos, bases = [], []
         for repeat in range(params["repeats"]):
@@ -149,8 +159,8 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
 def _why(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame) -> dict[str, Any]:
     """Per part of a training step: its CPU milliseconds in fp32 and in automatic precision, how
     much faster it ran, and the share of the fp32 step in parts that ran less than 1.5x faster."""
-    fp32_profile = _measure(name, settings, features, tracks, PROFILED, "fp32", profile=True)
-    auto_profile = _measure(name, settings, features, tracks, PROFILED, settings.train.precision, profile=True)
+    fp32_profile = _profile(name, settings, features, tracks, "fp32")
+    auto_profile = _profile(name, settings, features, tracks, settings.train.precision)
     fp32, auto = fp32_profile["parts"], auto_profile["parts"]
     faster = {part: round(fp32[part] / auto[part], 2) for part in fp32 if auto.get(part)}
     slow = sum(ms for part, ms in fp32.items() if faster.get(part, 1.0) < 1.5)
