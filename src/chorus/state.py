@@ -230,7 +230,8 @@ def apply_runtime_environment(state: StateDir, override: bool = False, prefect_a
             os.environ[key] = value
     if prefect_api_url:
         os.environ["PREFECT_API_URL"] = prefect_api_url
-    arrow_system_allocator()  # the variable alone is too late where Arrow has allocated already
+    if os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system":  # a pool the user chose stays theirs
+        arrow_system_allocator()  # the variable alone is too late where Arrow has allocated already
 
 
 # Locks this process holds, by lock-file path: nested flows of one run re-enter instead of
