@@ -7,7 +7,8 @@ import pytest
 
 from chorus import MOODS
 from chorus.errors import ValidationFailedError
-from chorus.validation import Validator
+from chorus.social.voting import SCORE_COLUMNS
+from chorus.validation import SUITES, Validator, columns_read
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,14 @@ def test_feature_shard_holds_exactly_its_extracted_tracks(validator, extracted, 
     with pytest.raises(ValidationFailedError) as failure:
         validator.validate(checks, "feature_segments", params)
     assert expected in str(failure.value)
+
+
+def test_gx_is_handed_the_columns_a_suite_reads_and_keeps_no_table_after_a_run(validator):
+    import great_expectations.expectations as gxe
+
+    assert columns_read(SUITES["labels"](gxe, {})) == {"scope", "track_id", *SCORE_COLUMNS}
+    assert columns_read(SUITES["tracks"](gxe, {})) is None  # it checks the column set: every column
+    labels = good_tables()["labels"].assign(labels=[["calm"], []], weight=[2.0, 1.0], fallback="")
+    assert validator.validate(labels, "labels")["rows"] == 2
+    # a long-lived process (chorus serve) does not carry the last table it validated
+    assert validator.source.get_execution_engine().batch_manager.batch_data_cache == {}

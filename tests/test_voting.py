@@ -9,6 +9,7 @@ import pytest
 from chorus import MOODS
 from chorus.errors import ConfigError
 from chorus.social.graph import build_graph
+from chorus.social.protocol import mood_rank
 from chorus.social.tags import TagMapper, normalise_tag
 from chorus.social.voting import tag_matrix, top_k_labels, truth_table, user_song_votes, weighted_vote
 
@@ -47,9 +48,11 @@ def test_global_truth_averages_users_and_unions_a_users_playlists():
         "owner": ["u1", "u1", "u2"],
         "tags": [["calm"], ["sad"], ["calm", "rock"]],
     })
-    members = pd.DataFrame({"playlist_id": ["p1", "p2", "p3", "p3"], "track_id": ["s1", "s1", "s1", "s2"]})
+    members = pd.DataFrame({"playlist_id": ["p1", "p2", "p3", "p3", "gone"], "track_id": ["s1", "s1", "s1", "s2", "s3"]})
     votes = user_song_votes(playlists, members, TagMapper.load())
-    assert len(votes.pairs) == 3  # (u1,s1) once although in two playlists
+    # (u1,s1) once although in two playlists; a row naming no playlist is no vote
+    assert votes.pairs.to_dict("list") == {"user_id": ["u1", "u2", "u2"], "track_id": ["s1", "s1", "s2"]}
+    assert votes.vectors[0].tolist() == [m in ("quiet", "sadness") for m in MOODS]
     graph = build_graph(pd.DataFrame({"user_id": ["u1", "u2"]}), pd.DataFrame({"follower": [], "followee": []})).graph
     tags = tag_matrix(votes, graph)
     everyone = __import__("scipy.sparse", fromlist=["csr_matrix"]).csr_matrix(np.ones((1, 2), np.float32))
@@ -65,3 +68,11 @@ def test_top_k_ignores_zero_scores():
     scores = np.zeros((1, 12), np.float32)
     scores[0, 3] = 0.4
     assert top_k_labels(scores, 3) == [["warmth"]]
+
+
+def test_a_moods_rank_breaks_ties_by_vocabulary_order_as_top_k_labels_does():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, size=(500, 12)).astype(np.float32) / 2  # many ties
+    mood = rng.integers(0, 12, size=500)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    assert mood_rank(scores, mood).tolist() == np.argmax(order == mood[:, None], axis=1).tolist()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from chorus.config import FeatureSettings
@@ -31,6 +33,16 @@ def arrow_system_allocator() -> None:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages this process has freed back to the system (glibc's ``malloc_trim``;
+    a no-op elsewhere). glibc keeps pages freed between live allocations, so a stage that
+    drops large inputs before its next step would otherwise carry their size to the end: the
+    remedy Dask's documentation gives for "memory not released back to the OS"."""
+    gc.collect()
+    with suppress(OSError, AttributeError):  # the process's own symbols: libc's, where it is glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def local_workers(settings: FeatureSettings) -> int:

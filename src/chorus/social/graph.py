@@ -28,8 +28,8 @@ class SocialGraph:
     def n_users(self) -> int:
         return len(self.user_ids)
 
-    def positions(self, user_ids: Sequence[str]) -> np.ndarray:
-        return self.index.get_indexer(list(user_ids))
+    def positions(self, user_ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
+        return self.index.get_indexer(pd.Index(user_ids))
 
 
 @dataclass(frozen=True)

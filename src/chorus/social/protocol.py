@@ -188,19 +188,37 @@ def _protocol_tables(per_user: dict[str, np.ndarray], schemes: list[str], settin
     return {"schemes": table, "margin_personal_minus_global": margin}
 
 
+def mood_rank(scores: np.ndarray, mood: np.ndarray) -> np.ndarray:
+    """Each row's rank of ``mood`` among its scores, 0 for the highest; ties go by vocabulary order
+    (as in ``top_k_labels``).
+
+    Args:
+        scores: (rows, 12) truth scores.
+        mood: (rows,) a mood index per row.
+    Returns:
+        (rows,) int ranks in 0..11."""
+    own = scores[np.arange(len(scores)), mood][:, None]
+    earlier = np.arange(scores.shape[1])[None, :] < mood[:, None]
+    return ((scores > own) | ((scores == own) & earlier)).sum(axis=1)
+
+
 def label_quality(truth: pd.DataFrame, planted: pd.Series, top_k: int) -> dict[str, Any]:
     """How well global and group truth recover each track's planted mood (the demo's only true
-    mood): top-1 accuracy and top-k hit rate per scope kind, beside chance (1/12, k/12)."""
+    mood): top-1 accuracy and top-k hit rate per scope kind, beside chance (1/12, k/12).
+
+    Track ids are matched once per distinct id (factorized), not once per row: a catalogue's
+    truth table has hundreds of thousands of rows."""
     out: dict[str, Any] = {"chance_top1": 1 / N_MOODS, "chance_top_k": top_k / N_MOODS, "k": top_k}
-    for kind, frame in (("global", truth[truth["scope"] == "global"]),
-                        ("group", truth[truth["scope"].str.startswith("group:")])):
-        frame = frame[frame["track_id"].isin(planted.index)]
-        if frame.empty:
+    track, track_ids = pd.factorize(truth["track_id"])
+    mood_of_id = planted.reindex(np.asarray(track_ids, dtype=object)).map({m: i for i, m in enumerate(MOODS)})
+    mood = mood_of_id.fillna(-1).to_numpy(np.int64)[track] if len(track) else np.zeros(0, np.int64)
+    scope = truth["scope"]
+    for kind, in_kind in (("global", scope == "global"), ("group", scope.str.startswith("group:"))):
+        rows = in_kind.to_numpy(bool) & (mood >= 0)
+        if not rows.any():
             continue
-        scores = frame[SCORE_COLUMNS].to_numpy()
-        want = np.array([MOODS.index(m) for m in planted.loc[frame["track_id"]].to_numpy()])
-        order = np.argsort(-scores, axis=1, kind="stable")
-        out[kind] = {"tracks": int(frame["track_id"].nunique()), "rows": len(frame),
-                     "top1_accuracy": float((order[:, 0] == want).mean()),
-                     "top_k_hit_rate": float((order[:, :top_k] == want[:, None]).any(axis=1).mean())}
+        rank = mood_rank(truth.loc[rows, SCORE_COLUMNS].to_numpy(), mood[rows])
+        out[kind] = {"tracks": len(np.unique(track[rows])), "rows": int(rows.sum()),
+                     "top1_accuracy": float((rank == 0).mean()),
+                     "top_k_hit_rate": float((rank < top_k).mean())}
     return out

@@ -29,29 +29,47 @@ SCORE_COLUMNS = [f"score_{m}" for m in MOODS]
 
 @dataclass(frozen=True)
 class UserSongVotes:
-    """(user, song) pairs with their 12-dim 0/1 vectors, and what tag mapping discarded."""
-    pairs: pd.DataFrame  # user_id, track_id
-    vectors: np.ndarray  # (len(pairs), 12) float32
+    """(user, song) pairs with their 12-dim 0/1 vectors, and what tag mapping discarded. A pair is
+    a code into ``user_ids`` and one into ``track_ids``, both sorted, so pairs are in (user id,
+    track id) order."""
+    user_ids: np.ndarray  # (users,) str: the playlists' owners
+    track_ids: np.ndarray  # (songs,) str
+    user: np.ndarray  # (pairs,) int: index into user_ids
+    song: np.ndarray  # (pairs,) int: index into track_ids
+    vectors: np.ndarray  # (pairs, 12) bool
     discarded_tags: Counter[str]
     playlists_without_mood: int
 
+    @property
+    def pairs(self) -> pd.DataFrame:
+        """user_id, track_id: one row per pair."""
+        return pd.DataFrame({"user_id": self.user_ids[self.user], "track_id": self.track_ids[self.song]})
+
 
 def user_song_votes(playlists: pd.DataFrame, playlist_tracks: pd.DataFrame, mapper: TagMapper) -> UserSongVotes:
-    playlist_vectors = np.stack([mapper.vector(tags) for tags in playlists["tags"]]) if len(playlists) else np.zeros((0, N_MOODS), np.float32)
-    without_mood = int((playlist_vectors.sum(axis=1) == 0).sum())
-    index = pd.Series(np.arange(len(playlists)), index=playlists["playlist_id"].to_numpy())
-    members = playlist_tracks[playlist_tracks["playlist_id"].isin(index.index)]
-    rows = index.loc[members["playlist_id"].to_numpy()].to_numpy()
-    owners = playlists["owner"].to_numpy()[rows]
-    frame = pd.DataFrame({"user_id": owners, "track_id": members["track_id"].to_numpy()})
-    vectors = playlist_vectors[rows]
-    # Union over a user's playlists holding the same song.
-    keys = frame.groupby(["user_id", "track_id"], sort=True).ngroup().to_numpy()
-    n = int(keys.max()) + 1 if len(keys) else 0
-    merged = np.zeros((n, N_MOODS), np.float32)
-    np.maximum.at(merged, keys, vectors)
-    pairs = frame.assign(_k=keys).drop_duplicates("_k").sort_values("_k")[["user_id", "track_id"]].reset_index(drop=True)
-    return UserSongVotes(pairs, merged, Counter(mapper.discarded), without_mood)
+    """Each (owner, song) pair of the playlists, with the union of the mood vectors of that owner's
+    playlists holding the song. Playlist ids are unique (ingest checks it); a playlist_tracks row
+    naming no playlist is skipped.
+
+    Works on integer codes of users and songs: at a catalogue's size, string keys per membership
+    row cost more memory than the votes themselves."""
+    playlist_vectors = (np.stack([mapper.vector(tags) for tags in playlists["tags"]]) > 0 if len(playlists)
+                        else np.zeros((0, N_MOODS), bool))
+    without_mood = int((~playlist_vectors.any(axis=1)).sum())
+    # factorize first, then look up only the distinct ids: Arrow-backed columns factorize
+    # without making a Python string per row
+    member_of, member_playlists = pd.factorize(playlist_tracks["playlist_id"])
+    rows = pd.Index(playlists["playlist_id"]).get_indexer(member_playlists)[member_of] if len(member_of) else member_of
+    known = rows >= 0
+    rows = rows[known]
+    owner_of_playlist, users = pd.factorize(playlists["owner"], sort=True)
+    song, songs = pd.factorize(playlist_tracks["track_id"][known], sort=True)
+    n_songs = max(len(songs), 1)
+    pair_keys, pair_of_row = np.unique(owner_of_playlist[rows].astype(np.int64) * n_songs + song, return_inverse=True)
+    merged = np.zeros((len(pair_keys), N_MOODS), bool)
+    np.logical_or.at(merged, pair_of_row, playlist_vectors[rows])  # union over the owner's playlists
+    return UserSongVotes(np.asarray(users, dtype=object), np.asarray(songs, dtype=object), pair_keys // n_songs,
+                         pair_keys % n_songs, merged, Counter(mapper.discarded), without_mood)
 
 
 def top_k_labels(scores: np.ndarray, k: int) -> list[list[str]]:
@@ -78,14 +96,13 @@ class TagMatrix:
 def tag_matrix(votes: UserSongVotes, graph: SocialGraph) -> TagMatrix:
     """Pairs whose user is not in the graph must have been rejected before (see rejects)."""
     # a pair whose playlists kept no mood says nothing about moods: it is not a vote
-    informative = votes.vectors.sum(axis=1) > 0
-    pairs, vectors = votes.pairs[informative], votes.vectors[informative]
-    rows = graph.positions(pairs["user_id"].astype(str))
+    informative = votes.vectors.any(axis=1)
+    rows = graph.positions(votes.user_ids)[votes.user[informative]]
     if (rows < 0).any():
         raise ValueError("tag pairs name users outside the graph; reject them first")
-    songs, track_ids = pd.factorize(pairs["track_id"], sort=True)
-    pair, mood = np.nonzero(vectors)
-    return tag_matrix_from_rows(rows[pair], songs[pair], mood, graph.n_users, np.asarray(track_ids))
+    songs, kept = pd.factorize(votes.song[informative], sort=True)
+    pair, mood = np.nonzero(votes.vectors[informative])
+    return tag_matrix_from_rows(rows[pair], songs[pair], mood, graph.n_users, votes.track_ids[kept])
 
 
 def tag_matrix_from_rows(user: np.ndarray, song: np.ndarray, mood: np.ndarray, n_users: int,

@@ -3,12 +3,14 @@ the social rejects, and the held-out-tags protocol; forgetting a user."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from chorus import MOODS
+from chorus.compute import release_freed_memory
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import InputError
 from chorus.ingest import (
@@ -27,6 +29,7 @@ from chorus.social.rejects import social_rejects
 from chorus.social.tags import TagMapper
 from chorus.social.voting import (
     BatchRunner,
+    TagMatrix,
     build_truths,
     select_targets,
     tag_matrix,
@@ -107,6 +110,35 @@ def _all_rejects(rejects: pd.DataFrame, built: GraphBuild) -> pd.DataFrame:
     return pd.concat([rejects, follows], ignore_index=True)
 
 
+@dataclass(frozen=True)
+class VoteTally:
+    """What voting needs from the social tables, and what it counts of them."""
+    built: GraphBuild
+    tags: TagMatrix
+    users: pd.DataFrame
+    rejects: pd.DataFrame  # the social rejects plus the follows the graph refused
+    counts: dict[str, Any]  # user_song_pairs, playlists_without_mood, discarded_tags
+
+
+def _tally_votes(paths: dict[str, Path], known_tracks: set[str], settings: ChorusSettings) -> VoteTally:
+    """The follow graph and the users' tag matrix from the social tables. The playlists and their
+    memberships, the largest inputs, are dropped on return, before the truths are computed."""
+    tables, rejects = social_rejects(_read_social_tables(paths), known_tracks)
+    built = build_graph(tables["users"], tables["follows"])
+    votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], TagMapper.load(settings.labels.synonyms_file))
+    counts = {"user_song_pairs": len(votes.user), "playlists_without_mood": votes.playlists_without_mood,
+              "discarded_tags": dict(votes.discarded_tags.most_common())}
+    return VoteTally(built, tag_matrix(votes, built.graph), tables["users"], _all_rejects(rejects, built), counts)
+
+
+def _planted_moods(tracks: pd.DataFrame) -> pd.Series | None:
+    """track id -> the demo's planted mood, where a track has one of the 12 (None without a mood column)."""
+    if "mood" not in tracks.columns:
+        return None
+    planted = tracks.set_index(tracks["track_id"].astype(str))["mood"].dropna()
+    return planted[planted.isin(MOODS)]
+
+
 def labels_stage(settings: ChorusSettings, validator: Validator | None = None, runner: BatchRunner | None = None) -> StageSummary:
     """Weighted voting over the follow graph: global, group and personal truth into
     ``labels/labels.parquet``; social rejects into ``quarantine/social-rejects.parquet``; the
@@ -120,25 +152,25 @@ def labels_stage(settings: ChorusSettings, validator: Validator | None = None, r
     if _labels_current(state, key):
         return ctx.summary("labels", True, outputs, (read_meta(state.labels_table) or {}).get("summary", {}))
 
-    tables, rejects = social_rejects(_read_social_tables(paths), set(tracks["track_id"].astype(str)))
-    built = build_graph(tables["users"], tables["follows"])
-    rejects = _all_rejects(rejects, built)
-    votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], TagMapper.load(settings.labels.synonyms_file))
-    tags = tag_matrix(votes, built.graph)
-    table, truth_counts = build_truths(built.graph, tags, tables["users"], settings.labels, runner)
+    planted = _planted_moods(tracks)
+    tally = _tally_votes(paths, set(tracks["track_id"].astype(str)), settings)
+    del tracks
+    release_freed_memory()  # what reading and tallying the social tables freed, before the truths
+    table, truth_counts = build_truths(tally.built.graph, tally.tags, tally.users, settings.labels, runner)
+    protocol = evaluate_protocol(tally.built.graph, tally.tags, tally.users, settings.labels)
+    rejects, graph_counts, vote_counts = tally.rejects, tally.built.counts, tally.counts
+    del tally
+    release_freed_memory()  # the graph, the tag matrix and the voting's working copies, before validation's own
     (validator or shared_validator(settings)).validate(table, "labels")
-    protocol = evaluate_protocol(built.graph, tags, tables["users"], settings.labels)
-    if "mood" in tracks.columns:  # the demo's planted mood: the only true mood it has
-        planted = tracks.set_index(tracks["track_id"].astype(str))["mood"].dropna()
-        protocol["label_quality"] = label_quality(table, planted[planted.isin(MOODS)], settings.labels.top_k)
+    release_freed_memory()  # the copies validation made
+    if planted is not None:  # the demo's planted mood: the only true mood it has
+        protocol["label_quality"] = label_quality(table, planted, settings.labels.top_k)
     summary = {
         "rows": len(table),
         **truth_counts,
-        "graph": built.counts,
+        "graph": graph_counts,
         "rejects": {f"{t}: {r}": int(n) for (t, r), n in rejects.groupby(["table", "reason"]).size().items()},
-        "user_song_pairs": len(votes.pairs),
-        "playlists_without_mood": votes.playlists_without_mood,
-        "discarded_tags": dict(votes.discarded_tags.most_common()),
+        **vote_counts,
     }
     write_parquet(rejects, state.social_rejects, {"key": key})
     write_parquet(table, state.labels_table, {"key": key, "summary": summary, "moods": list(MOODS),

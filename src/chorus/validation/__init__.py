@@ -197,7 +197,8 @@ class Validator:
                 }),
             )
         self.source = self.context.data_sources.add_pandas("chorus")
-        self._checkpoints: dict[tuple[str, tuple[str, ...], bool], Any] = {}
+        # (table, parameter names, update_docs) -> (checkpoint, the columns its suite reads or None: all)
+        self._checkpoints: dict[tuple[str, tuple[str, ...], bool], tuple[Any, frozenset[str] | None]] = {}
         self._unrendered: list[Any] = []  # results validated with update_docs=False, not yet in the docs
 
     def validate(self, df: pd.DataFrame, table: str, params: dict[str, Any] | None = None,
@@ -210,9 +211,13 @@ class Validator:
             raise KeyError(f"no expectation suite for table '{table}'")
         params = {k: v for k, v in (params or {}).items() if v is not None}
         with self._lock:
-            checkpoint = self._checkpoint(table, params, update_docs)
-            result = checkpoint.run(batch_parameters={"dataframe": _gx_friendly(df)},
-                                    expectation_parameters=parameter_values(params))
+            checkpoint, columns = self._checkpoint(table, params, update_docs)
+            checked = df if columns is None else df[[c for c in df.columns if c in columns]]
+            try:
+                result = checkpoint.run(batch_parameters={"dataframe": _gx_friendly(checked)},
+                                        expectation_parameters=parameter_values(params))
+            finally:
+                self._forget_batches()
             if not update_docs and self.docs_dir is not None:
                 self._unrendered.extend(result.run_results)
         failures = []
@@ -228,8 +233,16 @@ class Validator:
             raise ValidationFailedError(table, failures, docs)
         return {"table": table, "rows": len(df), "expectations": evaluated, "docs": docs}
 
-    def _checkpoint(self, table: str, params: dict[str, Any], update_docs: bool) -> Any:
-        """The table's checkpoint, built on first use for this set of parameter names."""
+    def _forget_batches(self) -> None:
+        """Drop the batches GX's execution engine keeps after a run: the last table validated (a
+        copy, with a Python string per cell) would otherwise live until the next validation."""
+        batches = self.source.get_execution_engine().batch_manager
+        batches.batch_data_cache.clear()
+        batches.reset_batch_cache()
+
+    def _checkpoint(self, table: str, params: dict[str, Any], update_docs: bool) -> tuple[Any, frozenset[str] | None]:
+        """The table's checkpoint, built on first use for this set of parameter names, and the
+        columns its suite reads (None: the table's whole column set)."""
         gx = self._gx
         import great_expectations.expectations as gxe
 
@@ -240,7 +253,8 @@ class Validator:
         asset = self.source.add_dataframe_asset(name)
         batch = asset.add_batch_definition_whole_dataframe("all")
         suite = self.context.suites.add(gx.ExpectationSuite(name=name))
-        for expectation in SUITES[table](gxe, params):
+        expectations = SUITES[table](gxe, params)
+        for expectation in expectations:
             suite.add_expectation(expectation)
         definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         actions = []
@@ -252,8 +266,8 @@ class Validator:
             # value) at about half the cost of SUMMARY's per-value tallies
             result_format={"result_format": "BASIC", "partial_unexpected_count": 5},
         ))
-        self._checkpoints[key] = checkpoint
-        return checkpoint
+        self._checkpoints[key] = (checkpoint, columns_read(expectations))
+        return self._checkpoints[key]
 
     def build_docs(self) -> str | None:
         """Render the validations not yet in Data Docs, and the index. Incremental: a long-lived
@@ -265,6 +279,20 @@ class Validator:
                 self.context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=self._unrendered)
                 self._unrendered = []
         return str(self.docs_dir / "index.html")
+
+
+def columns_read(expectations: list[Any]) -> frozenset[str] | None:
+    """The columns a suite's expectations read, so GX is handed only those; None when one reads
+    the table's column set (ExpectTableColumns*, ExpectTableColumnCount*) or filters rows by a
+    condition, which may name any column. Row counts and column existence are the same on the
+    narrower frame: it keeps every row, and a named column that is missing stays missing."""
+    read: set[str] = set()
+    for expectation in expectations:
+        if type(expectation).__name__.startswith("ExpectTableColumn") or getattr(expectation, "row_condition", None):
+            return None
+        read.update(v for v in (getattr(expectation, a, None) for a in ("column", "column_A", "column_B")) if isinstance(v, str))
+        read.update(getattr(expectation, "column_list", None) or [])
+    return frozenset(read)
 
 
 def describe_failure(item: Any) -> str:
@@ -295,7 +323,7 @@ def _gx_friendly(df: pd.DataFrame) -> pd.DataFrame:
             value = ";".join(map(str, value))
         return html.escape(value) if isinstance(value, str) else value
 
-    out = df.copy()
+    out = df.copy(deep=False)  # the string columns are replaced below, the rest only read
     for column in out.columns:
         if out[column].dtype == object or str(out[column].dtype) in ("str", "string"):
             out[column] = out[column].astype(object).map(plain)
