@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from chorus.compute import release_freed_memory
 from chorus.config import ChorusSettings
 from chorus.datasets.adapters import candidates_for
 from chorus.datasets.candidates import DEMO_STAMP
@@ -168,6 +169,7 @@ def ingest_stage(settings: ChorusSettings, progress: Progress = None, validator:
     else:
         counts = (read_meta(state.tracks) or {}).get("summary", {})
     if social_dir and social_tables_key and not social_current:
+        release_freed_memory()  # what probing and validating the tracks freed, before the largest tables
         tables = read_social(social_dir)
         for name, table in tables.items():
             validator.validate(table, name)

@@ -325,6 +325,20 @@ def _gx_friendly(df: pd.DataFrame) -> pd.DataFrame:
 
     out = df.copy(deep=False)  # the string columns are replaced below, the rest only read
     for column in out.columns:
-        if out[column].dtype == object or str(out[column].dtype) in ("str", "string"):
-            out[column] = out[column].astype(object).map(plain)
+        if str(out[column].dtype) in ("str", "string"):  # Arrow-backed: escaped in place, no Python string per cell
+            out[column] = _escaped(out[column])
+        elif out[column].dtype == object:
+            out[column] = out[column].map(plain)
     return out
+
+
+# html.escape's replacements, "&" first
+_HTML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&#x27;"))
+
+
+def _escaped(strings: pd.Series) -> pd.Series:
+    """``html.escape`` of each value of a string column, vectorised."""
+    for raw, escaped in _HTML_ESCAPES:
+        if strings.str.contains(raw, regex=False).any():  # ids and vocabularies rarely need any: no copy
+            strings = strings.str.replace(raw, escaped, regex=False)
+    return strings
