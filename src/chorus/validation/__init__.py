@@ -234,8 +234,8 @@ class Validator:
         return {"table": table, "rows": len(df), "expectations": evaluated, "docs": docs}
 
     def _forget_batches(self) -> None:
-        """Drop the batches GX's execution engine keeps after a run: the last table validated (a
-        copy, with a Python string per cell) would otherwise live until the next validation."""
+        """Drop the batches GX's execution engine keeps after a run: the last table validated (its
+        escaped copy) would otherwise live until the next validation."""
         batches = self.source.get_execution_engine().batch_manager
         batches.batch_data_cache.clear()
         batches.reset_batch_cache()
@@ -312,10 +312,11 @@ def describe_failure(item: Any) -> str:
 
 
 def _gx_friendly(df: pd.DataFrame) -> pd.DataFrame:
-    """Plain object columns for GX: list values (playlist tags) joined, pandas 3 strings as objects,
-    and every string HTML-escaped: Data Docs print a table cell's string as HTML, and these come
-    from users (file names, tags, labels). Each suite's rules hold alike for the escaped values
-    (fixed vocabularies, uniqueness, nulls, a hex pattern); failure messages unescape them."""
+    """Columns GX can print: list values (playlist tags) joined into strings, and every string
+    HTML-escaped (Arrow-backed string columns stay Arrow-backed): Data Docs print a table cell's
+    string as HTML, and these come from users (file names, tags, labels). Each suite's rules hold
+    alike for the escaped values (fixed vocabularies, uniqueness, nulls, a hex pattern); failure
+    messages unescape them."""
     import numpy as np
 
     def plain(value: Any) -> Any:
