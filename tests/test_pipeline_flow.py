@@ -414,6 +414,22 @@ def test_tag_files_gives_the_models_predictions_on_the_stored_features(first_run
         assert list(row.labels) == [stored[by_file[row.file]]]
 
 
+def test_reading_a_models_feature_settings_leaves_no_download_behind(first_run, tmp_path, monkeypatch):
+    """Tagging, drift and search read a version's recorded feature settings on every call: the
+    artifact fetched from its run must not pile up in the system's temporary folder."""
+    import tempfile
+
+    from chorus.tagging import model_feature_settings
+
+    settings, _ = first_run
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    version = _alias(settings, _served_alias(settings))
+    assert model_feature_settings("chorus-style", version).sample_rate > 0
+    assert list(scratch.iterdir()) == []
+
+
 def test_the_pretrained_tagger_hears_metal_in_a_metal_song(first_run, tmp_path):
     """`chorus tag song --model chorus-musicnn-msd` out of the box: real tags for real music (the
     metal clip of tests/fixtures, from fretsonfire-songs-muldjord, CC BY-SA 3.0)."""

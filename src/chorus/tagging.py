@@ -39,12 +39,12 @@ def model_feature_settings(name: str, version: int) -> FeatureSettings:
     """The feature settings a registered version was trained on (its run's provenance/config.json),
     checked against the feature-config hash the model carries."""
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
+    from mlflow.artifacts import load_dict
     from mlflow.exceptions import MlflowException
 
     run_id = registry.run_id_of(name, version)
-    try:
-        config = json.loads(Path(download_artifacts(run_id=run_id, artifact_path="provenance/config.json")).read_text())
+    try:  # load_dict downloads into a temporary folder it removes (download_artifacts would leave one)
+        config = load_dict(f"runs:/{run_id}/provenance/config.json")
     except MlflowException as exc:
         raise InputError(f"models:/{name}/{version}", "its run has no provenance/config.json, so the feature settings "
                                                       "it was trained on are unknown; retrain it with chorus") from exc
