@@ -8,7 +8,7 @@ import pytest
 from chorus import MOODS
 from chorus.errors import ValidationFailedError
 from chorus.social.voting import SCORE_COLUMNS
-from chorus.validation import SUITES, Validator, columns_read
+from chorus.validation import SUITES, Validator, _escaped, columns_read
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,12 @@ def test_gx_is_handed_the_columns_a_suite_reads_and_keeps_no_table_after_a_run(v
     assert validator.validate(labels, "labels")["rows"] == 2
     # a long-lived process (chorus serve) does not carry the last table it validated
     assert validator.source.get_execution_engine().batch_manager.batch_data_cache == {}
+
+
+def test_string_columns_are_escaped_as_html_escape_escapes_each_value():
+    import html
+
+    values = ["a&b<c>\"d'e", "&amp;", "plain", "<<>>&&", "", None]
+    escaped = _escaped(pd.Series(values, dtype="str")).tolist()
+    assert escaped[:-1] == [html.escape(v) for v in values[:-1]]
+    assert pd.isna(escaped[-1])

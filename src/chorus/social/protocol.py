@@ -211,7 +211,7 @@ def label_quality(truth: pd.DataFrame, planted: pd.Series, top_k: int) -> dict[s
     out: dict[str, Any] = {"chance_top1": 1 / N_MOODS, "chance_top_k": top_k / N_MOODS, "k": top_k}
     track, track_ids = pd.factorize(truth["track_id"])
     mood_of_id = planted.reindex(np.asarray(track_ids, dtype=object)).map({m: i for i, m in enumerate(MOODS)})
-    mood = mood_of_id.fillna(-1).to_numpy(np.int64)[track] if len(track) else np.zeros(0, np.int64)
+    mood = mood_of_id.fillna(-1).to_numpy(np.int64)[track]
     scope = truth["scope"]
     for kind, in_kind in (("global", scope == "global"), ("group", scope.str.startswith("group:"))):
         rows = in_kind.to_numpy(bool) & (mood >= 0)

@@ -59,7 +59,7 @@ def user_song_votes(playlists: pd.DataFrame, playlist_tracks: pd.DataFrame, mapp
     # factorize first, then look up only the distinct ids: Arrow-backed columns factorize
     # without making a Python string per row
     member_of, member_playlists = pd.factorize(playlist_tracks["playlist_id"])
-    rows = pd.Index(playlists["playlist_id"]).get_indexer(member_playlists)[member_of] if len(member_of) else member_of
+    rows = pd.Index(playlists["playlist_id"]).get_indexer(member_playlists)[member_of]
     known = rows >= 0
     rows = rows[known]
     owner_of_playlist, users = pd.factorize(playlists["owner"], sort=True)
