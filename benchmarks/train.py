@@ -62,7 +62,7 @@ def _trainer(name: str, settings: ChorusSettings, features: Any, tracks: pd.Data
              precision: str) -> Callable[[dict[str, Any]], Any]:
     """A fresh network ``name`` set to train in ``precision``: called with ``epochs`` and
     ``steps``, it trains through the real loop (``chorus.training.fit``) and returns its result."""
-    from chorus.candidates import BACKBONE, CATALOGUE, build_network, task_targets
+    from chorus.families import BACKBONE, CATALOGUE, build_network, task_targets
     from chorus.features import map_names
     from chorus.models.scorer import Contract, TorchScorer
     from chorus.training import HeadSpec, fit, segment_split

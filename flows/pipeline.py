@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
+from chorus.families import resolve_candidates
 from chorus.stages import social_data_present
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_flows.drift import drift

@@ -6,8 +6,8 @@ from typing import Any
 from prefect import flow
 
 from chorus import stages
-from chorus.candidates import resolve_candidates
 from chorus.config import ChorusSettings
+from chorus.families import resolve_candidates
 from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
 from chorus_flows.features import features
 from chorus_tasks import demo as demo_tasks

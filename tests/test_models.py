@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from chorus import MOODS
-from chorus.candidates import CATALOGUE, resolve_candidates, task_targets, train_candidate
 from chorus.errors import StaleFeaturesError
+from chorus.families import CATALOGUE, resolve_candidates, task_targets, train_candidate
 from chorus.label_tasks import MultiLabelTruth
 from chorus.models.nets import (
     CRNN,

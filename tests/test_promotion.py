@@ -37,8 +37,9 @@ def test_a_split_too_small_to_resolve_the_margin_keeps_the_champion_unless_force
     assert not kept.promote and "too small to resolve" in kept.reason and kept.split == "valid"
     assert promotion.decide("m", 2, better, 0.2, RULE, 1, old, interval=(0.55, 0.85), force=True).promote
     assert promotion.decide("m", 2, better, 0.2, RULE, 1, old, interval=(0.69, 0.71)).promote
-    # the first champion only needs to beat the trivial baseline
+    # the first champion needs its interval above the trivial baseline
     assert promotion.decide("m", 1, better, 0.2, RULE, interval=(0.4, 1.0)).promote
+    assert not promotion.decide("m", 1, better, 0.2, RULE, interval=(0.19, 1.0)).promote
 
 
 def test_the_test_split_cannot_choose():
@@ -138,3 +139,51 @@ def test_scores_compare_class_names_not_positions():
                           "h", {"logmel": np.zeros((2, 4, 4), np.float32)})
     result = score_candidate(Fixed(), features, {"t0": 1, "t1": 0}, ["a", "b"], "single", rounds=100, seed=0)
     assert result["value"]["mean"] == 1.0 and result["accuracy"] == 1.0
+
+
+def _hash_gate(codes, labels, seed):
+    """A hash model's first gate decision, scored as the promote stage scores it."""
+    from chorus.evaluation.scoring import gate_metrics, hash_scores
+
+    result = hash_scores(codes, labels, 10, 200, seed)
+    rule = PromotionRule(primary="map_at_10", min_improvement=0.02)
+    return result, promotion.decide("chorus-hash-32", 1, gate_metrics(result, "hash"), result["baseline"], rule,
+                                    interval=tuple(result["value"]["ci"]), baseline_upper=result["baseline_interval"][1])
+
+
+def test_random_codes_are_refused_as_a_first_champion():
+    """The demo's shape (36 held-out tracks, 6 styles): random 32-bit codes score well above the
+    share of relevant items (the old baseline, which nearly all of them beat); the gate, a
+    one-sided test at 2.5% against random models on the same split, refuses all but a few."""
+    import numpy as np
+
+    from chorus.evaluation.retrieval import chance_precision
+
+    labels = np.repeat(np.arange(6), 6)
+    promoted = beat_chance_precision = 0
+    draws = 200
+    for seed in range(draws):
+        codes = np.random.default_rng(100 + seed).standard_normal((36, 32))
+        result, decision = _hash_gate(codes, labels, seed)
+        assert 0.2 < result["baseline"] < 0.4  # about 0.29 on this shape, not chance precision's 0.143
+        promoted += decision.promote
+        beat_chance_precision += result["value"]["mean"] > chance_precision(labels)
+    assert promoted <= 0.05 * draws  # measured: 7 of 200
+    assert beat_chance_precision >= 0.95 * draws  # what the old rule (value > chance precision) promoted
+
+
+def test_a_model_equal_to_the_baseline_is_refused_and_a_learned_one_promoted():
+    import numpy as np
+
+    labels = np.repeat(np.arange(6), 6)
+    rng = np.random.default_rng(7)
+    # codes that carry the label: a shared random code per style, a few bits flipped per track
+    style_codes = rng.standard_normal((6, 32))
+    learned = style_codes[labels] * np.where(rng.random((36, 32)) < 0.2, -1, 1)
+    result, decision = _hash_gate(learned, labels, 0)
+    assert decision.promote and result["value"]["ci"][0] > result["baseline"]
+    # a model whose headline equals the baseline, with an interval around it, is refused
+    equal = promotion.decide("m", 1, {"map_at_10": result["baseline"]}, result["baseline"],
+                             PromotionRule(primary="map_at_10", min_improvement=0.02),
+                             interval=(result["baseline"] - 0.05, result["baseline"] + 0.05))
+    assert not equal.promote and "not above the trivial baseline" in equal.reason

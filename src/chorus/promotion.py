@@ -34,6 +34,7 @@ class Decision:
     challenger_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
     baseline: float | None = None
+    baseline_upper: float | None = None
     dry_run: bool = False
     trigger: str = "manual"
     split: str = "valid"  # the split that decided; the report's headline is on another (test)
@@ -57,26 +58,44 @@ def verdict(record: dict[str, Any]) -> str:
 def decide(model: str, challenger: int, challenger_metrics: dict[str, float], baseline: float,
            rule: PromotionRule, champion: int | None = None, champion_metrics: dict[str, float] | None = None,
            champion_problem: str | None = None, split: str = "valid", interval: tuple[float, float] | None = None,
-           force: bool = False) -> Decision:
+           force: bool = False, baseline_upper: float | None = None) -> Decision:
     """Promote when the primary metric improves on the champion's by at least
     ``rule.min_improvement`` and no guard metric falls more than its tolerance. Without a
     champion (or with one that cannot be scored on the current data, ``champion_problem``) the
-    challenger must beat the task's trivial baseline on the primary metric. A promotion over a
-    champion also needs ``split`` large enough to resolve the margin: the challenger's 95%
+    challenger must beat the task's trivial baseline (what a model that learned nothing scores on
+    the same metric and split): the lower end of its 95% ``interval`` above the baseline, or the
+    point estimate when the primary has no interval. Where trivial models vary (random codes),
+    ``baseline`` is their mean and ``baseline_upper`` the 97.5th percentile of their scores on the
+    same split, and the point estimate must also lie above it: a one-sided test at 2.5% against
+    models that learned nothing, which the bootstrap interval over tracks alone does not give. A
+    promotion over a champion also needs ``split`` large enough to resolve the margin: the challenger's 95%
     ``interval`` on the primary metric no wider than ``min_improvement`` either side (``force``
     promotes anyway)."""
     primary = rule.primary
     value = challenger_metrics[primary]
     common: dict[str, Any] = {"model": model, "challenger": challenger, "champion": champion, "rule": rule.model_dump(),
                               "challenger_metrics": challenger_metrics, "champion_metrics": champion_metrics,
-                              "baseline": baseline, "split": split}
+                              "baseline": baseline, "baseline_upper": baseline_upper, "split": split}
     if champion is None or champion_problem is not None:
         lead = "no champion yet" if champion is None else champion_problem
-        if value > baseline:
-            return Decision(promote=True, reason=f"{lead}; {primary} {value:.4f} beats the trivial baseline {baseline:.4f}",
+        if interval is None:  # the rule's primary has no interval: its point estimate must beat the baseline
+            if value > baseline:
+                return Decision(promote=True, reason=f"{lead}; {primary} {value:.4f} beats the trivial baseline "
+                                                     f"{baseline:.4f}", **common)
+            return Decision(promote=False, reason=f"{lead}; {primary} {value:.4f} does not beat the trivial baseline "
+                                                  f"{baseline:.4f}", **common)
+        low = interval[0]
+        if low <= baseline:
+            return Decision(promote=False, reason=f"{lead}; {primary} {value:.4f} is not above the trivial baseline "
+                                                  f"{baseline:.4f} with confidence: its 95% interval starts at {low:.4f}",
                             **common)
-        return Decision(promote=False, reason=f"{lead}; {primary} {value:.4f} does not beat the trivial baseline "
-                                             f"{baseline:.4f}", **common)
+        if baseline_upper is not None and value <= baseline_upper:
+            return Decision(promote=False, reason=f"{lead}; {primary} {value:.4f} is within what trivial models reach on "
+                                                  f"this split: 2.5% of them score above {baseline_upper:.4f} (mean "
+                                                  f"{baseline:.4f})", **common)
+        beyond = "" if baseline_upper is None else f", and above 97.5% of trivial models ({baseline_upper:.4f})"
+        return Decision(promote=True, reason=f"{lead}; {primary} {value:.4f}, 95% interval from {low:.4f}, lies above "
+                                             f"the trivial baseline {baseline:.4f}{beyond}", **common)
     assert champion_metrics is not None
     gain = value - champion_metrics[primary]
     if gain < rule.min_improvement:

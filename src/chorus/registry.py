@@ -220,6 +220,7 @@ def load_scorer(name: str, version_or_alias: int | str) -> Any:
     import mlflow.artifacts
     import yaml
 
+    import chorus.families  # noqa: F401  (registers every family's networks)
     from chorus.models.persist import load_scorer_folder
     from chorus.serving import SCORER_ARTIFACT
 

@@ -23,6 +23,7 @@ class ChorusPyfunc(PythonModel):
         self.scorer = scorer
 
     def load_context(self, context):
+        import chorus.families  # noqa: F401  (registers every family's networks)
         from chorus.models.persist import load_scorer_folder
 
         self.scorer = load_scorer_folder(Path(context.artifacts[SCORER_ARTIFACT]))

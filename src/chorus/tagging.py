@@ -12,9 +12,9 @@ import pandas as pd
 
 from chorus import registry
 from chorus.audio import AudioProblem
-from chorus.candidates import CATALOGUE
 from chorus.config import FeatureSettings, IngestSettings
 from chorus.errors import InputError, StaleFeaturesError
+from chorus.families import CATALOGUE
 from chorus.features import TrackFeatures, extract_track_or_problem, problem_record
 from chorus.ingest import probe_within_limits
 

@@ -177,7 +177,7 @@ def train(
 @app.command()
 def candidates() -> None:
     """List every model and baseline `chorus train --candidate` accepts, and the profiles."""
-    from chorus.candidates import CATALOGUE  # imports torch: only for this listing
+    from chorus.families import CATALOGUE  # imports torch: only for this listing
 
     table = Table(title="candidates")
     for column in ("candidate", "task", "family", "needs", "profiles"):

@@ -183,11 +183,14 @@ def retrieval_section(retrieval: dict[str, Any] | None) -> str:
     k = retrieval["k"]
     rows = [[name, r["bits"] if r["bits"] else "", r["map_at_k"], r["precision_at_k"], r["original_in_top_k"]]
             for name, r in retrieval["rankings"].items()]
+    rows += [[f"random {bits}-bit codes (mean of {r['rounds']}; 95% of draws in [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}])",
+              bits, r["mean"], "", ""] for bits, r in retrieval.get("random_codes", {}).items()]
     ranking = html_table(["ranking", "bits", f"mAP@{k}", f"precision@{k}", f"own track in top {k}"], rows)
     curve = html_table(["PCA dims", "accuracy", "distortion rate"],
                    [[c["dims"], c["accuracy"], c["distortion_rate"]] for c in retrieval.get("compression", [])])
     return (f"<h2>Retrieval</h2><p class=\"muted\">Held-out segments query each other; relevant = same style "
-            f"(chance precision {retrieval['chance_precision']:.3f}); semantic vectors: "
+            f"(chance precision {retrieval['chance_precision']:.3f}; mAP@k of random codes in the table: the score a "
+            f"model that learned nothing reaches on this metric); semantic vectors: "
             f"{html.escape(retrieval['semantic_model'])}. Hash baselines take the semantic vectors to the same bit "
             f"budget.</p>{ranking}<h2>Compression</h2><p class=\"muted\">Semantic vectors reduced by PCA (fit on "
             "train): logistic-regression accuracy and relative reconstruction error.</p>" + curve)

@@ -19,8 +19,8 @@ from chorus.evaluation.metrics import (
 )
 from chorus.evaluation.retrieval import (
     average_precision_at_k,
-    chance_precision,
     hamming_distance,
+    random_codes_map_at_k,
     top_k,
 )
 from chorus.features import FeatureSet
@@ -45,22 +45,40 @@ def score_candidate(scorer: Scorer, features: FeatureSet, targets: dict[str, Any
                 "baseline": metrics["prevalence_baseline"], **metrics, "track_ids": track_ids.tolist(),
                 "arrays": (truth, per_track)}
     if kind == "hash":
-        ap = average_precision_at_k(top_k(hamming_distance(per_track), k), truth)
-        chance = chance_precision(truth)
-        bit_balance = float(np.abs(np.where(per_track >= 0, 1.0, -1.0).mean(0)).mean())
-        return {"metric": f"Hamming mAP@{k}", "value": bootstrap_interval(lambda i: float(ap[i].mean()), len(ap), rounds, seed),
-                "baseline_name": "random ranking (precision)", "baseline": chance, "bits": int(per_track.shape[1]),
-                "mean_abs_bit_mean": bit_balance, "n": int(len(truth))}
+        return hash_scores(per_track, truth, k, rounds, seed)
     # Outputs are indexed by the scorer's own classes, targets by the current ones: a champion
     # trained when the class list differed is compared by name, not by position.
     actual = [labels[t] for t in truth]
     predicted = [scorer.contract.labels[p] for p in per_track.argmax(1)]
     correct = np.array([a == p for a, p in zip(actual, predicted, strict=True)], dtype=float)
-    majority = float(np.bincount(truth).max() / len(truth))
+    shares = np.bincount(truth) / len(truth)
+    majority = float(shares.max())
     cm = classification_metrics(actual, predicted, labels)
     return {"metric": "accuracy", "value": bootstrap_interval(lambda i: float(correct[i].mean()), len(correct), rounds, seed),
-            "baseline_name": "majority class", "baseline": majority, **cm.as_dict(), "classification": cm,
+            "baseline_name": "majority class", "baseline": majority,
+            "stratified_random_baseline": float((shares**2).sum()), **cm.as_dict(), "classification": cm,
             "track_ids": track_ids.tolist(), "arrays": (truth, per_track)}
+
+
+def hash_scores(codes: np.ndarray, truth: np.ndarray, k: int, rounds: int, seed: int) -> dict[str, Any]:
+    """Hamming mAP@k of per-track codes (relevant = same label) with its 95% bootstrap interval,
+    beside its trivial baseline on the same metric and sample: the mean mAP@k of random codes of
+    the same length (``random_codes_map_at_k``).
+
+    Parameters
+    ----------
+    codes : np.ndarray, shape (n_tracks, bits)
+        Real-valued code outputs; a bit is set where the value is >= 0.
+    truth : np.ndarray, shape (n_tracks,)
+        Each track's label.
+    """
+    ap = average_precision_at_k(top_k(hamming_distance(codes), k), truth)
+    random_codes = random_codes_map_at_k(truth, int(codes.shape[1]), k, seed=seed)
+    bit_balance = float(np.abs(np.where(codes >= 0, 1.0, -1.0).mean(0)).mean())
+    return {"metric": f"Hamming mAP@{k}", "value": bootstrap_interval(lambda i: float(ap[i].mean()), len(ap), rounds, seed),
+            "baseline_name": f"random {codes.shape[1]}-bit codes", "baseline": random_codes["mean"],
+            "baseline_interval": random_codes["ci"], "baseline_p95": random_codes["p95"],
+            "bits": int(codes.shape[1]), "mean_abs_bit_mean": bit_balance, "n": int(len(truth))}
 
 
 def gate_metrics(result: dict[str, Any], kind: str) -> dict[str, float]:

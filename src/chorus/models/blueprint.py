@@ -48,6 +48,19 @@ def recorded(init: Callable[Concatenate[M, P], None]) -> Callable[Concatenate[M,
     return wrapper
 
 
+NETWORKS: dict[str, type[nn.Module]] = {}  # the networks a stored blueprint may name (``register_network``)
+N = TypeVar("N", bound=type[nn.Module])
+
+
+def register_network(cls: N) -> N:
+    """Class decorator: a stored model may name this network (``chorus.models.persist``). A
+    family module registers the networks it builds; nothing else is ever built from a blueprint."""
+    if NETWORKS.get(cls.__name__, cls) is not cls:
+        raise ValueError(f"another network class named {cls.__name__!r} is already registered")
+    NETWORKS[cls.__name__] = cls
+    return cls
+
+
 def blueprint_of(network: nn.Module) -> Blueprint:
     blueprint = getattr(network, "blueprint", None)
     if not isinstance(blueprint, dict):

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chorus.models.blueprint import recorded
+from chorus.models.blueprint import recorded, register_network
 
 
+@register_network
 class PaperCNN(nn.Module):
     """The article's network, exactly: 64x64 input, conv 5x5 x5, average pool 2, conv 5x5 x10,
     average pool 2 -> 10 x 13 x 13 = 1,690 features, fully connected, output. The stored map is
@@ -59,6 +60,7 @@ class ConvBlock(nn.Module):
         return self.pool(F.relu(y))
 
 
+@register_network
 class ShortChunkCNN(nn.Module):
     """Short-chunk CNN (Won et al. 2020, the design leading MagnaTagATune results): stacked 3x3
     conv blocks over ~3.7 s chunks of 128-band log-mel, global max pooling, a dense layer, output.
@@ -91,6 +93,7 @@ class ShortChunkCNN(nn.Module):
         return self.head(self.dropout(self.embed(x)))
 
 
+@register_network
 class CRNN(nn.Module):
     """Conv front (pooling frequency harder than time), frequency collapsed, a GRU (128 units)
     over time; the last hidden state is the embedding."""
@@ -117,6 +120,7 @@ class CRNN(nn.Module):
         return self.head(self.dropout(self.embed(x)))
 
 
+@register_network
 class PretextCNN(nn.Module):
     """The backbone pretrained on a pretext task: one short-chunk CNN trunk, one head per pretext
     label (e.g. style and instrument family). Its ``trunk`` is reused frozen or fine-tuned."""
@@ -155,6 +159,7 @@ class OnPretrainedTrunk(nn.Module):
         return self
 
 
+@register_network
 class TransferCNN(OnPretrainedTrunk):
     """A pretrained trunk with a new head."""
 
@@ -199,6 +204,7 @@ def select_maps_by_variance(trunk: ShortChunkCNN, batches: list[torch.Tensor], p
     return chosen
 
 
+@register_network
 class CRNNH(OnPretrainedTrunk):
     """CRNN hashing: from each conv block of a pretrained trunk, the selected feature maps, each
     pooled to a ``pooled x pooled`` grid; one vector per layer, a sequence over layers read by a

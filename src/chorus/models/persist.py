@@ -1,6 +1,8 @@
 """A scorer as a folder that loads without unpickling anything: ``scorer.json`` (the contract and
 how to build the scorer), the network's weights as safetensors, a scikit-learn estimator as a
-skops file whose every type must come from an allowed library. This folder is what the registry
+skops file whose every type must come from an allowed library. Only networks registered with
+``chorus.models.blueprint.register_network`` are built: import ``chorus.families`` (every
+family's networks) before loading. This folder is what the registry
 stores as a model's artifact; loading it never runs code from it.
 
 Layout::
@@ -20,14 +22,11 @@ from typing import Any
 
 import numpy as np
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from chorus.errors import UnsafeModelError
-from chorus.models.blueprint import blueprint_of, build
-from chorus.models.nets import CRNN, CRNNH, PaperCNN, PretextCNN, ShortChunkCNN, TransferCNN
+from chorus.models import nets  # noqa: F401  (registers the built-in networks)
+from chorus.models.blueprint import NETWORKS, blueprint_of, build
 from chorus.models.scorer import Contract, EmbeddingFeaturiser, MfccFeaturiser, Scorer, SklearnScorer, TorchScorer
-from chorus.pretrained.musicnn import Musicnn, MusicnnVgg
-from chorus.pretrained.tagger import PretrainedTagger
 
 FORMAT = 1  # of scorer.json; part of every candidate's training key
 SCORER_FILE = "scorer.json"
@@ -35,8 +34,6 @@ WEIGHTS_FILE = "weights.safetensors"
 ESTIMATOR_FILE = "estimator.skops"
 FEATURISER_FOLDER = "featuriser"
 
-NETWORKS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
-    PaperCNN, ShortChunkCNN, CRNN, PretextCNN, TransferCNN, CRNNH, Musicnn, MusicnnVgg, PretrainedTagger)}
 # The libraries a stored estimator's types may come from (skops refuses any other type).
 ESTIMATOR_MODULES = ("sklearn.", "imblearn.", "skmultilearn.", "chorus.baselines.", "numpy.", "scipy.sparse.")
 

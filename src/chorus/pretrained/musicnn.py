@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chorus.models.blueprint import recorded
+from chorus.models.blueprint import recorded, register_network
 
 TF_BN_EPSILON = 1e-3
 N_MELS = 96
@@ -101,6 +101,7 @@ class _MidConv(nn.Module):
         return self.bn(F.relu(self.conv(x)))
 
 
+@register_network
 class Musicnn(nn.Module):
     """musicnn: input (batch, 187, 96) log-mel patches -> ``MusicnnOutput``."""
 
@@ -147,6 +148,7 @@ class Musicnn(nn.Module):
         return MusicnnOutput(self.head(self.dropout(penultimate)), penultimate, max_pool, mean_pool)
 
 
+@register_network
 class MusicnnVgg(nn.Module):
     """musicnn's vgg baseline: input (batch, 187, 96) log-mel patches -> ``MusicnnOutput``."""
 

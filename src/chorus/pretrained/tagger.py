@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from chorus.models.blueprint import recorded
+from chorus.models.blueprint import recorded, register_network
 from chorus.pretrained.frontend import musicnn_input
 from chorus.pretrained.musicnn import Musicnn, MusicnnVgg
 
 
+@register_network
 class PretrainedTagger(nn.Module):
     """One of musicnn's networks on stored dB maps; with ``n_out`` a new linear head on its
     embedding replaces the 50 tags (``dropout`` before it). Fine-tuning trains the new head and,

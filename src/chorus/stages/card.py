@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from chorus import registry
-from chorus.candidates import CATALOGUE, CandidateSpec, task_targets
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
 from chorus.evaluation.card import (
@@ -27,6 +26,7 @@ from chorus.evaluation.card import (
     slice_rows,
 )
 from chorus.evaluation.scoring import score_candidate
+from chorus.families import CATALOGUE, CandidateSpec, family_of, task_targets
 from chorus.features import FeatureSet
 from chorus.io import write_text_atomic
 from chorus.models.scorer import Scorer
@@ -202,7 +202,7 @@ def _provenance(ctx: StageContext, spec: CandidateSpec, tags: dict[str, str], ru
     rows = [["MLflow run", run_id], ["git commit", tags.get("chorus.git_commit", "unknown")],
             ["device / precision", f"{tags.get('chorus.device', '?')} / {tags.get('chorus.precision', '?')}"],
             ["stored as", "MLflow model from code: JSON blueprint, safetensors weights, skops estimator (no pickle)"]]
-    pretrained = spec.arch if spec.family == "pretrained" else ("MSD_musicnn" if "musicnn_msd" in spec.needs else "")
+    pretrained = spec.arch if family_of(spec).runtime == "pretrained" else ("MSD_musicnn" if "musicnn_msd" in spec.needs else "")
     if pretrained:
         record = ctx.state.pretrained / f"{pretrained}.json"
         if record.exists():

@@ -16,7 +16,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from chorus import registry
-from chorus.candidates import CATALOGUE, TaskTargets, task_targets
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import ChorusError, InputError, StaleFeaturesError, UnsafeModelError
 from chorus.evaluation import render_report
@@ -27,6 +26,7 @@ from chorus.evaluation.report import (
 )
 from chorus.evaluation.retrieval import compression_curve, retrieval_table
 from chorus.evaluation.scoring import planted_mood_scores, score_candidate, tag_prior_scores
+from chorus.families import CATALOGUE, TaskTargets, task_targets
 from chorus.features import FeatureSet
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.label_tasks import MultiLabelTruth

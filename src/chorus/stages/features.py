@@ -17,10 +17,10 @@ from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
 from chorus.audio import AudioProblem
-from chorus.candidates import resolve_candidates
 from chorus.compute import client_open, local_workers
 from chorus.config import ChorusSettings, FeatureSettings
 from chorus.errors import ValidationFailedError
+from chorus.families import resolve_candidates
 from chorus.features import (
     DB_MAX,
     FeatureSet,

@@ -10,16 +10,16 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from chorus import promotion, registry
-from chorus.candidates import CATALOGUE, resolve_candidates, task_targets
 from chorus.config import ChorusSettings
 from chorus.errors import StaleFeaturesError, UnsafeModelError
 from chorus.evaluation.scoring import gate_metrics, score_candidate
+from chorus.families import CATALOGUE, resolve_candidates, task_targets
 from chorus.label_tasks import MultiLabelTruth
 from chorus.stages.context import StageContext, StageSummary
 from chorus.stages.features import FeatureSets
 from chorus.stages.train import mood_labels, training_tracks
 
-GATE_BOOTSTRAP_ROUNDS = 200  # the gate compares point estimates; the interval only says whether the split resolves the margin
+GATE_BOOTSTRAP_ROUNDS = 200  # the interval says whether a first version beats the baseline and whether the split resolves a margin
 HEADLINE = {"single": "accuracy", "multi": "macro_pr_auc", "hash": "map_at_10"}  # score_candidate's "value" per kind
 
 
@@ -32,6 +32,7 @@ class GateScores:
     baseline: float
     kind: str
     interval: tuple[float, float]
+    baseline_upper: float | None = None  # where trivial models vary: the 97.5th percentile of their scores
 
 
 def score_version(settings: ChorusSettings, name: str, version: int, feature_sets: FeatureSets, tracks: pd.DataFrame,
@@ -47,7 +48,9 @@ def score_version(settings: ChorusSettings, name: str, version: int, feature_set
     result = score_candidate(scorer, features, targets.splits[settings.promote.split], targets.labels, spec.kind,
                              GATE_BOOTSTRAP_ROUNDS, settings.evaluate.seed)
     low, high = result["value"]["ci"]
-    return GateScores(gate_metrics(result, spec.kind), float(result["baseline"]), spec.kind, (float(low), float(high)))
+    upper = result["baseline_interval"][1] if "baseline_interval" in result else None
+    return GateScores(gate_metrics(result, spec.kind), float(result["baseline"]), spec.kind, (float(low), float(high)),
+                      upper)
 
 
 def _already_decided(name: str, challenger: int, champion: int | None) -> str | None:
@@ -73,7 +76,7 @@ def _decide(settings: ChorusSettings, name: str, challenger: int, champion: int 
     # the interval is of the headline metric; it bounds the rule's primary when that is the headline
     interval = scores.interval if rule.primary == HEADLINE[scores.kind] else None
     return promotion.decide(name, challenger, scores.metrics, scores.baseline, rule, champion, champion_metrics, problem,
-                            settings.promote.split, interval, settings.promote.force)
+                            settings.promote.split, interval, settings.promote.force, scores.baseline_upper)
 
 
 def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str = "manual",

@@ -13,10 +13,10 @@ from distributed import Client
 
 from chorus import registry
 from chorus.audio import AudioProblem
-from chorus.candidates import CATALOGUE
 from chorus.compute import dask_scheduler
 from chorus.config import ChorusSettings, IngestSettings, stable_hash
 from chorus.errors import ChorusError, InputError, StaleFeaturesError
+from chorus.families import CATALOGUE
 from chorus.features import load_features
 from chorus.ingest import TRACK_COLUMNS, probe_within_limits
 from chorus.io import write_parquet

@@ -16,21 +16,22 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from chorus import registry
-from chorus.candidates import (
+from chorus.config import ChorusSettings, stable_hash
+from chorus.datasets.pretext import STAMP_NAME
+from chorus.errors import InputError
+from chorus.evaluation.report import history_figure
+from chorus.families import (
     CATALOGUE,
     CandidateSpec,
     TaskTargets,
     Trained,
     candidate_features,
+    family_of,
     key_settings,
     resolve_candidates,
     task_targets,
     train_candidate,
 )
-from chorus.config import ChorusSettings, stable_hash
-from chorus.datasets.pretext import STAMP_NAME
-from chorus.errors import InputError
-from chorus.evaluation.report import history_figure
 from chorus.features import FeatureSet, features_key, load_features, map_names
 from chorus.io import read_table
 from chorus.label_tasks import (
@@ -75,7 +76,7 @@ def candidate_key(settings: ChorusSettings, spec: CandidateSpec, targets: TaskTa
     source = training_source(settings, spec.task)
     feature_settings = candidate_features(spec, settings.features)
     # a model registered in another storage format is trained and registered again
-    if spec.family == "pretrained":  # nothing learnt from the corpus: the weights and the input they read
+    if not family_of(spec).learns_from_corpus:  # nothing learnt from the corpus: the weights and the input they read
         return stable_hash({"candidate": key_settings(spec, settings.train), "features": feature_settings.config_hash(),
                             "stored_as": STORAGE_FORMAT})
     return stable_hash({
@@ -236,7 +237,7 @@ def _run_params(spec: CandidateSpec, trained: Trained, settings: ChorusSettings,
               **{f"candidate.{k}": v for k, v in trained.params.items() if k != "selected_maps"},
               "feature_config_hash": features.config_hash, "split_manifest_hash": split_manifest,
               "n_train_segments": trained.summary.get("n_train_segments")}
-    if spec.family == "sklearn":
+    if family_of(spec).runtime == "sklearn":
         params.update({f"svm.{k}": v for k, v in ts.svm.model_dump(mode="json").items()})
     if spec.task == "hash":
         params.update({f"hashing.{k}": v for k, v in ts.hashing.model_dump(mode="json").items()})
