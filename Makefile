@@ -23,6 +23,8 @@ $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.s
 		s = load_settings(); d = tempfile.TemporaryDirectory(); prerender(s.demo, s.train.backbone, d.name)"
 	# musicnn's trained weights (ISC): the wheel is read, never installed (its code needs TensorFlow 1).
 	$(BIN)/pip download -q --no-deps musicnn==0.1.0 -d $(VENV)/share/chorus/wheels
+	# basic-pitch's note model (Apache-2.0): its ONNX graph is read from the wheel, never installed (it needs TensorFlow).
+	$(BIN)/pip download -q --no-deps basic-pitch==0.4.0 -d $(VENV)/share/chorus/wheels
 	touch $(STAMP)
 
 setup: $(STAMP)

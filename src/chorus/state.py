@@ -100,6 +100,16 @@ class StateDir:
         return self.root / "quarantine"
 
     @property
+    def melody(self) -> Path:
+        """Notes and melodies per track (audio and score), and the humming queries that judge them."""
+        return self.root / "melody"
+
+    @property
+    def melody_index(self) -> Path:
+        """The melody index (query by humming), beside the similar-song indexes."""
+        return self.search / "melody"
+
+    @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
 

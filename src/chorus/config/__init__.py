@@ -17,6 +17,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from chorus.config.melody import MelodySettings
 from chorus.config.sections import (
     DEFAULT_STYLES,
     PROFILES,
@@ -47,6 +48,7 @@ from chorus.errors import ConfigError
 __all__ = [
     "DEFAULT_STYLES", "PROFILES", "SINGLE_LABEL_CANDIDATES", "BackboneSettings", "ChorusSettings", "DegradedQuerySettings",
     "DemoSettings", "DriftSettings", "EvaluateSettings", "FeatureSettings", "HashSettings", "IngestSettings", "LabelSettings", "LabelTask",
+    "MelodySettings",
     "OrchestrationSettings", "PromoteSettings", "PromotionRule", "SearchSettings", "SectionSettings", "ServicesSettings",
     "SvmSearchSettings", "TrainSettings", "load_settings", "parse_overrides", "set_dotted", "stable_hash",
 ]
@@ -85,6 +87,7 @@ class ChorusSettings(BaseSettings):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    melody: MelodySettings = Field(default_factory=MelodySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     tasks: dict[str, LabelTask] = Field(default_factory=default_tasks, description="Tasks by name (chorus run --task).")
     services: ServicesSettings = Field(default_factory=ServicesSettings)

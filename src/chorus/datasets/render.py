@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 # How each latent mood is rendered, so mood is audible: tempo factor, loudness (MIDI velocity),
 # register (semitones) and instrument (General MIDI program).
@@ -91,6 +92,49 @@ def list_works(style: str) -> list[Work]:
     return works
 
 
+def score_midi(work: Work, measures: int) -> bytes:
+    """The first ``measures`` of a work (all of it for 0) as a standard MIDI file."""
+    from music21 import converter, midi
+
+    kwargs: dict[str, Any] = {"number": work.number} if work.number is not None else {}
+    # Never music21's pickle cache: it thaws pickles from a shared scratch folder (/tmp/music21)
+    # that any local user can write to.
+    score = converter.parse(work.path, forceSource=True, storePickle=False, **kwargs)
+    excerpt = score.measures(1, measures) if measures else score
+    return midi.translate.music21ObjectToMidiFile(excerpt).writestr()
+
+
+def work_by_label(style: str, label: str) -> Work:
+    """The work a manifest's ``work`` column names (``Work.label``)."""
+    for work in list_works(style):
+        if work.label == label:
+            return work
+    raise KeyError(f"music21 bundles no work {label!r} for style {style!r}")
+
+
+def rendered_notes(midi: bytes, mood: str, seconds: float) -> pd.DataFrame:
+    """The notes a clip rendered by ``Renderer.render(midi, mood, seconds)`` sounds, on its clock
+    (0 = the first note): onset_s, offset_s, pitch (after the mood's transposition), velocity.
+    This is the clip's symbolic score."""
+    import pretty_midi
+
+    spec = MOOD_RENDERING[mood]
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(midi))
+    end = pm.get_end_time()
+    if end <= 0:
+        raise ValueError("no notes")
+    pm.adjust_times([0.0, end], [0.0, end / float(spec["tempo"])])
+    rows = [(n.start, n.end, int(np.clip(n.pitch + int(spec["transpose"]), 21, 108)), n.velocity)
+            for inst in pm.instruments if not inst.is_drum for n in inst.notes]
+    if not rows:
+        raise ValueError("no melodic notes")
+    notes = pd.DataFrame(rows, columns=["onset_s", "offset_s", "pitch", "velocity"])
+    notes[["onset_s", "offset_s"]] -= notes["onset_s"].min()
+    notes = notes[notes["onset_s"] < seconds]
+    notes["offset_s"] = notes["offset_s"].clip(upper=seconds)
+    return notes.sort_values(["onset_s", "pitch"], kind="stable").reset_index(drop=True)
+
+
 def default_soundfont() -> Path:
     """pretty_midi's wheel ships TimGM6mb.sf2 (GPL-2): always present, small and fast to load."""
     import pretty_midi
@@ -127,14 +171,7 @@ class Renderer:
         return synth, sfid
 
     def midi_from_work(self, work: Work, measures: int) -> bytes:
-        from music21 import converter, midi
-
-        kwargs: dict[str, Any] = {"number": work.number} if work.number is not None else {}
-        # Never music21's pickle cache: it thaws pickles from a shared scratch folder (/tmp/music21)
-        # that any local user can write to.
-        score = converter.parse(work.path, forceSource=True, storePickle=False, **kwargs)
-        excerpt = score.measures(1, measures) if measures else score
-        return midi.translate.music21ObjectToMidiFile(excerpt).writestr()
+        return score_midi(work, measures)
 
     def render(self, midi: bytes, mood: str, seconds: float, program: int | None = None) -> np.ndarray:
         """Render with the mood's tempo, loudness, register and instrument (``program`` replaces

@@ -32,10 +32,11 @@ class WheelPin:
     version: str
     sha256: str
     licence: str
+    tag: str = "py3-none-any"  # the wheel's compatibility tag
 
     @property
     def filename(self) -> str:
-        return f"{self.name}-{self.version}-py3-none-any.whl"
+        return f"{self.name.replace('-', '_')}-{self.version}-{self.tag}.whl"
 
     def download_command(self, folder: Path) -> str:
         return f"pip download --no-deps {self.name}=={self.version} -d {folder}"

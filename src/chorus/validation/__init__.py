@@ -153,6 +153,19 @@ def _search_index_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _melody_notes_suite(gxe: Any, params: dict[str, Any]) -> list[Any]:
+    """Notes or melody lines per track and source (see chorus.melody.extract)."""
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="track_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="source", value_set=["audio", "score"]),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["track_id", "source", "note"]),
+        gxe.ExpectColumnValuesToBeBetween(column="pitch", min_value=21, max_value=108),
+        gxe.ExpectColumnValuesToBeBetween(column="onset_s", min_value=0.0),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="offset_s", column_B="onset_s", or_equal=True),
+        gxe.ExpectColumnValuesToBeBetween(column="amplitude", min_value=0.0, max_value=1.0),
+    ]
+
+
 SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
     "tracks": _tracks_suite,
     "users": _users_suite,
@@ -162,6 +175,7 @@ SUITES: dict[str, Callable[[Any, dict[str, Any]], list[Any]]] = {
     "labels": _labels_suite,
     "feature_segments": _feature_segments_suite,
     "search_index": _search_index_suite,
+    "melody_notes": _melody_notes_suite,
 }
 
 
