@@ -187,6 +187,42 @@ def test_search_index_finds_tracks_from_degraded_copies_and_answers_the_cli(firs
     assert bad.returncode != 0 and "no-such-track: neither an audio file nor a track id" in bad.stderr + bad.stdout
 
 
+def test_melody_index_finds_a_hummed_demo_track_and_the_cli_answers(first_run, tmp_path):
+    from chorus.melody.align import align
+    from chorus.melody.index import MelodyIndex, melodies_from_table
+    from chorus.melody.synth import LEVELS, hum_query
+    from conftest import run_chorus, write_wav
+
+    settings, summary = first_run
+    state = StateDir(settings.state_dir)
+    assert not summary["melody"]["skipped"] and summary["melody"]["counts"]["scores"] == 12
+    tracks = pd.read_parquet(state.tracks)
+    index = MelodyIndex.load(state.melody_index)
+    quarantine = pd.read_parquet(state.melody / "quarantine.parquet")
+    # nothing disappears: every track is in the index or quarantined with its reason
+    assert set(index.track_ids) | set(quarantine["track_id"]) == set(tracks["track_id"])
+    assert not set(index.track_ids) & set(quarantine["track_id"])
+    assert quarantine["reason"].str.len().gt(0).all()
+    melodies = pd.read_parquet(state.melody / "melodies.parquet")
+    assert set(melodies["source"]) == {"audio", "score"}  # the demo's scores are kept beside the transcriptions
+    judged = json.loads((state.reports / "melody.json").read_text())
+    assert judged["catalogue"] == len(index) and judged["transcription"]["n"] == 12
+    subject = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
+    assert "Find a song by its tune" in (state.reports / f"chorus-style-v{subject}" / "report.html").read_text()
+
+    # the indexed track whose transcribed melody follows its score best, sung from its score
+    scores = melodies_from_table(melodies[melodies["source"] == "score"])
+    track = min((t for t in index.track_ids if len(scores.get(t, [])) >= 8),
+                key=lambda t: align(scores[t], index.melodies[t])[0])
+    query = hum_query(scores[track], track, LEVELS["clean"], np.random.default_rng(0), min_notes=8)
+    wav = write_wav(tmp_path / "hum.wav", query.audio, sr=22050)
+    done = run_chorus("--state-dir", str(state.root), "hum", str(wav), "--k", "3", "--json", cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["matches"][0]["track_id"] == track and len(found["matches"]) == 3
+    assert [m["rank"] for m in found["matches"]] == [1, 2, 3]
+
+
 def test_registered_champion_reproduces_recorded_accuracy(first_run):
     import mlflow
 
@@ -216,12 +252,13 @@ def test_second_run_does_no_new_work(first_run):
     settings, _ = first_run
     state = StateDir(settings.state_dir)
     champion = json.loads((state.reports / "metrics.json").read_text())["models"]["chorus-style"]["version"]
-    watched = sorted(state.features.rglob("*.parquet")) + [state.tracks, state.labels / "labels.parquet",
+    watched = sorted(state.features.rglob("*.parquet")) + sorted(state.melody.glob("*.parquet")) + [
+        state.tracks, state.labels / "labels.parquet",
                                                          state.reports / f"chorus-style-v{champion}" / "report.html"]
     before = {p: p.stat().st_mtime_ns for p in watched}
     summary = pipeline(settings=settings)
     assert summary["ingest"]["demo"]["skipped"] and summary["ingest"]["ingest"]["skipped"]
-    for stage in ("features", "labels", "pretrain", "train", "promote", "index", "evaluate"):
+    for stage in ("features", "labels", "melody", "pretrain", "train", "promote", "index", "evaluate"):
         assert summary[stage]["skipped"], stage
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     assert _versions(settings) == [1, 2, 3, 4]

@@ -90,6 +90,17 @@ def bench_search(
     _report_figures(run_bench(CTX.settings().search, quick=quick, log=err.print), as_json)
 
 
+@bench_app.command("melody")
+def bench_melody(
+    quick: Annotated[bool, typer.Option("--quick", help="3,000 tunes: checks the keys and that the sung tune is found.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The melody index over 100,000 synthetic tunes: query latency and recall against exhaustive alignment."""
+    from chorus_bench.melody import run as run_bench  # loads its workload's libraries: only when asked
+
+    _report_figures(run_bench(CTX.settings().melody, quick=quick, log=err.print), as_json)
+
+
 @bench_app.command("faults")
 def bench_faults(
     quick: Annotated[bool, typer.Option("--quick", help="The bad-input kinds and symlinks, without the long file.")] = False,

@@ -129,6 +129,40 @@ def labels() -> None:
 
 
 @app.command()
+def melody() -> None:
+    """Transcribe notes and melodies of new tracks, build the melody index, judge it with sung queries."""
+    summary = run_flow("melody")
+    _print_summary(summary)
+    for level, result in summary["counts"].get("judged", {}).items():
+        index = result.get("melody index", {})
+        if index:
+            console.print(f"humming ({level}, {result['queries']} queries): top-10 {index['top10']['mean']:.2f} "
+                          f"[{index['top10']['ci'][0]:.2f}, {index['top10']['ci'][1]:.2f}], top-1 {index['top1']['mean']:.2f}")
+
+
+@app.command()
+def hum(
+    query: Annotated[str, typer.Argument(help="Audio file of a sung, hummed or whistled tune (8-20 s).")],
+    k: Annotated[int | None, typer.Option("--k", help="Matches to print (default melody.k).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+) -> None:
+    """Find a song by its tune: the tracks whose melody contains the one in QUERY, best first."""
+    summary = run_flow("melody", flow_name="hum", query=query, k=k)
+    counts = summary["counts"]
+    if as_json:
+        print(json.dumps({"query": counts["query"], "notes": counts["notes"], "catalogue": counts["catalogue"],
+                          "matches": counts["matches"], "results": summary["outputs"]["results"]}, default=str))
+        return
+    table = Table(title=f"hum {Path(counts['query']).name}: {counts['notes']} notes against {counts['catalogue']} melodies")
+    for column in ("rank", "track_id", "cost", "starts at (s)", "file"):
+        table.add_column(column, overflow="fold")
+    for m in counts["matches"]:
+        table.add_row(str(m["rank"]), m["track_id"], f"{m['cost']:.3f}", f"{m['offset_s']:.1f}", Path(m["uri"]).name)
+    console.print(table)
+    console.print(f"results: {summary['outputs']['results']}")
+
+
+@app.command()
 def drift(paths: Annotated[list[str] | None, typer.Argument(help="Audio files or folders (default: the tracks the last "
                                                                     "ingest added).")] = None) -> None:
     """The drift watch: a batch against the champion's training tracks; prints the verdict and the report."""

@@ -19,6 +19,9 @@ class MelodySettings(SectionSettings):
     query_notes: int = Field(8, ge=3, description="Notes a judging query sings at least (tracks with fewer are not sung).")
     window: int = Field(4, ge=2, description="Intervals per indexed window (the approximate stage).")
     neighbours: int = Field(128, ge=1, description="Catalogue windows found per query window.")
+    approximate_above: int = Field(200_000, ge=0, description="Above this many windows the index is an inverted file "
+                                                               "(IVF) instead of an exact flat one.")
+    ivf_probe: int = Field(24, ge=1, description="IVF cells visited per query window.")
     shortlist: int = Field(50, ge=1, description="Tracks the alignment reranks.")
     exhaustive_below: int = Field(300, ge=0, description="Catalogues of fewer tracks are aligned in full, no shortlist.")
     rhythm_weight: float = Field(0.35, ge=0, description="Weight of inter-onset ratios against intervals.")

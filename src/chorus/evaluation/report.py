@@ -225,6 +225,40 @@ def _held_out_search(check: dict[str, Any], degradations: list[str]) -> str:
             "alone (tracks no model was fitted or chosen on):</p>" + html_table(["mode", *degradations], rows))
 
 
+def _interval(value: dict[str, Any]) -> str:
+    return f"{value['mean']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"
+
+
+def melody_section(melody: dict[str, Any] | None) -> str:
+    """Query by humming: per distortion level, where the sung track ranks (the melody index, the
+    chroma + DTW baseline, random, the oracle index of the scores' melodies), and the
+    transcription's accuracy against the scores."""
+    if not melody or not melody.get("levels"):
+        return ""
+    rows = []
+    for level, result in melody["levels"].items():
+        for method in ("melody index", "chroma + DTW", "oracle (score melodies)"):
+            if method in result:
+                r = result[method]
+                rows.append([level, method, result["queries"], _interval(r["top1"]), _interval(r["top10"]), _interval(r["mrr"])])
+        rows.append([level, "random ranking (exact)", result["queries"], result["random"]["top1"], result["random"]["top10"],
+                     result["random"]["mrr"]])
+    transcription = melody.get("transcription") or {}
+    accuracy = "" if not transcription else html_table(
+        ["transcription against the scores (mir_eval)", f"mean over {transcription['n']} tracks [95% CI]"],
+        [["note F-measure, all notes (onset 50 ms, pitch 50 cents)", _interval(transcription["notes_f"])],
+         ["note F-measure, melody line", _interval(transcription["melody_f"])],
+         ["raw pitch accuracy, melody line", _interval(transcription["raw_pitch_accuracy"])]])
+    latency = melody.get("latency_ms") or {}
+    return (f"<h2>Find a song by its tune</h2><p class=\"muted\">Tracks of the {html.escape(melody['query_split'])} split "
+            f"sung from their score's melody (transposed, at another tempo, in a synthetic voice; 'wrong10': 10% wrong "
+            f"notes and 30 cents of drift), transcribed and searched against the melody index of {melody['catalogue']} "
+            "tracks built from the audio. A hit is any rendering of the same work. Median search "
+            f"{latency.get('search_median') or float('nan'):.1f} ms after {latency.get('transcribe_median') or float('nan'):.0f} ms "
+            "of transcription.</p>"
+            + html_table(["queries", "ranking", "n", "top-1 [95% CI]", "top-10 [95% CI]", "MRR [95% CI]"], rows) + accuracy)
+
+
 def voting_section(voting: dict[str, Any] | None) -> str:
     """The held-out-tags protocol table (docs/method.md, "Labels") and the labels' quality."""
     if not voting or not voting.get("schemes"):
@@ -303,6 +337,7 @@ def render_report(
     tagging: dict[str, Any] | None = None,
     protocol: dict[str, Any] | None = None,
     cards: list[tuple[str, str]] | None = None,
+    melody: dict[str, Any] | None = None,
 ) -> str:
     """The evaluation report as one HTML string: a single-label subject (``metrics``) or a
     multi-label one (``tagging``: multilabel_metrics of the subject); ``cards``: (model, link)
@@ -329,6 +364,7 @@ def render_report(
 {candidates_section(candidates or [])}
 {retrieval_section(retrieval)}
 {search_section(search)}
+{melody_section(melody)}
 {voting_section(voting)}
 {card_section}
 <h2>Notes</h2><ul>{note_html}</ul>

@@ -29,13 +29,16 @@ INDEX_FILE, MELODIES_FILE, META_FILE = "melody.faiss", "melodies.parquet", "melo
 def window_vectors(melody: Melody, settings: MelodySettings) -> np.ndarray:
     """Every window of ``settings.window`` consecutive intervals and log inter-onset ratios,
     shape (n_windows, 2 * window) float32: intervals in semitones, ratios scaled by
-    ``rhythm_weight`` x 4 (a doubling of a note's length weighs about what a third does)."""
+    ``rhythm_weight`` x 4 (a doubling of a note's length weighs about what a third does) and
+    centred per window (tempo-free within the window)."""
     intervals, ratios = melody.intervals(), melody.log_ioi_ratios()
     w = settings.window
     if len(intervals) < w:
         return np.zeros((0, 2 * w), np.float32)
     view = np.lib.stride_tricks.sliding_window_view
-    return np.hstack([view(intervals, w), settings.rhythm_weight * 4.0 * view(ratios, w)]).astype(np.float32)
+    rhythm = view(ratios, w)
+    rhythm = rhythm - rhythm.mean(axis=1, keepdims=True)  # each window its own tempo: an excerpt's median is not the song's
+    return np.hstack([view(intervals, w), settings.rhythm_weight * 4.0 * rhythm]).astype(np.float32)
 
 
 def alignment(query: Melody, reference: Melody, settings: MelodySettings) -> tuple[float, int]:
@@ -55,24 +58,36 @@ class Match:
 class MelodyIndex:
     """Catalogue melodies (``track_id`` -> ``Melody``) and their window vectors in faiss."""
 
-    def __init__(self, melodies: dict[str, Melody], settings: MelodySettings = MelodySettings()) -> None:
-        import faiss
-
+    def __init__(self, melodies: dict[str, Melody], settings: MelodySettings = MelodySettings(),
+                 index: Any = None) -> None:
         self.settings = settings
         self.track_ids = sorted(melodies)
         self.melodies = melodies
-        vectors, owners = [], []
-        for i, track in enumerate(self.track_ids):
-            v = window_vectors(melodies[track], settings)
-            vectors.append(v)
-            owners.append(np.full(len(v), i, np.int64))
-        data = np.vstack(vectors) if vectors else np.zeros((0, 2 * settings.window), np.float32)
-        self.owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
-        self.index = faiss.IndexHNSWFlat(data.shape[1], 32) if len(data) > 200_000 else faiss.IndexFlatL2(data.shape[1])
-        if isinstance(self.index, faiss.IndexHNSW):
-            self.index.hnsw.efConstruction = 80
-            self.index.hnsw.efSearch = 128
-        self.index.add(data)
+        counts = [max(len(melodies[t]) - settings.window, 0) for t in self.track_ids]  # windows per melody
+        self.owner = np.repeat(np.arange(len(self.track_ids), dtype=np.int64), counts)
+        self.index = index if index is not None else self._build()
+        if self.index.ntotal != len(self.owner):
+            raise ValueError(f"the faiss index holds {self.index.ntotal} windows, the melodies {len(self.owner)}")
+
+    def _build(self) -> Any:
+        """Exact (flat) below ``settings.approximate_above`` windows, else an inverted file of
+        4 sqrt(n) cells visited ``settings.ivf_probe`` at a time."""
+        import faiss
+
+        width = 2 * self.settings.window
+        vectors = [window_vectors(self.melodies[t], self.settings) for t in self.track_ids]
+        data = np.vstack(vectors) if vectors else np.zeros((0, width), np.float32)
+        index: Any
+        if len(data) <= self.settings.approximate_above:
+            index = faiss.IndexFlatL2(width)
+        else:
+            cells = int(4 * np.sqrt(len(data)))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(width), width, cells)
+            sample = np.random.default_rng(0).choice(len(data), min(len(data), 64 * cells), replace=False)
+            index.train(data[np.sort(sample)])
+            index.nprobe = self.settings.ivf_probe
+        index.add(data)
+        return index
 
     def __len__(self) -> int:
         return len(self.track_ids)
@@ -129,8 +144,12 @@ class MelodyIndex:
 
     @classmethod
     def load(cls, folder: Path) -> MelodyIndex:
+        """The index ``save`` wrote: melodies from Parquet, windows from the faiss file."""
+        import faiss
+
         meta = json.loads((folder / META_FILE).read_text())
-        return cls(read_melodies(folder / MELODIES_FILE), MelodySettings.model_validate(meta["settings"]))
+        return cls(read_melodies(folder / MELODIES_FILE), MelodySettings.model_validate(meta["settings"]),
+                   faiss.read_index(str(folder / INDEX_FILE)))
 
 
 def melodies_table(melodies: dict[str, Melody]) -> pd.DataFrame:

@@ -57,6 +57,15 @@ class Query:
     level: str
 
 
+def random_tune(rng: np.random.Generator, notes: int = 40) -> Melody:
+    """A synthetic tune (the benchmark's catalogue): steps mostly within a fourth, notes of 1, 2 or
+    3 units of 0.25 s, within MIDI 45-90."""
+    steps = rng.choice([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 7], notes - 1)
+    pitch = np.clip(64 + np.r_[0, np.cumsum(steps)], 45, 90).astype(float)
+    lengths = rng.choice([0.25, 0.5, 0.75], notes, p=[0.5, 0.35, 0.15])
+    return Melody(np.r_[0, np.cumsum(lengths[:-1])], lengths, pitch)
+
+
 def sung_melody(melody: Melody, start: int, stop: int, level: Distortion, rng: np.random.Generator) -> tuple[Melody, int, float]:
     """The notes the singer sings of ``melody[start:stop]``: transposed, re-timed (starting at
     0.3 s), with wrong, dropped and inserted notes and drift; and the transposition and tempo."""

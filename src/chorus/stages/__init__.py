@@ -2,7 +2,7 @@
 whether its output is current, compute with the library, write atomically, report a summary.
 
 One module per stage: ``corpus`` (demo, pretext corpus, ingest), ``features``, ``labels``,
-``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``card``, ``drift``, ``tag``.
+``melody``, ``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``card``, ``drift``, ``tag``.
 Each opens a ``StageContext``, computes its key, skips when its outputs carry that key, and
 returns a ``StageSummary``. Prefect-free: ``tasks/`` wraps these with retries and logging,
 ``flows/`` composes them, and tests call them directly.
@@ -42,6 +42,7 @@ from chorus.stages.labels import (
     rekey_forgotten_stage,
     voted_global_labels,
 )
+from chorus.stages.melody import hum_stage, load_melody_index, melody_stage
 from chorus.stages.promote import promote_stage, rollback_stage, score_version
 from chorus.stages.search import (
     current_index_key,
@@ -69,8 +70,9 @@ from chorus.stages.train import (
 __all__ = [
     "candidate_key", "card_stage", "corpus_location", "current_index_key", "current_index_meta", "current_labels_key",
     "degraded_check", "demo_stage", "drift_stage", "evaluate_stage", "extract_shard", "extraction_settings", "features_root",
-    "FeatureSets", "finish_features", "forget_user_stage", "git_commit", "held_out_works", "index_key", "index_stage",
-    "ingest_stage", "labels_key", "labels_stage", "load_index", "load_tracks", "mood_labels", "personal_target_count",
+    "FeatureSets", "finish_features", "forget_user_stage", "git_commit", "held_out_works", "hum_stage", "index_key", "index_stage",
+    "ingest_stage", "labels_key", "labels_stage", "load_index", "load_melody_index", "load_tracks",
+    "melody_stage", "mood_labels", "personal_target_count",
     "pretext_corpus_stage", "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics",
     "rekey_forgotten_stage", "rollback_stage", "score_version", "search_models", "search_stage", "set_challengers",
     "shards_in_flight", "shared_validator", "social_data_present", "social_table_paths", "StageContext", "StageSummary", "tag_stage",

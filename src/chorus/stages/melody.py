@@ -15,7 +15,7 @@ import pandas as pd
 from chorus.config import ChorusSettings, stable_hash
 from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.demo import MANIFEST_NAME
-from chorus.io import read_table, write_json_atomic, write_parquet
+from chorus.io import output_is_current, read_table, write_json_atomic, write_parquet
 from chorus.melody.extract import NOTES_COLUMNS, ScoreSource, ShardMelodies, transcribe_shard
 from chorus.melody.index import MelodyIndex, melodies_from_table
 from chorus.melody.judge import judge
@@ -106,15 +106,19 @@ def melody_stage(settings: ChorusSettings) -> StageSummary:
     for track, n in length.items():
         if n < ms.min_notes and track not in problems:
             problems[str(track)] = f"{NO_MELODY}: {n} melody notes (< melody.min_notes={ms.min_notes})"
-    validator = shared_validator(settings)
-    for table, name in ((notes, "notes"), (melodies, "melodies")):
-        validator.validate(table.drop(columns="key"), "melody_notes", update_docs=name == "melodies")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet(notes, folder / NOTES_FILE, {"transcriber": TRANSCRIBER_VERSION})
-    write_parquet(melodies, folder / MELODIES_FILE, {"transcriber": TRANSCRIBER_VERSION, "rule": MELODY_RULE_VERSION})
-    quarantine = pd.DataFrame({"track_id": list(problems), "reason": list(problems.values())})
-    quarantine["key"] = quarantine["track_id"].str.split("#").str[0].map(keys)
-    write_parquet(quarantine, folder / QUARANTINE_FILE)
+    if results:  # the stored rows passed when they were written
+        validator = shared_validator(settings)
+        for table, name in ((notes, "notes"), (melodies, "melodies")):
+            validator.validate(table.drop(columns="key"), "melody_notes", update_docs=name == "melodies")
+    tables_key = stable_hash([sorted(keys.items()), ms.min_notes])
+    if not all(output_is_current(folder / name, tables_key) for name in (NOTES_FILE, MELODIES_FILE, QUARANTINE_FILE)):
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"key": tables_key, "transcriber": TRANSCRIBER_VERSION, "rule": MELODY_RULE_VERSION}
+        write_parquet(notes, folder / NOTES_FILE, meta)
+        write_parquet(melodies, folder / MELODIES_FILE, meta)
+        quarantine = pd.DataFrame({"track_id": list(problems), "reason": list(problems.values())}, dtype=str)
+        quarantine["key"] = quarantine["track_id"].str.split("#").str[0].map(keys)
+        write_parquet(quarantine, folder / QUARANTINE_FILE, meta)
     indexed = melodies_from_table(audio_melodies[~audio_melodies["track_id"].isin(problems)])
     index_key = stable_hash([sorted(keys[t] for t in indexed), ms.config_hash()])
     index_meta = _read_json(state.melody_index / "melody.json")
@@ -179,3 +183,41 @@ def _chroma_catalogue(tracks: pd.DataFrame) -> dict[str, np.ndarray]:
 
     return {t: chroma(load_mono(uri, SAMPLE_RATE), SAMPLE_RATE) for t, uri in zip(tracks["track_id"], tracks["uri"],
                                                                                    strict=True)}
+
+
+def hum_stage(settings: ChorusSettings, query: str, k: int | None = None, out: str | None = None) -> StageSummary:
+    """The catalogue tracks whose melody contains the tune sung, hummed or whistled in the audio
+    file ``query``, best first, with where in each track's melody the query starts; to Parquet
+    (default ``<state>/search/results/hum-<digest>.parquet``)."""
+    from chorus.audio import AudioProblem, load_mono
+    from chorus.errors import InputError
+    from chorus.io import file_sha256
+    from chorus.melody.line import Melody, melody_line
+    from chorus.melody.transcribe import SAMPLE_RATE, NoteTranscriber
+
+    ctx = StageContext.open(settings)
+    k = k or settings.melody.k
+    chosen = ctx.output_file(out) if out else None
+    path = Path(query).expanduser()
+    if not path.is_file():
+        raise InputError(query, "no such audio file")
+    try:
+        audio = load_mono(path, SAMPLE_RATE)
+    except AudioProblem as problem:
+        raise InputError(query, f"cannot be decoded ({problem.reason})") from None
+    index = load_melody_index(settings)
+    started = time.perf_counter()
+    sung = Melody.from_notes(melody_line(NoteTranscriber.shared().notes(audio), settings.melody.min_amplitude))
+    if len(sung) < 3:
+        raise InputError(query, f"no tune found: {len(sung)} notes transcribed (a query needs at least 3)")
+    matches = index.search(sung, k=k)
+    seconds = time.perf_counter() - started
+    tracks = load_tracks(settings).set_index("track_id")
+    hits = pd.DataFrame({"query": str(path), "rank": range(1, len(matches) + 1), "track_id": [m.track_id for m in matches],
+                         "cost": [round(m.cost, 4) for m in matches], "offset_s": [round(m.offset_s, 2) for m in matches],
+                         "uri": [str(tracks["uri"].get(m.track_id, "")) for m in matches]})
+    target = chosen or ctx.state.search_results / f"hum-{stable_hash([file_sha256(path), index.track_ids, k])}.parquet"
+    write_parquet(hits, target)
+    return ctx.summary("hum", False, {"results": str(target)},
+                       {"query": str(path), "notes": len(sung), "k": k, "catalogue": len(index),
+                        "seconds": round(seconds, 3), "matches": hits.drop(columns="query").to_dict("records")})
