@@ -1,4 +1,4 @@
-"""The whole pipeline: ingest -> features + labels + melody -> drift -> pretrain -> train -> promote -> index -> evaluate."""
+"""The whole pipeline: ingest -> features + labels + melody -> drift -> pretrain -> train + personal -> promote -> index -> evaluate."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from chorus_flows.features import features
 from chorus_flows.ingest import ingest
 from chorus_flows.labels import labels
 from chorus_flows.melody import melody
+from chorus_flows.personal import personal
 from chorus_flows.promote import promote
 from chorus_flows.search import index
 from chorus_flows.train import pretrain, train
 
-Stage = Literal["ingest", "features", "labels", "melody", "drift", "pretrain", "train", "promote", "index", "evaluate"]
-STAGES: tuple[Stage, ...] = ("ingest", "features", "labels", "melody", "drift", "pretrain", "train", "promote", "index",
-                             "evaluate")
+Stage = Literal["ingest", "features", "labels", "melody", "drift", "pretrain", "train", "personal", "promote", "index",
+                "evaluate"]
+STAGES: tuple[Stage, ...] = ("ingest", "features", "labels", "melody", "drift", "pretrain", "train", "personal", "promote",
+                             "index", "evaluate")
 # The two scheduled halves: data (nightly: the new batch checked against the champion) and models (weekly).
 REFRESH: tuple[Stage, ...] = ("ingest", "features", "labels", "melody", "drift")
-RETRAIN: tuple[Stage, ...] = ("pretrain", "train", "promote", "index", "evaluate")
+RETRAIN: tuple[Stage, ...] = ("pretrain", "train", "personal", "promote", "index", "evaluate")
 
 
 @flow(name="pipeline", **FLOW_OPTIONS)
@@ -54,12 +56,12 @@ def pipeline(settings: ChorusSettings | None = SettingsParameter, stages: list[S
     with holding_state(settings):
         needs_backbone = any(s.name == "backbone" for s in resolve_candidates(list(settings.train.selected)))
         for name, stage in [("ingest", ingest), ("features", features), ("labels", labels), ("melody", melody),
-                            ("drift", drift), ("pretrain", pretrain), ("train", train)]:
+                            ("drift", drift), ("pretrain", pretrain), ("train", train), ("personal", personal)]:
             if name not in selected or (name == "pretrain" and not needs_backbone):
                 continue
-            if name == "melody" and not settings.melody.enabled:
-                summary[name] = {"stage": "melody", "skipped": True, "outputs": {}, "seconds": 0.0,
-                                 "counts": {"reason": "melody.enabled is false"}}
+            if name in ("melody", "personal") and not getattr(settings, name).enabled:
+                summary[name] = {"stage": name, "skipped": True, "outputs": {}, "seconds": 0.0,
+                                 "counts": {"reason": f"{name}.enabled is false"}}
                 continue
             if name == "labels" and not social_data_present(settings):
                 # a corpus without a crowd (a standard dataset): tasks read its own labels

@@ -12,7 +12,8 @@ from chorus_tasks._policies import limited, task_seconds
 
 @flow(name="tag", **FLOW_OPTIONS)
 def tag(paths: list[str], settings: ChorusSettings | None = SettingsParameter, model: str | None = None,
-        alias: str = "champion", out: str | None = None) -> dict[str, Any]:
+        alias: str = "champion", out: str | None = None, user: str | None = None,
+        group: str | None = None) -> dict[str, Any]:
     """Batch tagging (e.g. on a schedule over an incoming folder): a registered model's
     predictions for audio files, to Parquet.
 
@@ -22,6 +23,8 @@ def tag(paths: list[str], settings: ChorusSettings | None = SettingsParameter, m
         model: Registered model name; empty: the style model (chorus-style).
         alias: Alias or version of the model.
         out: Parquet file to write; empty: under <state>/tags/.
+        user: A listener's user id: the personalised mood model's moods as they hear each file.
+        group: Or a group, attribute=value (e.g. culture=culture_a).
     """
     settings = resolve(settings)
-    return limited(tag_tasks.tag, task_seconds(settings))(settings, paths, model, alias, out)
+    return limited(tag_tasks.tag, task_seconds(settings))(settings, paths, model, alias, out, user, group)

@@ -105,6 +105,11 @@ class StateDir:
         return self.root / "melody"
 
     @property
+    def personal(self) -> Path:
+        """The personalised mood model: heads (safetensors), listener table (Parquet), description."""
+        return self.root / "personal"
+
+    @property
     def melody_index(self) -> Path:
         """The melody index (query by humming), beside the similar-song indexes."""
         return self.search / "melody"

@@ -245,16 +245,29 @@ def tag(
     model: Annotated[str | None, typer.Option(help="Registered name (default: the style model, chorus-style).")] = None,
     alias: Annotated[str, typer.Option(help="Alias or version of the model.")] = "champion",
     out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/tags/).")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="A listener's user id: moods as they hear each file "
+                                                            "(the personalised mood model).")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="A group, NAME=VALUE (e.g. culture=culture_a): moods as "
+                                                              "its listeners hear each file.")] = None,
 ) -> None:
     """Tag audio files with a registered model (same feature code, the model's feature settings)."""
-    summary = run_flow("tag", paths=paths, model=model, alias=alias, out=out)
+    summary = run_flow("tag", paths=paths, model=model, alias=alias, out=out, user=user, group=group)
     table = Table(title=summary["counts"]["model"])
-    for column in ("file", "labels", "segments"):
+    personal = user is not None or group is not None
+    for column in ("file", "labels", *(["answered by"] if personal else ["segments"])):
         table.add_column(column, overflow="fold")
     for row in pd.read_parquet(summary["outputs"]["predictions"]).itertuples():
-        table.add_row(Path(row.file).name, row.problem or ", ".join(row.labels), str(row.segments))
+        last = (row.level or "") if personal else str(row.segments)
+        table.add_row(Path(row.file).name, row.problem or ", ".join(row.labels), last)
     console.print(table)
     console.print(f"predictions: {summary['outputs']['predictions']}")
+
+
+@app.command()
+def personal() -> None:
+    """Train the personalised mood model (heads per listener, group and globally), judge it by the article's protocol."""
+    summary = run_flow("personal")
+    _print_summary(summary)
 
 
 @app.command("index")

@@ -1,7 +1,7 @@
 """The deployments `chorus serve` serves (prefect.yaml defines the same ones for a work pool).
 
 - pipeline/nightly-refresh: ingest + features + labels + melody + drift, on orchestration.refresh_cron
-- pipeline/weekly-retrain: pretrain + train + promote + index + evaluate, on orchestration.retrain_cron
+- pipeline/weekly-retrain: pretrain + train + personal + promote + index + evaluate, on orchestration.retrain_cron
 - <stage>/on-demand for every stage, and pipeline/on-demand: run from the UI or
   `prefect deployment run 'ingest/on-demand' -p demo_scale=0.5`
 
@@ -27,14 +27,15 @@ from chorus_flows.features import features
 from chorus_flows.ingest import ingest
 from chorus_flows.labels import labels
 from chorus_flows.melody import hum, melody
+from chorus_flows.personal import personal
 from chorus_flows.pipeline import REFRESH, RETRAIN, pipeline
 from chorus_flows.promote import promote
 from chorus_flows.search import index, search
 from chorus_flows.tag import tag
 from chorus_flows.train import pretrain, train
 
-ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, melody, drift, pretrain, train, promote, index, evaluate,
-                                          tag, search, hum, pipeline)
+ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, melody, drift, pretrain, train, personal, promote, index,
+                                          evaluate, tag, search, hum, pipeline)
 
 
 def deployments(settings: ChorusSettings) -> list[RunnerDeployment]:

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from chorus.config.melody import MelodySettings
+from chorus.config.personal import PersonalSettings
 from chorus.config.sections import (
     DEFAULT_STYLES,
     PROFILES,
@@ -48,7 +49,7 @@ from chorus.errors import ConfigError
 __all__ = [
     "DEFAULT_STYLES", "PROFILES", "SINGLE_LABEL_CANDIDATES", "BackboneSettings", "ChorusSettings", "DegradedQuerySettings",
     "DemoSettings", "DriftSettings", "EvaluateSettings", "FeatureSettings", "HashSettings", "IngestSettings", "LabelSettings", "LabelTask",
-    "MelodySettings",
+    "MelodySettings", "PersonalSettings",
     "OrchestrationSettings", "PromoteSettings", "PromotionRule", "SearchSettings", "SectionSettings", "ServicesSettings",
     "SvmSearchSettings", "TrainSettings", "load_settings", "parse_overrides", "set_dotted", "stable_hash",
 ]
@@ -88,6 +89,7 @@ class ChorusSettings(BaseSettings):
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     melody: MelodySettings = Field(default_factory=MelodySettings)
+    personal: PersonalSettings = Field(default_factory=PersonalSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     tasks: dict[str, LabelTask] = Field(default_factory=default_tasks, description="Tasks by name (chorus run --task).")
     services: ServicesSettings = Field(default_factory=ServicesSettings)

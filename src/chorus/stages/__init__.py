@@ -43,6 +43,7 @@ from chorus.stages.labels import (
     voted_global_labels,
 )
 from chorus.stages.melody import hum_stage, load_melody_index, melody_stage
+from chorus.stages.personal import load_personal, personal_model_name, personal_stage
 from chorus.stages.promote import promote_stage, rollback_stage, score_version
 from chorus.stages.search import (
     current_index_key,
@@ -71,7 +72,8 @@ __all__ = [
     "candidate_key", "card_stage", "corpus_location", "current_index_key", "current_index_meta", "current_labels_key",
     "degraded_check", "demo_stage", "drift_stage", "evaluate_stage", "extract_shard", "extraction_settings", "features_root",
     "FeatureSets", "finish_features", "forget_user_stage", "git_commit", "held_out_works", "hum_stage", "index_key", "index_stage",
-    "ingest_stage", "labels_key", "labels_stage", "load_index", "load_melody_index", "load_tracks",
+    "ingest_stage", "labels_key",
+    "load_personal", "personal_model_name", "personal_stage", "labels_stage", "load_index", "load_melody_index", "load_tracks",
     "melody_stage", "mood_labels", "personal_target_count",
     "pretext_corpus_stage", "pretext_settings", "pretext_tracks", "pretrain_stage", "promote_stage", "read_metrics",
     "rekey_forgotten_stage", "rollback_stage", "score_version", "search_models", "search_stage", "set_challengers",

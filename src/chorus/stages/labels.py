@@ -200,7 +200,11 @@ def forget_user_stage(settings: ChorusSettings, user_id: str) -> dict[str, Any]:
     kept, dropped = drop_forgotten(tables, forgotten)
     _stamp_social_tables(settings, state, kept, forgotten.listed())
     labels = labels_stage(settings)
-    return {"dropped": dropped, "labels": labels.as_dict()}
+    # the personalised model's row of this listener goes now; the next training no longer sees them
+    from chorus.personal.store import forget_listener
+
+    return {"dropped": dropped, "labels": labels.as_dict(),
+            "personal_model_row_removed": forget_listener(state.personal, forgotten.digest(user_id))}
 
 
 def _stamp_social_tables(settings: ChorusSettings, state: StateDir, tables: dict[str, pd.DataFrame],
