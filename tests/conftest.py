@@ -40,6 +40,11 @@ for key in list(os.environ):  # the developer's own CHORUS_* settings must not l
 # the suite's caches (rendered clips) are shared by its tests, never the user's
 os.environ["XDG_CACHE_HOME"] = _scratch("chorus-test-cache-")
 
+# tests train and embed in their own processes, as `chorus` does: the same heap settings
+from chorus.compute import tune_process_allocator  # noqa: E402
+
+tune_process_allocator()
+
 SR = 22050
 
 

@@ -84,12 +84,13 @@ def test_deployments_follow_the_orchestration_settings():
     nightly = by_name[("pipeline", "nightly-refresh")]
     assert nightly.schedules[0].schedule.cron == "30 1 * * *"
     assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"
-    assert nightly.paused is True and nightly.parameters["stages"] == ["ingest", "features", "labels", "drift"]
+    assert nightly.paused is True and nightly.parameters["stages"] == ["ingest", "features", "labels", "melody", "drift"]
     weekly = by_name[("pipeline", "weekly-retrain")]
     assert weekly.schedules[0].schedule.timezone == "Europe/Berlin"
-    assert {"train", "promote", "evaluate"} <= set(weekly.parameters["stages"])
+    assert {"train", "personal", "promote", "evaluate"} <= set(weekly.parameters["stages"])
     flows = {flow for flow, name in by_name if name == "on-demand"}
-    assert {"ingest", "features", "labels", "pretrain", "train", "promote", "index", "evaluate", "pipeline"} <= flows
+    assert {"ingest", "features", "labels", "melody", "pretrain", "train", "personal", "promote", "index", "evaluate",
+            "hum", "pipeline"} <= flows
     assert all(d.concurrency_limit == 1 and d.concurrency_options.collision_strategy == "ENQUEUE" for d in by_name.values())
 
 

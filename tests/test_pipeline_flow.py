@@ -29,6 +29,7 @@ def _overrides(state_dir, **train):
                   "svm": {"budget": 4, "particles": 2}, "hashing": {"maps_per_layer": 4}, **train},
         # the tiny test split (2 tracks) rarely lets the gate promote: index the challengers
         "search": {"alias": "challenger"},
+        "melody": {"queries_per_track": 1},
     }
 
 

@@ -26,6 +26,7 @@ def test_search_finds_demo_tracks_from_degraded_copies(prefect_harness, tmp_path
         # candidates are every track, so the hash's quality does not decide what is asserted here
         "train": {"candidates": ["short_chunk", "crnnh_32"], "backbone": {"corpus": "own", "epochs": 3}},
         "search": {"alias": "challenger"},  # whatever the gate decides, the models this run trained
+        "melody": {"enabled": False}, "personal": {"enabled": False},  # not what this test is about
     })
     summary = pipeline(settings=settings)
     index = json.loads((Path(summary["index"]["outputs"]["index"]) / "index.json").read_text())

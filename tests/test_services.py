@@ -152,7 +152,7 @@ def test_services_are_up_and_deployments_are_served(services):
     assert ingest["global_concurrency_limit"]["limit"] == 1
     assert ingest["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     nightly = _deployment(services.api, "pipeline/nightly-refresh")
-    assert nightly["parameters"]["stages"] == ["ingest", "features", "labels", "drift"]
+    assert nightly["parameters"]["stages"] == ["ingest", "features", "labels", "melody", "drift"]
     schedule = nightly["schedules"][0]["schedule"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "UTC"
     weekly = _deployment(services.api, "pipeline/weekly-retrain")
@@ -238,7 +238,7 @@ def test_pipeline_runs_through_the_services(services):
     children = _api(services.api, "/flow_runs/filter",
                     {"flow_runs": {"parent_flow_run_id": {"any_": [pipeline_run["id"]]}}, "limit": 50})
     flows = {_api(services.api, f"/flows/{run['flow_id']}")["name"]: run["state_type"] for run in children}
-    assert {"ingest", "features", "labels", "train", "promote", "index", "evaluate"} <= set(flows)
+    assert {"ingest", "features", "labels", "melody", "train", "personal", "promote", "index", "evaluate"} <= set(flows)
     assert set(flows.values()) == {"COMPLETED"}
     assert _run_count(services.state) == 40  # the default scale again
 

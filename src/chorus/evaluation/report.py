@@ -225,10 +225,6 @@ def _held_out_search(check: dict[str, Any], degradations: list[str]) -> str:
             "alone (tracks no model was fitted or chosen on):</p>" + html_table(["mode", *degradations], rows))
 
 
-def _interval(value: dict[str, Any]) -> str:
-    return f"{value['mean']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"
-
-
 def melody_section(melody: dict[str, Any] | None) -> str:
     """Query by humming: per distortion level, where the sung track ranks (the melody index, the
     chroma + DTW baseline, random, the oracle index of the scores' melodies), and the
@@ -240,15 +236,15 @@ def melody_section(melody: dict[str, Any] | None) -> str:
         for method in ("melody index", "chroma + DTW", "oracle (score melodies)"):
             if method in result:
                 r = result[method]
-                rows.append([level, method, result["queries"], _interval(r["top1"]), _interval(r["top10"]), _interval(r["mrr"])])
+                rows.append([level, method, result["queries"], _with_ci(r["top1"]), _with_ci(r["top10"]), _with_ci(r["mrr"])])
         rows.append([level, "random ranking (exact)", result["queries"], result["random"]["top1"], result["random"]["top10"],
                      result["random"]["mrr"]])
     transcription = melody.get("transcription") or {}
     accuracy = "" if not transcription else html_table(
         ["transcription against the scores (mir_eval)", f"mean over {transcription['n']} tracks [95% CI]"],
-        [["note F-measure, all notes (onset 50 ms, pitch 50 cents)", _interval(transcription["notes_f"])],
-         ["note F-measure, melody line", _interval(transcription["melody_f"])],
-         ["raw pitch accuracy, melody line", _interval(transcription["raw_pitch_accuracy"])]])
+        [["note F-measure, all notes (onset 50 ms, pitch 50 cents)", _with_ci(transcription["notes_f"])],
+         ["note F-measure, melody line", _with_ci(transcription["melody_f"])],
+         ["raw pitch accuracy, melody line", _with_ci(transcription["raw_pitch_accuracy"])]])
     latency = melody.get("latency_ms") or {}
     return (f"<h2>Find a song by its tune</h2><p class=\"muted\">Tracks of the {html.escape(melody['query_split'])} split "
             f"sung from their score's melody (transposed, at another tempo, in a synthetic voice; 'wrong10': 10% wrong "
@@ -257,6 +253,45 @@ def melody_section(melody: dict[str, Any] | None) -> str:
             f"{latency.get('search_median') or float('nan'):.1f} ms after {latency.get('transcribe_median') or float('nan'):.0f} ms "
             "of transcription.</p>"
             + html_table(["queries", "ranking", "n", "top-1 [95% CI]", "top-10 [95% CI]", "MRR [95% CI]"], rows) + accuracy)
+
+
+def personal_section(personal: dict[str, Any] | None) -> str:
+    """The personalised mood model judged by the article's protocol on test songs: per scheme,
+    precision/recall/F1/Jaccard @ k with intervals over listeners, the margins, and a plot of
+    the per-listener margins over the model's global head."""
+    if not personal or not (personal.get("test") or {}).get("listeners"):
+        return ""
+    test = personal["test"]
+    rows = [[scheme, *(_with_ci(values[m]) for m in ("precision", "recall", "f1", "jaccard"))]
+            for scheme, values in test["schemes"].items()]
+    margins = [[name, _with_ci(value), "yes" if value["excludes_zero"] else "no"]
+               for name, value in test["margins_f1"].items() if value]
+    share = test.get("share_of_truth_margin")
+    figure = ""
+    per = test.get("per_listener_f1", {})
+    if "personalised" in per and "global head" in per:
+        plt = _pyplot()
+        diff = np.sort(np.asarray(per["personalised"]) - np.asarray(per["global head"]))
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        ax.bar(np.arange(len(diff)), diff, width=1.0, color=np.where(diff >= 0, "#2a7", "#c44"))
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("listeners (sorted)")
+        ax.set_ylabel(f"F1@{test['k']} margin")
+        ax.set_title("personalised - global head, per held-out listener")
+        fig.tight_layout()
+        figure = f'<img alt="per-listener margins" src="{_figure_uri(fig)}">'
+    encoder = personal.get("encoder", {})
+    return (f"<h2>Personalised moods</h2><p class=\"muted\">The personalised model "
+            f"(v{html.escape(str(personal.get('version', '?')))}, heads per listener, per "
+            f"{html.escape(str(personal.get('group_attribute')))} group and global on the embedding of "
+            f"{html.escape(str(encoder.get('name', '?')))} v{html.escape(str(encoder.get('version', '?')))}), trained on "
+            f"the personal truth of training songs, judged on {test['listeners']} listeners' own tags of "
+            f"{test['held_out_pairs']} test songs (audio it never saw) from the audio alone; personal and global "
+            f"truth need others' tags of those songs and are the reference. Share of truth's margin kept: "
+            f"{'n/a' if share is None else f'{share:.0%}'}.</p>"
+            + html_table(["scheme", f"precision@{test['k']}", f"recall@{test['k']}", f"F1@{test['k']}", f"Jaccard@{test['k']}"],
+                         rows)
+            + html_table(["F1 margin", "mean [95% CI]", "interval excludes 0"], margins) + figure)
 
 
 def voting_section(voting: dict[str, Any] | None) -> str:
@@ -338,6 +373,7 @@ def render_report(
     protocol: dict[str, Any] | None = None,
     cards: list[tuple[str, str]] | None = None,
     melody: dict[str, Any] | None = None,
+    personal: dict[str, Any] | None = None,
 ) -> str:
     """The evaluation report as one HTML string: a single-label subject (``metrics``) or a
     multi-label one (``tagging``: multilabel_metrics of the subject); ``cards``: (model, link)
@@ -365,6 +401,7 @@ def render_report(
 {retrieval_section(retrieval)}
 {search_section(search)}
 {melody_section(melody)}
+{personal_section(personal)}
 {voting_section(voting)}
 {card_section}
 <h2>Notes</h2><ul>{note_html}</ul>

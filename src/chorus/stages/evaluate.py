@@ -72,6 +72,7 @@ class Evaluation:
     voting: dict[str, Any] | None
     search_check: dict[str, Any] | None
     melody: dict[str, Any] | None = None  # the melody stage's judging (reports/melody.json)
+    personal: dict[str, Any] | None = None  # the personal stage's judging (reports/personal.json)
     targets: dict[str, TaskTargets] = field(default_factory=dict)
 
     @property
@@ -94,7 +95,7 @@ class Evaluation:
                             "evaluate": es.config_hash(), "voting": self.voting,
                             "features": stored_features_keys(self.state.features, self.settings.features),
                             "search": (self.search_check or {}).get("key"), "moods": self.moods.digest(),
-                            "melody": (self.melody or {}).get("key"),
+                            "melody": (self.melody or {}).get("key"), "personal": (self.personal or {}).get("key"),
                             "tracks": stable_hash(self.tracks[[c for c in ("track_id", "split", ts.task) if c in self.tracks.columns]]
                                                   .astype(str).values.tolist())})
 
@@ -114,7 +115,7 @@ def _open_evaluation(ctx: StageContext, candidates: dict[str, dict[str, Any]]) -
                  if CATALOGUE[k].task not in ("pretext", "tags")}  # no split of this corpus is labelled with a tagger's tags
     return Evaluation(settings, state, subject_name, task, multi, champion, subject, scorer, unscorable, tracks, feature_sets,
                       mood_labels(settings, tracks), evaluated, candidates, read_metrics(state.metrics).get("voting"),
-                      current_index_meta(settings), _melody_judged(state))
+                      current_index_meta(settings), _judged(state, "melody.json"), _judged(state, "personal.json"))
 
 
 def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any]] | None = None) -> StageSummary:
@@ -148,7 +149,8 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     html = render_report(f"chorus evaluation: {ev.subject_name} v{ev.subject}", _facts(ev, protocol, run_id, key),
                          subject_result.get("classification"), _run_history(run_id),
                          tagging=subject_result if ev.multi else None, protocol=protocol, voting=ev.voting,
-                         retrieval=retrieval, search=ev.search_check, melody=ev.melody, figures=scored.figures,
+                         retrieval=retrieval, search=ev.search_check, melody=ev.melody, personal=ev.personal,
+                         figures=scored.figures,
                          promotion=_latest_decision(ctx.state, ev.subject_name), candidates=scored.rows, cards=cards, notes=[
         "Scores are on the demo corpus unless configured otherwise; the article's reported figures are on data we do not have.",
         *notes, *([ev.unscorable] if ev.unscorable else []),
@@ -167,8 +169,9 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
         "candidates": {k: round(v["value"]["mean"], 4) for k, v in scored.per_candidate.items()}})
 
 
-def _melody_judged(state: StateDir) -> dict[str, Any] | None:
-    path = state.reports / "melody.json"
+def _judged(state: StateDir, name: str) -> dict[str, Any] | None:
+    """A stage's own judging, written under reports/ (melody.json, personal.json)."""
+    path = state.reports / name
     return json.loads(path.read_text()) if path.exists() else None
 
 

@@ -1,0 +1,48 @@
+"""The process heap settings `chorus` applies before training: a training step's tensors come
+from the heap, not from fresh page-faulted mappings (measured in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = """
+import resource, sys, torch
+if sys.argv[1] == "tuned":
+    from chorus.compute import tune_process_allocator
+    assert tune_process_allocator() or True
+torch.set_num_threads(1)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1))
+x = torch.randn(16, 3, 128, 128)
+net(x).sum().backward()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    net.zero_grad()
+    net(x).sum().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(mode: str, env: dict[str, str] | None = None) -> int:
+    done = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True, env=env)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_training_steps_reuse_the_heap_instead_of_faulting_in_fresh_pages():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    plain, tuned = _faults("plain", env), _faults("tuned", env)
+    assert tuned * 5 < plain, (plain, tuned)
+
+
+def test_a_heap_setting_the_user_chose_is_kept():
+    import os
+
+    from chorus.compute import tune_process_allocator
+
+    os.environ["MALLOC_MMAP_MAX_"] = "65536"
+    try:
+        assert "MALLOC_MMAP_MAX_" not in tune_process_allocator()
+    finally:
+        del os.environ["MALLOC_MMAP_MAX_"]
