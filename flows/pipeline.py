@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
+from chorus.compute import release_freed_memory
 from chorus.config import ChorusSettings
 from chorus.families import resolve_candidates
 from chorus.stages import social_data_present
@@ -52,6 +53,7 @@ def pipeline(settings: ChorusSettings | None = SettingsParameter, stages: list[S
         started = time.perf_counter()
         summary[name] = run(settings, *args, **kwargs)
         timings[name] = time.perf_counter() - started
+        release_freed_memory()  # what the stage freed goes back to the system before the next one
 
     with holding_state(settings):
         needs_backbone = any(s.name == "backbone" for s in resolve_candidates(list(settings.train.selected)))

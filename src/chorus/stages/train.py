@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from chorus import registry
+from chorus.compute import release_freed_memory
 from chorus.config import ChorusSettings, stable_hash
 from chorus.datasets.pretext import STAMP_NAME
 from chorus.errors import InputError
@@ -146,7 +147,10 @@ def train_stage(settings: ChorusSettings, on_epoch: EpochCallback | None = None,
                          "choose a task of this corpus: chorus run --task <name>")
     inputs = TrainingInputs(settings, {settings.state_dir: tracks}, mood_labels(settings, tracks))
     needed = {need for spec in specs for need in spec.needs}
-    results = {spec.name: _train_or_reuse(ctx, inputs, spec, spec.name in needed, on_epoch) for spec in specs}
+    results = {}
+    for spec in specs:
+        results[spec.name] = _train_or_reuse(ctx, inputs, spec, spec.name in needed, on_epoch)
+        release_freed_memory()  # a candidate's batches and activations, before the next one's
     if assign_challengers:
         set_challengers(results)
     return train_summary(settings, results, ctx.started)
