@@ -224,6 +224,30 @@ def test_melody_index_finds_a_hummed_demo_track_and_the_cli_answers(first_run, t
     assert [m["rank"] for m in found["matches"]] == [1, 2, 3]
 
 
+def test_the_personalised_model_tags_for_a_listener_and_ranks_a_playlist(first_run, tmp_path):
+    from chorus.stages.personal import playlist
+    from conftest import run_chorus
+
+    settings, summary = first_run
+    state = StateDir(settings.state_dir)
+    counts = summary["personal"]["counts"]
+    users = len(pd.read_parquet(state.social / "users.parquet"))
+    assert not summary["personal"]["skipped"] and counts["version"] >= 1 and counts["listeners"] == users
+    described = json.loads((state.personal / "personal.json").read_text())
+    assert described["listeners"] == users and len(described["listeners_sha256"]) == 64
+    user = pd.read_parquet(state.social / "users.parquet")["user_id"].iloc[0]
+    audio = pd.read_parquet(state.tracks)["uri"].iloc[0]
+    out = tmp_path / "moods.parquet"
+    done = run_chorus("--state-dir", str(state.root), "--set", f"export_root={tmp_path}", "tag", audio, "--user", user,
+                      "--out", str(out), cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"as user {user}" in done.stdout and "answered by" in done.stdout
+    row = pd.read_parquet(out).iloc[0]
+    assert row["level"] in ("listener", "group") and len(row["labels"]) == settings.labels.top_k
+    ranked, level = playlist(settings, "sadness", 5, user=user)
+    assert len(ranked) == 5 and ranked["score"].is_monotonic_decreasing and level in ("listener", "group")
+
+
 def test_registered_champion_reproduces_recorded_accuracy(first_run):
     import mlflow
 
@@ -293,8 +317,15 @@ def test_forgetting_a_user_removes_their_rows_and_recomputes_labels(first_run):
     playlists = pd.read_parquet(state.social / "playlists.parquet")
     user = playlists["owner"].value_counts().index[0]
     before = pd.read_parquet(state.labels / "labels.parquet")
+    listeners = pd.read_parquet(state.personal / "listeners.parquet")["listener"]
     result = stages.forget_user_stage(settings, user)
     assert result["dropped"]["users"] == 1 and result["dropped"]["playlists"] >= 1
+    # the personalised model's row of this listener is gone at once (keyed by the same keyed digest)
+    from chorus.ingest import forgotten_users
+
+    digest = forgotten_users(state.social).digest(user)
+    assert digest in set(listeners) and result["personal_model_row_removed"]
+    assert digest not in set(pd.read_parquet(state.personal / "listeners.parquet")["listener"])
     assert not result["labels"]["skipped"]
     for name, column in (("users", "user_id"), ("playlists", "owner"), ("follows", "follower"), ("follows", "followee")):
         assert user not in set(pd.read_parquet(state.social / f"{name}.parquet")[column])

@@ -101,6 +101,17 @@ def bench_melody(
     _report_figures(run_bench(CTX.settings().melody, quick=quick, log=err.print), as_json)
 
 
+@bench_app.command("personal")
+def bench_personal(
+    quick: Annotated[bool, typer.Option("--quick", help="5,000 listeners: checks the keys.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The personalised model's listener heads for 100,000 synthetic listeners: time, memory, ranking a catalogue."""
+    from chorus_bench.personal import run as run_bench  # loads its workload's libraries: only when asked
+
+    _report_figures(run_bench(quick=quick, log=err.print), as_json)
+
+
 @bench_app.command("faults")
 def bench_faults(
     quick: Annotated[bool, typer.Option("--quick", help="The bad-input kinds and symlinks, without the long file.")] = False,

@@ -264,6 +264,31 @@ def tag(
 
 
 @app.command()
+def playlist(
+    mood: Annotated[str, typer.Option("--mood", help="One of the 12 moods, e.g. sadness.")],
+    user: Annotated[str | None, typer.Option("--user", help="A listener's user id.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Or a group, NAME=VALUE.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Tracks to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
+) -> None:
+    """The catalogue's tracks a listener (or group) would most hear as MOOD, from the personalised model."""
+    from chorus.stages.personal import playlist as rank
+
+    ranked, level = rank(CTX.settings(), mood, k, user, group)
+    if as_json:
+        print(json.dumps({"mood": mood, "user": user, "group": group, "level": level,
+                          "tracks": ranked.to_dict("records")}, default=str))
+        return
+    table = Table(title=f"{mood} for {'user ' + user if user else 'group ' + str(group) if group else 'everyone'} "
+                        f"(answered by the {level} level)")
+    for column in ("rank", "title", "score", "track_id"):
+        table.add_column(column, overflow="fold")
+    for row in ranked.itertuples(index=False):
+        table.add_row(str(row.rank), row.title, f"{row.score:.3f}", row.track_id)
+    console.print(table)
+
+
+@app.command()
 def personal() -> None:
     """Train the personalised mood model (heads per listener, group and globally), judge it by the article's protocol."""
     summary = run_flow("personal")

@@ -5,6 +5,7 @@ registered as ``<prefix>-personal-mood``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from chorus import registry
 from chorus.config import ChorusSettings, stable_hash
 from chorus.ingest import forgotten_users
-from chorus.io import read_meta, write_json_atomic
+from chorus.io import read_meta, read_table, write_json_atomic, write_parquet
 from chorus.personal.model import PersonalFit, PersonalMoodModel, fit_personal_model
 from chorus.personal.protocol import held_out, judge, listener_groups, training_pairs
 from chorus.personal.store import load_personal_model, save_personal_model
@@ -31,6 +32,7 @@ from chorus.training import track_mean
 
 ENCODER_CANDIDATE = "mood_tagger"
 REPORT_FILE = "personal.json"
+EMBEDDINGS_FILE = "embeddings.parquet"  # the catalogue's embeddings, for playlists
 
 
 def personal_model_name(settings: ChorusSettings) -> str:
@@ -64,8 +66,10 @@ def personal_stage(settings: ChorusSettings) -> StageSummary:
                                                             "(the encoder): train it (train.candidates)"})
     labels_meta = read_meta(state.labels_table) or {}
     tracks = load_tracks(settings)
+    digest_key = forgotten_users(state.social, make_key=True).key
     key = stable_hash([encoder.uri, labels_meta.get("key"), ps.config_hash(), settings.labels.config_hash(),
-                       tracks[["track_id", "split"]].astype(str).values.tolist()])
+                       tracks[["track_id", "split"]].astype(str).values.tolist(),
+                       hashlib.sha256(digest_key).hexdigest()])  # a new key (rekey-forgotten) renames every listener
     description_path = state.personal / "personal.json"
     if description_path.exists() and json.loads(description_path.read_text()).get("key") == key:
         return ctx.summary("personal", True, {"model": str(state.personal)}, {"reason": "current"})
@@ -76,6 +80,8 @@ def personal_stage(settings: ChorusSettings) -> StageSummary:
     model, report = fitted["model"], fitted["report"]
     report["encoder"] = {"name": name, "version": encoder.version, "candidate": ENCODER_CANDIDATE}
     digest = save_personal_model(model, state.personal, {"key": key, "encoder": report["encoder"], "fit": fitted["fit"]})
+    write_parquet(pd.DataFrame({"track_id": ids, "embedding": list(vectors.astype(np.float32))}),
+                  state.personal / EMBEDDINGS_FILE, {"encoder": report["encoder"]})
     version = _register(settings, state, model, report, digest)
     write_json_atomic(state.reports / REPORT_FILE, {"key": key, **report, "version": version})
     update_metrics(state.metrics, "personal_model", {**report, "version": version})
@@ -222,3 +228,30 @@ def tag_as_listener(settings: ChorusSettings, files: list[Path], user: str | Non
         rows.append({**row, "level": level, "labels": top,
                      "scores": json.dumps(dict(zip(MOODS, scores[0].round(4).tolist(), strict=True))), "problem": None})
     return pd.DataFrame(rows)
+
+
+def playlist(settings: ChorusSettings, mood: str, k: int = 20, user: str | None = None,
+             group: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The ``k`` catalogue tracks ``user`` (or ``group``) would most hear as ``mood``: one matrix
+    product of the stored catalogue embeddings with that listener's head; and the level that
+    answered."""
+    from chorus import MOODS
+    from chorus.errors import InputError
+
+    if mood not in MOODS:
+        raise InputError(mood, f"not one of the moods: {', '.join(MOODS)}")
+    state = StateDir(settings.state_dir)
+    path = state.personal / EMBEDDINGS_FILE
+    if not path.exists():
+        raise InputError(str(path), "no personalised model", "run `chorus personal` (or `chorus run`) first")
+    model = load_personal_model(state.personal)
+    stored = read_table(path)
+    listener = forgotten_users(state.social, make_key=True).digest(user) if user is not None else None
+    head, level = model.head(listener, group)
+    scores = np.clip(model.design(np.stack(stored["embedding"].to_numpy())) @ head[:, MOODS.index(mood)], 0.0, 1.0)
+    order = np.argsort(-scores, kind="stable")[:k]
+    uris = load_tracks(settings).set_index("track_id")["uri"]
+    ranked = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "track_id": stored["track_id"].to_numpy()[order],
+                           "score": scores[order].round(4)})
+    ranked["title"] = [Path(str(uris.get(t, t))).stem for t in ranked["track_id"]]
+    return ranked, level
