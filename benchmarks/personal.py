@@ -29,7 +29,8 @@ def crowd(params: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     counts = rng.integers(low, high + 1, params["listeners"])
     listener = np.repeat(np.arange(params["listeners"]), counts)
     song = rng.integers(0, params["songs"], len(listener))
-    scores = 1 / (1 + np.exp(-np.einsum("pd,pdm->pm", songs[song], maps[groups[listener]], optimize=True)))
+    heard = np.einsum("sd,gdm->gsm", songs, maps).astype(np.float32)  # (groups, songs, 12): each group's hearing
+    scores = 1 / (1 + np.exp(-heard[groups[listener], song]))
     return {"songs": songs, "listener": listener, "song": song, "scores": scores.astype(np.float32),
             "groups": [f"g={g}" for g in groups]}
 

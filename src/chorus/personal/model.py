@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 Level = Literal["listener", "group", "global"]
+PAIR_CHUNK = 1_000_000  # training pairs summed at a time for the group heads
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,22 @@ def fit_personal_model(embeddings: np.ndarray, global_truth: np.ndarray, pair_li
     voted = ~np.isnan(global_truth).any(axis=1)
     model.global_head = _ridge_towards(x[voted].T @ x[voted], x[voted].T @ global_truth[voted],
                                        np.zeros((dims + 1, 12)), fit.global_ridge)
-    pair_x = x[pair_track]
-    groups = np.asarray(listener_groups, dtype=object)[pair_listener]
-    for group in sorted(set(listener_groups)):
-        rows = groups == group
-        if rows.any():
-            model.group_heads[group] = _ridge_towards(pair_x[rows].T @ pair_x[rows], pair_x[rows].T @ pair_scores[rows],
-                                                      model.global_head, fit.group_shrinkage)
+    # group heads from their members' pairs, summed a chunk of pairs at a time (memory: a chunk, not the crowd)
+    group_names = sorted(set(listener_groups))
+    group_of_listener = np.searchsorted(group_names, np.asarray(listener_groups, dtype=object))
+    gram_g = np.zeros((len(group_names), dims + 1, dims + 1))
+    cross_g = np.zeros((len(group_names), dims + 1, 12))
+    for first in range(0, len(pair_track), PAIR_CHUNK):
+        chunk = slice(first, first + PAIR_CHUNK)
+        px, py, pg = x[pair_track[chunk]], pair_scores[chunk], group_of_listener[pair_listener[chunk]]
+        for g in np.unique(pg):
+            rows = pg == g
+            gram_g[g] += px[rows].T @ px[rows]
+            cross_g[g] += px[rows].T @ py[rows]
+    counts_g = np.bincount(group_of_listener[pair_listener], minlength=len(group_names))
+    for g, group in enumerate(group_names):
+        if counts_g[g]:
+            model.group_heads[group] = _ridge_towards(gram_g[g], cross_g[g], model.global_head, fit.group_shrinkage)
     songs = np.bincount(pair_listener, minlength=len(listener_ids))
     own = np.flatnonzero(songs >= fit.min_songs)
     order = np.argsort(pair_listener, kind="stable")
@@ -128,8 +138,9 @@ def fit_personal_model(embeddings: np.ndarray, global_truth: np.ndarray, pair_li
         parents = np.stack([model.group_heads.get(listener_groups[i], model.global_head) for i in batch])
         for j, listener in enumerate(batch):
             rows = order[starts[listener]:starts[listener + 1]]
-            gram[j] = pair_x[rows].T @ pair_x[rows]
-            cross[j] = pair_x[rows].T @ pair_scores[rows]
+            px = x[pair_track[rows]]
+            gram[j] = px.T @ px
+            cross[j] = px.T @ pair_scores[rows]
         for listener, head in zip(batch, _ridge_towards(gram, cross, parents, fit.listener_shrinkage), strict=True):
             weights[listener] = head.ravel().astype(np.float32)
     model.listeners = pd.DataFrame({"listener": listener_ids, "group": listener_groups, "songs": songs.astype(np.int32),
