@@ -180,6 +180,11 @@ def test_rekeying_carries_every_forgotten_user_to_a_new_key(tmp_path):
     assert rekeyed.key != before.key and forgotten_users(social) == rekeyed
     assert not rekeyed.unsalted and before.digest("u2") not in rekeyed.digests  # the old key opens nothing new
     assert all(rekeyed.covers(u) for u in ("u1", "u2", "gone")) and not rekeyed.covers("u3")
+    # the retired key lives in a private file of its own, never beside the digests it opens
+    (retired_key, retired_digest), = rekeyed.retired
+    assert retired_key == before.key.hex() and retired_key not in (social / "forgotten.json").read_text()
+    assert retired_digest in (social / "forgotten.json").read_text()
+    assert (social / "forgotten.retired-keys.json").stat().st_mode & 0o077 == 0
     tables = {"users": pd.DataFrame({"user_id": ["u1", "u2", "u3", "gone"]}),
               "follows": pd.DataFrame({"follower": ["u3"], "followee": ["gone"]}),
               "playlists": pd.DataFrame({"playlist_id": ["p1"], "owner": ["u3"]}),

@@ -308,6 +308,7 @@ def social_fingerprint(folder: Path) -> str:
 # still match.
 
 FORGOTTEN_SCHEME = "hmac-sha256"
+RETIRED_KEYS = "forgotten.retired-keys.json"
 
 
 @dataclass(frozen=True)
@@ -345,14 +346,21 @@ def forgotten_users(social_dir: Path, make_key: bool = False) -> ForgottenUsers:
     recorded = json.loads(path.read_text()) if path.exists() else {}
     if isinstance(recorded, list):  # written before the key: plain SHA-256 digests
         return ForgottenUsers(key, (), tuple(sorted(recorded)))
+    keys_file = social_dir / RETIRED_KEYS
+    # a list written before the retired keys had their own file held them beside the digests
+    retired = json.loads(keys_file.read_text()) if keys_file.exists() else recorded.get("retired", [])
     return ForgottenUsers(key, tuple(sorted(recorded.get("digests", []))), tuple(sorted(recorded.get("unsalted_sha256", []))),
-                          tuple(sorted((r["key"], r["digest"]) for r in recorded.get("retired", []))))
+                          tuple(sorted((r["key"], r["digest"]) for r in retired)))
 
 
 def _write_forgotten(social_dir: Path, forgotten: ForgottenUsers) -> None:
+    """The digests to ``forgotten.json``; the retired keys, each with the digest made under it, to
+    ``forgotten.retired-keys.json`` (0600, like the key file): a copy of the list alone does not
+    hold a key that opens any of its digests."""
+    write_json_atomic(social_dir / RETIRED_KEYS, [{"key": key, "digest": digest} for key, digest in forgotten.retired])
     write_json_atomic(social_dir / "forgotten.json", {
         "scheme": FORGOTTEN_SCHEME, "digests": list(forgotten.digests), "unsalted_sha256": list(forgotten.unsalted),
-        "retired": [{"key": key, "digest": digest} for key, digest in forgotten.retired]})
+        "retired_digests": sorted(digest for _, digest in forgotten.retired)})
 
 
 def social_key(social_dir: Path, digests: list[str]) -> str:
