@@ -2,7 +2,9 @@
 model): build time, query latency of the approximate stage + alignment against exhaustive
 alignment of every tune (the baseline, same run), and the approximate stage's recall: the share
 of queries whose exhaustive best match is in its top 10 (the gated figure; beyond the first, the
-exhaustive top 10 are near-ties among unrelated tunes) and the overlap of the two top 10s.
+exhaustive top 10 are near-ties among unrelated tunes), the same among the queries whose sung tune
+exhaustive alignment ranks first (a miss of a wrong best is no loss), and the overlap of the two
+top 10s.
 Queries are sung excerpts (10% wrong notes, 30 cents drift, transposed, at another tempo) given
 as notes: the transcriber's cost is measured in the pipeline's report."""
 
@@ -35,6 +37,7 @@ def run(settings: MelodySettings, quick: bool = False, log: Any = print) -> dict
     log(f"index of {len(tunes)} tunes ({len(index.owner)} windows, {type(index.index).__name__}) in {build_s:.1f} s")
     names = sorted(tunes)
     latency, exhaustive_latency, hits, recall, best_found, exhaustive_hits = [], [], [], [], [], []
+    kept: list[bool] = []  # where exhaustive alignment finds the sung tune: does the approximate stage too?
     for q in range(params["queries"]):
         target = names[int(rng.integers(len(names)))]
         start = int(rng.integers(0, params["notes"] - 16))
@@ -50,6 +53,8 @@ def run(settings: MelodySettings, quick: bool = False, log: Any = print) -> dict
             recall.append(len({m.track_id for m in found} & {m.track_id for m in exact}) / len(exact))
             best_found.append(exact[0].track_id in {m.track_id for m in found})
             exhaustive_hits.append(exact[0].track_id == target)
+            if exact[0].track_id == target:
+                kept.append(target in {m.track_id for m in found})
     figures = {
         "quick": quick, "tunes": len(tunes), "windows": int(len(index.owner)), "index": type(index.index).__name__,
         "build_seconds": round(build_s, 2),
@@ -58,6 +63,7 @@ def run(settings: MelodySettings, quick: bool = False, log: Any = print) -> dict
         "exhaustive_query_ms_median": round(statistics.median(exhaustive_latency), 2),
         "speedup_vs_exhaustive": round(statistics.median(exhaustive_latency) / statistics.median(latency), 1),
         "recall_of_exhaustive_best": round(float(np.mean(best_found)), 4),
+        "recall_where_exhaustive_finds_the_tune": round(float(np.mean(kept)), 4) if kept else None,
         "top10_overlap_with_exhaustive": round(float(np.mean(recall)), 4),
         "top1_hit_rate": round(float(np.mean(hits)), 4),
         "exhaustive_top1_hit_rate": round(float(np.mean(exhaustive_hits)), 4),

@@ -461,6 +461,13 @@ def test_tag_files_gives_the_models_predictions_on_the_stored_features(first_run
     alias = "challenger"  # a version chorus trained (an earlier test made a stale one champion)
     with pytest.raises(InputError, match="outside where chorus may write"):
         stages.tag_stage(settings, test["uri"].tolist(), alias=alias, out=str(tmp_path / "tags.parquet"))
+    # never over the pipeline's own tables, even with export_root at the state directory
+    for owned in (state.labels / "labels.parquet", state.tracks):
+        before = owned.read_bytes()
+        with pytest.raises(InputError, match="never over the pipeline's own files"):
+            stages.tag_stage(settings.model_copy(update={"export_root": state.root}), test["uri"].tolist(), alias=alias,
+                             out=str(owned))
+        assert owned.read_bytes() == before
     out = state.root.resolve() / "exports" / "tags.parquet"
     summary = stages.tag_stage(settings, test["uri"].tolist() + [str(tmp_path)], alias=alias, out=str(out))
     assert summary.counts["files"] == len(test) and summary.outputs["predictions"] == str(out)

@@ -105,6 +105,11 @@ class StateDir:
         return self.root / "melody"
 
     @property
+    def exports(self) -> Path:
+        """Where tag, search and hum write the files a caller names (`out`)."""
+        return self.root / "exports"
+
+    @property
     def personal(self) -> Path:
         """The personalised mood model: heads (safetensors), listener table (Parquet), description."""
         return self.root / "personal"

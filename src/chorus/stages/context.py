@@ -54,14 +54,17 @@ class StageContext:
         return cls(settings, state, time.perf_counter())
 
     def output_file(self, out: str) -> Path:
-        """Where a stage writes the file a caller named: ``out`` must be a Parquet file under the
-        state directory or ``export_root`` (InputError otherwise)."""
+        """Where a stage writes the file a caller named: ``out`` must be a Parquet file under
+        ``<state>/exports`` or ``export_root``, and never inside the state directory elsewhere
+        (the pipeline's own tables: labels, tracks, features); InputError otherwise."""
         target = Path(out).expanduser().resolve()
-        roots = [self.state.root.resolve()] + ([self.settings.export_root.expanduser().resolve()]
-                                               if self.settings.export_root else [])
-        if not any(target.is_relative_to(root) for root in roots):
-            raise InputError(out, f"outside where chorus may write ({', '.join(map(str, roots))}); "
-                                  "write under the state directory or set export_root")
+        state = self.state.root.resolve()
+        exports = self.state.exports.resolve()
+        roots = [exports] + ([self.settings.export_root.expanduser().resolve()] if self.settings.export_root else [])
+        owned = target.is_relative_to(state) and not target.is_relative_to(exports)
+        if owned or not any(target.is_relative_to(root) for root in roots):
+            raise InputError(out, f"outside where chorus may write ({', '.join(map(str, roots))}); write under "
+                                  f"{exports} or set export_root (never over the pipeline's own files)")
         if target.suffix != ".parquet":
             raise InputError(out, "must be a .parquet file")
         return target
