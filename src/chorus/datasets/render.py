@@ -112,10 +112,8 @@ def work_by_label(style: str, label: str) -> Work:
     raise KeyError(f"music21 bundles no work {label!r} for style {style!r}")
 
 
-def rendered_notes(midi: bytes, mood: str, seconds: float) -> pd.DataFrame:
-    """The notes a clip rendered by ``Renderer.render(midi, mood, seconds)`` sounds, on its clock
-    (0 = the first note): onset_s, offset_s, pitch (after the mood's transposition), velocity.
-    This is the clip's symbolic score."""
+def _at_mood_tempo(midi: bytes, mood: str) -> tuple[Any, dict[str, Any]]:
+    """The MIDI file at the mood's tempo, and the mood's rendering settings."""
     import pretty_midi
 
     spec = MOOD_RENDERING[mood]
@@ -124,6 +122,14 @@ def rendered_notes(midi: bytes, mood: str, seconds: float) -> pd.DataFrame:
     if end <= 0:
         raise ValueError("no notes")
     pm.adjust_times([0.0, end], [0.0, end / float(spec["tempo"])])
+    return pm, spec
+
+
+def rendered_notes(midi: bytes, mood: str, seconds: float) -> pd.DataFrame:
+    """The notes a clip rendered by ``Renderer.render(midi, mood, seconds)`` sounds, on its clock
+    (0 = the first note): onset_s, offset_s, pitch (after the mood's transposition), velocity.
+    This is the clip's symbolic score."""
+    pm, spec = _at_mood_tempo(midi, mood)
     rows = [(n.start, n.end, int(np.clip(n.pitch + int(spec["transpose"]), 21, 108)), n.velocity)
             for inst in pm.instruments if not inst.is_drum for n in inst.notes]
     if not rows:
@@ -176,14 +182,7 @@ class Renderer:
     def render(self, midi: bytes, mood: str, seconds: float, program: int | None = None) -> np.ndarray:
         """Render with the mood's tempo, loudness, register and instrument (``program`` replaces
         the mood's instrument); mono float32."""
-        import pretty_midi
-
-        spec = MOOD_RENDERING[mood]
-        pm = pretty_midi.PrettyMIDI(io.BytesIO(midi))
-        end = pm.get_end_time()
-        if end <= 0:
-            raise ValueError("no notes")
-        pm.adjust_times([0.0, end], [0.0, end / float(spec["tempo"])])
+        pm, spec = _at_mood_tempo(midi, mood)
         events: list[tuple[float, int, int, int, int]] = []  # time, on(1)/off(0), chan, key, vel
         melodic = [inst for inst in pm.instruments if not inst.is_drum]
         for index, inst in enumerate(melodic):
