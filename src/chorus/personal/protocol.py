@@ -118,6 +118,8 @@ def judge(graph: SocialGraph, tags: TagMatrix, users: pd.DataFrame, settings: La
     margins = {"personal truth - global truth": margin("personal truth", "global truth")}
     if "global head" in predictors:
         margins[f"{first} - global head"] = margin(first, "global head")
+    if "global mood model" in predictors:
+        margins[f"{first} - global mood model"] = margin(first, "global mood model")
     truth_gain = margins["personal truth - global truth"]["mean"]
     model_gain = margins.get(f"{first} - global head", {}).get("mean", float("nan"))
     return {"listeners": int(len(holdout.users)), "held_out_pairs": pairs, "k": k, "schemes": table,

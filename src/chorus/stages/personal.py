@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chorus import registry
+from chorus import MOODS, registry
 from chorus.config import ChorusSettings, stable_hash
 from chorus.ingest import forgotten_users
 from chorus.io import read_meta, read_table, write_json_atomic, write_parquet
@@ -76,7 +76,8 @@ def personal_stage(settings: ChorusSettings) -> StageSummary:
 
     tally = _tally_votes(social_table_paths(state), set(tracks["track_id"]), settings)
     ids, vectors = track_embeddings(settings, state, name, encoder.version, tracks["track_id"].tolist())
-    fitted = _fit_and_judge(settings, state, tally, ids, vectors, tracks.set_index("track_id")["split"])
+    global_model = _global_mood_model(settings, state, tracks)
+    fitted = _fit_and_judge(settings, state, tally, ids, vectors, tracks.set_index("track_id")["split"], global_model)
     model, report = fitted["model"], fitted["report"]
     report["encoder"] = {"name": name, "version": encoder.version, "candidate": ENCODER_CANDIDATE}
     digest = save_personal_model(model, state.personal, {"key": key, "encoder": report["encoder"], "fit": fitted["fit"]})
@@ -96,9 +97,32 @@ def personal_stage(settings: ChorusSettings) -> StageSummary:
     return ctx.summary("personal", False, {"model": str(state.personal), "report": str(state.reports / REPORT_FILE)}, counts)
 
 
+def _global_mood_model(settings: ChorusSettings, state: StateDir, tracks: pd.DataFrame) -> tuple[str, dict[str, np.ndarray]] | None:
+    """The registered mood model's champion (one answer for every listener) and its 12 scores of
+    each valid and test track, averaged over segments; None without a champion or its features."""
+    from chorus.errors import ChorusError
+
+    name = settings.train.registered_name(settings.train.mood_task)
+    version = registry.alias_version(name, "champion")
+    if version is None:
+        return None
+    scorer = registry.load_scorer(name, version)
+    if list(scorer.contract.labels) != list(MOODS):
+        return None
+    held = tracks.loc[tracks["split"].isin(["valid", "test"]), "track_id"].tolist()
+    try:
+        features = FeatureSets(state.features, settings.features, held).for_contract(scorer.contract)
+        scorer.contract.check_features(features.config_hash)
+    except (ChorusError, ValueError, KeyError):
+        return None
+    ids, scores = track_mean(scorer.scores(features.stacked(scorer.contract.stored_maps)), features.segments["track_id"].to_numpy())
+    return f"{name} v{version}", dict(zip(ids, np.asarray(scores, np.float64), strict=True))
+
+
 def _fit_and_judge(settings: ChorusSettings, state: StateDir, tally: VoteTally, ids: np.ndarray, vectors: np.ndarray,
-                   split_of: Any) -> dict[str, Any]:
-    """Fit on train songs for each listener shrinkage, choose on valid, report on test."""
+                   split_of: Any, global_model: tuple[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Fit on train songs for each listener shrinkage, choose on valid, report on test; the
+    global mood model (``global_model``: its name and scores per held-out track) judged beside."""
     ps, ls = settings.personal, settings.labels
     graph, tags, users = tally.built.graph, tally.tags, tally.users
     row_of = {t: i for i, t in enumerate(ids)}
@@ -122,9 +146,14 @@ def _fit_and_judge(settings: ChorusSettings, state: StateDir, tally: VoteTally, 
                 for split in ("valid", "test")}
 
     def predictors(model: PersonalMoodModel) -> dict[str, Any]:
-        return {"personalised": lambda u, songs: model.predict(embeddings[songs], listener=digests[u])[0],
-                "group head": lambda u, songs: model.predict(embeddings[songs], group=groups[u])[0],
-                "global head": lambda u, songs: model.predict(embeddings[songs])[0]}
+        chosen = {"personalised": lambda u, songs: model.predict(embeddings[songs], listener=digests[u])[0],
+                  "group head": lambda u, songs: model.predict(embeddings[songs], group=groups[u])[0],
+                  "global head": lambda u, songs: model.predict(embeddings[songs])[0]}
+        if global_model is not None:
+            scores = global_model[1]
+            chosen["global mood model"] = lambda u, songs: np.stack(
+                [scores.get(str(tags.track_ids[s]), np.full(12, 0.5)) for s in songs])
+        return chosen
 
     candidates = []
     for shrinkage in ps.listener_shrinkage:
@@ -137,6 +166,7 @@ def _fit_and_judge(settings: ChorusSettings, state: StateDir, tally: VoteTally, 
     score, shrinkage, model, valid = max(candidates, key=lambda c: (c[0], -c[1]))
     test = judge(graph, tags, users, ls, holdouts["test"], predictors(model), ls.top_k, ps.bootstrap, ps.seed)
     report = {"group_attribute": attribute, "train_pairs": int(len(pairs.listener)),
+              "global_mood_model": global_model[0] if global_model else None,
               "chosen_on_valid": {str(s): round(c, 4) for c, s, _, _ in candidates}, "valid": _brief(valid), "test": test}
     return {"model": model, "report": report,
             "fit": {"listener_shrinkage": shrinkage, "group_shrinkage": ps.group_shrinkage, "dims": ps.dims,
@@ -195,7 +225,6 @@ def tag_as_listener(settings: ChorusSettings, files: list[Path], user: str | Non
     """One row per file: the 12 mood scores as ``user`` (a user id) or ``group`` ("attribute=value")
     hears it, the top ``labels.top_k`` moods and the level that answered (listener, group, global).
     Files that cannot be decoded keep their reason."""
-    from chorus import MOODS
     from chorus.audio import AudioProblem
     from chorus.errors import InputError
     from chorus.features import extract_track_or_problem
@@ -235,7 +264,6 @@ def playlist(settings: ChorusSettings, mood: str, k: int = 20, user: str | None 
     """The ``k`` catalogue tracks ``user`` (or ``group``) would most hear as ``mood``: one matrix
     product of the stored catalogue embeddings with that listener's head; and the level that
     answered."""
-    from chorus import MOODS
     from chorus.errors import InputError
 
     if mood not in MOODS:
