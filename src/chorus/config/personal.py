@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from chorus.config.sections import SectionSettings
@@ -11,6 +13,9 @@ class PersonalSettings(SectionSettings):
     """The personalised mood model (docs/method.md, "Personalised classification")."""
 
     enabled: bool = Field(True, description="False: the pipeline trains no personalised model.")
+    groups: Literal["column", "follow_graph"] = Field(
+        "column", description="Listeners' groups: the first of labels.group_by the users table has, or communities of "
+                              "the follow graph (label propagation; also where the users table has no group column).")
     dims: int = Field(24, ge=2, description="PCA dimensions of the encoder's embedding the heads read.")
     global_ridge: float = Field(1.0, gt=0)
     group_shrinkage: float = Field(20.0, ge=0, description="Pull of a group head towards the global head.")

@@ -133,8 +133,14 @@ def _fit_and_judge(settings: ChorusSettings, state: StateDir, tally: VoteTally, 
     listeners = np.arange(graph.n_users)
     key = forgotten_users(state.social, make_key=True)
     digests = [key.digest(u) for u in np.asarray(graph.user_ids).astype(str)]
-    attribute = next((a for a in ls.group_by if a in users.columns), None)
-    groups = listener_groups(users, graph, listeners, attribute)
+    attribute = next((a for a in ls.group_by if a in users.columns), None) if ps.groups == "column" else None
+    if attribute is None:  # communities of the follow graph
+        from chorus.social.communities import follow_communities
+
+        groups = [f"community={c}" for c in follow_communities(graph, seed=ps.seed)]
+        attribute = "community (follow graph)"
+    else:
+        groups = listener_groups(users, graph, listeners, attribute)
     pairs = training_pairs(graph, tags, listeners, train_songs, ls, ps.batch)
     everyone = weighted_vote(np.ones((1, graph.n_users), np.float32), tags)
     global_truth = np.full((tags.n_songs, 12), np.nan)
