@@ -5,6 +5,7 @@ of training one (``Trained``), what a family is given to train with (``TrainingJ
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ class TrainingJob:
         return train, valid
 
 
-class Family:
+class Family(ABC):
     """A model family: how its candidates train and which settings their results depend on.
 
     A family module defines a subclass and registers one instance with ``register_family``;
@@ -125,12 +126,13 @@ class Family:
     runtime: ClassVar[Runtime]
     learns_from_corpus: ClassVar[bool] = True  # False: the key is the weights and the input, not the corpus
 
+    @abstractmethod
     def train(self, spec: CandidateSpec, job: TrainingJob) -> Trained:
-        raise NotImplementedError
+        """The candidate trained on ``job`` (train split; valid chooses), as a registrable scorer."""
 
+    @abstractmethod
     def key_settings(self, spec: CandidateSpec, settings: TrainSettings) -> dict[str, Any]:
         """The training settings a candidate's result depends on (part of its training key)."""
-        raise NotImplementedError
 
 
 FAMILIES: dict[str, Family] = {}

@@ -13,17 +13,14 @@ from torch import nn
 
 from chorus.config import TrainSettings
 from chorus.families.base import CandidateSpec, register_family
-from chorus.families.network import Inputs, NetworkFamily, backbone_inputs
+from chorus.families.network import OnBackboneFamily
 from chorus.models.nets import CRNNH, select_maps_by_variance
 from chorus.models.scorer import TorchScorer
 from chorus.training import SegmentSplit
 
 
-class CRNNHFamily(NetworkFamily):
+class CRNNHFamily(OnBackboneFamily):
     name = "crnnh"
-
-    def inputs(self, spec: CandidateSpec, train: SegmentSplit, stored: tuple[str, ...], deps: dict[str, Any]) -> Inputs:
-        return backbone_inputs(deps)
 
     def build(self, spec: CandidateSpec, settings: TrainSettings, n_out: int, in_channels: int, deps: dict[str, Any],
               train: SegmentSplit | None = None, head_sizes: list[int] | None = None) -> tuple[nn.Module, dict[str, Any]]:

@@ -5,6 +5,7 @@ maps it reads and how they are normalised (``inputs``)."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,10 +37,10 @@ class NetworkFamily(Family):
     runtime: ClassVar = "torch"
     learning_rate_scale: ClassVar[float] = 1.0  # a pretrained network's layers move less than a fresh one's
 
+    @abstractmethod
     def build(self, spec: CandidateSpec, settings: TrainSettings, n_out: int, in_channels: int, deps: dict[str, Any],
               train: SegmentSplit | None = None, head_sizes: list[int] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The freshly initialised network (seeded by the caller) and facts to log about it."""
-        raise NotImplementedError
 
     def inputs(self, spec: CandidateSpec, train: SegmentSplit, stored: tuple[str, ...], deps: dict[str, Any]) -> Inputs:
         """The stored maps the network reads (the log-mel alone or all) and their train statistics."""
@@ -91,7 +92,9 @@ class NetworkFamily(Family):
         return Trained(result.scorer, result.history, params, summary)
 
 
-def backbone_inputs(deps: dict[str, Any]) -> Inputs:
-    """A network on the pretext backbone's trunk reads what the backbone read, normalised alike."""
-    backbone: TorchScorer = deps["backbone"]
-    return backbone.channels.tolist(), backbone.mean.flatten().numpy(), backbone.std.flatten().numpy()
+class OnBackboneFamily(NetworkFamily):
+    """A network on the pretext backbone's trunk: it reads what the backbone read, normalised alike."""
+
+    def inputs(self, spec: CandidateSpec, train: SegmentSplit, stored: tuple[str, ...], deps: dict[str, Any]) -> Inputs:
+        backbone: TorchScorer = deps["backbone"]
+        return backbone.channels.tolist(), backbone.mean.flatten().numpy(), backbone.std.flatten().numpy()

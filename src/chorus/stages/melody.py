@@ -90,11 +90,12 @@ def melody_stage(settings: ChorusSettings) -> StageSummary:
     keys = track_keys(settings, tracks, scores)
     folder = state.melody
     notes, melodies = _stored(folder / NOTES_FILE, keys), _stored(folder / MELODIES_FILE, keys)
-    known = set(melodies["track_id"]) | set(_stored_problems(folder / QUARANTINE_FILE, keys))
+    stored_problems = _stored_problems(folder / QUARANTINE_FILE, keys)
+    known = set(melodies["track_id"]) | set(stored_problems)
     todo = tracks[~tracks["track_id"].isin(known)]
     started = time.perf_counter()
     results = _transcribe(settings, todo, scores)
-    problems = {**_stored_problems(folder / QUARANTINE_FILE, keys)}
+    problems = dict(stored_problems)
     for result in results:
         notes = pd.concat([notes, result.notes.assign(key=result.notes["track_id"].map(keys))], ignore_index=True)
         melodies = pd.concat([melodies, result.melodies.assign(key=result.melodies["track_id"].map(keys))],
