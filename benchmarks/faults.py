@@ -124,13 +124,13 @@ FAULTS: dict[str, tuple[Callable[[Path], None], int, dict[str, Any]]] = {
     # extracted whole (block_seconds None), 40 minutes take a 700 MB worker to its limit: it dies
     # extracting (twice: quarantined as worker_lost) or writing (extracted again, written by the flow)
     "worker_killed_by_a_long_file": (lambda d: _wav(d / "hour.wav", _tone(40 * 60.0, 500.0)), 1,
-                                     {"features": {"dask_workers": 1, "worker_memory_limit": "700MB", "block_seconds": None}}),
+                                     {"features": {"block_seconds": None}, "compute": {"workers": 1, "worker_memory_limit": "700MB"}}),
     # in blocks (the default), three hours at the default feature settings fit a 1.5 GiB worker
-    "three_hour_file": (lambda d: _hours(d, 3), 1, {"features": {"dask_workers": 1, "worker_memory_limit": "1.5GiB", "n_mels": 128,
-                                                       "hpss": True}}),
+    "three_hour_file": (lambda d: _hours(d, 3), 1, {"features": {"n_mels": 128, "hpss": True},
+                                                    "compute": {"workers": 1, "worker_memory_limit": "1.5GiB"}}),
     # six hours with HPSS (about 150 s here) outlast the shard's limit (1 s per file and a minute)
     # and, alone, 1 s: quarantined as timeout, the workers holding it restarted; the good files are kept
-    "file_past_its_time_limit": (lambda d: _hours(d, 6), 1, {"features": {"dask_workers": 2, "n_mels": 128, "hpss": True},
+    "file_past_its_time_limit": (lambda d: _hours(d, 6), 1, {"features": {"n_mels": 128, "hpss": True}, "compute": {"workers": 2},
                                                              "orchestration": {"file_timeout_s": 1.0}}),
 }
 QUICK = ("empty_file", "truncated_wav", "duplicate", "ogg_count_estimate", "not_a_file_and_symlinks", "beyond_full_scale")
@@ -185,7 +185,7 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
     try:
         ingest_stage(settings)
         shards = plan_shards(load_tracks(settings), settings.features, StateDir(settings.state_dir).features)
-        with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client, \
+        with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False) as client, \
                 PeakMemory() as memory:
             results = [extract_shard(shard, settings, client) for shard in shards]
         peak = memory.mark()[1]
@@ -195,7 +195,7 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
         finished = False
     rows = _rows(settings, counts, time.perf_counter() - started, finished)
     peak = peak if finished else float("nan")
-    log(f"{', '.join(faults)}: peak worker memory {peak:.0f} MiB (limit {settings.features.worker_memory_limit})")
+    log(f"{', '.join(faults)}: peak worker memory {peak:.0f} MiB (limit {settings.compute.worker_memory_limit})")
     return rows, peak
 
 

@@ -53,7 +53,7 @@ def _peak_rss_mib() -> float:
 
 
 def _run_flow(settings: ChorusSettings) -> tuple[float, dict[str, Any]]:
-    from chorus_flows._common import local_run
+    from chorus_flows import local_run
     from chorus_flows.features import features as features_flow
 
     started = time.perf_counter()
@@ -80,11 +80,10 @@ class WarmCluster:
         from chorus.compute import dask_scheduler
 
         started = time.perf_counter()
-        local = settings.features.model_copy(update={"dask_workers": workers, "dask_address": None})
+        local = settings.compute.model_copy(update={"workers": workers, "address": None})
         address = stack.enter_context(dask_scheduler(local))
         self.client = stack.enter_context(Client(address))
-        self.settings = settings.model_copy(update={"features": settings.features.model_copy(
-            update={"dask_address": address})})
+        self.settings = settings.model_copy(update={"compute": settings.compute.model_copy(update={"address": address})})
         cheap = self.settings.model_copy(update={"features": self.settings.features.model_copy(
             update={"hpss": False, "n_mels": 32})})
         _drop_features(cheap)
@@ -267,8 +266,8 @@ def run(settings: ChorusSettings, quick: bool = False, log: Any = print) -> dict
 
     root = Path(settings.state_dir) / "bench" / ("features-quick" if quick else "features")
     bench = settings.model_copy(update={"state_dir": root, "demo": corpus_settings(quick),
-                                        "features": settings.features.model_copy(update={
-                                            "shard_size": 4 if quick else 100, "dask_address": None})})
+                                        "features": settings.features.model_copy(update={"shard_size": 4 if quick else 100}),
+                                        "compute": settings.compute.model_copy(update={"address": None})})
     log(f"rendering the benchmark corpus under {root} (cached)")
     stages.demo_stage(bench)
     stages.ingest_stage(bench)

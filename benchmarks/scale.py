@@ -79,7 +79,7 @@ def measure_stage(root: str, workers: int, stage: str) -> dict[str, Any]:
     ``root`` (the stages before it already run), its wall time, peaks and rows written."""
     from prefect import flow
 
-    from chorus_flows._common import local_run
+    from chorus_flows import local_run
     from chorus_flows.features import features as features_flow
     from chorus_flows.ingest import ingest as ingest_flow
     from chorus_flows.labels import labels as labels_flow
@@ -91,7 +91,7 @@ def measure_stage(root: str, workers: int, stage: str) -> dict[str, Any]:
     base = Path(root)
     settings = load_settings(overrides={"state_dir": str(base / "state"),
                                         "ingest": {"manifest": str(base / "manifest.csv"), "social_dir": str(base / "social")},
-                                        "features": {"dask_workers": workers}})
+                                        "compute": {"workers": workers}})
     flows: dict[str, Callable[..., dict[str, Any]]] = {"ingest": ingest_flow, "features": features_flow, "labels": labels_flow}
     with local_run(), PeakMemory() as memory:
         warm_up()

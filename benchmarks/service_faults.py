@@ -149,7 +149,7 @@ def run_service_faults(client: LocalServicesClient, workdir: Path,
     # the scheduler before the shards' jobs are all sent (they finish within a second or two of it),
     # the Prefect server once shards are being committed
     for service, name, address, marker in (
-            ("dask-scheduler", "Dask scheduler", env["CHORUS_FEATURES__DASK_ADDRESS"], "shards to extract"),
+            ("dask-scheduler", "Dask scheduler", env["CHORUS_COMPUTE__ADDRESS"], "shards to extract"),
             ("prefect-server", "Prefect server", env["PREFECT_API_URL"], "shard shard-")):
         shutil.rmtree(folder)
         outcome = _disturbed(client, workdir, service, marker, "features", FEATURES)

@@ -29,10 +29,10 @@ from chorus import registry
 from chorus.audio import to_mono
 from chorus.config import ChorusSettings, IngestSettings, load_settings
 from chorus.datasets.candidates import AUDIO_SUFFIXES
-from chorus.evaluation.metrics import bootstrap_interval
 from chorus.features import plan_shards
 from chorus.ingest import stratified_hash_split
 from chorus.io import atomic_path
+from chorus.metrics.classification import bootstrap_interval
 from chorus.stages import (
     FeatureSets,
     evaluate_stage,

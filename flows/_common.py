@@ -31,7 +31,7 @@ CONFIG_ENV = "CHORUS_CONFIG"
 
 # Where a run reads, writes and sends work: a deployment run's caller (anyone who can reach the
 # Prefect API) may not change these unless the server's orchestration.deployment_may_set allows it.
-SERVER_ONLY = ("state_dir", "mlflow_tracking_uri", "prefect_api_url", "export_root", "features.dask_address",
+SERVER_ONLY = ("state_dir", "mlflow_tracking_uri", "prefect_api_url", "export_root", "compute.address",
                "ingest.allowed_schemes", "services", "orchestration")
 
 

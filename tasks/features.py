@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
-from chorus.compute import client_open
+from chorus.compute import DASK_CLIENTS
 from chorus.config import ChorusSettings
 from chorus.features import Shard, plan_shards
 from chorus_tasks._policies import IO_RETRIES
@@ -27,7 +26,7 @@ def plan(settings: ChorusSettings) -> list[Shard]:
 @task(name="extract-shard", cache_policy=NO_CACHE, **IO_RETRIES,
       task_run_name="extract-{shard.key}")
 def extract(shard: Shard, settings: ChorusSettings, scheduler: str, priority: int = 0) -> dict[str, Any]:
-    result = stages.extract_shard(shard, settings, dask_client(scheduler), priority=priority)
+    result = stages.extract_shard(shard, settings, DASK_CLIENTS.get(scheduler, settings.compute), priority=priority)
     logger = get_run_logger()
     if result.get("failed"):
         logger.error("shard %s failed validation and was not written: %s", shard.path.name, result["failed"])
@@ -36,40 +35,6 @@ def extract(shard: Shard, settings: ChorusSettings, scheduler: str, priority: in
     for problem in result.get("rejected", []):
         logger.warning("quarantined %s: %s (%s)", problem["uri"], problem["reason"], problem["detail"])
     return result
-
-
-_CLIENTS: dict[str, Any] = {}
-_UNREACHABLE: dict[str, BaseException] = {}  # scheduler -> why a client could not connect, until the flow closes it
-_CLIENTS_LOCK = threading.Lock()
-
-
-def dask_client(address: str) -> Any:
-    """One client per scheduler for the flow process (shard tasks run in its threads): a client
-    costs a connection handshake, and closing one per shard showed in the timings. Once a
-    connection has failed, the other shards fail at once instead of each waiting its timeout."""
-    from distributed import Client
-
-    with _CLIENTS_LOCK:
-        if address in _UNREACHABLE:
-            # a new error for this shard, chained to the first (which names the scheduler's failure)
-            failed = _UNREACHABLE[address]
-            raise OSError(f"{failed}") from failed
-        client = _CLIENTS.get(address)
-        if client is None or not client_open(client):
-            try:
-                client = _CLIENTS[address] = Client(address, set_as_default=False)
-            except OSError as exc:
-                _UNREACHABLE[address] = exc
-                raise
-        return client
-
-
-def close_client(address: str) -> None:
-    with _CLIENTS_LOCK:
-        _UNREACHABLE.pop(address, None)
-        client = _CLIENTS.pop(address, None)
-    if client is not None:
-        client.close()
 
 
 @task(name="index-features", cache_policy=NO_CACHE)

@@ -105,3 +105,26 @@ LONGEST_FIRST = ("test_services.py", "test_bench_scale.py", "test_pipeline_flow.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+# (suffix, codec, container format, sample rate): what FFmpeg (PyAV's wheel) encodes at test time
+ENCODINGS = {".m4a": ("aac", "ipod", 22050), ".opus": ("libopus", "ogg", 48000), ".mp3": ("libmp3lame", "mp3", 22050),
+             ".flac": ("flac", "flac", 22050), ".ogg": ("libopus", "ogg", 48000), ".wav": ("pcm_s16le", "wav", 22050)}
+
+
+def write_encoded(path: Path, y: np.ndarray, sr: int = SR) -> Path:
+    """``y`` (mono float) encoded by FFmpeg in the format of ``path``'s suffix (see ENCODINGS),
+    resampled to the codec's rate where it needs one (Opus: 48 kHz)."""
+    import av
+
+    codec, container_format, rate = ENCODINGS[path.suffix.lower()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(y.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = sr
+        resampler = av.AudioResampler(format=stream.codec_context.codec.audio_formats[0].name, layout="mono", rate=rate)
+        for resampled in [*resampler.resample(frame), *resampler.resample(None)]:
+            out.mux(stream.encode(resampled))
+        out.mux(stream.encode(None))
+    return path

@@ -118,7 +118,7 @@ def test_every_candidate_is_one_pyfunc_schema(tmp_path):
 def test_fast_average_precision_equals_scikit_learn_with_ties():
     from sklearn.metrics import average_precision_score
 
-    from chorus.evaluation.metrics import average_precision, macro_average_precision
+    from chorus.metrics.classification import average_precision, macro_average_precision
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -133,7 +133,7 @@ def test_fast_average_precision_equals_scikit_learn_with_ties():
 
 
 def test_retrieval_metrics_on_known_rankings():
-    from chorus.evaluation.retrieval import (
+    from chorus.metrics.retrieval import (
         compression_curve,
         cosine_distance,
         hamming_distance,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chorus.config import FeatureSettings, load_settings, parse_overrides
+from chorus.config import ComputeSettings, FeatureSettings, load_settings, parse_overrides
 from chorus.errors import ConfigError
 
 
@@ -62,7 +62,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 def test_config_hash_changes_with_outputs_not_with_workers():
     base = FeatureSettings()
-    assert FeatureSettings(dask_workers=8, shard_size=3).config_hash() == base.config_hash()
+    assert FeatureSettings(shard_size=3).config_hash() == base.config_hash()
+    assert ComputeSettings(workers=8).config_hash() == ComputeSettings().config_hash()
     assert FeatureSettings(n_mels=64).config_hash() != base.config_hash()
 
 

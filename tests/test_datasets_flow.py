@@ -16,7 +16,7 @@ from dataset_fixtures import make_gtzan, make_jamendo, make_mtat
 pytestmark = pytest.mark.slow
 
 SMALL = ["--set", "train.epochs=2", "--set", "train.channels=[8,16]", "--set", "train.batch_size=4",
-         "--set", "features.dask_workers=2"]
+         "--set", "compute.workers=2"]
 
 
 def test_mtat_from_the_cli_ingest_then_run_task_tags(tmp_path):
@@ -49,7 +49,7 @@ def test_jamendo_and_gtzan_run_their_task_end_to_end(prefect_harness, tmp_path, 
     root = {"jamendo": make_jamendo, "gtzan": make_gtzan}[dataset](tmp_path / dataset)
     settings = load_settings(overrides={
         "state_dir": str(tmp_path / "state"), "ingest": {"manifest": str(root), "adapter": dataset},
-        "features": {"dask_workers": 2},
+        "compute": {"workers": 2},
         "train": {"epochs": 2, "channels": [8, 16], "batch_size": 4, "svm": {"budget": 4, "particles": 2}},
         "melody": {"enabled": False},  # the mtat run above covers the melody stage on a corpus without scores
     }).for_task(task)

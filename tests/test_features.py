@@ -10,7 +10,7 @@ import pytest
 from scipy.ndimage import median_filter
 
 from chorus.audio import AudioProblem
-from chorus.config import FeatureSettings
+from chorus.config import ComputeSettings, FeatureSettings
 from chorus.features import FeatureExtractor, extract_track, load_features, plan_shards, segment, write_index, write_shard
 from chorus.features.dsp import centered_moving_median, logmel
 from chorus.io import read_meta
@@ -216,14 +216,14 @@ def test_a_long_file_extracts_in_blocks_under_a_worker_limit_the_whole_track_cha
     from chorus.config import ChorusSettings
     from chorus.validation import Validator
 
-    features = {"n_mels": 32, "hpss": True, "dask_workers": 1, "worker_memory_limit": "1GB"}
+    features = {"n_mels": 32, "hpss": True}
     tracks = _tracks(tmp_path, 3)
     long = write_wav(tmp_path / "long.wav", tone(40 * 60.0, 500))
     tracks.loc[1, "uri"] = str(long)
-    blocks = ChorusSettings(state_dir=tmp_path / "state", features=features)
+    blocks = ChorusSettings(state_dir=tmp_path / "state", features=features, compute={"workers": 1, "worker_memory_limit": "1GB"})
     whole = ChorusSettings(state_dir=tmp_path / "state", features={**features, "block_seconds": None})
     # as the flow's clients: not the process's default client
-    with dask_scheduler(blocks.features) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(blocks.compute) as address, Client(address, set_as_default=False) as client:
         shard = plan_shards(tracks, blocks.features, tmp_path / "blocks")[0]
         kept = stages.extract_shard(shard, blocks, client, validator=Validator())
         assert not kept.get("failed") and kept["tracks"] == 3 and not kept["rejected"]
@@ -265,10 +265,10 @@ def test_a_worker_dying_while_it_writes_the_shard_loses_no_track(tmp_path, monke
 
     cloudpickle.register_pickle_by_value(__import__(__name__))  # the workers cannot import the tests
     monkeypatch.setattr(feature_stage, "write_temp_shard", _write_or_die_on_a_worker)
-    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": False, "dask_workers": 1})
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": False}, compute={"workers": 1})
     tracks = _tracks(tmp_path, 3)
     shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
-    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False) as client:
         result = feature_stage.extract_shard(shard, settings, client, validator=Validator())
         assert len(client.scheduler_info()["workers"]) == 1  # the nanny started it again
     assert not result.get("failed") and result["tracks"] == 3 and not result["rejected"]
@@ -312,14 +312,14 @@ def test_a_file_late_twice_is_quarantined_as_timeout_and_the_shard_commits_the_r
     from chorus.config import ChorusSettings
     from chorus.stages import features as feature_stage
 
-    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": True, "dask_workers": 1},
+    settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": True}, compute={"workers": 1},
                               orchestration={"file_timeout_s": 2.0})
     long = _tracks(tmp_path / "long", 1, seconds=30 * 60.0)
     short = _tracks(tmp_path / "short", 1, seconds=4.0).assign(track_id="f" * 16, sha256="f" * 64)
     shard = plan_shards(pd.concat([long, short], ignore_index=True), settings.features, tmp_path / "features")[0]
     assert list(shard.tracks["track_id"]) == [long["track_id"][0], "f" * 16]  # submitted in this order
     monkeypatch.setattr(feature_stage, "shard_seconds", lambda settings, files: 4.0)
-    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False) as client:
         result = feature_stage.extract_shard(shard, settings, client)
         assert len(client.scheduler_info()["workers"]) == 1  # the restarted worker is back
     assert result["tracks"] == 1 and [r["track_id"] for r in result["rejected"]] == [long["track_id"][0]]
@@ -345,5 +345,5 @@ def test_a_stage_process_and_its_local_workers_give_arrow_memory_back_to_the_sys
     apply_runtime_environment(state)
     assert pa.default_memory_pool().backend_name == "system"
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")  # the workers' own setting, not one they inherit
-    with dask_scheduler(FeatureSettings(dask_workers=1)) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(ComputeSettings(workers=1)) as address, Client(address, set_as_default=False) as client:
         assert set(client.run(lambda: pa.default_memory_pool().backend_name).values()) == {"system"}

@@ -83,7 +83,7 @@ def test_killed_worker_shard_is_rescheduled_and_output_is_complete(cluster, tmp_
     settings = load_settings(overrides={
         "state_dir": str(tmp_path / "state"),
         "ingest": {"manifest": str(manifest), "min_duration_s": 1.0},
-        "features": {"dask_address": address, "shard_size": 8},
+        "features": {"shard_size": 8}, "compute": {"address": address},
     })
     stages.ingest_stage(settings)
     tracks = stages.load_tracks(settings)
@@ -131,7 +131,7 @@ def test_file_failing_extraction_is_quarantined_and_the_run_continues(tmp_path, 
     settings = load_settings(overrides={
         "state_dir": str(tmp_path / "state"),
         "ingest": {"manifest": str(manifest), "min_duration_s": 1.0},
-        "features": {"shard_size": 2, "dask_workers": 1, "short_track": "reject"},
+        "features": {"shard_size": 2, "short_track": "reject"}, "compute": {"workers": 1},
     })
     stages.ingest_stage(settings)
     summary = features(settings=settings)
@@ -162,7 +162,7 @@ def test_a_catalogue_of_many_shards_runs_a_few_per_worker_at_a_time(tmp_path, pr
     settings = load_settings(overrides={
         "state_dir": str(tmp_path / "state"),
         "ingest": {"manifest": str(manifest), "min_duration_s": 1.0},
-        "features": {"shard_size": 1, "dask_workers": 1},
+        "features": {"shard_size": 1}, "compute": {"workers": 1},
     })
     stages.ingest_stage(settings)
     started = datetime.now(timezone.utc)

@@ -27,7 +27,7 @@ K8S = sorted((ROOT / "infra" / "k8s").glob("*.yaml"))
 KUBERNETES_VERSION = "1.33.0"
 # What every production process must be told: where the state, the MLflow server and Dask are.
 POINTERS = {settings_env_name("state_dir"), settings_env_name("mlflow_tracking_uri"),
-            settings_env_name("features", "dask_address"), settings_env_name("prefect_api_url")}
+            settings_env_name("compute", "address"), settings_env_name("prefect_api_url")}
 
 
 def _k8s_documents() -> list[tuple[str, dict[str, Any]]]:
@@ -98,7 +98,7 @@ def _chorus_variables_in_k8s() -> dict[str, set[str]]:
 
 def test_infra_sets_only_variables_the_settings_model_reads():
     known = settings_env_names()
-    assert "CHORUS_FEATURES__DASK_ADRESS" not in known  # a misspelling is caught
+    assert "CHORUS_COMPUTE__ADRESS" not in known  # a misspelling is caught
     for where, found in [("compose", _chorus_variables_in_compose()), ("k8s", _chorus_variables_in_k8s())]:
         unknown = {f"{service}: {name}" for service, names in found.items() for name in names - known}
         assert not unknown, f"{where} sets variables no setting reads: {sorted(unknown)}"

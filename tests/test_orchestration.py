@@ -55,13 +55,13 @@ def test_a_deployment_run_cannot_redirect_where_the_server_reads_writes_and_send
     assert _common.resolve({"demo": {"scale": 0.5}}).demo.scale == 0.5
     # the server's own values, as a validated settings parameter carries them, are not a change
     assert _common.resolve(ChorusSettings(train={"epochs": 3})).train.epochs == 3
-    for given in ({"mlflow_tracking_uri": "http://elsewhere:5000"}, {"features": {"dask_address": "tcp://elsewhere:8786"}},
+    for given in ({"mlflow_tracking_uri": "http://elsewhere:5000"}, {"compute": {"address": "tcp://elsewhere:8786"}},
                   {"ingest": {"allowed_schemes": ["file", "http"]}}, {"state_dir": "/tmp/elsewhere"},
                   {"orchestration": {"deployment_may_set": ["state_dir"]}}):
         with pytest.raises(ConfigError, match="the server's to set"):
             _common.resolve(given)
-    monkeypatch.setenv("CHORUS_ORCHESTRATION__DEPLOYMENT_MAY_SET", '["features.dask_address"]')
-    assert _common.resolve({"features": {"dask_address": "tcp://other:8786"}}).features.dask_address == "tcp://other:8786"
+    monkeypatch.setenv("CHORUS_ORCHESTRATION__DEPLOYMENT_MAY_SET", '["compute.address"]')
+    assert _common.resolve({"compute": {"address": "tcp://other:8786"}}).compute.address == "tcp://other:8786"
     monkeypatch.setattr(_common, "_in_deployment_run", lambda: False)  # the CLI's own runs set what they like
     assert str(_common.resolve({"state_dir": "/tmp/elsewhere"}).state_dir) == "/tmp/elsewhere"
 
@@ -122,7 +122,7 @@ def test_services_stop_in_reverse_start_order(tmp_path):
     assert [s.name for s in LocalServices(settings).services()][-1] == "dask-worker-2"
     env = services.endpoints.chorus_environment()
     assert env == {"CHORUS_PREFECT_API_URL": "http://127.0.0.1:4200/api", "CHORUS_MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
-                   "CHORUS_FEATURES__DASK_ADDRESS": "tls://127.0.0.1:8786"}
+                   "CHORUS_COMPUTE__ADDRESS": "tls://127.0.0.1:8786"}
     assert load_settings(overrides={k.removeprefix("CHORUS_").lower(): v for k, v in env.items()
                                     if "__" not in k}).prefect_api_url == "http://127.0.0.1:4200/api"
 
@@ -153,7 +153,7 @@ def test_local_runs_skip_heartbeats_but_runs_on_a_server_keep_them(monkeypatch):
 def test_time_limits_scale_with_the_work():
     from chorus.limits import shard_seconds, training_seconds
 
-    settings = load_settings(overrides={"features": {"dask_workers": 2}, "orchestration": {"file_timeout_s": 10,
+    settings = load_settings(overrides={"compute": {"workers": 2}, "orchestration": {"file_timeout_s": 10,
                                                                                          "epoch_timeout_s": 100}})
     assert shard_seconds(settings, 100) == 10 * 50 + 60 and shard_seconds(settings, 1) == 10 + 60
     assert training_seconds(settings, 20) == 100 * 20 + 120

@@ -39,7 +39,7 @@ def test_prefect_and_dask_refusals_are_named(closed_port):
     api = f"http://127.0.0.1:{closed_port}/api"
     with pytest.raises(httpx.ConnectError) as refused:
         httpx.get(f"{api}/health")
-    settings = ChorusSettings(prefect_api_url=api, features={"dask_address": f"tcp://127.0.0.1:{closed_port}"})
+    settings = ChorusSettings(prefect_api_url=api, compute={"address": f"tcp://127.0.0.1:{closed_port}"})
     outage = service_outage(refused.value, service_addresses(settings))
     assert outage is not None and (outage.service, outage.address) == ("Prefect server", api)
 
@@ -51,7 +51,7 @@ def test_prefect_and_dask_refusals_are_named(closed_port):
 
 
 def test_other_failures_are_not_outages():
-    settings = ChorusSettings(mlflow_tracking_uri="http://127.0.0.1:5000", features={"dask_address": "tcp://127.0.0.1:8786"})
+    settings = ChorusSettings(mlflow_tracking_uri="http://127.0.0.1:5000", compute={"address": "tcp://127.0.0.1:8786"})
     for error in (ValueError("bad value"), FileNotFoundError(2, "No such file", "/x.wav"), TimeoutError("slow task")):
         assert service_outage(error, service_addresses(settings)) is None
 
@@ -82,7 +82,7 @@ def test_every_shard_names_a_scheduler_that_drops_the_clients_handshake():
     import socket
     import threading
 
-    from chorus_tasks.features import close_client, dask_client
+    from chorus.compute import DASK_CLIENTS
 
     listener = socket.create_server(("127.0.0.1", 0))
     address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
@@ -100,10 +100,10 @@ def test_every_shard_names_a_scheduler_that_drops_the_clients_handshake():
     try:
         for _ in range(3):
             with pytest.raises(OSError) as dropped:
-                dask_client(address)
+                DASK_CLIENTS.get(address)
             errors.append(dropped.value)
     finally:
-        close_client(address)
+        DASK_CLIENTS.close(address)
         listener.close()
     for error in errors:
         outage = service_outage(error, {"Dask scheduler": address})

@@ -23,7 +23,7 @@ def _overrides(state_dir, **train):
     return {
         "state_dir": str(state_dir),
         "demo": TINY_DEMO,
-        "features": {"shard_size": 5, "dask_workers": 2},
+        "features": {"shard_size": 5}, "compute": {"workers": 2},
         "train": {"epochs": 2, "channels": [8, 16], "batch_size": 16, "backbone": {"epochs": 1, "channels": [8, 16],
                                                                                 "corpus_tracks_per_style": 8},
                   "svm": {"budget": 4, "particles": 2}, "hashing": {"maps_per_layer": 4}, **train},

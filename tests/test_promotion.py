@@ -157,7 +157,7 @@ def test_random_codes_are_refused_as_a_first_champion():
     one-sided test at 2.5% against random models on the same split, refuses all but a few."""
     import numpy as np
 
-    from chorus.evaluation.retrieval import chance_precision
+    from chorus.metrics.retrieval import chance_precision
 
     labels = np.repeat(np.arange(6), 6)
     promoted = beat_chance_precision = 0

@@ -9,7 +9,7 @@ import pytest
 
 from chorus.config import DegradedQuerySettings
 from chorus.errors import InputError
-from chorus.evaluation.retrieval import cosine_distance, hamming_distance, rerank_distance, top_k
+from chorus.metrics.retrieval import cosine_distance, hamming_distance, rerank_distance, top_k
 from chorus.search import SearchIndex, hamming_scan, pack_codes, unpack_codes
 from chorus.search.degraded import check_tracks, degraded_copies, track_rng
 from conftest import bench_figures

@@ -177,9 +177,9 @@ def test_every_service_refuses_a_caller_without_credentials(services):
         assert refused.value.code == 401, (url, authorization)
     stranger = Security.temporary()  # a certificate of its own, not signed by the services' CA
     with pytest.raises((OSError, TimeoutError)):
-        Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"], security=stranger, timeout=10, set_as_default=False)
+        Client(services.env["CHORUS_COMPUTE__ADDRESS"], security=stranger, timeout=10, set_as_default=False)
     with pytest.raises(OSError):
-        Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"].replace("tls://", "tcp://"), timeout=10, set_as_default=False)
+        Client(services.env["CHORUS_COMPUTE__ADDRESS"].replace("tls://", "tcp://"), timeout=10, set_as_default=False)
     with pytest.raises(psycopg2.OperationalError, match="password"):
         psycopg2.connect(host="127.0.0.1", port=services.postgres_port, user="postgres", dbname="mlflow", connect_timeout=5)
     secrets = services.state / "services" / "secrets"
@@ -242,7 +242,7 @@ def test_pipeline_runs_through_the_services(services):
     assert set(flows.values()) == {"COMPLETED"}
     assert _run_count(services.state) == 40  # the default scale again
 
-    with Client(services.env["CHORUS_FEATURES__DASK_ADDRESS"], set_as_default=False, timeout=30,
+    with Client(services.env["CHORUS_COMPUTE__ADDRESS"], set_as_default=False, timeout=30,
                 security=_dask_security(services.env)) as client:
         prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
         assert "extract_track_or_problem" in prefixes, prefixes

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chorus.errors import ValidationFailedError
-from chorus.evaluation.metrics import classification_metrics
 from chorus.evaluation.report import render_report
+from chorus.metrics.classification import classification_metrics
 from chorus.validation import Validator
 from test_validation import _set, good_tables
 

@@ -1,4 +1,8 @@
-"""Decoding audio: probe, decode to mono float32, resample with soxr."""
+"""Decoding audio: probe, decode to mono float32, resample with soxr.
+
+libsndfile reads WAV, FLAC, Ogg (Vorbis, Opus), MP3 and AIFF; everything else FFmpeg reads (AAC and
+ALAC in M4A/MP4, WMA, WebM, ...) is decoded with PyAV, whose wheel ships FFmpeg's libraries.
+``AUDIO_SUFFIXES`` is the one list of file suffixes chorus treats as audio."""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 import soxr
+
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".m4a",
+                                   ".mp4", ".aac", ".alac", ".wma", ".webm", ".mka", ".caf")
 
 # File signatures of formats libsndfile reads: a file with one of these that fails to open is a
 # broken audio file ("unreadable"); anything else is "not_audio".
@@ -67,8 +75,9 @@ def probe(path: str | Path) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
-        reason = "unreadable" if head.startswith(_AUDIO_MAGIC) else "not_audio"
-        raise AudioProblem(reason, str(exc).split(": ", 1)[-1]) from None
+        if not head.startswith(_AUDIO_MAGIC):
+            return _probe_ffmpeg(path, head, str(exc).split(": ", 1)[-1])
+        raise AudioProblem("unreadable", str(exc).split(": ", 1)[-1]) from None
     declared = _wav_declared_data_bytes(path) if head[:4] == b"RIFF" and head[8:12] == b"WAVE" else None
     if declared is not None and declared[0] > declared[1]:
         raise AudioProblem(
@@ -76,6 +85,44 @@ def probe(path: str | Path) -> AudioInfo:
         )
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames),
                      f"{info.format}/{info.subtype}")
+
+
+def _probe_ffmpeg(path: Path, head: bytes, libsndfile_error: str) -> AudioInfo:
+    """Header facts from FFmpeg (PyAV) for what libsndfile does not read. The frame count is the
+    stream's (or the container's) duration, an estimate like MP3's."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioProblem("not_audio", f"{container.format.name}: no audio stream")
+            stream = container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                seconds = (container.duration or 0) / av.time_base
+            return AudioInfo(rate, int(stream.codec_context.channels or 1), int(round(seconds * rate)),
+                             f"{container.format.name.split(',')[0].upper()}/{stream.codec_context.name}")
+    except av.FFmpegError as exc:
+        # an ISO media header (....ftyp) that FFmpeg cannot open is a broken audio file
+        reason = "unreadable" if head[4:8] == b"ftyp" else "not_audio"
+        raise AudioProblem(reason, f"{libsndfile_error}; FFmpeg: {exc.strerror or exc}") from None
+
+
+def _decode_ffmpeg(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with FFmpeg (PyAV) to float32, shape (frames, channels)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.audio[0]
+            channels = int(stream.codec_context.channels or 1)
+            rate = int(stream.codec_context.sample_rate)
+            # packed float32 at the stream's own rate and layout: one (1, frames * channels) array per frame
+            resampler = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=rate)
+            chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        raise AudioProblem("truncated", f"decoding failed: {exc}") from None
+    data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return data.reshape(-1, channels).astype(np.float32, copy=False), rate
 
 
 def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
@@ -99,8 +146,12 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode to float32, shape (frames, channels). Decoding errors become AudioProblem."""
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
+        if not head.startswith(_AUDIO_MAGIC):  # a format libsndfile does not read: FFmpeg's
+            return _decode_ffmpeg(path)
         raise AudioProblem("truncated", f"decoding failed: {exc}") from None
     return data, int(rate)
 

@@ -1,14 +1,18 @@
-"""Where Dask work runs: a local cluster by default, any scheduler by address (configuration only)."""
+"""Where Dask work runs, with one owner: a local cluster by default, any scheduler by address
+(``compute`` settings only), and the process's clients, one per scheduler (``dask_client``,
+``DASK_CLIENTS``). Every stage that fans out (features, labels, melody, the index's check) goes
+through here; the process's allocator settings live here too."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from chorus.config import FeatureSettings
+from chorus.config import ComputeSettings
 
 # Dask's default MALLOC_TRIM_THRESHOLD_=65536 turns off glibc's adaptive mmap threshold, so every
 # multi-MB spectrogram is a fresh mmap with page faults, which slows extraction. Large thresholds
@@ -68,9 +72,9 @@ def release_freed_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def local_workers(settings: FeatureSettings) -> int:
-    """How many workers a local cluster starts: ``dask_workers``, else one per core."""
-    return settings.dask_workers or os.cpu_count() or 1
+def local_workers(settings: ComputeSettings) -> int:
+    """How many workers a local cluster starts: ``workers``, else one per core."""
+    return settings.workers or os.cpu_count() or 1
 
 
 def client_open(client: Any) -> bool:
@@ -79,12 +83,23 @@ def client_open(client: Any) -> bool:
     return client.status in ("newly-created", "connecting", "running")
 
 
+def security(settings: ComputeSettings) -> Any:
+    """The client's TLS credentials: the ``compute.tls_*`` files when set, else Dask's
+    configuration (the ``DASK_DISTRIBUTED__COMM__TLS__*`` variables the local services set)."""
+    from distributed.security import Security
+
+    if settings.tls_ca_file is None:
+        return Security()
+    return Security(tls_ca_file=str(settings.tls_ca_file), tls_client_cert=str(settings.tls_cert_file),
+                    tls_client_key=str(settings.tls_key_file), require_encryption=True)
+
+
 @contextmanager
-def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
-    """Yield a scheduler address: ``settings.dask_address`` as is, or a temporary local cluster of
-    single-threaded worker processes (librosa/numpy scale with processes, not threads, here)."""
-    if settings.dask_address:
-        yield settings.dask_address
+def dask_scheduler(settings: ComputeSettings) -> Iterator[str]:
+    """Yield a scheduler address: ``settings.address`` as is, or a temporary local cluster of
+    ``threads_per_worker``-threaded worker processes on 127.0.0.1."""
+    if settings.address:
+        yield settings.address
         return
     import dask
     from distributed import LocalCluster
@@ -103,13 +118,71 @@ def dask_scheduler(settings: FeatureSettings) -> Iterator[str]:
                           "distributed.worker.memory.target": False,
                           "distributed.worker.memory.spill": False}), LocalCluster(
         n_workers=local_workers(settings),
-        threads_per_worker=1,
+        threads_per_worker=settings.threads_per_worker,
         processes=True,
         memory_limit=settings.worker_memory_limit,
         dashboard_address=None,
         host="127.0.0.1",
     ) as cluster:
         yield cluster.scheduler_address
+
+
+class DaskClients:
+    """The process's Dask clients, one per scheduler address, shared by the threads that use it
+    (a client costs a connection handshake; closing one per shard showed in the timings). Once a
+    connection has failed, later callers fail at once instead of each waiting its timeout."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+        self._unreachable: dict[str, BaseException] = {}
+        self._lock = threading.Lock()
+
+    def get(self, address: str, settings: ComputeSettings | None = None) -> Any:
+        """The open client of ``address`` (connected on first use)."""
+        from distributed import Client
+
+        with self._lock:
+            if address in self._unreachable:
+                failed = self._unreachable[address]  # a new error for this caller, chained to the first
+                raise OSError(f"{failed}") from failed
+            client = self._clients.get(address)
+            if client is None or not client_open(client):
+                try:
+                    client = self._clients[address] = Client(address, set_as_default=False,
+                                                             security=security(settings or ComputeSettings()))
+                except OSError as exc:
+                    self._unreachable[address] = exc
+                    raise
+            return client
+
+    def close(self, address: str) -> None:
+        """Close the client of ``address`` and forget a failed connection to it."""
+        with self._lock:
+            self._unreachable.pop(address, None)
+            client = self._clients.pop(address, None)
+        if client is not None:
+            client.close()
+
+
+DASK_CLIENTS = DaskClients()
+
+
+@contextmanager
+def dask_cluster(settings: ComputeSettings) -> Iterator[str]:
+    """A scheduler (``dask_scheduler``) whose clients (``DASK_CLIENTS.get``) close with it."""
+    with dask_scheduler(settings) as address:
+        try:
+            yield address
+        finally:
+            DASK_CLIENTS.close(address)
+
+
+@contextmanager
+def dask_client(settings: ComputeSettings) -> Iterator[Any]:
+    """A client of the configured scheduler or of a local cluster started for the caller; both
+    close on exit."""
+    with dask_cluster(settings) as address:
+        yield DASK_CLIENTS.get(address, settings)
 
 
 def dask_batch_runner(client: Any) -> Any:

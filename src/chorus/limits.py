@@ -11,7 +11,7 @@ from chorus.config import ChorusSettings
 def shard_seconds(settings: ChorusSettings, files: int) -> float:
     """A shard's limit: the per-file allowance once per file each worker extracts in turn, and a
     minute for staging and checks."""
-    workers = local_workers(settings.features)
+    workers = local_workers(settings.compute)
     return settings.orchestration.file_timeout_s * max(1, math.ceil(files / workers)) + 60.0
 
 

@@ -45,8 +45,8 @@ def service_addresses(settings: ChorusSettings) -> dict[str, str]:
     prefect = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
     if prefect:
         addresses["Prefect server"] = without_credentials(prefect)
-    if settings.features.dask_address:
-        addresses["Dask scheduler"] = settings.features.dask_address
+    if settings.compute.address:
+        addresses["Dask scheduler"] = settings.compute.address
     return addresses
 
 

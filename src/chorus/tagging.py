@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from chorus import registry
-from chorus.audio import AudioProblem
+from chorus.audio import AUDIO_SUFFIXES, AudioProblem
 from chorus.config import FeatureSettings, IngestSettings
 from chorus.errors import InputError, StaleFeaturesError
 from chorus.families import CATALOGUE
@@ -19,7 +19,6 @@ from chorus.features import TrackFeatures, extract_track_or_problem, problem_rec
 from chorus.ingest import probe_within_limits
 
 TOP_TAGS = 5
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a", ".opus"}
 
 
 def audio_files(paths: list[Path]) -> list[Path]:

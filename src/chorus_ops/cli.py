@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -27,10 +28,11 @@ from chorus.errors import ChorusError, ServiceUnavailableError
 from chorus.housekeeping import find_garbage, remove
 from chorus.promotion import verdict
 from chorus.state import StateDir, state_lock
-from chorus_ops.bench_cli import bench_app
 from chorus_ops.console import summary_table
 from chorus_ops.services_cli import serve, services_app
 from chorus_ops.session import CTX, console, err, run_flow
+
+COMMANDS_GROUP = "chorus.commands"
 
 app = typer.Typer(
     name="chorus",
@@ -40,7 +42,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(services_app, name="services")
-app.add_typer(bench_app, name="bench")
+for _command in entry_points(group=COMMANDS_GROUP):  # plug-in command groups: `chorus bench` (chorus_bench)
+    app.add_typer(_command.load(), name=_command.name)
 app.command()(serve)
 
 

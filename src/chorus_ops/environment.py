@@ -15,7 +15,7 @@ def shell_exports(env: dict[str, str]) -> str:
 
 
 def settings_env_name(*path: str) -> str:
-    """The environment variable that sets a (nested) setting, e.g. CHORUS_FEATURES__DASK_ADDRESS."""
+    """The environment variable that sets a (nested) setting, e.g. CHORUS_COMPUTE__ADDRESS."""
     config = ChorusSettings.model_config
     prefix, delimiter = config.get("env_prefix") or "", config.get("env_nested_delimiter") or "__"
     return (prefix + delimiter.join(path)).upper()

@@ -76,7 +76,7 @@ class Endpoints:
         return {
             settings_env_name("prefect_api_url"): self.prefect_api_url,
             settings_env_name("mlflow_tracking_uri"): self.mlflow_url,
-            settings_env_name("features", "dask_address"): self.dask_address,
+            settings_env_name("compute", "address"): self.dask_address,
         }
 
 

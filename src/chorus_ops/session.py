@@ -55,7 +55,7 @@ def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str
     settings = CTX.settings()
     # Prefect reads PREFECT_HOME at import: the flows load after the environment is set.
     module = importlib.import_module(f"chorus_flows.{name}")
-    common = importlib.import_module("chorus_flows._common")
+    common = importlib.import_module("chorus_flows")
     path = CTX.route_logs(settings, flow_name or name)
     with common.local_run(), stage_lines(err, settings.train.epochs, enabled=not CTX.verbose):
         flow = getattr(module, flow_name or name).with_options(timeout_seconds=settings.orchestration.flow_timeout_s)

@@ -5,11 +5,12 @@ Each stage reads its own section (``chorus.config.sections``); ``ChorusSettings`
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,9 +22,11 @@ from chorus.config.melody import MelodySettings
 from chorus.config.personal import PersonalSettings
 from chorus.config.sections import (
     DEFAULT_STYLES,
+    MOVED_TO_COMPUTE,
     PROFILES,
     SINGLE_LABEL_CANDIDATES,
     BackboneSettings,
+    ComputeSettings,
     DegradedQuerySettings,
     DemoSettings,
     DriftSettings,
@@ -47,7 +50,7 @@ from chorus.config.sections import (
 from chorus.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_STYLES", "PROFILES", "SINGLE_LABEL_CANDIDATES", "BackboneSettings", "ChorusSettings", "DegradedQuerySettings",
+    "DEFAULT_STYLES", "PROFILES", "SINGLE_LABEL_CANDIDATES", "BackboneSettings", "ChorusSettings", "ComputeSettings", "DegradedQuerySettings",
     "DemoSettings", "DriftSettings", "EvaluateSettings", "FeatureSettings", "HashSettings", "IngestSettings", "LabelSettings", "LabelTask",
     "MelodySettings", "PersonalSettings",
     "OrchestrationSettings", "PromoteSettings", "PromotionRule", "SearchSettings", "SectionSettings", "ServicesSettings",
@@ -80,6 +83,7 @@ class ChorusSettings(BaseSettings):
     lock_timeout_s: float = Field(
         0.0, description="How long a run waits for the state lock; 0 refuses at once, -1 waits forever."
     )
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
@@ -94,6 +98,26 @@ class ChorusSettings(BaseSettings):
     tasks: dict[str, LabelTask] = Field(default_factory=default_tasks, description="Tasks by name (chorus run --task).")
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compute_keys_from_features(cls, data: Any) -> Any:
+        """``features.dask_address``/``dask_workers``/``worker_memory_limit`` (before the compute
+        section) are read as ``compute.address``/``workers``/``worker_memory_limit``, with a warning."""
+        if not isinstance(data, dict) or not isinstance(data.get("features"), dict):
+            return data
+        moved = {old: new for old, new in MOVED_TO_COMPUTE.items() if old in data["features"]}
+        if not moved:
+            return data
+        features = {k: v for k, v in data["features"].items() if k not in moved}
+        given = data.get("compute")
+        compute = dict(given.model_dump(exclude_unset=True) if isinstance(given, ComputeSettings) else given or {})
+        for old, new in moved.items():
+            compute.setdefault(new, data["features"][old])
+        logging.getLogger("chorus.config").warning(
+            "settings: %s moved to the compute section (%s)", ", ".join(f"features.{k}" for k in moved),
+            ", ".join(f"compute.{v}" for v in moved.values()))
+        return {**data, "features": features, "compute": compute}
 
     @classmethod
     def settings_customise_sources(

@@ -71,12 +71,17 @@ class DemoSettings(SectionSettings):
 class IngestSettings(SectionSettings):
     """Where the corpus and the social data come from and what a usable file is."""
 
-    _runtime_fields = frozenset({"workers"})
+    # label_from shapes the candidate table (its label column), which the ingest key hashes itself
+    _runtime_fields = frozenset({"workers", "label_from"})
 
     manifest: str | None = Field(
-        None, description="Manifest (CSV/Parquet), a folder-per-label root, or None for the demo."
+        None, description="Manifest (CSV/Parquet), a folder of audio files, or None for the demo."
     )
     adapter: Literal["auto", "demo", "folder", "manifest", "mtat", "jamendo", "gtzan"] = "auto"
+    label_from: Literal["top", "parent", "grandparent", "none"] = Field(
+        "top", description="A folder's labels: the folder under the root a file is in (top: root/<label>/**), the "
+                           "file's own folder (parent), the one above it (grandparent: Artist/Album/file -> Artist), "
+                           "or none (an unlabelled library).")
     split_files: dict[str, str] | None = Field(None, description="Standard datasets: {train|valid|test: file listing "
                                                                  "clip ids, file names or paths}; overrides the usual split.")
     top_tags: int | None = Field(50, ge=1, description="MagnaTagATune: keep the most frequent tags (None: all).")
@@ -93,12 +98,40 @@ class IngestSettings(SectionSettings):
     workers: int = Field(4, ge=1)
 
 
+class ComputeSettings(SectionSettings):
+    """Where the stages that fan out (features, labels, melody, the index's check) compute: a Dask
+    scheduler, or a local cluster started for the stage. How, never what: outside every key."""
+
+    _runtime_fields = frozenset({"address", "workers", "threads_per_worker", "worker_memory_limit", "tls_ca_file",
+                                 "tls_cert_file", "tls_key_file"})
+
+    address: str | None = Field(None, description="Scheduler address (tcp://host:8786 or tls://host:8786); "
+                                                  "None starts a local cluster per stage.")
+    workers: int | None = Field(None, ge=1, description="Worker processes of the local cluster (default: one per CPU core).")
+    threads_per_worker: int = Field(1, ge=1, description="Threads per local worker (librosa and numpy scale with "
+                                                        "processes here, not threads).")
+    worker_memory_limit: str = Field("auto", description="Memory limit per local Dask worker (auto: memory / workers).")
+    tls_ca_file: Path | None = Field(None, description="CA of a TLS scheduler (else Dask's configuration, e.g. "
+                                                      "DASK_DISTRIBUTED__COMM__TLS__CA_FILE).")
+    tls_cert_file: Path | None = Field(None, description="Client certificate for a TLS scheduler.")
+    tls_key_file: Path | None = Field(None, description="Client key for a TLS scheduler.")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ComputeSettings:
+        given = [self.tls_ca_file, self.tls_cert_file, self.tls_key_file]
+        if any(given) and not all(given):
+            raise ValueError("compute.tls_ca_file, tls_cert_file and tls_key_file go together")
+        return self
+
+
+MOVED_TO_COMPUTE = {"dask_address": "address", "dask_workers": "workers", "worker_memory_limit": "worker_memory_limit"}
+
+
 class FeatureSettings(SectionSettings):
     """Log-mel per fixed-length segment; one stored shape (n_mels x segment_frames)."""
 
     # how and where the maps are computed, not what they are: outside the config hash
-    _runtime_fields = frozenset({"dask_address", "dask_workers", "shard_size", "worker_memory_limit", "block_seconds", "backend",
-                                 "torch_device", "device_batch"})
+    _runtime_fields = frozenset({"shard_size", "block_seconds", "backend", "torch_device", "device_batch"})
 
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -114,9 +147,6 @@ class FeatureSettings(SectionSettings):
     hpss_kernel: int = Field(31, ge=3, description="HPSS median window (frames / bins), odd; librosa's default 31.")
     n_mfcc: int = Field(20, ge=1, le=128)
     shard_size: int = Field(100, ge=1, le=1000, description="Tracks per Prefect task (50-500 in production); Dask maps files inside.")
-    dask_address: str | None = Field(None, description="Scheduler address (tcp://host:8786); None starts a local cluster.")
-    dask_workers: int | None = Field(None, ge=1, description="Worker processes of the local cluster (default: one per CPU core).")
-    worker_memory_limit: str = Field("auto", description="Memory limit per local Dask worker (auto: memory / workers).")
     block_seconds: float | None = Field(60.0, gt=0, description="A file longer than two blocks is extracted block by "
                                                                  "block (memory bounded by the block, not the track; the "
                                                                  "same maps within float32 rounding); None: whole tracks.")
@@ -169,7 +199,7 @@ class LabelSettings(SectionSettings):
     target_batch: int = Field(1000, ge=1, description="Targets per sparse multi-source BFS (bounds memory).")
     dask_min_targets: int = Field(
         50_000, ge=1,
-        description="From this many personal targets on, batches run on Dask (features.dask_address or a local cluster).")
+        description="From this many personal targets on, batches run on Dask (compute.address or a local cluster).")
     protocol_users: int = Field(120, ge=0, description="Users sampled for the held-out-tags protocol.")
     protocol_min_songs: int = Field(4, ge=2)
     protocol_holdout: float = Field(0.5, gt=0.0, lt=1.0)
@@ -471,6 +501,6 @@ class OrchestrationSettings(SectionSettings):
                                                           "naming the service and its address.")
     deployment_may_set: list[str] = Field(
         default_factory=list, description="Server-only settings (where a run reads, writes and sends work: "
-                                          "state_dir, mlflow_tracking_uri, prefect_api_url, export_root, features.dask_address, "
+                                          "state_dir, mlflow_tracking_uri, prefect_api_url, export_root, compute.address, "
                                           "ingest.allowed_schemes, services, orchestration) that a deployment run's settings "
-                                          "parameter may still change, e.g. [features.dask_address].")
+                                          "parameter may still change, e.g. [compute.address].")

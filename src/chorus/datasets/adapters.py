@@ -1,7 +1,8 @@
 """Adapters turn a dataset's own layout into candidate rows: uri, root, source, labels, split.
 
 - ``demo``: the demo manifest (``manifest.csv`` beside ``demo.json``).
-- ``folder``: folder-per-label (GTZAN layout ``root/<label>/<file>``), label column ``label``.
+- ``folder``: every file under a root at any depth, labelled by a folder (``ingest.label_from``:
+  ``top`` is GTZAN's ``root/<label>/<file>``; ``parent``, ``grandparent``, or ``none``), column ``label``.
 - ``manifest``: a CSV or Parquet file with a ``uri`` column and optional label/split columns;
   relative paths resolve against the manifest's folder.
 - ``mtat``, ``jamendo``, ``gtzan``: standard datasets in their own layouts (chorus.datasets.standard).
@@ -10,13 +11,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
+from chorus.audio import AUDIO_SUFFIXES
 from chorus.config import IngestSettings
 from chorus.datasets import standard
 from chorus.datasets.candidates import (
-    AUDIO_SUFFIXES,
     DEMO_STAMP,
     AudioCandidates,
     read_manifest_table,
@@ -35,17 +37,46 @@ def from_manifest(path: Path, source: str = "manifest") -> AudioCandidates:
     return AudioCandidates(table, path.parent.resolve(), source, path)
 
 
-def from_folder(root: Path) -> AudioCandidates:
-    rows = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for file in sorted(label_dir.rglob("*")):
-            # anything named like audio, and every link, is a candidate: what is not a usable
-            # file gets a quarantine row with its reason rather than silence
-            if not file.name.startswith(".") and (file.is_file() or file.is_symlink() or file.suffix.lower() in AUDIO_SUFFIXES):
-                rows.append({"uri": str(file.relative_to(root)), "label": label_dir.name})
-    if not rows:
-        raise InputError(str(root), "folder-per-label layout expects root/<label>/<file>; found no files")
-    return AudioCandidates(pd.DataFrame(rows), root.resolve(), "folder", None)
+LabelFrom = Literal["top", "parent", "grandparent", "none"]
+
+
+def _folder_label(relative: Path, label_from: LabelFrom) -> str | None:
+    """The label a file's place gives it (None: its place gives none)."""
+    folders = relative.parts[:-1]
+    if label_from == "top":
+        return folders[0] if folders else None
+    if label_from == "parent":
+        return folders[-1] if folders else None
+    return folders[-2] if len(folders) >= 2 else None  # grandparent
+
+
+def from_folder(root: Path, label_from: LabelFrom = "top") -> AudioCandidates:
+    """Every file under ``root``, at any depth, with its label from its folders (``label_from``:
+    top, parent, grandparent, or none for an unlabelled library). A file whose place gives no
+    label (e.g. directly in the root with label_from=top) is rejected with that reason, not skipped."""
+    rows, rejected = [], []
+    for file in sorted(root.rglob("*")):
+        relative = file.relative_to(root)
+        # anything named like audio, and every link, is a candidate: what is not a usable file gets
+        # a quarantine row with its reason rather than silence; hidden files and folders are not ours
+        if any(part.startswith(".") for part in relative.parts) or \
+                not (file.is_file() or file.is_symlink() or file.suffix.lower() in AUDIO_SUFFIXES):
+            continue
+        if label_from == "none":
+            rows.append({"uri": str(relative)})
+            continue
+        label = _folder_label(relative, label_from)
+        if label is None:
+            rejected.append({"uri": str(relative), "reason": "no_label",
+                             "detail": f"ingest.label_from={label_from} takes the label from a folder this file is not in",
+                             "manifest_row": None})
+        else:
+            rows.append({"uri": str(relative), "label": label})
+    if not rows and not rejected:
+        raise InputError(str(root), "no files found in the folder or below it")
+    table = pd.DataFrame(rows, columns=["uri"] + ([] if label_from == "none" else ["label"]))
+    return AudioCandidates(table, root.resolve(), "folder", None,
+                           rejected=pd.DataFrame(rejected) if rejected else None)
 
 
 DATASETS = ("mtat", "jamendo", "gtzan")
@@ -76,7 +107,7 @@ def candidates_for(location: str | Path, adapter: str = "auto", settings: Ingest
     if adapter == "folder":
         if not path.is_dir():
             raise InputError(str(path), "the folder adapter needs a directory")
-        return from_folder(path)
+        return from_folder(path, (settings or IngestSettings()).label_from)
     if adapter == "manifest":
         if path.is_dir():
             raise InputError(str(path), "the manifest adapter needs a CSV/Parquet file, not a directory")

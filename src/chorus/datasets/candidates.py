@@ -11,7 +11,6 @@ from chorus.errors import InputError
 
 DEMO_STAMP = "demo.json"  # beside the demo manifest: marks a folder as the demo corpus
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from chorus.config import DemoSettings
 from chorus.datasets import render
 from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.render import Renderer, Work, default_soundfont, list_works
-from chorus.datasets.render_cache import RenderCache, default_render_cache
+from chorus.datasets.render_cache import RenderCache, RenderJob, default_render_cache
 from chorus.io import (
     atomic_path,
     file_sha256,
@@ -73,16 +73,6 @@ def _init_worker(soundfont: str, sample_rate: int) -> None:
     global _RENDERER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _RENDERER = Renderer(Path(soundfont), sample_rate)
-
-
-@dataclass(frozen=True)
-class RenderJob:
-    work: Work
-    mood: str  # the rendering's tempo, loudness and register (and instrument unless ``program``)
-    out: str
-    seconds: float
-    measures: int
-    program: int | None = None
 
 
 def _render_work(jobs: list[RenderJob]) -> list[tuple[str, str | None]]:

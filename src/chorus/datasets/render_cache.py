@@ -17,14 +17,24 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from chorus.datasets.render import Work
 from chorus.io import atomic_path, file_sha256, write_text_atomic
 
-if TYPE_CHECKING:
-    from chorus.datasets.demo import RenderJob
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One rendering of a work: its mood, output file, length and instrument."""
+
+    work: Work
+    mood: str  # the rendering's tempo, loudness and register (and instrument unless ``program``)
+    out: str
+    seconds: float
+    measures: int
+    program: int | None = None
 
 
 def default_render_cache() -> Path:

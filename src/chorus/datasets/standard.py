@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chorus.datasets.candidates import AUDIO_SUFFIXES, AudioCandidates
+from chorus.audio import AUDIO_SUFFIXES
+from chorus.datasets.candidates import AudioCandidates
 from chorus.errors import InputError
 
 log = logging.getLogger(__name__)

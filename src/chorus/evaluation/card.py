@@ -114,7 +114,7 @@ def single_label_results(track_ids: np.ndarray, probabilities: np.ndarray, truth
 def multi_label_results(track_ids: np.ndarray, scores: np.ndarray, truth: np.ndarray, labels: list[str]) -> pd.DataFrame:
     """Per test track: its average precision over the labels (the ranking of its true labels), and
     its highest-scored label that is not true (the most confident false positive)."""
-    from chorus.evaluation.metrics import average_precision
+    from chorus.metrics.classification import average_precision
 
     rows = []
     for track, s, t in zip(track_ids, scores, truth, strict=True):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from chorus.evaluation.metrics import bootstrap_interval
+from chorus.metrics.classification import bootstrap_interval
 
 CHROMA_HOP = 4096  # samples at 22,050 Hz: about 5 chroma frames per second
 

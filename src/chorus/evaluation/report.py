@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chorus.evaluation.metrics import ClassificationMetrics
+from chorus.metrics.classification import ClassificationMetrics
 from chorus.promotion import verdict
 
 PAGE_CSS = """

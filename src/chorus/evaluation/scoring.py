@@ -10,20 +10,20 @@ import numpy as np
 import pandas as pd
 
 from chorus import MOODS
-from chorus.evaluation.metrics import (
+from chorus.features import FeatureSet
+from chorus.metrics.classification import (
     average_precision,
     bootstrap_interval,
     classification_metrics,
     macro_average_precision,
     multilabel_metrics,
 )
-from chorus.evaluation.retrieval import (
+from chorus.metrics.retrieval import (
     average_precision_at_k,
     hamming_distance,
     random_codes_map_at_k,
     top_k,
 )
-from chorus.features import FeatureSet
 from chorus.models.scorer import Scorer
 from chorus.training import segment_split, track_mean, track_targets
 

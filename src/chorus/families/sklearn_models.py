@@ -15,8 +15,8 @@ import numpy as np
 
 from chorus import baselines
 from chorus.config import TrainSettings
-from chorus.evaluation.retrieval import average_precision_at_k, hamming_distance, top_k
 from chorus.families.base import CandidateSpec, Family, Trained, TrainingJob, register_family
+from chorus.metrics.retrieval import average_precision_at_k, hamming_distance, top_k
 from chorus.models.scorer import EmbeddingFeaturiser, MfccFeaturiser, SklearnScorer
 from chorus.training import SegmentSplit, track_level_score, track_mean, track_targets
 

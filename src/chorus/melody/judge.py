@@ -25,12 +25,12 @@ from chorus.evaluation.melody import (
     rank_metrics,
     raw_pitch_accuracy,
 )
-from chorus.evaluation.metrics import bootstrap_interval
 from chorus.io import atomic_path
 from chorus.melody.index import MelodyIndex, melodies_from_table
 from chorus.melody.line import Melody, melody_line
 from chorus.melody.synth import LEVELS, SAMPLE_RATE, hum_query
 from chorus.melody.transcribe import NoteTranscriber
+from chorus.metrics.classification import bootstrap_interval
 
 
 def _rank(order: list[str], query_tune: str, tune_of: dict[str, str]) -> int:

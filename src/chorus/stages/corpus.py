@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +18,6 @@ from chorus.datasets.demo import MANIFEST_NAME, generate_demo
 from chorus.datasets.pretext import STAMP_NAME, generate_pretext_corpus
 from chorus.errors import InputError
 from chorus.ingest import (
-    SOCIAL_TABLES,
     drop_forgotten,
     forgotten_users,
     ingest,
@@ -29,7 +27,7 @@ from chorus.ingest import (
 )
 from chorus.io import output_is_current, read_meta, read_table, write_json_atomic, write_parquet
 from chorus.stages.context import StageContext, StageSummary, shared_validator
-from chorus.state import StateDir
+from chorus.stages.inputs import corpus_location, load_tracks, pretext_settings, social_table_paths
 from chorus.validation import Validator
 
 Progress = Callable[[int, int], None] | None  # called with (done, total) as files finish
@@ -43,44 +41,6 @@ def demo_stage(settings: ChorusSettings, progress: Progress = None) -> StageSumm
     return ctx.summary("demo", before == corpus.key,
                        {"manifest": str(corpus.manifest), "social": str(corpus.social_dir)},
                        {"tracks": corpus.tracks, "skipped_works": corpus.skipped_works})
-
-
-def pretext_settings(settings: ChorusSettings) -> ChorusSettings:
-    """The settings of the backbone's rendered pretext corpus: a state directory of its own under
-    ``<state_dir>/pretext`` (its corpus, tracks table and features, made with the main feature
-    configuration), ingested as a demo corpus; models still go to the main registry. Only the
-    backbone trains there."""
-    state = StateDir(settings.state_dir)
-    ingest_settings = settings.ingest.model_copy(update={"manifest": None, "adapter": "demo", "social_dir": None,
-                                                         "split_files": None})
-    return settings.model_copy(update={"state_dir": state.pretext, "ingest": ingest_settings,
-                                       "mlflow_tracking_uri": settings.tracking_uri,
-                                       "train": settings.train.model_copy(update={"candidates": ["backbone"]})})
-
-
-def training_source(settings: ChorusSettings, task: str) -> ChorusSettings:
-    """Whose state holds a task's training data: the pretext corpus's for the backbone (unless
-    ``train.backbone.corpus`` is ``own``), the main corpus's for everything else."""
-    if task == "pretext" and settings.train.backbone.corpus == "rendered":
-        return pretext_settings(settings)
-    return settings
-
-
-def load_tracks(settings: ChorusSettings) -> pd.DataFrame:
-    state = StateDir(settings.state_dir)
-    if not state.tracks.exists():
-        raise InputError(str(state.tracks), "no tracks table: run `chorus ingest` first")
-    return read_table(state.tracks)
-
-
-def corpus_location(settings: ChorusSettings) -> tuple[Path, Path | None]:
-    """(corpus location, social folder): the configured ones or the demo corpus."""
-    state = StateDir(settings.state_dir)
-    corpus = Path(settings.ingest.manifest) if settings.ingest.manifest else state.demo
-    social = Path(settings.ingest.social_dir) if settings.ingest.social_dir else (
-        state.demo / "social" if not settings.ingest.manifest else None
-    )
-    return corpus, social
 
 
 def held_out_works(settings: ChorusSettings) -> set[str]:
@@ -101,15 +61,6 @@ def held_out_works(settings: ChorusSettings) -> set[str]:
     return set(work_of.loc[list(held_out)].astype(str))
 
 
-def pretext_tracks(pretext: ChorusSettings) -> pd.DataFrame:
-    """The pretext corpus's tracks table (the backbone's training data)."""
-    path = StateDir(pretext.state_dir).tracks
-    if not path.exists():
-        raise InputError(str(path), "the backbone's pretext corpus is not ingested: run `chorus pretrain` "
-                                    "(or set train.backbone.corpus=own)")
-    return read_table(path)
-
-
 def pretext_corpus_stage(settings: ChorusSettings, progress: Progress = None) -> StageSummary:
     """Render the backbone's pretext corpus (after ingest: it leaves out the works the main corpus
     holds out); cached by its key like the demo."""
@@ -121,16 +72,6 @@ def pretext_corpus_stage(settings: ChorusSettings, progress: Progress = None) ->
     return ctx.summary("pretext-corpus", before == corpus.key, {"manifest": str(corpus.manifest)},
                        {"tracks": corpus.tracks, "works": corpus.works, "excluded_works": corpus.excluded_works,
                         "skipped_works": corpus.skipped_works})
-
-
-def social_table_paths(state: StateDir) -> dict[str, Path]:
-    """The validated copies of the social tables under the state directory."""
-    return {name: state.social_table(name) for name in SOCIAL_TABLES}
-
-
-def social_data_present(settings: ChorusSettings) -> bool:
-    """Whether ingest stored the crowd's tables (a standard dataset has none)."""
-    return all(p.exists() for p in social_table_paths(StateDir(settings.state_dir)).values())
 
 
 def ingest_stage(settings: ChorusSettings, progress: Progress = None, validator: Validator | None = None) -> StageSummary:

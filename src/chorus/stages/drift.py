@@ -23,8 +23,7 @@ from chorus.ingest import probe_within_limits
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.models.scorer import Scorer
 from chorus.stages.context import StageContext, StageSummary, log, update_metrics
-from chorus.stages.corpus import load_tracks
-from chorus.stages.features import FeatureSets
+from chorus.stages.inputs import FeatureSets, load_tracks
 from chorus.tagging import audio_files, model_feature_settings
 from chorus.training import track_mean
 

@@ -24,16 +24,15 @@ from chorus.evaluation.report import (
     evaluation_protocol,
     multilabel_curves_plot,
 )
-from chorus.evaluation.retrieval import compression_curve, retrieval_table
 from chorus.evaluation.scoring import planted_mood_scores, score_candidate, tag_prior_scores
 from chorus.families import CATALOGUE, TaskTargets, task_targets
 from chorus.features import FeatureSet
 from chorus.io import write_json_atomic, write_text_atomic
 from chorus.label_tasks import MultiLabelTruth
+from chorus.metrics.retrieval import compression_curve, retrieval_table
 from chorus.models.scorer import Scorer
 from chorus.promotion import read_audit, verdict
 from chorus.social.tags import TagMapper, normalise_tag
-from chorus.stages.card import write_card
 from chorus.stages.context import (
     StageContext,
     StageSummary,
@@ -41,9 +40,8 @@ from chorus.stages.context import (
     log,
     read_metrics,
 )
-from chorus.stages.features import FeatureSets, stored_features_keys
-from chorus.stages.search import current_index_meta
-from chorus.stages.train import mood_labels, training_tracks
+from chorus.stages.inputs import FeatureSets, current_index_meta, mood_labels, stored_features_keys, training_tracks
+from chorus.stages.model_card import write_card
 from chorus.state import StateDir
 from chorus.training import segment_split
 

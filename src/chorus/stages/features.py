@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,7 +21,6 @@ from chorus.errors import ValidationFailedError
 from chorus.families import resolve_candidates
 from chorus.features import (
     DB_MAX,
-    FeatureSet,
     Shard,
     StagedShard,
     commit_shard,
@@ -31,9 +28,6 @@ from chorus.features import (
     extract_batch_or_problems,
     extract_track_or_problem,
     feature_dir,
-    features_key,
-    load_features,
-    map_names,
     problem_record,
     segment_check_params,
     shard_is_current,
@@ -45,18 +39,13 @@ from chorus.features import (
 )
 from chorus.io import write_parquet
 from chorus.limits import shard_seconds
-from chorus.models.scorer import Contract
 from chorus.pretrained.frontend import musicnn_features
 from chorus.stages.context import StageSummary, log, shared_validator
-from chorus.stages.corpus import load_tracks
+from chorus.stages.inputs import load_tracks
 from chorus.state import StateDir
 from chorus.validation import Validator, with_known_tracks
 
 QUARANTINE_COLUMNS = ["track_id", "uri", "sha256", "reason", "detail"]
-
-
-def features_root(settings: ChorusSettings) -> Path:
-    return StateDir(settings.state_dir).features
 
 
 def extraction_settings(settings: ChorusSettings) -> list[ChorusSettings]:
@@ -73,7 +62,7 @@ def shards_in_flight(settings: ChorusSettings) -> int:
     shards are checked and committed. Each running shard holds a thread of the flow's process and
     its files' tasks in the scheduler, so all of a catalogue's shards at once would grow that
     process with the catalogue."""
-    return 4 * local_workers(settings.features)
+    return 4 * local_workers(settings.compute)
 
 
 def _extraction_jobs(shard: Shard, settings: ChorusSettings) -> tuple[Callable[..., Any], tuple[list[Any], list[Any]]]:
@@ -283,36 +272,3 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
     )
 
 
-def feature_configurations(settings: FeatureSettings) -> dict[str, FeatureSettings]:
-    """Each feature configuration a model may read, by config hash: the main one, musicnn's input."""
-    return {fs.config_hash(): fs for fs in (settings, musicnn_features(settings))}
-
-
-def stored_features_keys(root: Path, settings: FeatureSettings) -> dict[str, str]:
-    """The features key of each configuration extracted under ``root`` (by config hash), for the
-    keys of outputs built on whichever of them their models read."""
-    return {h: features_key(root, fs) for h, fs in feature_configurations(settings).items()
-            if (feature_dir(root, fs) / "index.json").exists()}
-
-
-@dataclass
-class FeatureSets:
-    """The stored features of ``track_ids`` in each configuration a model may read (the main one,
-    musicnn's input), each loaded once, when a model first asks for it."""
-
-    root: Path
-    settings: FeatureSettings
-    track_ids: list[str]
-    loaded: dict[str, FeatureSet] = field(default_factory=dict)
-
-    def of(self, fs: FeatureSettings) -> FeatureSet:
-        """The features of one configuration (loaded on first use)."""
-        key = fs.config_hash()
-        if key not in self.loaded:
-            self.loaded[key] = load_features(self.root, fs, self.track_ids, maps=map_names(fs))
-        return self.loaded[key]
-
-    def for_contract(self, contract: Contract) -> FeatureSet:
-        """The features a model was trained on; an unknown configuration gets the main one, which
-        the model's ``check_features`` then refuses with both hashes."""
-        return self.of(feature_configurations(self.settings).get(contract.feature_config_hash, self.settings))

@@ -3,7 +3,6 @@ the social rejects, and the held-out-tags protocol; forgetting a user."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,12 @@ from chorus.ingest import (
     social_user_ids,
 )
 from chorus.io import output_is_current, read_meta, read_table, write_parquet
-from chorus.label_tasks import global_voted_labels
-from chorus.social.graph import GraphBuild, build_graph
 from chorus.social.protocol import evaluate_protocol, label_quality
-from chorus.social.rejects import social_rejects
-from chorus.social.tags import TagMapper
+from chorus.social.tally import tally_votes
 from chorus.social.voting import (
     BatchRunner,
-    TagMatrix,
     build_truths,
     select_targets,
-    tag_matrix,
-    user_song_votes,
 )
 from chorus.stages.context import (
     StageContext,
@@ -41,7 +34,7 @@ from chorus.stages.context import (
     shared_validator,
     update_metrics,
 )
-from chorus.stages.corpus import corpus_location, load_tracks, social_table_paths
+from chorus.stages.inputs import corpus_location, load_tracks, social_table_paths
 from chorus.state import StateDir
 from chorus.validation import Validator
 
@@ -80,55 +73,12 @@ def current_labels_key(settings: ChorusSettings) -> str | None:
     return key if _labels_current(state, key) else None
 
 
-def voted_global_labels(settings: ChorusSettings) -> dict[str, list[str]]:
-    """track -> the moods the global vote chose ({} before the labels stage has run)."""
-    path = StateDir(settings.state_dir).labels_table
-    if not path.exists():
-        return {}
-    return global_voted_labels(read_table(path, columns=["scope", "track_id", "labels"]))
-
-
 def _require_social_tables(state: StateDir) -> dict[str, Path]:
     paths = social_table_paths(state)
     missing = [p for p in paths.values() if not p.exists()]
     if missing:
         raise InputError(str(missing[0]), "no social tables: run `chorus ingest` with social data first")
     return paths
-
-
-def _read_social_tables(paths: dict[str, Path]) -> dict[str, pd.DataFrame]:
-    tables = {name: read_table(p) for name, p in paths.items()}
-    tables["playlists"]["tags"] = tables["playlists"]["tags"].map(list)
-    return tables
-
-
-def _all_rejects(rejects: pd.DataFrame, built: GraphBuild) -> pd.DataFrame:
-    """The social rejects plus the follows the graph refused."""
-    follows = pd.DataFrame({"table": "follows",
-                            "key": built.rejects["follower"].astype(str) + "->" + built.rejects["followee"].astype(str),
-                            "reason": built.rejects["reason"], "detail": ""})
-    return pd.concat([rejects, follows], ignore_index=True)
-
-
-@dataclass(frozen=True)
-class VoteTally:
-    """What voting needs from the social tables, and what it counts of them."""
-    built: GraphBuild
-    tags: TagMatrix
-    users: pd.DataFrame
-    rejects: pd.DataFrame  # the social rejects plus the follows the graph refused
-    counts: dict[str, Any]  # user_song_pairs, playlists_without_mood, discarded_tags
-
-
-def _tally_votes(paths: dict[str, Path], known_tracks: set[str], settings: ChorusSettings) -> VoteTally:
-    """The follow graph and the users' tag matrix from the social tables. The playlists and their
-    memberships, the largest inputs, are dropped on return, before the truths are computed."""
-    tables, rejects = social_rejects(_read_social_tables(paths), known_tracks)
-    built = build_graph(tables["users"], tables["follows"])
-    votes = user_song_votes(tables["playlists"], tables["playlist_tracks"], TagMapper.load(settings.labels.synonyms_file))
-    counts = {"user_song_pairs": len(votes.user), "playlists_without_mood": votes.playlists_without_mood,
-              "discarded_tags": dict(votes.discarded_tags.most_common())}
-    return VoteTally(built, tag_matrix(votes, built.graph), tables["users"], _all_rejects(rejects, built), counts)
 
 
 def _planted_moods(tracks: pd.DataFrame) -> pd.Series | None:
@@ -153,7 +103,7 @@ def labels_stage(settings: ChorusSettings, validator: Validator | None = None, r
         return ctx.summary("labels", True, outputs, (read_meta(state.labels_table) or {}).get("summary", {}))
 
     planted = _planted_moods(tracks)
-    tally = _tally_votes(paths, set(tracks["track_id"].astype(str)), settings)
+    tally = tally_votes(paths, set(tracks["track_id"].astype(str)), settings.labels.synonyms_file)
     del tracks
     release_freed_memory()  # what reading and tallying the social tables freed, before the truths
     table, truth_counts = build_truths(tally.built.graph, tally.tags, tally.users, settings.labels, runner)

@@ -21,7 +21,7 @@ from chorus.melody.index import MelodyIndex, melodies_from_table
 from chorus.melody.judge import judge
 from chorus.melody.transcribe import TRANSCRIBER_VERSION
 from chorus.stages.context import StageContext, StageSummary, shared_validator, update_metrics
-from chorus.stages.corpus import corpus_location, load_tracks
+from chorus.stages.inputs import corpus_location, load_tracks
 from chorus.state import StateDir
 
 MELODY_RULE_VERSION = "skyline-partials-repeats-1"
@@ -57,15 +57,13 @@ def _shards(todo: pd.DataFrame, size: int) -> list[list[tuple[str, str]]]:
 
 def _transcribe(settings: ChorusSettings, todo: pd.DataFrame, scores: dict[str, ScoreSource]) -> list[ShardMelodies]:
     """The shards of ``todo`` on the features' Dask cluster (a local one unless
-    ``features.dask_address``), one task per ``melody.shard_tracks`` tracks."""
-    from distributed import Client
-
-    from chorus.compute import dask_scheduler
+    ``compute.address``), one task per ``melody.shard_tracks`` tracks."""
+    from chorus.compute import dask_client
 
     shards = _shards(todo, settings.melody.shard_tracks)
     if not shards:
         return []
-    with dask_scheduler(settings.features) as address, Client(address, set_as_default=False) as client:
+    with dask_client(settings.compute) as client:
         futures = [client.submit(transcribe_shard, shard, {t: scores[t] for t, _ in shard if t in scores},
                                  settings.melody.min_amplitude, pure=False) for shard in shards]
         return list(client.gather(futures))

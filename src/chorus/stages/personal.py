@@ -16,18 +16,18 @@ import pandas as pd
 
 from chorus import MOODS, registry
 from chorus.config import ChorusSettings, stable_hash
+from chorus.errors import InputError
 from chorus.ingest import forgotten_users
-from chorus.io import read_meta, read_table, write_json_atomic, write_parquet
+from chorus.io import file_sha256, read_meta, read_table, write_json_atomic, write_parquet
 from chorus.personal.model import PersonalFit, PersonalMoodModel, fit_personal_model
 from chorus.personal.protocol import held_out, judge, listener_groups, training_pairs
 from chorus.personal.store import load_personal_model, save_personal_model
+from chorus.social.tally import VoteTally, tally_votes
 from chorus.social.voting import weighted_vote
 from chorus.stages.context import StageContext, StageSummary, update_metrics
-from chorus.stages.corpus import load_tracks, social_data_present, social_table_paths
-from chorus.stages.features import FeatureSets
-from chorus.stages.labels import VoteTally, _tally_votes
-from chorus.stages.train import train_key, training_tracks
+from chorus.stages.inputs import FeatureSets, load_tracks, social_data_present, social_table_paths, train_key, training_tracks
 from chorus.state import StateDir
+from chorus.tagging import audio_files
 from chorus.training import track_mean
 
 ENCODER_CANDIDATE = "mood_tagger"
@@ -74,7 +74,7 @@ def personal_stage(settings: ChorusSettings) -> StageSummary:
     if description_path.exists() and json.loads(description_path.read_text()).get("key") == key:
         return ctx.summary("personal", True, {"model": str(state.personal)}, {"reason": "current"})
 
-    tally = _tally_votes(social_table_paths(state), set(tracks["track_id"]), settings)
+    tally = tally_votes(social_table_paths(state), set(tracks["track_id"]), settings.labels.synonyms_file)
     ids, vectors = track_embeddings(settings, state, name, encoder.version, tracks["track_id"].tolist())
     global_model = _global_mood_model(settings, state, tracks)
     fitted = _fit_and_judge(settings, state, tally, ids, vectors, tracks.set_index("track_id")["split"], global_model)
@@ -226,13 +226,33 @@ def load_personal(settings: ChorusSettings) -> PersonalMoodModel:
     return load_personal_model(StateDir(settings.state_dir).personal)
 
 
+def listener_tag_stage(settings: ChorusSettings, paths: list[str], user: str | None = None, group: str | None = None,
+                       out: str | None = None) -> StageSummary:
+    """The personalised mood model's moods for audio files or folders as ``user`` (a user id) or
+    ``group`` ("attribute=value") hears each, to Parquet (default
+    ``<state>/tags/<model>-<files and listener digest>.parquet``)."""
+    ctx = StageContext.open(settings, uses_registry=True)
+    chosen = ctx.output_file(out) if out else None
+    files = audio_files([Path(p).expanduser() for p in paths])
+    if not files:
+        raise InputError(", ".join(paths), "no audio files found")
+    digest = stable_hash([[str(f), file_sha256(f)] for f in files])
+    table = tag_as_listener(settings, files, user, group)
+    who = f"user {user}" if user is not None else f"group {group}"
+    target = chosen or ctx.state.tags / f"{personal_model_name(settings)}-{stable_hash([digest, who])}.parquet"
+    write_parquet(table, target)
+    return ctx.summary("tag", False, {"predictions": str(target)},
+                       {"files": len(files), "tagged": int(table["problem"].isna().sum()),
+                        "model": f"{personal_model_name(settings)} as {who}",
+                        "levels": table["level"].dropna().value_counts().to_dict()})
+
+
 def tag_as_listener(settings: ChorusSettings, files: list[Path], user: str | None = None,
                     group: str | None = None) -> pd.DataFrame:
     """One row per file: the 12 mood scores as ``user`` (a user id) or ``group`` ("attribute=value")
     hears it, the top ``labels.top_k`` moods and the level that answered (listener, group, global).
     Files that cannot be decoded keep their reason."""
     from chorus.audio import AudioProblem
-    from chorus.errors import InputError
     from chorus.features import extract_track_or_problem
     from chorus.ingest import probe_within_limits
     from chorus.tagging import model_feature_settings

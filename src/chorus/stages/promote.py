@@ -16,8 +16,7 @@ from chorus.evaluation.scoring import gate_metrics, score_candidate
 from chorus.families import CATALOGUE, resolve_candidates, task_targets
 from chorus.label_tasks import MultiLabelTruth
 from chorus.stages.context import StageContext, StageSummary
-from chorus.stages.features import FeatureSets
-from chorus.stages.train import mood_labels, training_tracks
+from chorus.stages.inputs import FeatureSets, mood_labels, training_tracks
 
 GATE_BOOTSTRAP_ROUNDS = 200  # the interval says whether a first version beats the baseline and whether the split resolves a margin
 HEADLINE = {"single": "accuracy", "multi": "macro_pr_auc", "hash": "map_at_10"}  # score_candidate's "value" per kind

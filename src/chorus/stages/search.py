@@ -9,51 +9,24 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from distributed import Client
 
 from chorus import registry
 from chorus.audio import AudioProblem
-from chorus.compute import dask_scheduler
+from chorus.compute import dask_client
 from chorus.config import ChorusSettings, IngestSettings, stable_hash
-from chorus.errors import ChorusError, InputError, StaleFeaturesError
-from chorus.families import CATALOGUE
+from chorus.errors import InputError, StaleFeaturesError
 from chorus.features import load_features
 from chorus.ingest import TRACK_COLUMNS, probe_within_limits
 from chorus.io import write_parquet
-from chorus.pretrained.frontend import musicnn_features
 from chorus.search import SearchIndex
 from chorus.search.degraded import check_tracks, degraded_maps, degraded_query_check
-from chorus.search.encode import ModelVersion, TrackEncoder, resolve_version
+from chorus.search.encode import ModelVersion, TrackEncoder
 from chorus.search.index import Mode, read_index_meta
 from chorus.stages.context import StageContext, StageSummary, log, shared_validator
-from chorus.stages.corpus import load_tracks
-from chorus.stages.features import feature_configurations, stored_features_keys
-from chorus.stages.labels import voted_global_labels
+from chorus.stages.inputs import feature_configurations, index_folder, load_tracks, search_models, stored_features_keys, voted_global_labels
 from chorus.state import StateDir
 from chorus.tagging import audio_files
 from chorus.validation import Validator, with_known_tracks
-
-
-def search_models(settings: ChorusSettings) -> tuple[ModelVersion, ModelVersion]:
-    """The two registered versions an index is built for: the semantic model's and the hash
-    model's, at ``search.alias`` (champion by default)."""
-    ts, alias = settings.train, settings.search.alias
-    hashing = resolve_version(ts.registered_name(f"hash-{settings.search.hash_bits}"), alias)
-    semantic = resolve_version(settings.search.semantic_model or ts.model_name, alias)
-    hash_features = _feature_config(hashing)
-    if not settings.search.semantic_model and _feature_config(semantic) != hash_features and \
-            hash_features == musicnn_features(settings.features).config_hash():
-        # a hash of musicnn's embeddings pairs with musicnn's own vectors (one feature set per index)
-        semantic = resolve_version(ts.registered_name(CATALOGUE["musicnn_msd"].registered_task(ts)), "champion")
-    return semantic, hashing
-
-
-def _feature_config(version: ModelVersion) -> str | None:
-    return registry.version_tags(version.name, version.version).get(registry.FEATURE_HASH_TAG)
-
-
-def index_folder(state: StateDir, semantic: ModelVersion, hashing: ModelVersion) -> Path:
-    return state.search / f"{semantic.name}-v{semantic.version}+{hashing.name}-v{hashing.version}"
 
 
 def index_key(settings: ChorusSettings, semantic: ModelVersion, hashing: ModelVersion) -> str:
@@ -136,20 +109,11 @@ def degraded_check(settings: ChorusSettings, index: SearchIndex, encoder: TrackE
     chosen = check_tracks([t for t in index.track_ids if t in tracks.index], check, held_out)
     uris = tracks.loc[chosen, "uri"].tolist()
     n = len(chosen)
-    with dask_scheduler(settings.features) as address, Client(address) as client:
+    with dask_client(settings.compute) as client:
         futures = client.map(degraded_maps, chosen, uris, [encoder.features] * n, [check] * n, [encoder.maps] * n, pure=False)
         copies = dict(zip(chosen, client.gather(futures), strict=True))
     return {**degraded_query_check(index, encoder, copies, check.k, settings.search.rerank_candidates, held_out),
             "settings": check.model_dump(mode="json")}
-
-
-def current_index_meta(settings: ChorusSettings) -> dict[str, Any] | None:
-    """What the index of the models now at ``search.alias`` records (versions, check), if built."""
-    try:
-        semantic, hashing = search_models(settings)
-    except ChorusError:
-        return None
-    return read_index_meta(index_folder(StateDir(settings.state_dir), semantic, hashing))
 
 
 def load_index(settings: ChorusSettings) -> SearchIndex:

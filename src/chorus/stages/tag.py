@@ -12,10 +12,10 @@ from chorus.tagging import audio_files, tag_files
 
 
 def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = None, alias: str = "champion",
-              out: str | None = None, user: str | None = None, group: str | None = None) -> StageSummary:
+              out: str | None = None) -> StageSummary:
     """Predictions of ``models:/<model>@<alias>`` for audio files or folders, to Parquet
-    (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``); with ``user`` (a user id) or
-    ``group`` ("attribute=value"), the personalised mood model's moods as they hear each file."""
+    (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``). A listener's or a group's
+    moods: ``chorus.stages.personal.listener_tag_stage``."""
     ctx = StageContext.open(settings, uses_registry=True)
     name = model or settings.train.model_name
     chosen = ctx.output_file(out) if out else None
@@ -23,17 +23,6 @@ def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = No
     if not files:
         raise InputError(", ".join(paths), "no audio files found")
     digest = stable_hash([[str(f), file_sha256(f)] for f in files])
-    if user is not None or group is not None:
-        from chorus.stages.personal import personal_model_name, tag_as_listener
-
-        table = tag_as_listener(settings, files, user, group)
-        who = f"user {user}" if user is not None else f"group {group}"
-        target = chosen or ctx.state.tags / f"{personal_model_name(settings)}-{stable_hash([digest, who])}.parquet"
-        write_parquet(table, target)
-        return ctx.summary("tag", False, {"predictions": str(target)},
-                           {"files": len(files), "tagged": int(table["problem"].isna().sum()),
-                            "model": f"{personal_model_name(settings)} as {who}",
-                            "levels": table["level"].dropna().value_counts().to_dict()})
     table = tag_files(files, name, settings.ingest, alias)
     version = int(table["version"].iloc[0])
     target = chosen or ctx.state.tags / f"{name}-v{version}-{digest}.parquet"

@@ -33,66 +33,22 @@ from chorus.families import (
     task_targets,
     train_candidate,
 )
-from chorus.features import FeatureSet, features_key, load_features, map_names
-from chorus.io import read_table
+from chorus.features import FeatureSet, load_features, map_names
 from chorus.label_tasks import (
     MultiLabelTruth,
-    multi_label_truth,
-    with_task_labels,
-    with_voted_mood,
 )
-from chorus.models.persist import FORMAT as STORAGE_FORMAT
 from chorus.models.scorer import Scorer
-from chorus.social.voting import SCORE_COLUMNS
 from chorus.stages.context import StageContext, StageSummary, git_commit
-from chorus.stages.corpus import load_tracks, pretext_tracks, training_source
-from chorus.stages.features import features_root
-from chorus.stages.labels import voted_global_labels
+from chorus.stages.inputs import (
+    candidate_key,
+    mood_labels,
+    pretext_tracks,
+    training_source,
+    training_tracks,
+)
 from chorus.state import StateDir
 
 EpochCallback = Callable[[dict[str, Any]], None]
-
-
-def training_tracks(settings: ChorusSettings) -> pd.DataFrame:
-    """The tracks table plus ``voted_mood`` (the top mood of each track's global voted truth, where
-    the labels stage has run) and the tasks' labels from annotation files."""
-    state = StateDir(settings.state_dir)
-    tracks = with_task_labels(load_tracks(settings), settings.tasks, settings.train.split_column, state.tracks)
-    if state.labels_table.exists():
-        tracks = with_voted_mood(tracks, read_table(state.labels_table, columns=["scope", "track_id", *SCORE_COLUMNS]))
-    return tracks
-
-
-def mood_labels(settings: ChorusSettings, tracks: pd.DataFrame) -> MultiLabelTruth:
-    """The multi-label task's truth (``train.mood_task``): the global vote's moods by default, or a
-    column of ``tracks`` (see ``chorus.label_tasks.multi_label_truth``)."""
-    task = settings.multi_task()
-    voted = voted_global_labels(settings) if task.source == "voted" else {}
-    return multi_label_truth(task, settings.train.mood_task, tracks, voted, StateDir(settings.state_dir).tracks)
-
-
-def candidate_key(settings: ChorusSettings, spec: CandidateSpec, targets: TaskTargets, dep_keys: dict[str, str]) -> str:
-    """What a candidate's training depends on: its definition, the settings it reads, the
-    features, its targets, and the keys of the models it builds on."""
-    source = training_source(settings, spec.task)
-    feature_settings = candidate_features(spec, settings.features)
-    # a model registered in another storage format is trained and registered again
-    if not family_of(spec).learns_from_corpus:  # nothing learnt from the corpus: the weights and the input they read
-        return stable_hash({"candidate": key_settings(spec, settings.train), "features": feature_settings.config_hash(),
-                            "stored_as": STORAGE_FORMAT})
-    return stable_hash({
-        "candidate": key_settings(spec, settings.train),
-        "stored_as": STORAGE_FORMAT,
-        "features": features_key(features_root(source), feature_settings),
-        "targets": stable_hash(targets.digest_rows()),
-        "deps": dep_keys,
-    })
-
-
-def train_key(settings: ChorusSettings, tracks: pd.DataFrame, candidate: str = "short_chunk") -> str:
-    """The cache key of one candidate (default: the short-chunk CNN) on these tracks."""
-    spec = CATALOGUE[candidate]
-    return candidate_key(settings, spec, task_targets(spec.task, tracks, settings.train, mood_labels(settings, tracks)), {})
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chorus.evaluation.metrics import macro_average_precision
+from chorus.metrics.classification import macro_average_precision
 from chorus.models.nets import balance_loss, pairwise_similarity_loss, quantisation_loss
 from chorus.models.scorer import TorchScorer
 from chorus.training.data import SegmentSplit, track_mean, track_targets

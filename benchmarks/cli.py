@@ -62,7 +62,7 @@ def bench_scale(
     settings = CTX.settings()
     if not CTX.debug:
         terminal_logs_without_tracebacks()
-    figures = scale.run(quick=quick, workers=local_workers(settings.features), log=err.print)
+    figures = scale.run(quick=quick, workers=local_workers(settings.compute), log=err.print)
     if plot is not None:
         scale.plot(figures, plot)
     _report_figures(figures, as_json)
