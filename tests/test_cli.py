@@ -16,7 +16,7 @@ def test_bad_config_is_one_line_without_traceback(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("features:\n  n_mels: many\n")
     out = run("--config", str(cfg), "config", cwd=tmp_path)
-    assert out.returncode == 2
+    assert out.returncode == 3  # bad settings
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     assert "bad.yaml: setting 'features.n_mels'" in lines[0]
@@ -25,7 +25,7 @@ def test_bad_config_is_one_line_without_traceback(tmp_path):
 
 def test_stage_without_inputs_names_what_is_missing(tmp_path):
     out = run("--state-dir", str(tmp_path / "empty"), "train", cwd=tmp_path)
-    assert out.returncode == 2
+    assert out.returncode == 3  # missing input
     assert "tracks.parquet: no tracks table: run `chorus ingest` first" in out.stderr
     assert "Traceback" not in out.stderr
 

@@ -69,7 +69,7 @@ def test_cli_names_a_dead_tracking_server_in_one_line(closed_port, tmp_path):
     done = subprocess.run([sys.executable, "-m", "chorus_ops", "--state-dir", str(tmp_path / "state"),
                            "--set", f"mlflow_tracking_uri={uri}", "--set", "orchestration.service_wait_s=0", "promote"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=180)
-    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.returncode == 4, done.stderr[-3000:]  # a service outage
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: MLflow at {uri} is unreachable (connection refused): start it again (`chorus services up` "
                       "for the local services) and run the same command"], done.stderr[-3000:]

@@ -262,3 +262,21 @@ class ItqHasher(BaseEstimator):
         scaled = self.scaler_.transform(x)
         projected = [scaled @ self.planes_] if self.pca_ is None else [self.pca_.transform(scaled) @ self.rotation_, scaled @ self.planes_]
         return np.sign(np.hstack(projected) + 1e-12).astype(np.float32)
+
+    def to_arrays(self) -> dict[str, list[Any]]:
+        """The fitted hasher as plain lists (JSON; no pickle): ``itq_codes`` applies it."""
+        pca = self.pca_
+        return {"mean": self.scaler_.mean_.tolist(), "scale": self.scaler_.scale_.tolist(),
+                "pca_mean": pca.mean_.tolist() if pca is not None else [],
+                "components": pca.components_.tolist() if pca is not None else [],
+                "rotation": np.asarray(self.rotation_).tolist(), "planes": np.asarray(self.planes_).tolist()}
+
+
+def itq_codes(arrays: dict[str, list[Any]], x: np.ndarray) -> np.ndarray:
+    """+-1 codes, (n, bits), of ``x`` (n, dims) by a hasher stored with ``ItqHasher.to_arrays``:
+    the same projections as ``ItqHasher.transform``."""
+    scaled = (np.asarray(x, np.float64) - np.asarray(arrays["mean"])) / np.asarray(arrays["scale"])
+    parts = [scaled @ np.asarray(arrays["planes"]).reshape(scaled.shape[1], -1)]
+    if arrays["components"]:
+        parts.insert(0, (scaled - np.asarray(arrays["pca_mean"])) @ np.asarray(arrays["components"]).T @ np.asarray(arrays["rotation"]))
+    return np.sign(np.hstack(parts) + 1e-12).astype(np.float32)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chorus.errors import UnsafeModelError
+from chorus.errors import InputError, UnsafeModelError
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,35 @@ def training_run(candidate: str, train_key: str) -> str:
     run = MlflowClient().create_run(experiment.experiment_id, run_name=f"train-{candidate}",
                                     tags={TRAIN_KEY_TAG: train_key, CANDIDATE_TAG: candidate})
     return run.info.run_id
+
+
+def parse_model_ref(ref: str, default_alias: str = "champion") -> tuple[str, int | str]:
+    """A model named the way MLflow names one, or shorter: ``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``, ``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` (its ``default_alias``)
+    -> (name, version or alias).
+
+    Examples
+    --------
+    >>> parse_model_ref("models:/chorus-style@champion")
+    ('chorus-style', 'champion')
+    >>> parse_model_ref("models:/chorus-style/3")
+    ('chorus-style', 3)
+    >>> parse_model_ref("chorus-mood")
+    ('chorus-mood', 'champion')
+    """
+    body = ref.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        if name and alias:
+            return name, alias
+    elif "/" in body:
+        name, version = body.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, int(version)
+    elif body and not ref.startswith("models:/"):
+        return body, default_alias
+    raise InputError(ref, "not a model name: expected models:/NAME@ALIAS, models:/NAME/VERSION, NAME@ALIAS, "
+                          "NAME/VERSION or NAME")
 
 
 def model_uri(name: str, version_or_alias: int | str) -> str:

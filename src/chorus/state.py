@@ -76,6 +76,11 @@ class StateDir:
         return self.root / "audit"
 
     @property
+    def library(self) -> Path:
+        """A music library's run (``chorus run --library``): a state directory of its own."""
+        return self.root / "library"
+
+    @property
     def pretext(self) -> Path:
         """The backbone's pretext corpus: a state directory of its own (data/, features/)."""
         return self.root / "pretext"

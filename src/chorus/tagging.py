@@ -55,10 +55,28 @@ def model_feature_settings(name: str, version: int) -> FeatureSettings:
     return settings
 
 
-def tag_files(files: list[Path], name: str, limits: IngestSettings, alias: str = "champion") -> pd.DataFrame:
-    """One row per file: the model's output averaged over the file's segments. Files that cannot
-    be decoded, or break ingest's limits, get a row with their reason instead (nothing disappears)."""
-    version = registry.alias_version(name, alias)
+def chosen_labels(labels: list[str], mean: np.ndarray, kind: str, calibrated: bool, top_n: int | None = None,
+                  threshold: float | None = None) -> list[str]:
+    """The labels a file gets from its mean scores: a single-label model's top ``top_n`` (1 by
+    default); a multi-label model's labels at or above ``threshold`` (0.5 by default; its best one
+    when none is), at most ``top_n``; an uncalibrated tagger's (a pretrained one's) ``top_n``
+    strongest (5 by default), those below ``threshold`` left out when one is given."""
+    order = [int(j) for j in np.argsort(-mean, kind="stable")]
+    if kind == "single":
+        kept = [j for j in order[: top_n or 1] if threshold is None or mean[j] >= threshold] or order[:1]
+    elif calibrated:
+        kept = [j for j in order if mean[j] >= (0.5 if threshold is None else threshold)][:top_n] or order[:1]
+    else:
+        kept = [j for j in order[: top_n or TOP_TAGS] if threshold is None or mean[j] >= threshold]
+    return [labels[j] for j in kept]
+
+
+def tag_files(files: list[Path], name: str, limits: IngestSettings, alias: str = "champion", top_n: int | None = None,
+              threshold: float | None = None) -> pd.DataFrame:
+    """One row per file: the model's output averaged over the file's segments, and the labels
+    ``chosen_labels`` picks from it. Files that cannot be decoded, or break ingest's limits, get a
+    row with their reason instead (nothing disappears)."""
+    version = int(alias) if alias.isdigit() else registry.alias_version(name, alias)  # an alias or a version
     if version is None:
         raise InputError(f"models:/{name}@{alias}", "no such alias: train and promote a model first")
     scorer = registry.load_scorer(name, version)
@@ -79,15 +97,9 @@ def tag_files(files: list[Path], name: str, limits: IngestSettings, alias: str =
             continue
         stacked = np.stack([item.maps[m] for m in contract.stored_maps], axis=1)
         mean = scorer.scores(stacked).mean(axis=0)
-        if contract.kind == "single":
-            labels = [contract.labels[int(mean.argmax())]]
-            scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
-        elif contract.kind == "multi" and getattr(CATALOGUE.get(contract.candidate), "task", None) == "tags":
-            # a pretrained tagger's 50 tags are not calibrated to a threshold: its strongest ones
-            labels = [contract.labels[j] for j in np.argsort(-mean)[:TOP_TAGS]]
-            scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
-        elif contract.kind == "multi":
-            labels = [contract.labels[j] for j in np.argsort(-mean) if mean[j] >= 0.5] or [contract.labels[int(mean.argmax())]]
+        if contract.kind in ("single", "multi"):
+            calibrated = getattr(CATALOGUE.get(contract.candidate), "task", None) != "tags"
+            labels = chosen_labels(list(contract.labels), mean, contract.kind, calibrated, top_n, threshold)
             scores = dict(zip(contract.labels, mean.round(4).tolist(), strict=True))
         else:  # hash: the track's code is the sign of the mean of its segments' codes
             labels = ["".join("1" if v >= 0 else "0" for v in mean)]

@@ -8,15 +8,10 @@ the console shows a line per stage and the closing summary, the full log goes to
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-import click
-import pandas as pd
 import typer
 import yaml
 from rich.table import Table
@@ -24,27 +19,45 @@ from rich.table import Table
 from chorus import registry
 from chorus.config import PROFILES, parse_overrides
 from chorus.datasets.adapters import DATASETS
-from chorus.errors import ChorusError, ServiceUnavailableError
 from chorus.housekeeping import find_garbage, remove
 from chorus.promotion import verdict
 from chorus.state import StateDir, state_lock
 from chorus_ops.console import summary_table
+from chorus_ops.query_cli import hum, playlist, search, tag
 from chorus_ops.services_cli import serve, services_app
-from chorus_ops.session import CTX, console, err, run_flow
+from chorus_ops.session import (
+    CTX,
+    JsonFlag,
+    console,
+    emit_json,
+    err,
+    run_flow,
+)
 
 COMMANDS_GROUP = "chorus.commands"
+DISTRIBUTION = "chorus"  # the distribution name on the package index (pyproject.toml)
 
 app = typer.Typer(
     name="chorus",
     help="Learn music labels from a crowd: demo corpus, ingest, features, labels, train, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 app.add_typer(services_app, name="services")
 for _command in entry_points(group=COMMANDS_GROUP):  # plug-in command groups: `chorus bench` (chorus_bench)
     app.add_typer(_command.load(), name=_command.name)
 app.command()(serve)
+for _query in (tag, search, hum, playlist):
+    app.command()(_query)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"chorus {version(DISTRIBUTION)}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
@@ -55,7 +68,10 @@ def main_options(
     lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for a busy state dir (-1: forever).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the full log on the terminal as it is written.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print chorus's version and exit.")] = False,
 ) -> None:
+    """Global options go before the command or after it (chorus run --set train.epochs=1)."""
     CTX.config = config
     CTX.debug = debug
     CTX.verbose = verbose
@@ -100,7 +116,7 @@ def demo_data(
     _print_summary(summary.as_dict())
 
 
-Dataset = Annotated[str | None, typer.Option("--dataset", help="A standard dataset in its own layout: mtat, jamendo or gtzan.")]
+Dataset = Annotated[Literal["mtat", "jamendo", "gtzan"] | None, typer.Option("--dataset", help="A standard dataset in its own layout.")]
 DatasetRoot = Annotated[Path | None, typer.Option("--root", help="The dataset's root folder (with --dataset).")]
 
 
@@ -144,28 +160,6 @@ def melody() -> None:
 
 
 @app.command()
-def hum(
-    query: Annotated[str, typer.Argument(help="Audio file of a sung, hummed or whistled tune (8-20 s).")],
-    k: Annotated[int | None, typer.Option("--k", help="Matches to print (default melody.k).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
-) -> None:
-    """Find a song by its tune: the tracks whose melody contains the one in QUERY, best first."""
-    summary = run_flow("melody", flow_name="hum", query=query, k=k)
-    counts = summary["counts"]
-    if as_json:
-        print(json.dumps({"query": counts["query"], "notes": counts["notes"], "catalogue": counts["catalogue"],
-                          "matches": counts["matches"], "results": summary["outputs"]["results"]}, default=str))
-        return
-    table = Table(title=f"hum {Path(counts['query']).name}: {counts['notes']} notes against {counts['catalogue']} melodies")
-    for column in ("rank", "track_id", "cost", "starts at (s)", "file"):
-        table.add_column(column, overflow="fold")
-    for m in counts["matches"]:
-        table.add_row(str(m["rank"]), m["track_id"], f"{m['cost']:.3f}", f"{m['offset_s']:.1f}", Path(m["uri"]).name)
-    console.print(table)
-    console.print(f"results: {summary['outputs']['results']}")
-
-
-@app.command()
 def drift(paths: Annotated[list[str] | None, typer.Argument(help="Audio files or folders (default: the tracks the last "
                                                                     "ingest added).")] = None) -> None:
     """The drift watch: a batch against the champion's training tracks; prints the verdict and the report."""
@@ -180,7 +174,8 @@ def drift(paths: Annotated[list[str] | None, typer.Argument(help="Audio files or
     console.print(f"report: {summary['outputs']['report']}", highlight=False, soft_wrap=True)
 
 
-Profile = Annotated[str | None, typer.Option("--profile", help="Candidate set: default or full (every model and baseline).")]
+Profile = Annotated[Literal["default", "full"] | None,
+                    typer.Option("--profile", help="Candidate set: default, or full (every model and baseline).")]
 Task = Annotated[str | None, typer.Option("--task", help="Train and report one task (settings: tasks.<name>), e.g. tags "
                                                          "(MagnaTagATune, MTG-Jamendo) or genre (GTZAN).")]
 
@@ -200,7 +195,7 @@ def pretrain() -> None:
 
 @app.command()
 def train(
-    candidate: Annotated[list[str] | None, typer.Option("--candidate", "-c",
+    candidate: Annotated[list[str] | None, typer.Option("--candidate",
                                                          help="Train this candidate (repeatable); see `chorus candidates`.")] = None,
     profile: Profile = None,
     task: Task = None,
@@ -243,55 +238,6 @@ def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and 
 
 
 @app.command()
-def tag(
-    paths: Annotated[list[str], typer.Argument(help="Audio files or folders.")],
-    model: Annotated[str | None, typer.Option(help="Registered name (default: the style model, chorus-style).")] = None,
-    alias: Annotated[str, typer.Option(help="Alias or version of the model.")] = "champion",
-    out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/tags/).")] = None,
-    user: Annotated[str | None, typer.Option("--user", help="A listener's user id: moods as they hear each file "
-                                                            "(the personalised mood model).")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="A group, NAME=VALUE (e.g. culture=culture_a): moods as "
-                                                              "its listeners hear each file.")] = None,
-) -> None:
-    """Tag audio files with a registered model (same feature code, the model's feature settings)."""
-    summary = run_flow("tag", paths=paths, model=model, alias=alias, out=out, user=user, group=group)
-    table = Table(title=summary["counts"]["model"])
-    personal = user is not None or group is not None
-    for column in ("file", "labels", *(["answered by"] if personal else ["segments"])):
-        table.add_column(column, overflow="fold")
-    for row in pd.read_parquet(summary["outputs"]["predictions"]).itertuples():
-        last = (row.level or "") if personal else str(row.segments)
-        table.add_row(Path(row.file).name, row.problem or ", ".join(row.labels), last)
-    console.print(table)
-    console.print(f"predictions: {summary['outputs']['predictions']}")
-
-
-@app.command()
-def playlist(
-    mood: Annotated[str, typer.Option("--mood", help="One of the 12 moods, e.g. sadness.")],
-    user: Annotated[str | None, typer.Option("--user", help="A listener's user id.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Or a group, NAME=VALUE.")] = None,
-    k: Annotated[int, typer.Option("--k", help="Tracks to list.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")] = False,
-) -> None:
-    """The catalogue's tracks a listener (or group) would most hear as MOOD, from the personalised model."""
-    from chorus.stages.personal import playlist as rank
-
-    ranked, level = rank(CTX.settings(), mood, k, user, group)
-    if as_json:
-        print(json.dumps({"mood": mood, "user": user, "group": group, "level": level,
-                          "tracks": ranked.to_dict("records")}, default=str))
-        return
-    table = Table(title=f"{mood} for {'user ' + user if user else 'group ' + str(group) if group else 'everyone'} "
-                        f"(answered by the {level} level)")
-    for column in ("rank", "title", "score", "track_id"):
-        table.add_column(column, overflow="fold")
-    for row in ranked.itertuples(index=False):
-        table.add_row(str(row.rank), row.title, f"{row.score:.3f}", row.track_id)
-    console.print(table)
-
-
-@app.command()
 def personal() -> None:
     """Train the personalised mood model (heads per listener, group and globally), judge it by the article's protocol."""
     summary = run_flow("personal")
@@ -310,28 +256,6 @@ def build_index() -> None:
 
 
 @app.command()
-def search(
-    like: Annotated[list[str], typer.Option("--like", help="Audio file, folder or track id (or a 6+ character prefix); repeatable.")],
-    k: Annotated[int | None, typer.Option("--k", help="Neighbours per query (default search.k).")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="hash | semantic | rerank (default search.mode).")] = None,
-    out: Annotated[str | None, typer.Option(help="Parquet file to write (default: under <state>/search/results/).")] = None,
-) -> None:
-    """Similar songs: the nearest tracks of the champions' index, with distances and labels."""
-    summary = run_flow("search", queries=like, k=k, mode=mode, out=out)
-    hits = pd.read_parquet(summary["outputs"]["results"])
-    labels = [c for c in hits.columns if c not in {"like", "rank", "track_id", "hamming", "cosine", "mode", "index"}]
-    for query, rows in hits.groupby("like", sort=False):
-        table = Table(title=f"like {query} ({summary['counts']['mode']}, index {summary['counts']['index']})")
-        for column in ("rank", "track_id", "hamming", "cosine", *labels):
-            table.add_column(column, overflow="fold")
-        for row in rows.itertuples(index=False):
-            table.add_row(str(row.rank), row.track_id, str(row.hamming), f"{row.cosine:.4f}",
-                          *[str(getattr(row, c)) for c in labels])
-        console.print(table)
-    console.print(f"results: {summary['outputs']['results']}")
-
-
-@app.command()
 def rollback(model: Annotated[str, typer.Argument(help="Registered name, e.g. chorus-style.")]) -> None:
     """Restore the previous champion of MODEL (audited; run again to undo)."""
     from chorus.stages import rollback_stage  # imports torch and mlflow: only for this command
@@ -347,13 +271,27 @@ def _alias_text(name: str, alias: str) -> str:
     return f"v{version}" if version else ""
 
 
+LabelFrom = Annotated[Literal["top", "parent", "grandparent", "none"] | None,
+                      typer.Option("--label-from", help="With --library: labels from the folders (default none).")]
+
+
 @app.command()
-def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, root: DatasetRoot = None) -> None:
-    """Run the whole pipeline as one Prefect flow and print where every output is."""
+def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, root: DatasetRoot = None,
+        library: Annotated[Path | None, typer.Option("--library", help="Your own music: tag, index and catalogue every "
+                                                                        "audio file under this folder (nothing trained).")] = None,
+        label_from: LabelFrom = None, as_json: JsonFlag = False) -> None:
+    """Run the whole pipeline as one Prefect flow and print where every output is (--library DIR:
+    your own music instead)."""
+    if library is not None:
+        _run_library(library, label_from, as_json)
+        return
     CTX.task = task
     _select_dataset(dataset, root)
     _select(profile, None)
     summary = run_flow("pipeline")
+    if as_json:
+        emit_json(summary)
+        return
     _print_summary(summary)
     settings = CTX.settings()
     state = StateDir(settings.state_dir)
@@ -377,6 +315,20 @@ def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, roo
     console.print(f"[bold]MLflow UI[/]: mlflow ui --backend-store-uri {settings.tracking_uri}")
     console.print("[bold]Stage timings (s)[/]: " + json.dumps(summary["timings_s"]))
     console.print(f"[bold]Log[/]: {CTX.log} (every stage's outputs: {CTX.log.with_suffix('.json') if CTX.log else ''})")
+
+
+def _run_library(folder: Path, label_from: str | None, as_json: bool) -> None:
+    if not folder.is_dir():
+        raise typer.BadParameter(f"{folder} is not a folder", param_hint="--library")
+    summary = run_flow("library", folder=str(folder.expanduser().resolve()), label_from=label_from)
+    if as_json:
+        emit_json(summary)
+        return
+    _print_summary(summary)
+    library = summary["library"]
+    console.print(f"[bold]Catalogue[/]: {library['outputs']['catalogue']}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]Tags[/]: {library['outputs']['tags']}", highlight=False, soft_wrap=True)
+    console.print("[bold]Next[/]: chorus search --library --like FILE · chorus tag --library FILE", highlight=False)
 
 
 @app.command("forget-user")
@@ -439,53 +391,3 @@ def gc(
             console.print(f"removed {len(garbage)} item(s), {total:.1f} MiB")
         else:
             console.print(f"{len(garbage)} item(s), {total:.1f} MiB would be removed")
-
-
-def _outage(exc: Exception) -> ServiceUnavailableError | None:
-    from chorus.outage import service_addresses, service_outage
-
-    try:
-        return service_outage(exc, service_addresses(CTX.settings()))
-    except Exception:  # the settings themselves are what failed
-        return None
-
-
-def _exit_now(code: int) -> None:
-    """Exit without waiting for Prefect's background services: with its server gone they would
-    send each queued event and log to it in turn, minutes of connection attempts. The log files
-    are flushed first; what is committed is on disk."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def main() -> None:
-    """Entry point: ChorusError -> one line on stderr and exit code 2."""
-    debug = "--debug" in sys.argv
-    try:
-        app(standalone_mode=False)
-    except ChorusError as exc:
-        if debug:
-            raise
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if debug:
-            raise
-        outage = _outage(exc)
-        if outage is not None:  # a service went away (also where the flow could not tell it: the Prefect server)
-            err.print(f"[red]error:[/] {outage}", highlight=False, soft_wrap=True)
-            if outage.service == "Prefect server":
-                _exit_now(2)
-            sys.exit(2)
-        err.print(f"[red]error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)", soft_wrap=True)
-        sys.exit(1)
-

@@ -12,6 +12,6 @@ def main() -> None:
     from chorus.compute import tune_process_allocator
 
     tune_process_allocator()  # before the first large tensor: training and embedding run in this process
-    from chorus_ops.cli import main as run
+    from chorus_ops.main import main as run
 
     run()

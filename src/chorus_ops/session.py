@@ -4,19 +4,34 @@ the log routed to ``<state>/logs/`` and a live line per stage."""
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 
 from chorus.config import ChorusSettings, load_settings
-from chorus.io import write_json_atomic
+from chorus.io import json_plain, write_json_atomic
 from chorus.state import StateDir, apply_runtime_environment
 from chorus_ops.console import log_file, route_logs, stage_lines, terminal_handlers
 
 console = Console(stderr=False)
 err = Console(stderr=True)
+
+# Exit statuses (docs/cli.md): a crashed or cancelled flow is never 0.
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_OUTAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of tables (logs on stderr).")]
+
+
+def emit_json(document: Any) -> None:
+    """The command's one JSON document on stdout (numpy values as numbers and lists; what JSON
+    cannot hold, as its str)."""
+    sys.stdout.write(json.dumps(json_plain(document)) + "\n")
+    sys.stdout.flush()
 
 
 class Session:
@@ -29,6 +44,7 @@ class Session:
         self.verbose = False
         self.task: str | None = None
         self.log: Path | None = None
+        self.interrupted = False  # SIGINT or SIGTERM arrived (chorus_ops.main)
 
     def settings(self) -> ChorusSettings:
         settings = load_settings(self.config, self.overrides)
@@ -49,6 +65,10 @@ class Session:
 CTX = Session()
 
 
+class FlowNotCompleted(RuntimeError):
+    """A flow that ended Crashed or Cancelled without an error of its own to raise."""
+
+
 def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Run a flow of ``chorus_flows.<name>`` in this process; its result is also written as JSON
     beside the command's log (every stage's outputs, in full)."""
@@ -59,7 +79,13 @@ def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str
     path = CTX.route_logs(settings, flow_name or name)
     with common.local_run(), stage_lines(err, settings.train.epochs, enabled=not CTX.verbose):
         flow = getattr(module, flow_name or name).with_options(timeout_seconds=settings.orchestration.flow_timeout_s)
-        result: dict[str, Any] = flow(settings=settings, **kwargs)
+        state = flow(settings=settings, return_state=True, **kwargs)
+        if CTX.interrupted:
+            raise KeyboardInterrupt
+        # a failed flow raises its error here; a crashed or cancelled one is never a success
+        result: dict[str, Any] = state.result(raise_on_failure=True)
+        if not state.is_completed():
+            raise FlowNotCompleted(f"flow {flow.name} ended {state.name}: {state.message or 'no message'}")
     write_json_atomic(path.with_suffix(".json"), result)  # what JSON cannot hold is written as its str
     return result
 

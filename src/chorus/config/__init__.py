@@ -18,6 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from chorus.config.library import LibrarySettings
 from chorus.config.melody import MelodySettings
 from chorus.config.personal import PersonalSettings
 from chorus.config.sections import (
@@ -52,7 +53,7 @@ from chorus.errors import ConfigError
 __all__ = [
     "DEFAULT_STYLES", "PROFILES", "SINGLE_LABEL_CANDIDATES", "BackboneSettings", "ChorusSettings", "ComputeSettings", "DegradedQuerySettings",
     "DemoSettings", "DriftSettings", "EvaluateSettings", "FeatureSettings", "HashSettings", "IngestSettings", "LabelSettings", "LabelTask",
-    "MelodySettings", "PersonalSettings",
+    "LibrarySettings", "MelodySettings", "PersonalSettings",
     "OrchestrationSettings", "PromoteSettings", "PromotionRule", "SearchSettings", "SectionSettings", "ServicesSettings",
     "SvmSearchSettings", "TrainSettings", "load_settings", "parse_overrides", "set_dotted", "stable_hash",
 ]
@@ -94,6 +95,7 @@ class ChorusSettings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     melody: MelodySettings = Field(default_factory=MelodySettings)
     personal: PersonalSettings = Field(default_factory=PersonalSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     tasks: dict[str, LabelTask] = Field(default_factory=default_tasks, description="Tasks by name (chorus run --task).")
     services: ServicesSettings = Field(default_factory=ServicesSettings)
@@ -137,10 +139,15 @@ class ChorusSettings(BaseSettings):
         if name not in self.tasks:
             raise ConfigError(f"task '{name}' is not defined; tasks: {', '.join(sorted(self.tasks))} (settings: tasks.<name>)")
         task = self.tasks[name]
+        if "profile" in self.train.model_fields_set and not self.train.candidates:
+            raise ConfigError(f"--task {name} picks its own candidates and --profile {self.train.profile} picks others: "
+                              "name the candidates to train with --candidate")
         if task.kind == "single":
             train = {"task": task.column or name, "candidates": list(SINGLE_LABEL_CANDIDATES)}
         else:
             train = {"mood_task": name, "candidates": ["mood_tagger"]}
+        if self.train.candidates:  # an explicit choice is never replaced
+            train["candidates"] = list(self.train.candidates)
         train["split_column"] = task.split
         return self.model_copy(update={"train": self.train.model_copy(update=train),
                                        "evaluate": self.evaluate.model_copy(update={"subject": task.kind})})

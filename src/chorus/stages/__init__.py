@@ -2,7 +2,8 @@
 whether its output is current, compute with the library, write atomically, report a summary.
 
 One module per stage: ``corpus`` (demo, pretext corpus, ingest), ``features``, ``labels``,
-``melody``, ``train`` (and pretrain), ``promote``, ``search`` (index and search), ``evaluate``, ``card``, ``drift``, ``tag``.
+``melody``, ``library`` (a user's own music), ``train`` (and pretrain), ``personal``, ``promote``,
+``search`` (index and search), ``evaluate``, ``card``, ``drift``, ``tag``.
 Three modules are not stages: ``context`` (``StageContext``), ``inputs`` (what stages read
 from each other's outputs: stages import it, never each other) and ``model_card`` (the card
 writer the card and evaluate stages share).
@@ -46,10 +47,12 @@ from chorus.stages.inputs import (
     corpus_location,
     current_index_meta,
     features_root,
+    library_settings,
     load_tracks,
     mood_labels,
     pretext_settings,
     pretext_tracks,
+    registered_version,
     search_models,
     social_data_present,
     social_table_paths,
@@ -65,6 +68,11 @@ from chorus.stages.labels import (
     labels_stage,
     personal_target_count,
     rekey_forgotten_stage,
+)
+from chorus.stages.library import (
+    library_search_stage,
+    library_stage,
+    library_tag_stage,
 )
 from chorus.stages.melody import (
     hum_stage,
@@ -102,6 +110,11 @@ from chorus.stages.train import (
 )
 
 __all__ = [
+    "library_search_stage",
+    "library_settings",
+    "library_stage",
+    "library_tag_stage",
+    "registered_version",
     "listener_tag_stage",
     "candidate_key",
     "card_stage",

@@ -10,23 +10,10 @@ from chorus.stages.context import StageContext, StageSummary
 from chorus.stages.model_card import write_card
 
 
-def parse_model_ref(ref: str, default_alias: str = "champion") -> tuple[str, int | str]:
-    """``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION`` -> (name, version or alias)."""
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, alias
-    if "/" in ref:
-        name, version = ref.rsplit("/", 1)
-        if not version.isdigit():
-            raise InputError(ref, "expected NAME/VERSION with a number, NAME@ALIAS or NAME")
-        return name, int(version)
-    return ref, default_alias
-
-
 def card_stage(settings: ChorusSettings, ref: str) -> StageSummary:
     """Writes the card of ``ref`` and returns where."""
     ctx = StageContext.open(settings, uses_registry=True)
-    name, version_or_alias = parse_model_ref(ref)
+    name, version_or_alias = registry.parse_model_ref(ref)
     version = registry.alias_version(name, version_or_alias) if isinstance(version_or_alias, str) else version_or_alias
     if version is None:
         raise InputError(ref, f"no version of {name} has the alias {version_or_alias!r}")

@@ -50,10 +50,13 @@ QUARANTINE_COLUMNS = ["track_id", "uri", "sha256", "reason", "detail"]
 
 def extraction_settings(settings: ChorusSettings) -> list[ChorusSettings]:
     """The settings of each feature configuration the selected candidates read: the main one, and
-    musicnn's input when a musicnn candidate is selected (each extracts and indexes on its own)."""
+    musicnn's input when a musicnn candidate is selected (each extracts and indexes on its own;
+    where the main one is musicnn's input, as in a library run, it is extracted once)."""
     configurations = [settings]
-    if any(spec.feature_config == "musicnn" for spec in resolve_candidates(list(settings.train.selected))):
-        configurations.append(settings.model_copy(update={"features": musicnn_features(settings.features)}))
+    musicnn = musicnn_features(settings.features)
+    if musicnn.config_hash() != settings.features.config_hash() and \
+            any(spec.feature_config == "musicnn" for spec in resolve_candidates(list(settings.train.selected))):
+        configurations.append(settings.model_copy(update={"features": musicnn}))
     return configurations
 
 

@@ -47,6 +47,25 @@ def pretext_settings(settings: ChorusSettings) -> ChorusSettings:
                                        "train": settings.train.model_copy(update={"candidates": ["backbone"]})})
 
 
+def library_settings(settings: ChorusSettings, reading: bool = False) -> ChorusSettings:
+    """The settings of a music library run: a state directory of its own under
+    ``<state_dir>/library`` (tracks, features, tags, index, catalogue), ``library.folder`` ingested
+    with the folder adapter (labels from ``library.label_from``), musicnn's input as the one feature
+    configuration, the library's taggers as the candidates; models go to the main registry.
+    ``reading``: for searching or tagging against a library already built (no folder needed)."""
+    if not settings.library.folder and not reading:
+        raise InputError("library.folder", "no library folder", "chorus run --library DIR")
+    state = StateDir(settings.state_dir)
+    ingest_settings = settings.ingest.model_copy(update={
+        "manifest": str(Path(settings.library.folder).expanduser().resolve()) if settings.library.folder else None,
+        "adapter": "folder", "label_from": settings.library.label_from, "social_dir": None, "split_files": None})
+    taggers = list(dict.fromkeys([*settings.library.taggers, settings.library.embedding]))
+    return settings.model_copy(update={"state_dir": state.library, "ingest": ingest_settings,
+                                       "features": musicnn_features(settings.features),
+                                       "mlflow_tracking_uri": settings.tracking_uri,
+                                       "train": settings.train.model_copy(update={"candidates": taggers})})
+
+
 def training_source(settings: ChorusSettings, task: str) -> ChorusSettings:
     """Whose state holds a task's training data: the pretext corpus's for the backbone (unless
     ``train.backbone.corpus`` is ``own``), the main corpus's for everything else."""
@@ -172,6 +191,16 @@ def candidate_key(settings: ChorusSettings, spec: CandidateSpec, targets: TaskTa
         "targets": stable_hash(targets.digest_rows()),
         "deps": dep_keys,
     })
+
+
+def registered_version(settings: ChorusSettings, candidate: str) -> registry.ModelRef | None:
+    """The registered version of a candidate that learns nothing from the corpus (a pretrained
+    tagger), found by its key; None before the train stage has registered it."""
+    spec = CATALOGUE[candidate]
+    if family_of(spec).learns_from_corpus:
+        raise ValueError(f"{candidate} learns from the corpus: its key needs the corpus's targets (train_key)")
+    name = settings.train.registered_name(spec.registered_task(settings.train))
+    return registry.find_version(name, candidate_key(settings, spec, TaskTargets([], {}), {}))
 
 
 def train_key(settings: ChorusSettings, tracks: pd.DataFrame, candidate: str = "short_chunk") -> str:

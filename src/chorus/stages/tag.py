@@ -12,9 +12,10 @@ from chorus.tagging import audio_files, tag_files
 
 
 def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = None, alias: str = "champion",
-              out: str | None = None) -> StageSummary:
+              out: str | None = None, top_n: int | None = None, threshold: float | None = None) -> StageSummary:
     """Predictions of ``models:/<model>@<alias>`` for audio files or folders, to Parquet
-    (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``). A listener's or a group's
+    (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``); ``top_n`` and ``threshold`` as in
+    ``chorus.tagging.chosen_labels``. A listener's or a group's
     moods: ``chorus.stages.personal.listener_tag_stage``."""
     ctx = StageContext.open(settings, uses_registry=True)
     name = model or settings.train.model_name
@@ -23,9 +24,9 @@ def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = No
     if not files:
         raise InputError(", ".join(paths), "no audio files found")
     digest = stable_hash([[str(f), file_sha256(f)] for f in files])
-    table = tag_files(files, name, settings.ingest, alias)
+    table = tag_files(files, name, settings.ingest, alias, top_n, threshold)
     version = int(table["version"].iloc[0])
-    target = chosen or ctx.state.tags / f"{name}-v{version}-{digest}.parquet"
+    target = chosen or ctx.state.tags / f"{name}-v{version}-{stable_hash([digest, top_n, threshold])}.parquet"
     write_parquet(table, target)
     return ctx.summary("tag", False, {"predictions": str(target)},
                        {"files": len(files), "tagged": int(table["problem"].isna().sum()), "model": f"{name} v{version}"})
