@@ -55,6 +55,7 @@ def configure(tracking_uri: str, artifacts_dir: Path | None = None, service_wait
     is created with its artifacts under the state directory."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in a library call or a log
     for name, value in retry_environment(service_wait_s).items():
         os.environ.setdefault(name, value)
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # chorus's models load without pickle

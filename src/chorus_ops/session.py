@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,10 +28,21 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_OUTAGE, EXIT_REFUSED, EXI
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of tables (logs on stderr).")]
 
 
+def _without_nan(value: Any) -> Any:
+    """NaN (pandas' missing value) as null: strict JSON readers (jq, JavaScript) refuse NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(v) for v in value]
+    return value
+
+
 def emit_json(document: Any) -> None:
     """The command's one JSON document on stdout (numpy values as numbers and lists; what JSON
     cannot hold, as its str)."""
-    sys.stdout.write(json.dumps(json_plain(document)) + "\n")
+    sys.stdout.write(json.dumps(_without_nan(json_plain(document)), allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
