@@ -5,6 +5,7 @@ refused with --strict, 130 interrupted. A crashed or cancelled flow is never 0."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -40,13 +41,32 @@ def _outage(exc: BaseException) -> ServiceUnavailableError | None:
 def _exit_now(code: int) -> None:
     """Exit without waiting for Prefect's background services: with its server gone they would
     send each queued event and log to it in turn, minutes of connection attempts. The log files
-    are flushed first; what is committed is on disk."""
+    are flushed first; what is committed is on disk. The processes this one started (the temporary
+    Prefect API, a local Dask cluster, render workers) are stopped first: none outlives the command."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.flush()
+    _stop_children()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _stop_children(grace_s: float = 3.0) -> None:
+    """Terminate every process this one started (and theirs), then kill those still there."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 GLOBAL_VALUED = ("--config", "-c", "--state-dir", "--set", "-s", "--lock-timeout")
