@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.chorus-installed
 CHORUS_ARGS ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup lint run test musicnn-reference test-fast test-services services-up services-down services-status serve clean-state
 
@@ -11,8 +12,13 @@ $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.s
 	./infra/local/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch==2.13.0 (pinned in the lock) is the CPU build; a looser pin pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q -r requirements.lock
+	# torch==2.13.0 (pinned in the lock) from PyTorch's CPU index, as in the Dockerfile: PyPI's own
+	# build pulls CUDA (multi-GB). Where that index cannot be reached (a closed network with a local
+	# wheel mirror in pip's configuration), pip's configured indexes are used as they are.
+	cpu_index=$$($(BIN)/python -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/', timeout=5); \
+		print('--extra-index-url $(TORCH_CPU_INDEX)')" 2>/dev/null); \
+		$(BIN)/pip install -q $$cpu_index -r requirements.lock
+	$(BIN)/pip uninstall -q -y chorus 2>/dev/null || true  # the distribution's name before chorus-crowd-labels
 	$(BIN)/pip install -q --no-deps -e .
 	# librosa's numba kernels compile into their on-disk caches once, here (about 40 s), instead of
 	# in every worker of the first run's feature stage

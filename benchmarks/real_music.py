@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chorus.datasets.candidates import AUDIO_SUFFIXES
+from chorus.audio import AUDIO_SUFFIXES
 
 
 @dataclass(frozen=True)

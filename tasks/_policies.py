@@ -13,17 +13,20 @@ which chorus keeps in the state directory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from prefect import Task
+from prefect import Task, get_run_logger
 from prefect.tasks import exponential_backoff
 
 from chorus.config import ChorusSettings
 from chorus.limits import shard_seconds, training_seconds
 from chorus.outage import service_outage
+from chorus.progress import ProgressEvent, listening
 
-__all__ = ["IO_RETRIES", "ONE_RETRY", "limited", "shard_seconds", "task_seconds", "training_seconds", "while_outputs_current"]
+__all__ = ["IO_RETRIES", "ONE_RETRY", "limited", "progress_in_run_log", "shard_seconds", "task_seconds", "training_seconds", "while_outputs_current"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,3 +62,20 @@ def limited(task: Task[P, R], seconds: float) -> Task[P, R]:
 def task_seconds(settings: ChorusSettings) -> float:
     return settings.orchestration.task_timeout_s
 
+
+
+@contextmanager
+def progress_in_run_log() -> Iterator[None]:
+    """The progress events this task's own thread reports (chorus.progress), as lines of its run
+    log (the Prefect UI shows them): the task subscribes like the terminal does."""
+    logger, own = get_run_logger(), threading.get_ident()
+
+    def log_event(event: ProgressEvent) -> None:
+        if threading.get_ident() != own or event.kind != "advanced":
+            return
+        total = f"/{event.total}" if event.total else ""
+        logger.info("progress %s: %s%s %s %s", event.stage, event.done if event.done is not None else f"+{event.step}",
+                    total, event.unit, event.detail)
+
+    with listening(log_event):
+        yield

@@ -8,15 +8,14 @@ from prefect.cache_policies import NO_CACHE
 from chorus import stages
 from chorus.compute import DASK_CLIENTS
 from chorus.config import ChorusSettings
-from chorus.features import Shard, plan_shards
+from chorus.features import Shard
 from chorus_tasks._policies import IO_RETRIES
 
 
 @task(name="plan-feature-shards", cache_policy=NO_CACHE)
 def plan(settings: ChorusSettings) -> list[Shard]:
     """Shards of the tracks no stored shard of this feature configuration holds."""
-    tracks = stages.load_tracks(settings)
-    shards = plan_shards(tracks, settings.features, stages.features_root(settings))
+    shards = stages.plan_features(settings)
     get_run_logger().info("%d shards to extract (%d tracks)", len(shards), sum(len(s.tracks) for s in shards))
     return shards
 

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from chorus_tasks._policies import ONE_RETRY
+from chorus_tasks._policies import ONE_RETRY, progress_in_run_log
 
 
 def _epoch_logger() -> Any:
@@ -23,7 +23,8 @@ def _epoch_logger() -> Any:
 # A retry resumes from the last epoch's checkpoint, so it costs at most one epoch.
 @task(name="train-candidate", task_run_name="train-{candidate}", cache_policy=NO_CACHE, **ONE_RETRY)
 def train_candidate(settings: ChorusSettings, candidate: str) -> dict[str, Any]:
-    summary = stages.train_stage(settings, on_epoch=_epoch_logger(), candidates=[candidate], assign_challengers=False)
+    with progress_in_run_log():
+        summary = stages.train_stage(settings, on_epoch=_epoch_logger(), candidates=[candidate], assign_challengers=False)
     row = summary.counts["candidates"][candidate]
     get_run_logger().info("%s: %s v%s (%s)", candidate, row["registered"], row["version"],
                           "reused" if row["skipped"] else f"trained, validation {row.get('valid_score')}")

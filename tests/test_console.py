@@ -1,4 +1,4 @@
-"""What a command shows: a line per stage from Prefect's run records, third-party chatter kept to
+"""What a command shows: a line per stage from the stages' progress events, third-party chatter kept to
 the log file, and a closing table a line per stage."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import logging
 from rich.console import Console
 from rich.progress import Progress
 
-from chorus_ops.console import ConsoleFilter, StageLines, stage_note, stage_summaries, summary_table
+from chorus.progress import ProgressEvent, listening, report
+from chorus_ops.console import ConsoleFilter, StageBars, StageLog, stage_note, stage_summaries, summary_table
 from conftest import run_chorus, tone, write_wav
 
 
@@ -19,25 +20,44 @@ def _record(name: str, message: str, level: int = logging.INFO, **extra: str) ->
     return record
 
 
-def test_stage_lines_follow_shards_epochs_and_finished_flows():
+def test_stage_bars_follow_the_stages_progress_events():
     progress = Progress(console=Console(file=open("/dev/null", "w")))
-    lines = StageLines(progress, epochs=5)
-    lines.emit(_record("prefect.flow_runs", "Beginning subflow run 'features' for flow 'features'", flow_name="features"))
-    lines.emit(_record("prefect.task_runs", "3 shards to extract (250 tracks)", flow_name="features", task_name="plan-feature-shards"))
+    bars = StageBars(progress)
+    bars(ProgressEvent("features", "started", 0, 3, "shards"))
     for _ in range(2):
-        lines.emit(_record("prefect.task_runs", "shard shard-1.parquet: {}", flow_name="features", task_name="extract-shard"))
-    shards = progress.tasks[lines.rows["features"]]
+        bars(ProgressEvent("features", "advanced", unit="shards", step=1))
+    shards = progress.tasks[bars.rows["features"]]
     assert (shards.total, shards.completed) == (3, 2)
-
-    lines.emit(_record("prefect.task_runs", "short_chunk epoch 4: loss 0.5, validation 0.7", flow_name="train",
-                       task_name="train-candidate"))
-    epochs = progress.tasks[lines.rows["train"]]
+    bars(ProgressEvent("train", "advanced", 4, 5, "epochs", "short_chunk"))
+    epochs = progress.tasks[bars.rows["train"]]
     assert (epochs.total, epochs.completed) == (5, 4) and "short_chunk" in epochs.description
+    bars(ProgressEvent("features", "finished", detail="tracks 250", seconds=8.0))
+    assert shards.finished and "done in 8.0 s" in shards.description
 
-    lines.emit(_record("prefect.flow_runs", "Finished in state Completed()", flow_name="features"))
-    assert shards.finished and "completed" in shards.description
-    lines.emit(_record("prefect.flow_runs", "Beginning flow run 'pipeline'", flow_name="pipeline"))
-    assert "pipeline" not in lines.rows  # the pipeline is the frame, its subflows are the lines
+
+def test_without_a_terminal_each_stage_event_is_one_plain_line():
+    """cron, CI or `> file`: a line when a stage starts, at each quarter of its work, and when it ends."""
+    console = Console(record=True, width=200, force_terminal=False)
+    with listening(StageLog(console)):
+        report(ProgressEvent("features", "started", 0, 8, "shards"))
+        for _ in range(8):
+            report(ProgressEvent("features", "advanced", unit="shards", step=1))
+        report(ProgressEvent("features", "finished", detail="tracks 400", seconds=12.5))
+        report(ProgressEvent("labels", "finished", skipped=True))
+    lines = [line.split(" ", 1)[1] for line in console.export_text().splitlines()]
+    assert lines == ["features started (8 shards)", "features 25% (2/8 shards)", "features 50% (4/8 shards)",
+                     "features 75% (6/8 shards)", "features 100% (8/8 shards)", "features done in 12.5 s: tracks 400",
+                     "labels current, skipped"]
+
+
+def test_a_failing_listener_never_fails_the_stage():
+    def broken(event: ProgressEvent) -> None:
+        raise RuntimeError("display gone")
+
+    seen: list[ProgressEvent] = []
+    with listening(broken), listening(seen.append):
+        report(ProgressEvent("ingest", "started"))
+    assert [e.stage for e in seen] == ["ingest"]
 
 
 def test_the_terminal_keeps_our_warnings_and_every_error():

@@ -39,6 +39,10 @@ def library(tmp_path_factory):
     (folder / "Artist B" / "cover.jpg").write_bytes(b"\xff\xd8\xff\xe0not audio")
     done = run_chorus("--state-dir", str(state), "run", "--library", str(folder), "--json", cwd=root, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
+    # stderr is not a terminal here: each stage says, in one plain line, that it started and ended
+    for line in ("ingest started", "features (musicnn) started (1 shards)", "features (musicnn) 100% (1/1 shards)",
+                 "library started", "library done in"):
+        assert line in done.stderr, done.stderr[-4000:]
     return folder, state, json.loads(done.stdout)  # stdout is one JSON document: logs went to stderr
 
 

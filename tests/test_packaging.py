@@ -13,3 +13,33 @@ def test_every_library_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.parent.relative_to(ROOT / "src").parts) for p in (ROOT / "src").rglob("__init__.py")}
     assert on_disk <= listed, f"packages missing from pyproject.toml: {sorted(on_disk - listed)}"
+
+
+def test_every_imported_distribution_is_declared_and_every_declared_one_imported():
+    """What the code imports is a declared dependency (an install from the package index brings
+    it), and no runtime dependency goes unused."""
+    import ast
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    distribution_of = packages_distributions()
+    imported = set()
+    for folder in ("src", "flows", "tasks", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and not m.startswith("chorus")}
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    # mlflow's modules ship in mlflow-skinny, which the declared mlflow brings
+    needed = {canonical(distribution_of[m][0]).replace("mlflow-skinny", "mlflow") for m in third_party}
+    declared = {canonical(re.split(r"[<>=\[ ;]", d)[0])
+                for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert needed - declared == set(), "imported but not declared in pyproject.toml"
+    assert declared - needed == set(), "declared but never imported"

@@ -424,7 +424,7 @@ def test_the_gate_never_reads_the_test_split(first_run, monkeypatch):
 
     from chorus import registry, stages
 
-    features_module = importlib.import_module("chorus.stages.features")  # where the gate's FeatureSets load
+    features_module = importlib.import_module("chorus.stages.inputs")  # where the gate's FeatureSets load
 
     settings, _ = first_run
     registry.configure(settings.tracking_uri)

@@ -5,6 +5,7 @@ from a notebook or tested directly. Prefect tasks (``tasks/``) and flows (``flow
 """
 
 __version__ = "0.1.0"
+DISTRIBUTION = "chorus-crowd-labels"  # the name to install by (pyproject.toml); the import package is chorus
 
 MOODS: tuple[str, ...] = (
     "moving",

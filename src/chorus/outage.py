@@ -13,16 +13,10 @@ from urllib.parse import urlsplit, urlunsplit
 from chorus.config import ChorusSettings
 from chorus.errors import ServiceUnavailableError
 
-# What requests/urllib3 (MLflow's client) say when nothing answers at the address.
-_UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection aborted", "RemoteDisconnected",
-               "Failed to establish a new connection", "Connection reset by peer")
-# What psycopg2 says (relayed by the MLflow server) when its database is gone.
-_DATABASE_GONE = ("psycopg2.OperationalError", "could not connect to server", "server closed the connection unexpectedly",
-                  "terminating connection due to administrator command", "Connection refused\n\tIs the server running")
-# What MLflow's client says when the server answers but its store does not (500 or 503, by route).
-_SERVER_ERRORS = re.compile(r"too many 50\d error responses|INTERNAL_ERROR|TEMPORARILY_UNAVAILABLE")
+# What the MLflow server relays when its PostgreSQL store is gone (only its text crosses HTTP).
 _POSTGRES_AT = re.compile(r'server at "([^"]+)", port (\d+)')
-_DASK_TYPES = ("CommClosedError", "FutureCancelledError", "FuturesCancelledError", "StreamClosedError")
+_STORE_ERROR_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
+# distributed's connect timeout is a plain OSError; its message carries the address.
 _DASK_AT = re.compile(r"Timed out trying to connect to (\S+?)(?: after|$)")
 
 
@@ -63,14 +57,21 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         todo += [e for e in getattr(current, "exceptions", ()) if isinstance(e, BaseException)]  # exception groups
 
 
-def _reason(text: str) -> str:
-    for words, reason in (("Connection refused", "connection refused"), ("Max retries exceeded", "no answer after retries"),
-                          ("server closed the connection", "the connection was closed"),
-                          ("terminating connection", "the server is shutting down"), ("Timed out", "timed out")):
-        if words in text:
-            return reason
-    line = text.strip().splitlines()[0] if text.strip() else "no answer"
-    return line[:160]
+def _reason(e: BaseException) -> str:
+    """Why a connection failed, in a few words, from the exception's type (its text as a last resort)."""
+    import requests
+
+    chain = list(_chain(e))
+    if any(isinstance(c, ConnectionRefusedError) or "Connection refused" in f"{c}" for c in chain):
+        return "connection refused"
+    if any(isinstance(c, TimeoutError | requests.exceptions.Timeout) for c in chain):
+        return "timed out"
+    if any(isinstance(c, requests.exceptions.RetryError) for c in chain):
+        return "no answer after retries"
+    if any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in chain):
+        return "the connection was closed"
+    text = f"{e}".strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 def _request_url(exc: BaseException) -> str | None:
@@ -81,38 +82,54 @@ def _request_url(exc: BaseException) -> str | None:
         return None
 
 
+def _store_failure(e: BaseException, addresses: dict[str, str]) -> ServiceUnavailableError | None:
+    """MLflow answering with server errors: its store (PostgreSQL for the local services) is down."""
+    where = (lambda found: f"{found.group(1)}:{found.group(2)}" if found else addresses.get("PostgreSQL"))(
+        _POSTGRES_AT.search(f"{e}"))
+    if where:
+        return ServiceUnavailableError("PostgreSQL", where, "MLflow, which keeps the registry in it, answers with server errors")
+    return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(f"{e}")),
+                                   "it answers with server errors; its backend store may be down")
+
+
 def service_outage(exc: BaseException, addresses: dict[str, str] | None) -> ServiceUnavailableError | None:
     """The service whose silence caused ``exc`` (anywhere in its chain), as the error to report;
-    None when ``exc`` is not a service going away. ``addresses``: from ``service_addresses``
-    (None: any service, its address unknown)."""
+    None when ``exc`` is not a service going away. Recognised by the exceptions' types: requests'
+    (MLflow's client) connection, timeout and retry errors and MLflow's store error codes; httpx's
+    transport errors (Prefect's client); distributed's and tornado's closed comms and cancelled
+    futures. ``addresses``: from ``service_addresses`` (None: any service, its address unknown)."""
+    import httpx
+    import requests
+    from distributed.client import FutureCancelledError, FuturesCancelledError
+    from distributed.comm.core import CommClosedError
+    from mlflow.exceptions import MlflowException, RestException
+    from tornado.iostream import StreamClosedError
+
     if addresses is None:
         addresses = {"Prefect server": "?", "Dask scheduler": "?"}
-    for e in _chain(exc):
+    chain = list(_chain(exc))
+    for e in chain:
         if isinstance(e, ServiceUnavailableError):
             return e
-        name, text = type(e).__name__, f"{e}"
-        module = type(e).__module__
-        if module.startswith("mlflow") or "API request to" in text:
-            if any(words in text for words in _DATABASE_GONE) or _SERVER_ERRORS.search(text):
-                found = _POSTGRES_AT.search(text)
-                where = f"{found.group(1)}:{found.group(2)}" if found else addresses.get("PostgreSQL")
-                if where:
-                    return ServiceUnavailableError("PostgreSQL", where, "MLflow, which keeps the registry in it, answers with server errors")
-                return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(text)),
-                                               "it answers with server errors; its backend store may be down")
-            if any(words in text for words in _UNANSWERED):
-                return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(text)), _reason(text))
-        if module.startswith("httpx") and name in ("ConnectError", "RemoteProtocolError", "ReadError", "ConnectTimeout",
-                                                   "ReadTimeout", "WriteError", "PoolTimeout"):
-            url = _request_url(e)
-            prefect = addresses.get("Prefect server")
+    mlflow_failure = next((e for e in chain if isinstance(e, MlflowException)), None)
+    for e in chain:
+        # an error the server answered with (every MlflowException defaults to INTERNAL_ERROR: only a RestException counts)
+        if isinstance(e, RestException) and e.error_code in _STORE_ERROR_CODES and "MLflow" in addresses:
+            return _store_failure(e, addresses)
+        if isinstance(e, requests.exceptions.RetryError) and mlflow_failure is not None:
+            return _store_failure(mlflow_failure, addresses)  # too many 5xx answers
+        if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout) and mlflow_failure is not None:
+            return ServiceUnavailableError("MLflow", addresses.get("MLflow", _api_root(f"{mlflow_failure}")), _reason(e))
+        if isinstance(e, httpx.TransportError):
+            url, prefect = _request_url(e), addresses.get("Prefect server")
             if prefect and (url is None or prefect == "?" or url.startswith(prefect.rsplit("/api", 1)[0])):
-                return ServiceUnavailableError("Prefect server", prefect, _reason(text) if text else name)
+                return ServiceUnavailableError("Prefect server", prefect, _reason(e))
         dask = addresses.get("Dask scheduler")
-        connect = _DASK_AT.search(text) if isinstance(e, OSError | TimeoutError) else None
-        if dask and ((module.startswith("distributed") and name in _DASK_TYPES) or connect):
-            where = connect.group(1) if connect and dask == "?" else dask
-            return ServiceUnavailableError("Dask scheduler", where, "the connection was lost" if name in _DASK_TYPES else _reason(text))
+        if dask and isinstance(e, CommClosedError | StreamClosedError | FutureCancelledError | FuturesCancelledError):
+            return ServiceUnavailableError("Dask scheduler", dask, "the connection was lost")
+        connect = _DASK_AT.search(f"{e}") if isinstance(e, OSError | TimeoutError) else None
+        if dask and connect:
+            return ServiceUnavailableError("Dask scheduler", connect.group(1) if dask == "?" else dask, "timed out")
     return None
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+from chorus import DISTRIBUTION
+
 SCORER_ARTIFACT = "scorer"
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 
@@ -52,4 +54,4 @@ def pip_requirements() -> list[str]:
 
     packages = ["torch", "numpy", "scikit-learn", "librosa", "imbalanced-learn", "scikit-multilearn", "mlflow",
                 "safetensors", "skops"]
-    return [f"{p}=={version(p).split('+')[0]}" for p in packages] + ["chorus"]
+    return [f"{p}=={version(p).split('+')[0]}" for p in packages] + [f"{DISTRIBUTION}=={version(DISTRIBUTION)}"]

@@ -16,7 +16,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from chorus import registry
+from chorus import DISTRIBUTION, registry
 from chorus.config import PROFILES, parse_overrides
 from chorus.datasets.adapters import DATASETS
 from chorus.housekeeping import find_garbage, remove
@@ -35,7 +35,6 @@ from chorus_ops.session import (
 )
 
 COMMANDS_GROUP = "chorus.commands"
-DISTRIBUTION = "chorus"  # the distribution name on the package index (pyproject.toml)
 
 app = typer.Typer(
     name="chorus",

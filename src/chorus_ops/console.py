@@ -1,11 +1,11 @@
 """What a chorus command shows: a live line per stage while it runs (a bar for shards or epochs,
-its time), the full log in ``<state>/logs/``, and the closing summary. Third-party INFO lines and
+its time; plain lines when the output is not a terminal), fed by the stages' progress events, the
+full log in ``<state>/logs/``, and the closing summary. Third-party INFO lines and
 known-harmless warnings go to the log file only; ``--verbose`` shows the log as it is written."""
 
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,14 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from chorus.progress import ProgressEvent, listening
 from chorus.state import StateDir
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Loggers whose warnings a user acts on; anything else reaches the terminal only as an error.
 OWN_LOGGERS = ("chorus", "prefect.flow_runs", "prefect.task_runs")
-EPOCH = re.compile(r"^(?P<candidate>\S+) epoch (?P<epoch>\d+):")
-SHARDS = re.compile(r"^(?P<shards>\d+) shards to extract")
-FINISHED = re.compile(r"^Finished in state (?P<state>\w+)")
 
 
 class ConsoleFilter(logging.Filter):
@@ -36,37 +34,68 @@ class ConsoleFilter(logging.Filter):
         return record.levelno >= logging.WARNING and record.name.startswith(OWN_LOGGERS)
 
 
-class StageLines(logging.Handler):
-    """One progress line per flow (stage), fed by Prefect's flow-run and task-run records: shards
-    extracted of those planned, the epoch a candidate is at, and the state each flow finished in."""
+class StageBars:
+    """A live bar per stage on a terminal, from the stages' progress events (chorus.progress):
+    shards extracted of those planned, the epoch a candidate is at, and how each stage ended."""
 
-    def __init__(self, progress: Progress, epochs: int) -> None:
-        super().__init__(logging.INFO)
-        self.progress, self.epochs = progress, epochs
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
         self.rows: dict[str, TaskID] = {}
+        self.done: dict[str, int] = {}
 
-    def _row(self, flow: str) -> TaskID:
-        if flow not in self.rows:
-            self.rows[flow] = self.progress.add_task(flow, total=None)
-        return self.rows[flow]
+    def _row(self, stage: str) -> TaskID:
+        if stage not in self.rows:
+            self.rows[stage] = self.progress.add_task(stage, total=None)
+        return self.rows[stage]
 
-    def emit(self, record: logging.LogRecord) -> None:
-        flow = getattr(record, "flow_name", None)
-        if not flow or flow == "pipeline" or not record.name.startswith("prefect."):
-            return
-        row, message = self._row(flow), record.getMessage()
-        finished = FINISHED.match(message)
-        if record.name == "prefect.flow_runs" and finished:
+    def __call__(self, event: ProgressEvent) -> None:
+        row = self._row(event.stage)
+        if event.kind == "started" and event.total is not None:
+            self.done[event.stage] = 0
+            self.progress.update(row, total=event.total or 1, completed=0, description=f"{event.stage}: {event.unit}")
+        elif event.kind == "advanced":
+            done = event.done if event.done is not None else self.done.get(event.stage, 0) + event.step
+            self.done[event.stage] = done
+            label = f"{event.stage}: {event.detail} {event.unit}" if event.detail else f"{event.stage}: {event.unit}"
+            self.progress.update(row, total=event.total or self.progress.tasks[row].total, completed=done, description=label)
+        elif event.kind == "finished":
             total = self.progress.tasks[row].total or 1
-            self.progress.update(row, total=total, completed=total, description=f"{flow} [dim]{finished['state'].lower()}[/]")
+            how = "current" if event.skipped else f"done in {event.seconds:.1f} s" if event.seconds is not None else "done"
+            self.progress.update(row, total=total, completed=total, description=f"{event.stage} [dim]{how}[/]")
             self.progress.stop_task(row)
-        elif (planned := SHARDS.match(message)) is not None:
-            self.progress.update(row, total=int(planned["shards"]), completed=0, description=f"{flow}: shards")
-        elif getattr(record, "task_name", "") == "extract-shard" and message.startswith("shard "):
-            self.progress.advance(row)
-        elif (epoch := EPOCH.match(message)) is not None:
-            self.progress.update(row, total=self.epochs, completed=int(epoch["epoch"]),
-                                 description=f"{flow}: {epoch['candidate']} epochs")
+
+
+class StageLog:
+    """One plain line per stage event where the output is not a terminal (cron, CI, a file):
+    started, progress at every ``every`` share of the work, done (with its counts)."""
+
+    def __init__(self, console: Console, every: float = 0.25) -> None:
+        self.console, self.every = console, every
+        self.done: dict[str, int] = {}
+        self.totals: dict[str, int | None] = {}
+        self.shown: dict[str, float] = {}
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"{datetime.now():%H:%M:%S} {text}", highlight=False, soft_wrap=True)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        stage = event.stage
+        if event.kind == "started":
+            self.done[stage], self.totals[stage], self.shown[stage] = 0, event.total, 0.0
+            self._line(f"{stage} started" + (f" ({event.total} {event.unit})" if event.total is not None else ""))
+        elif event.kind == "advanced":
+            done = event.done if event.done is not None else self.done.get(stage, 0) + event.step
+            self.done[stage] = done
+            total = event.total or self.totals.get(stage)
+            if total:
+                share = min(done / total, 1.0)
+                if share - self.shown.get(stage, 0.0) >= self.every or share == 1.0 and self.shown.get(stage) != 1.0:
+                    self.shown[stage] = share
+                    what = f" {event.detail}" if event.detail else ""
+                    self._line(f"{stage} {share:.0%} ({done}/{total} {event.unit}{what})")
+        else:
+            how = "current, skipped" if event.skipped else f"done in {event.seconds:.1f} s" if event.seconds is not None else "done"
+            self._line(f"{stage} {how}" + (f": {event.detail}" if event.detail else ""))
 
 
 def log_file(state: StateDir, command: str) -> Path:
@@ -111,20 +140,20 @@ def route_logs(path: Path, verbose: bool) -> logging.Handler:
 
 
 @contextmanager
-def stage_lines(console: Console, epochs: int, enabled: bool) -> Iterator[None]:
-    """A live line per stage while the block runs (a terminal only; a log or a pipe gets the summary)."""
-    if not enabled or not console.is_terminal:
+def stage_lines(console: Console, enabled: bool) -> Iterator[None]:
+    """Progress while the block runs: a live bar per stage on a terminal, one plain line per stage
+    event elsewhere (``enabled`` False: none, the log shows everything)."""
+    if not enabled:
         yield
         return
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=False)
-    lines = StageLines(progress, epochs)
-    logging.getLogger("prefect").addHandler(lines)
-    try:
-        with progress:
+    if not console.is_terminal:
+        with listening(StageLog(console)):
             yield
-    finally:
-        logging.getLogger("prefect").removeHandler(lines)
+        return
+    bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+    with bars, listening(StageBars(bars)):
+        yield
 
 
 def stage_summaries(summary: Any) -> list[dict[str, Any]]:

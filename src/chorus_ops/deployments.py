@@ -2,7 +2,7 @@
 
 - pipeline/nightly-refresh: ingest + features + labels + melody + drift, on orchestration.refresh_cron
 - pipeline/weekly-retrain: pretrain + train + personal + promote + index + evaluate, on orchestration.retrain_cron
-- <stage>/on-demand for every stage, and pipeline/on-demand: run from the UI or
+- <stage>/on-demand for every stage, library/on-demand (your own music), and pipeline/on-demand: run from the UI or
   `prefect deployment run 'ingest/on-demand' -p demo_scale=0.5`
 
 Both schedules use orchestration.timezone. Each deployment runs one flow run at a time (more
@@ -26,6 +26,7 @@ from chorus_flows.evaluate import evaluate
 from chorus_flows.features import features
 from chorus_flows.ingest import ingest
 from chorus_flows.labels import labels
+from chorus_flows.library import library
 from chorus_flows.melody import hum, melody
 from chorus_flows.personal import personal
 from chorus_flows.pipeline import REFRESH, RETRAIN, pipeline
@@ -35,7 +36,7 @@ from chorus_flows.tag import tag
 from chorus_flows.train import pretrain, train
 
 ON_DEMAND: tuple[Flow[Any, Any], ...] = (ingest, features, labels, melody, drift, pretrain, train, personal, promote, index,
-                                          evaluate, tag, search, hum, pipeline)
+                                          evaluate, tag, search, hum, library, pipeline)
 
 
 def deployments(settings: ChorusSettings) -> list[RunnerDeployment]:

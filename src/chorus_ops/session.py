@@ -89,7 +89,7 @@ def run_flow(name: str, flow_name: str | None = None, **kwargs: Any) -> dict[str
     module = importlib.import_module(f"chorus_flows.{name}")
     common = importlib.import_module("chorus_flows")
     path = CTX.route_logs(settings, flow_name or name)
-    with common.local_run(), stage_lines(err, settings.train.epochs, enabled=not CTX.verbose):
+    with common.local_run(), stage_lines(err, enabled=not CTX.verbose):
         flow = getattr(module, flow_name or name).with_options(timeout_seconds=settings.orchestration.flow_timeout_s)
         state = flow(settings=settings, return_state=True, **kwargs)
         if CTX.interrupted:

@@ -139,9 +139,6 @@ class ChorusSettings(BaseSettings):
         if name not in self.tasks:
             raise ConfigError(f"task '{name}' is not defined; tasks: {', '.join(sorted(self.tasks))} (settings: tasks.<name>)")
         task = self.tasks[name]
-        if "profile" in self.train.model_fields_set and not self.train.candidates:
-            raise ConfigError(f"--task {name} picks its own candidates and --profile {self.train.profile} picks others: "
-                              "name the candidates to train with --candidate")
         if task.kind == "single":
             train = {"task": task.column or name, "candidates": list(SINGLE_LABEL_CANDIDATES)}
         else:

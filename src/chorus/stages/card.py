@@ -12,7 +12,7 @@ from chorus.stages.model_card import write_card
 
 def card_stage(settings: ChorusSettings, ref: str) -> StageSummary:
     """Writes the card of ``ref`` and returns where."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="card")
     name, version_or_alias = registry.parse_model_ref(ref)
     version = registry.alias_version(name, version_or_alias) if isinstance(version_or_alias, str) else version_or_alias
     if version is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chorus import registry
+from chorus import progress, registry
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
 from chorus.io import json_plain, write_json_atomic
@@ -47,10 +47,14 @@ class StageContext:
     started: float
 
     @classmethod
-    def open(cls, settings: ChorusSettings, *, uses_registry: bool = False) -> StageContext:
+    def open(cls, settings: ChorusSettings, *, uses_registry: bool = False, stage: str | None = None) -> StageContext:
+        """Open a stage: its state directory created, the registry bound when it uses one, and
+        a ``started`` progress event for ``stage`` (``chorus.progress``)."""
         state = StateDir(settings.state_dir).create()
         if uses_registry:
             registry.configure(settings.tracking_uri, state.mlflow_artifacts, settings.orchestration.service_wait_s)
+        if stage is not None:
+            progress.started(stage)
         return cls(settings, state, time.perf_counter())
 
     def output_file(self, out: str) -> Path:
@@ -71,7 +75,18 @@ class StageContext:
 
     def summary(self, stage: str, skipped: bool, outputs: dict[str, str] | None = None,
                 counts: dict[str, Any] | None = None) -> StageSummary:
-        return StageSummary(stage, skipped, outputs or {}, counts or {}, time.perf_counter() - self.started)
+        """The stage's summary; a ``finished`` progress event tells its counts."""
+        done = StageSummary(stage, skipped, outputs or {}, counts or {}, time.perf_counter() - self.started)
+        progress.finished(stage, brief_counts(done.counts), done.seconds, skipped)
+        return done
+
+
+def brief_counts(counts: dict[str, Any], width: int = 100) -> str:
+    """A stage's scalar counts in one line (``tracks 180, shards 2``)."""
+    parts = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in counts.items()
+             if isinstance(v, int | float | str) and not isinstance(v, bool)]
+    line = ", ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 _VALIDATORS: dict[str, Validator] = {}

@@ -34,7 +34,7 @@ Progress = Callable[[int, int], None] | None  # called with (done, total) as fil
 
 
 def demo_stage(settings: ChorusSettings, progress: Progress = None) -> StageSummary:
-    ctx = StageContext.open(settings)
+    ctx = StageContext.open(settings, stage="demo")
     stamp = ctx.state.demo_stamp
     before = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
     corpus = generate_demo(settings.demo, ctx.state.demo, progress=progress)
@@ -64,7 +64,7 @@ def held_out_works(settings: ChorusSettings) -> set[str]:
 def pretext_corpus_stage(settings: ChorusSettings, progress: Progress = None) -> StageSummary:
     """Render the backbone's pretext corpus (after ingest: it leaves out the works the main corpus
     holds out); cached by its key like the demo."""
-    ctx = StageContext.open(pretext_settings(settings))
+    ctx = StageContext.open(pretext_settings(settings), stage="pretext-corpus")
     stamp = ctx.state.demo / STAMP_NAME
     before = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
     corpus = generate_pretext_corpus(settings.demo, settings.train.backbone, ctx.state.demo, held_out_works(settings),
@@ -77,7 +77,7 @@ def pretext_corpus_stage(settings: ChorusSettings, progress: Progress = None) ->
 def ingest_stage(settings: ChorusSettings, progress: Progress = None, validator: Validator | None = None) -> StageSummary:
     """Probe/decode/validate the corpus into ``data/tracks.parquet`` + ``quarantine/``; validate
     and copy the social tables into ``social/``. GX failures stop here."""
-    ctx = StageContext.open(settings)
+    ctx = StageContext.open(settings, stage="ingest")
     state = ctx.state
     corpus, social_dir = corpus_location(settings)
     candidates = candidates_for(corpus, settings.ingest.adapter, settings.ingest)

@@ -31,7 +31,7 @@ from chorus.training import track_mean
 def drift_stage(settings: ChorusSettings, paths: list[str] | None = None) -> StageSummary:
     """Compare a batch with the training tracks of ``train.model_name``'s champion; skipped (with
     the reason) when there is no champion or the batch is smaller than ``drift.min_tracks``."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="drift")
     state, ds = ctx.state, settings.drift
     name = settings.train.model_name
     version = registry.alias_version(name, "champion")

@@ -120,7 +120,7 @@ def evaluate_stage(settings: ChorusSettings, candidates: dict[str, dict[str, Any
     """Score the candidates of a training (default: the champions) on the held-out split; write
     ``reports/<model>-v<N>/report.html`` for the subject model and ``reports/metrics.json`` with
     every candidate; log both to MLflow."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="evaluate")
     ev = _open_evaluation(ctx, candidates or {})
     key = ev.key()
     report_path, model_metrics_path = ev.folder / "report.html", ev.folder / "metrics.json"

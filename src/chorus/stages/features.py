@@ -14,6 +14,7 @@ from distributed import TimeoutError as DaskTimeoutError
 from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
+from chorus import progress
 from chorus.audio import AudioProblem
 from chorus.compute import client_open, local_workers
 from chorus.config import ChorusSettings, FeatureSettings
@@ -28,6 +29,7 @@ from chorus.features import (
     extract_batch_or_problems,
     extract_track_or_problem,
     feature_dir,
+    plan_shards,
     problem_record,
     segment_check_params,
     shard_is_current,
@@ -40,8 +42,8 @@ from chorus.features import (
 from chorus.io import write_parquet
 from chorus.limits import shard_seconds
 from chorus.pretrained.frontend import musicnn_features
-from chorus.stages.context import StageSummary, log, shared_validator
-from chorus.stages.inputs import load_tracks
+from chorus.stages.context import StageSummary, brief_counts, log, shared_validator
+from chorus.stages.inputs import features_root, load_tracks
 from chorus.state import StateDir
 from chorus.validation import Validator, with_known_tracks
 
@@ -79,10 +81,31 @@ def _extraction_jobs(shard: Shard, settings: ChorusSettings) -> tuple[Callable[.
                                        [uris[i : i + step] for i in range(0, len(uris), step)])
 
 
+def progress_name(settings: ChorusSettings) -> str:
+    """How progress names this configuration's extraction: ``features``, or ``features (musicnn)``."""
+    musicnn = settings.features.config_hash() == musicnn_features(settings.features).config_hash()
+    return "features (musicnn)" if musicnn else "features"
+
+
+def plan_features(settings: ChorusSettings) -> list[Shard]:
+    """The shards of the tracks no stored shard of this feature configuration holds; reports the
+    stage as started with that many shards to extract."""
+    shards = plan_shards(load_tracks(settings), settings.features, features_root(settings))
+    progress.started(progress_name(settings), total=len(shards), unit="shards")
+    return shards
+
+
 def extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None = None,
                   validator: Validator | None = None, priority: int = 0) -> dict[str, Any]:
     """Extract one shard's files (through a Dask client when given: one Dask task per file, and
     the Parquet written on a worker), validate it with GX, then rename it into place."""
+    result = _extract_shard(shard, settings, client, validator, priority)
+    progress.report(progress.ProgressEvent(progress_name(settings), "advanced", unit="shards", step=1))
+    return result
+
+
+def _extract_shard(shard: Shard, settings: ChorusSettings, client: Client | None, validator: Validator | None,
+                   priority: int) -> dict[str, Any]:
     if shard_is_current(shard):
         return {"shard": shard.path.name, "skipped": True, "tracks": len(shard.tracks)}
     fs = settings.features
@@ -262,7 +285,7 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
     write_parquet(pd.DataFrame(index["rejected"], columns=QUARANTINE_COLUMNS), quarantine, {"config_hash": config_hash})
     done = [r for r in results if not r["skipped"]]
     failed = [r for r in done if r.get("failed")]
-    return StageSummary(
+    summary = StageSummary(
         "features",
         skipped=not done,
         outputs={"features": str(feature_dir(state.features, settings.features)), "index": index["path"],
@@ -273,5 +296,7 @@ def finish_features(settings: ChorusSettings, results: list[dict[str, Any]], sec
                 "rejected": len(index["rejected"]), "rejected_this_run": sum(len(r.get("rejected", [])) for r in done)},
         seconds=seconds,
     )
+    progress.finished(progress_name(settings), brief_counts(summary.counts), seconds, summary.skipped)
+    return summary
 
 

@@ -93,7 +93,7 @@ def labels_stage(settings: ChorusSettings, validator: Validator | None = None, r
     """Weighted voting over the follow graph: global, group and personal truth into
     ``labels/labels.parquet``; social rejects into ``quarantine/social-rejects.parquet``; the
     held-out-tags protocol into ``reports/metrics.json`` under "voting"."""
-    ctx = StageContext.open(settings)
+    ctx = StageContext.open(settings, stage="labels")
     state = ctx.state
     paths = _require_social_tables(state)
     tracks = load_tracks(settings)

@@ -63,7 +63,7 @@ def library_key(settings: ChorusSettings, taggers: dict[str, registry.ModelRef])
 def library_stage(settings: ChorusSettings) -> StageSummary:
     """Tags, index and catalogue of the library ingested and extracted under ``settings``
     (the library run's settings); skipped when all three were made from the same inputs."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="library")
     paths = library_paths(ctx.state)
     taggers = _taggers(settings)
     key = library_key(settings, taggers)
@@ -152,7 +152,7 @@ def library_search_stage(settings: ChorusSettings, queries: list[str], k: int = 
                          out: str | None = None) -> StageSummary:
     """Nearest library tracks of each query (an audio file or a folder of them), encoded with the
     library's embedding tagger and hasher; to Parquet (default ``<state>/search/results/``)."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="search")
     folder = library_paths(ctx.state)["index"]
     if read_index_meta(folder) is None:
         raise InputError(str(folder), "no library index", "run `chorus run --library DIR` first")
@@ -189,7 +189,7 @@ def library_tag_stage(settings: ChorusSettings, paths: list[str], out: str | Non
                       threshold: float | None = None) -> StageSummary:
     """Every library tagger's tags for audio files or folders (no trained model needed), to
     Parquet (default ``<state>/tags/library-<files digest>.parquet``)."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="tag")
     files = audio_files([Path(p).expanduser() for p in paths])
     if not files:
         raise InputError(", ".join(paths), "no audio files found")

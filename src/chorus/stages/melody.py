@@ -81,7 +81,7 @@ def melody_stage(settings: ChorusSettings) -> StageSummary:
     """Transcribe the tracks whose notes are missing or stale, keep the rest, quarantine the
     tracks with no melody (fewer than ``melody.min_notes`` notes), build the melody index and
     judge it with humming queries."""
-    ctx = StageContext.open(settings)
+    ctx = StageContext.open(settings, stage="melody")
     state, ms = ctx.state, settings.melody
     tracks = load_tracks(settings)
     scores = score_sources(settings, tracks)
@@ -194,7 +194,7 @@ def hum_stage(settings: ChorusSettings, query: str, k: int | None = None, out: s
     from chorus.melody.line import Melody, melody_line
     from chorus.melody.transcribe import SAMPLE_RATE, NoteTranscriber
 
-    ctx = StageContext.open(settings)
+    ctx = StageContext.open(settings, stage="hum")
     k = k or settings.melody.k
     chosen = ctx.output_file(out) if out else None
     path = Path(query).expanduser()

@@ -56,7 +56,7 @@ def track_embeddings(settings: ChorusSettings, state: StateDir, name: str, versi
 
 
 def personal_stage(settings: ChorusSettings) -> StageSummary:
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="personal")
     state, ps = ctx.state, settings.personal
     if not social_data_present(settings):
         return ctx.summary("personal", True, {}, {"reason": "no social data: no listener to personalise for"})
@@ -231,7 +231,7 @@ def listener_tag_stage(settings: ChorusSettings, paths: list[str], user: str | N
     """The personalised mood model's moods for audio files or folders as ``user`` (a user id) or
     ``group`` ("attribute=value") hears each, to Parquet (default
     ``<state>/tags/<model>-<files and listener digest>.parquet``)."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="tag")
     chosen = ctx.output_file(out) if out else None
     files = audio_files([Path(p).expanduser() for p in paths])
     if not files:

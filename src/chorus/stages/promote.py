@@ -84,7 +84,7 @@ def promote_stage(settings: ChorusSettings, dry_run: bool = False, trigger: str 
     champion afresh on ``promote.split`` (valid; the test split only reports), decide by the
     name's rule, move aliases (unless a dry run) and audit. A challenger already decided against
     the same champion is not re-decided."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="promote")
     ts = settings.train
     if names is None:
         names = sorted({ts.registered_name(s.registered_task(ts)) for s in resolve_candidates(list(ts.selected))

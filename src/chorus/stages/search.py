@@ -61,7 +61,7 @@ def index_stage(settings: ChorusSettings, validator: Validator | None = None, if
     for the models at ``search.alias``; faiss indexes; then the degraded-copy check. Skipped when
     the index on disk was built from the same versions, features and settings, and (``if_models``,
     as in the pipeline) when a model has no version at the alias yet."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="index")
     try:
         semantic, hashing, folder, key, meta = _index_on_disk(settings, ctx.state)
     except InputError as missing:
@@ -176,7 +176,7 @@ def search_stage(settings: ChorusSettings, queries: list[str], k: int | None = N
     """Nearest tracks of each query, an audio file or folder (encoded with the index's models and
     their feature settings) or a track id (or a 6+ character prefix of one) of the corpus (left out
     of its own results); to Parquet (default ``<state>/search/results/<digest>.parquet``)."""
-    ctx = StageContext.open(settings)
+    ctx = StageContext.open(settings, stage="search")
     k, mode = k or settings.search.k, mode or settings.search.mode
     chosen = ctx.output_file(out) if out else None
     index = load_index(settings)

@@ -17,7 +17,7 @@ def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = No
     (default ``<state>/tags/<model>-v<N>-<files digest>.parquet``); ``top_n`` and ``threshold`` as in
     ``chorus.tagging.chosen_labels``. A listener's or a group's
     moods: ``chorus.stages.personal.listener_tag_stage``."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="tag")
     name = model or settings.train.model_name
     chosen = ctx.output_file(out) if out else None
     files = audio_files([Path(p).expanduser() for p in paths])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from chorus import registry
+from chorus import progress, registry
 from chorus.compute import release_freed_memory
 from chorus.config import ChorusSettings, stable_hash
 from chorus.datasets.pretext import STAMP_NAME
@@ -95,7 +95,7 @@ def train_stage(settings: ChorusSettings, on_epoch: EpochCallback | None = None,
     need), log each as an MLflow run and register it under its task's name. A candidate whose key
     (settings, features, targets, dependencies) has a registered version is not retrained. The
     best-validated new version of each name becomes its ``challenger``."""
-    ctx = StageContext.open(settings, uses_registry=True)
+    ctx = StageContext.open(settings, uses_registry=True, stage="train")
     tracks = training_tracks(settings)
     specs = resolve_candidates(candidates or list(settings.train.selected))
     if settings.train.task not in tracks.columns and any(spec.task in ("style", "hash") for spec in specs):
@@ -181,6 +181,8 @@ def _train_one(spec: CandidateSpec, features: FeatureSet, settings: ChorusSettin
                deps: dict[str, Scorer], checkpoint: Path, on_epoch: EpochCallback | None, run_id: str) -> Trained:
     def report(row: dict[str, float]) -> None:
         registry.log_epoch(run_id, row)  # live: a long training can be watched in the MLflow UI
+        progress.advanced("pretrain" if spec.task == "pretext" else "train", int(row["epoch"]),
+                          settings.train.backbone.epochs if spec.task == "pretext" else settings.train.epochs, "epochs", spec.name)
         if on_epoch:
             on_epoch({"candidate": spec.name, **row})
 
