@@ -89,3 +89,16 @@ def test_the_graph_sees_a_cycle_when_there_is_one(tmp_path):
     (tmp_path / "pkg" / "a.py").write_text("from pkg import b\n")
     (tmp_path / "pkg" / "b.py").write_text("def f():\n    from .a import x\n")
     assert [sorted(c) for c in nx.simple_cycles(import_graph({"pkg": tmp_path / "pkg"}))] == [["pkg.a", "pkg.b"]]
+
+
+def test_every_stage_the_tasks_and_flows_call_is_exported():
+    """``stages.<name>`` in a task or flow names something chorus.stages exports (mypy reads src/ only)."""
+    from chorus import stages
+
+    used = set()
+    for folder in ("tasks", "flows"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "stages":
+                    used.add(node.attr)
+    assert used and not {name for name in used if not hasattr(stages, name)}

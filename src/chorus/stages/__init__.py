@@ -36,6 +36,7 @@ from chorus.stages.evaluate import (
     evaluate_stage,
 )
 from chorus.stages.features import (
+    plan_features,
     extract_shard,
     extraction_settings,
     finish_features,
@@ -110,6 +111,7 @@ from chorus.stages.train import (
 )
 
 __all__ = [
+    "plan_features",
     "library_search_stage",
     "library_settings",
     "library_stage",
