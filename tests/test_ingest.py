@@ -216,3 +216,26 @@ def test_forgotten_users_are_kept_as_keyed_digests_and_an_older_plain_list_still
     kept, dropped = drop_forgotten(tables, forgotten)
     assert kept["users"]["user_id"].tolist() == ["u3"] and kept["follows"].empty
     assert kept["playlist_tracks"]["track_id"].tolist() == ["t2"] and dropped["users"] == 2
+
+
+def test_a_remote_object_streams_in_under_a_size_cap(tmp_path):
+    """A remote object is copied a MiB at a time; one over ingest.max_remote_bytes is refused as
+    too_large, with no partial copy left in the cache, and the smaller one is ingested."""
+    import fsspec
+
+    from chorus.audio import AudioProblem
+    from chorus.ingest import fetch_remote
+
+    memory = fsspec.filesystem("memory")
+    small, large = write_wav(tmp_path / "small.wav", tone(4.0)), write_wav(tmp_path / "large.wav", tone(40.0))
+    memory.pipe({"/bucket/small.wav": small.read_bytes(), "/bucket/large.wav": large.read_bytes()})
+    cap = small.stat().st_size + 1024
+    cache = tmp_path / "cache"
+    assert fetch_remote("memory://bucket/small.wav", cache, cap).read_bytes() == small.read_bytes()
+    with pytest.raises(AudioProblem, match="too_large"):
+        fetch_remote("memory://bucket/large.wav", cache, cap)
+    assert len(list(cache.iterdir())) == 1
+    pd.DataFrame({"uri": ["memory://bucket/small.wav", "memory://bucket/large.wav"]}).to_csv(tmp_path / "m.csv", index=False)
+    result = ingest(candidates_for(tmp_path / "m.csv"), IngestSettings(allowed_schemes=["file", "memory"], max_remote_bytes=cap),
+                    cache_dir=tmp_path / "cache2")
+    assert len(result.tracks) == 1 and list(result.quarantine["reason"]) == ["too_large"]

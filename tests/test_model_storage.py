@@ -82,9 +82,15 @@ def test_planted_files_in_a_scorer_folder_are_refused_not_run(tmp_path, scorers)
     import skops.io
 
     skops.io.dump({"estimator": Payload(witness)}, folder / ESTIMATOR_FILE)
-    with pytest.raises(UnsafeModelError, match="outside the allowed libraries.*Payload"):
+    with pytest.raises(UnsafeModelError, match="outside the allowed ones.*Payload"):
         load_scorer_folder(folder)
     assert not witness.exists()
+    # a callable of a trusted library is no estimator: numpy.save in a FunctionTransformer would write files
+    from sklearn.preprocessing import FunctionTransformer
+
+    skops.io.dump(FunctionTransformer(func=np.save), folder / ESTIMATOR_FILE)
+    with pytest.raises(UnsafeModelError, match="numpy.save"):
+        load_scorer_folder(folder)
 
     network = save_scorer(scorers["paper_cnn"], tmp_path / "cnn")
     description = json.loads((network / SCORER_FILE).read_text())
@@ -107,3 +113,24 @@ def test_a_pickled_checkpoint_is_refused_not_run(tmp_path):
     with pytest.raises(UnsafeModelError, match="not a checkpoint of tensors"):
         _train("short_chunk", train_settings(epochs=1), checkpoint=checkpoint)
     assert not witness.exists()
+
+
+def test_the_skops_allow_list_is_exactly_what_the_sklearn_families_build(tmp_path):
+    """Each sklearn family's estimator, fitted and stored, holds only types skops trusts or
+    ESTIMATOR_TYPES lists, and every listed type is one of them (no stale entry widens the list)."""
+    import skops.io
+
+    from chorus import baselines
+    from chorus.models.persist import ESTIMATOR_TYPES
+
+    rng = np.random.default_rng(0)
+    x, y, multi = rng.normal(size=(60, 8)), rng.integers(0, 3, 60), (rng.random((60, 4)) > 0.5).astype(int)
+    fitted = [baselines.svm_pipeline(1.0, 0.1, 0.9, 0).fit(x, y), baselines.svm_pipeline(1.0, 0.1, 0.9, 0, smote=True).fit(x, y),
+              baselines.ELMClassifier(16, random_state=0).fit(x, y), baselines.ItqHasher(8).fit(x),
+              baselines.rakel(x, multi, 2, 0), baselines.linear_probe(x, y, x, np.arange(60).astype(str), y, "single", 0)[0]]
+    found: set[str] = set()
+    for i, estimator in enumerate(fitted):
+        skops.io.dump(estimator, tmp_path / f"{i}.skops")
+        found |= set(skops.io.get_untrusted_types(file=tmp_path / f"{i}.skops"))
+    assert found == ESTIMATOR_TYPES
+

@@ -2,7 +2,7 @@
 
 Nothing disappears silently: each rejected file lands in the quarantine table with its reason
 (outside_root, scheme_not_allowed, missing, empty, not_audio, unreadable, truncated, non_finite,
-silent, too_short, too_long, duplicate) and a detail.
+silent, too_short, too_long, too_large (a remote object over ingest.max_remote_bytes), duplicate) and a detail.
 """
 
 from __future__ import annotations
@@ -76,15 +76,25 @@ def resolve_uri(uri: str, root: Path, allowed_schemes: list[str]) -> Path | str:
     return path
 
 
-def fetch_remote(uri: str, cache_dir: Path) -> Path:
-    """Copy an allowed remote object (s3://, gs://, ...) into the state's cache via fsspec."""
+REMOTE_CHUNK = 1 << 20
+
+
+def fetch_remote(uri: str, cache_dir: Path, max_bytes: int) -> Path:
+    """Copy an allowed remote object (s3://, gs://, ...) into the state's cache via fsspec,
+    streamed a MiB at a time; an object over ``max_bytes`` is refused (AudioProblem too_large)
+    without being held in memory or kept on disk."""
     import fsspec
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / (hashlib.sha256(uri.encode()).hexdigest()[:24] + Path(urlparse(uri).path).suffix)
     if not target.exists():  # written whole or not at all: a cached copy is trusted as it is
-        with fsspec.open(uri, "rb") as src, atomic_path(target) as tmp:
-            tmp.write_bytes(src.read())
+        with fsspec.open(uri, "rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as out:
+            copied = 0
+            while chunk := src.read(REMOTE_CHUNK):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise AudioProblem("too_large", f"over ingest.max_remote_bytes={max_bytes}")
+                out.write(chunk)
     return target
 
 
@@ -178,7 +188,7 @@ def _probe_one(row: pd.Series, candidates: AudioCandidates, settings: IngestSett
     try:
         target = resolve_uri(uri, candidates.root, settings.allowed_schemes)
         if isinstance(target, str):
-            target = fetch_remote(target, cache_dir or candidates.root / ".remote-cache")
+            target = fetch_remote(target, cache_dir or candidates.root / ".remote-cache", settings.max_remote_bytes)
         else:
             base["uri"] = str(target)
         facts = inspect_file(target, settings)

@@ -92,6 +92,8 @@ class IngestSettings(SectionSettings):
     allowed_schemes: list[str] = Field(default_factory=lambda: ["file"])
     min_duration_s: float = Field(3.0, gt=0)
     max_duration_s: float = Field(3600.0, gt=0)
+    max_remote_bytes: int = Field(2 * 2**30, gt=0, description="A remote object (s3://, gs://, ...) larger than this is "
+                                                              "refused as too_large while it streams in.")
     silence_dbfs: float = Field(-60.0, description="Peak level below which a file is silent.")
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0

@@ -1,6 +1,6 @@
 """A scorer as a folder that loads without unpickling anything: ``scorer.json`` (the contract and
 how to build the scorer), the network's weights as safetensors, a scikit-learn estimator as a
-skops file whose every type must come from an allowed library. Only networks registered with
+skops file whose every type must be one skops trusts or one of ``ESTIMATOR_TYPES``. Only networks registered with
 ``chorus.models.blueprint.register_network`` are built: import ``chorus.families`` (every
 family's networks) before loading. This folder is what the registry
 stores as a model's artifact; loading it never runs code from it.
@@ -34,8 +34,18 @@ WEIGHTS_FILE = "weights.safetensors"
 ESTIMATOR_FILE = "estimator.skops"
 FEATURISER_FOLDER = "featuriser"
 
-# The libraries a stored estimator's types may come from (skops refuses any other type).
-ESTIMATOR_MODULES = ("sklearn.", "imblearn.", "skmultilearn.", "chorus.baselines.", "numpy.", "scipy.sparse.")
+# The types a stored estimator may hold beyond those skops trusts itself (its scikit-learn, numpy
+# and scipy defaults): exactly what chorus's sklearn families build (tests/test_model_storage.py
+# fits each and checks). A whole library by prefix would admit any of its callables (numpy.save
+# in a FunctionTransformer), so any other type is refused.
+ESTIMATOR_TYPES = frozenset({
+    "chorus.baselines.ELMClassifier", "chorus.baselines.ItqHasher",
+    "imblearn.over_sampling._smote.base.SMOTE", "imblearn.pipeline.Pipeline",
+    "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree",
+    "skmultilearn.cluster.random.RandomLabelSpaceClusterer", "skmultilearn.ensemble.partition.LabelSpacePartitioningClassifier",
+    "skmultilearn.ensemble.rakeld.RakelD", "skmultilearn.problem_transform.lp.LabelPowerset",
+})
 
 
 def save_scorer(scorer: Scorer, folder: Path) -> Path:
@@ -110,8 +120,8 @@ def _load_estimator(path: Path) -> Any:
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(ESTIMATOR_MODULES)]
+    refused = [t for t in untrusted if t not in ESTIMATOR_TYPES]
     if refused:
-        raise UnsafeModelError(f"{path}: types outside the allowed libraries {list(ESTIMATOR_MODULES)}: {refused}")
+        raise UnsafeModelError(f"{path}: types outside the allowed ones (chorus.models.persist.ESTIMATOR_TYPES): {refused}")
     return skops.io.load(path, trusted=untrusted)
 
