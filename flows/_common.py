@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -32,7 +33,11 @@ CONFIG_ENV = "CHORUS_CONFIG"
 # Where a run reads, writes and sends work: a deployment run's caller (anyone who can reach the
 # Prefect API) may not change these unless the server's orchestration.deployment_may_set allows it.
 SERVER_ONLY = ("state_dir", "mlflow_tracking_uri", "prefect_api_url", "export_root", "compute.address",
-               "ingest.allowed_schemes", "services", "orchestration")
+               "ingest.allowed_schemes", "services", "orchestration", "promote.force", "promote.rules")
+# Files and folders a run reads: in a deployment run, each must lie under one of the server's
+# orchestration.import_roots (none: a caller may name no input path; the server's own settings may).
+INPUT_PATHS = ("ingest.manifest", "ingest.social_dir", "ingest.split_files", "library.folder", "labels.synonyms_file",
+               "demo.soundfont")
 
 
 def resolve(settings: ChorusSettings | dict[str, Any] | None, changes: dict[str, Any] | None = None) -> ChorusSettings:
@@ -48,8 +53,34 @@ def resolve(settings: ChorusSettings | dict[str, Any] | None, changes: dict[str,
             set_dotted(given, key, value)
     config = os.environ.get(CONFIG_ENV) or None
     if _in_deployment_run():
-        refuse_server_only(given, load_settings(config, {}))
+        server = load_settings(config, {})
+        refuse_server_only(given, server)
+        confine_inputs(_input_paths(given, server), server)
     return load_settings(config, given)
+
+
+def _input_paths(given: dict[str, Any], server: ChorusSettings) -> list[str]:
+    """The input paths a caller's settings name (those equal to the server's own are not the caller's)."""
+    current = dict(_dotted_items(server.model_dump(mode="json")))
+    paths = [value for key, value in _dotted_items(given)
+             if any(key == p or key.startswith(f"{p}.") for p in INPUT_PATHS) and value is not None and value != current.get(key)]
+    tasks = given.get("tasks") or {}
+    paths += [task["file"] for task in tasks.values() if isinstance(task, dict) and task.get("file")]
+    return [str(p) for p in paths]
+
+
+def confine_inputs(paths: list[str], server: ChorusSettings | None = None) -> None:
+    """In a deployment run, refuse (ConfigError, naming the path and the rule) an input path that
+    is not under one of the server's ``orchestration.import_roots``; its contents are never read."""
+    if not paths or not _in_deployment_run():
+        return
+    server = server or load_settings(os.environ.get(CONFIG_ENV) or None, {})
+    roots = [Path(r).expanduser().resolve() for r in server.orchestration.import_roots]
+    for given in paths:
+        path = Path(given).expanduser().resolve()
+        if not any(path.is_relative_to(root) for root in roots):
+            raise ConfigError(f"{given}: a deployment run reads only under the server's orchestration.import_roots "
+                              f"({', '.join(map(str, roots)) or 'none set'})")
 
 
 def _in_deployment_run() -> bool:

@@ -9,7 +9,7 @@ from prefect import flow
 
 from chorus import stages
 from chorus.config import ChorusSettings
-from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, confine_inputs, holding_state, resolve
 from chorus_flows.features import features
 from chorus_tasks import ingest as ingest_tasks
 from chorus_tasks import library as library_tasks
@@ -58,6 +58,7 @@ def library_search(queries: list[str], settings: ChorusSettings | None = Setting
         out: Parquet file to write; empty: under <state>/library/search/results/.
     """
     own = stages.library_settings(resolve(settings), reading=True)
+    confine_inputs(queries)
     return limited(library_tasks.search, task_seconds(own))(own, queries, k, mode, out)
 
 
@@ -74,4 +75,5 @@ def library_tag(paths: list[str], settings: ChorusSettings | None = SettingsPara
         threshold: Score a tag needs; empty: none.
     """
     own = stages.library_settings(resolve(settings), reading=True)
+    confine_inputs(paths)
     return limited(library_tasks.tag, task_seconds(own))(own, paths, out, top_n, threshold)

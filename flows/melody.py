@@ -5,7 +5,7 @@ from typing import Any
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, confine_inputs, holding_state, resolve
 from chorus_tasks import melody as melody_tasks
 from chorus_tasks._policies import limited, task_seconds
 
@@ -36,4 +36,5 @@ def hum(query: str, settings: ChorusSettings | None = SettingsParameter, k: int 
         out: Parquet file to write; empty: under <state>/search/results/.
     """
     settings = resolve(settings)
+    confine_inputs([query])
     return limited(melody_tasks.hum, task_seconds(settings))(settings, query, k, out)

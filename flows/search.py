@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from chorus.config import ChorusSettings
-from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, holding_state, resolve
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, confine_inputs, holding_state, resolve
 from chorus_tasks import search as search_tasks
 from chorus_tasks._policies import limited, task_seconds
 
@@ -38,4 +39,5 @@ def search(queries: list[str], settings: ChorusSettings | None = SettingsParamet
         out: Parquet file to write; empty: under <state>/search/results/.
     """
     settings = resolve(settings)
+    confine_inputs([q for q in queries if "/" in q or Path(q).expanduser().exists()])  # files and folders, not track ids
     return limited(search_tasks.search, task_seconds(settings))(settings, queries, k, mode, out)

@@ -6,7 +6,7 @@ from prefect import flow
 
 from chorus import registry
 from chorus.config import ChorusSettings
-from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, resolve
+from chorus_flows._common import FLOW_OPTIONS, SettingsParameter, confine_inputs, resolve
 from chorus_tasks import tag as tag_tasks
 from chorus_tasks._policies import limited, task_seconds
 
@@ -30,6 +30,7 @@ def tag(paths: list[str], settings: ChorusSettings | None = SettingsParameter, m
         threshold: Multi-label score a label needs; empty: 0.5 (a pretrained tagger: none).
     """
     settings = resolve(settings)
+    confine_inputs(paths)
     name, version_or_alias = registry.parse_model_ref(model, alias) if model else (None, alias)
     return limited(tag_tasks.tag, task_seconds(settings))(settings, paths, name, str(version_or_alias), out, user, group,
                                                           top_n, threshold)

@@ -239,3 +239,14 @@ def test_a_remote_object_streams_in_under_a_size_cap(tmp_path):
     result = ingest(candidates_for(tmp_path / "m.csv"), IngestSettings(allowed_schemes=["file", "memory"], max_remote_bytes=cap),
                     cache_dir=tmp_path / "cache2")
     assert len(result.tracks) == 1 and list(result.quarantine["reason"]) == ["too_large"]
+
+
+def test_a_refused_file_is_named_with_its_rule_never_its_contents(tmp_path):
+    """A file a caller names that is not a manifest: the error names it and the rule it broke, and
+    echoes nothing of it into the logs (a deployment run's errors reach the Prefect UI)."""
+    secret = tmp_path / "not-a-manifest.csv"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash,token=s3cr3t\n1,2\n")
+    with pytest.raises(InputError) as refused:
+        candidates_for(secret)
+    assert str(secret) in str(refused.value) and "needs a 'uri' column" in str(refused.value)
+    assert "s3cr3t" not in str(refused.value) and "root:x" not in str(refused.value)

@@ -198,3 +198,32 @@ def test_chorus_env_is_sourced_without_running_what_a_value_holds(tmp_path):
     done = subprocess.run(["bash", "-c", f"source {env_file} && printf %s \"$CHORUS_STATE_DIR\""], capture_output=True,
                           text=True, check=True)
     assert done.stdout == hostile and not witness.exists()
+
+
+def test_a_deployment_run_reads_inputs_only_under_the_servers_import_roots(monkeypatch, tmp_path):
+    """A caller of a deployment run names input paths (a manifest, a library, label files, files to
+    tag or search) only under orchestration.import_roots, and cannot force or rewrite promotion."""
+    from chorus.errors import ConfigError
+    from chorus_flows import _common
+
+    inside, outside = tmp_path / "imports", tmp_path / "elsewhere"
+    for folder in (inside, outside):
+        folder.mkdir()
+    monkeypatch.setenv("CHORUS_STATE_DIR", str(tmp_path / "served"))
+    monkeypatch.setattr(_common, "_in_deployment_run", lambda: True)
+    for given in ({"ingest": {"manifest": str(outside / "m.csv")}}, {"library": {"folder": str(outside)}},
+                  {"ingest": {"social_dir": "/etc"}}, {"tasks": {"x": {"kind": "multi", "source": "file", "file": "/etc/passwd"}}}):
+        with pytest.raises(ConfigError, match="only under the server's orchestration.import_roots"):
+            _common.resolve(given)
+    with pytest.raises(ConfigError, match="/etc/passwd: a deployment run reads only under"):
+        _common.confine_inputs(["/etc/passwd"])
+    for given in ({"promote": {"force": True}}, {"promote": {"rules": {}}}):
+        with pytest.raises(ConfigError, match="the server's to set"):
+            _common.resolve(given)
+    monkeypatch.setenv("CHORUS_ORCHESTRATION__IMPORT_ROOTS", json.dumps([str(inside)]))
+    assert _common.resolve({"library": {"folder": str(inside / "music")}}).library.folder == str(inside / "music")
+    _common.confine_inputs([str(inside / "song.wav")])
+    with pytest.raises(ConfigError, match="elsewhere"):
+        _common.confine_inputs([str(inside / ".." / "elsewhere" / "song.wav")])  # resolved, not compared as text
+    monkeypatch.setattr(_common, "_in_deployment_run", lambda: False)  # the CLI's own runs read what they like
+    _common.confine_inputs(["/etc/passwd"])

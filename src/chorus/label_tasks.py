@@ -44,7 +44,7 @@ def _join_annotation_file(tracks: pd.DataFrame, name: str, task: LabelTask) -> N
     key = "track_id" if "track_id" in table.columns else "uri"
     if key not in table.columns or column not in table.columns:
         raise InputError(str(path), f"task '{name}' needs a track_id or uri column and a '{column}' column",
-                         f"columns: {list(table.columns)}")
+                         f"its header has {len(table.columns)} columns without them")  # the file's contents are not echoed
     if key == "uri":  # as in the manifest: relative to the annotation file's folder
         table["uri"] = [str((path.parent / u).resolve()) for u in table["uri"]]
     table = table.drop_duplicates(key, keep="last").set_index(key)

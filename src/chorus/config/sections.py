@@ -501,8 +501,13 @@ class OrchestrationSettings(SectionSettings):
     service_wait_s: float = Field(30.0, ge=0, description="How long a client retries a service that stopped answering "
                                                           "(MLflow, and PostgreSQL through it) before the run fails, "
                                                           "naming the service and its address.")
+    import_roots: list[Path] = Field(
+        default_factory=list, description="Folders a deployment run may read inputs from (manifests, social tables, "
+                                          "label files, libraries, files to tag, search or hum); none: a deployment "
+                                          "run names no input path of its own.")
     deployment_may_set: list[str] = Field(
         default_factory=list, description="Server-only settings (where a run reads, writes and sends work: "
                                           "state_dir, mlflow_tracking_uri, prefect_api_url, export_root, compute.address, "
-                                          "ingest.allowed_schemes, services, orchestration) that a deployment run's settings "
+                                          "ingest.allowed_schemes, services, orchestration, promote.force, promote.rules) that a "
+                                          "deployment run's settings "
                                           "parameter may still change, e.g. [compute.address].")

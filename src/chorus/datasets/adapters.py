@@ -31,7 +31,8 @@ __all__ = ["AUDIO_SUFFIXES", "DATASETS", "AudioCandidates", "candidates_for", "f
 def from_manifest(path: Path, source: str = "manifest") -> AudioCandidates:
     table = read_manifest_table(path)
     if "uri" not in table.columns:
-        raise InputError(str(path), "manifest needs a 'uri' column", f"columns: {list(table.columns)}")
+        # the rule and the count, never the header itself: a file named by a run's caller is not echoed into logs
+        raise InputError(str(path), "manifest needs a 'uri' column", f"its header has {len(table.columns)} columns, none named uri")
     table = table.copy()
     table["manifest_row"] = range(2, len(table) + 2)  # 1-based, after the header line
     return AudioCandidates(table, path.parent.resolve(), source, path)
