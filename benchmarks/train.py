@@ -13,6 +13,11 @@ A model whose ``speedup_vs_fp32`` falls short of ``SPEEDUP_TARGET`` is profiled 
 precisions (a few steps under torch.profiler) and its ``why_below_target`` gives the CPU
 milliseconds per step of each part of the step (convolutions, matrix products, recurrent layers,
 the rest) and how much faster each part ran: which parts automatic precision does not speed up.
+Against the machine: ``gflops`` (the step's floating-point work, counted once per model with
+``torch.utils.flop_counter`` over a forward and backward pass, times the steps per second) and
+``share_of_peak`` (of ``peak_gflops``: a large matrix product timed in the same run, fp32 and,
+where the CPU has bf16 units, bf16), and per step the system CPU share and minor page faults
+(``resource.getrusage`` around the timed epochs).
 The last line printed is one JSON object.
 """
 
@@ -61,7 +66,8 @@ def _part(operator: str) -> str:
 def _trainer(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame,
              precision: str) -> Callable[[dict[str, Any]], Any]:
     """A fresh network ``name`` set to train in ``precision``: called with ``epochs`` and
-    ``steps``, it trains through the real loop (``chorus.training.fit``) and returns its result."""
+    ``steps``, it trains through the real loop (``chorus.training.fit``) and returns its result
+    (called with None: the scorer and the training split, for counting its work)."""
     from chorus.families import BACKBONE, CATALOGUE, build_network, task_targets
     from chorus.features import map_names
     from chorus.models.scorer import Contract, TorchScorer
@@ -83,16 +89,56 @@ def _trainer(name: str, settings: ChorusSettings, features: Any, tracks: pd.Data
     net, _ = build_network(spec, ts, len(targets.labels), len(channels), deps, train)
     scorer = TorchScorer(net, contract, channels, np.full(len(channels), -50.0), np.full(len(channels), 15.0))
     head = HeadSpec(contract.kind, quantisation_weight=0.1, balance_weight=0.1)
-    return lambda params: fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
+    return lambda params: (scorer, train, channels) if params is None else \
+        fit(scorer, train, empty, head, ts, epochs=params["epochs"], max_steps=params["steps"])
+
+
+def _flops_per_sample(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame) -> float:
+    """Floating-point operations of one training sample: a forward and backward pass of a batch,
+    counted by torch's flop counter (convolutions, matrix products, recurrent layers), per sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    scorer, train, channels = _trainer(name, settings, features, tracks, "fp32")(None)
+    batch = min(settings.train.batch_size, len(train.x))
+    x = torch.from_numpy(np.ascontiguousarray(train.x[:batch][:, channels]))
+    scorer.train()
+    with FlopCounterMode(display=False) as counter:
+        output = scorer.forward_selected(x)
+        (output[0] if isinstance(output, tuple) else output).float().sum().backward()
+    return counter.get_total_flops() / batch
+
+
+def peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured matrix-product rate in ``dtype`` (median of ``repeats`` products of
+    two size x size matrices, after one warm-up), GFLOP/s."""
+    import time
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def _measure(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame, params: dict[str, Any],
              precision: str) -> dict[str, Any]:
-    """The model's training throughput and loader share in ``precision`` (medians of the warm epochs)."""
-    result = _trainer(name, settings, features, tracks, precision)(params)
+    """The model's training throughput and loader share in ``precision`` (medians of the warm epochs),
+    and the system CPU share and minor page faults per step of the whole training."""
+    import resource
+
+    train = _trainer(name, settings, features, tracks, precision)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = train(params)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     warm = result.history[1:] or result.history
     return {"samples_per_s": round(statistics.median(h["samples_per_s"] for h in warm), 1),
             "loader_share": round(statistics.median(h["loader_share"] for h in warm), 4),
+            "system_cpu_share": round(system / max(user + system, 1e-9), 3),
+            "minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / (params["epochs"] * params["steps"])),
             "precision": result.precision, "device": result.device}
 
 
@@ -130,7 +176,10 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
         "input_shape": [len(features.maps), fs.n_mels, fs.segment_frames], "steps_per_epoch": params["steps"],
         "epochs": params["epochs"], "precision": str(chosen).removeprefix("torch.") if chosen else "fp32",
         "torch": torch.__version__, "repeats": params["repeats"], "models": {},
+        "cpu": _cpu_model(), "peak_gflops": {"fp32": round(peak_gflops(torch.float32), 1)},
     }
+    if chosen is not None:  # the automatic precision's own peak (bf16 units where the CPU has them)
+        figures["peak_gflops"][str(chosen).removeprefix("torch.")] = round(peak_gflops(chosen), 1)
     for name in models:
         autos, bases = [], []
         for repeat in range(params["repeats"]):
@@ -138,10 +187,19 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
             autos.append(_measure(name, settings, features, tracks, params, settings.train.precision))
             bases.append(_measure(name, settings, features, tracks, params, "fp32"))
         ratios = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(autos, bases, strict=True) if b["samples_per_s"]]
+        gflop = _flops_per_sample(name, settings, features, tracks) / 1e9
+        auto_rate, fp32_rate = (statistics.median(m["samples_per_s"] for m in runs) for runs in (autos, bases))
+        auto_peak = figures["peak_gflops"].get(figures["precision"], figures["peak_gflops"]["fp32"])
         figures["models"][name] = {
-            "samples_per_s": statistics.median(a["samples_per_s"] for a in autos),
+            "samples_per_s": auto_rate,
             "loader_share": statistics.median(a["loader_share"] for a in autos),
-            "fp32_samples_per_s": statistics.median(b["samples_per_s"] for b in bases),
+            "gflop_per_sample": round(gflop, 3),
+            "gflops": round(gflop * auto_rate, 1), "share_of_peak": round(gflop * auto_rate / auto_peak, 3),
+            "fp32_gflops": round(gflop * fp32_rate, 1),
+            "fp32_share_of_peak": round(gflop * fp32_rate / figures["peak_gflops"]["fp32"], 3),
+            "system_cpu_share": statistics.median(m["system_cpu_share"] for m in autos + bases),
+            "minor_faults_per_step": statistics.median(m["minor_faults_per_step"] for m in autos + bases),
+            "fp32_samples_per_s": fp32_rate,
             "speedup_vs_fp32": round(statistics.median(ratios), 2) if ratios else None,
             "speedups_vs_fp32": [round(r, 2) for r in ratios],
         }
@@ -154,6 +212,17 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
     figures["max_loader_share"] = max(shares)
     figures["loader_share_target_met"] = bool(max(shares) <= 0.10)
     return figures
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), and whether it has bf16 units: figures name their machine."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
+    units = [flag for flag in ("avx512_bf16", "amx_bf16") if f" {flag}" in info]
+    return f"{model} ({', '.join(units) or 'no bf16 units'})"
 
 
 def _why(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame) -> dict[str, Any]:

@@ -12,6 +12,10 @@ def test_quick_train_benchmark_prints_throughput_and_loader_share(tmp_path):
     for model in figures["models"].values():
         assert model["samples_per_s"] > 0 and model["fp32_samples_per_s"] > 0
         assert 0.0 <= model["loader_share"] < 1.0
+        # the step's work against the machine: counted FLOPs over time, a share of the measured peak
+        assert model["gflop_per_sample"] > 0 and model["gflops"] > 0 and 0 < model["fp32_share_of_peak"] < 2
+        assert 0.0 <= model["system_cpu_share"] <= 1.0 and model["minor_faults_per_step"] >= 0
+    assert figures["peak_gflops"]["fp32"] > 0 and figures["cpu"]
     assert figures["max_loader_share"] == max(m["loader_share"] for m in figures["models"].values())
     # a network short of the 2x target says where its step's time goes, in both precisions
     for model in figures["models"].values():
