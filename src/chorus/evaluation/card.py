@@ -7,14 +7,14 @@ The pure part lives here: per-track results to slices and failure cases, and the
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from chorus.evaluation.report import PAGE_CSS, html_table
+from chorus.evaluation.report import PAGE_CSS
+from chorus.pages import render_page
 
 DURATION_EDGES_S = (0.0, 30.0, 120.0, 360.0, float("inf"))  # clip, short, song, long
 LOUDNESS_BUCKETS = ("quiet third", "middle third", "loud third")
@@ -49,15 +49,10 @@ class ModelCard:
         return "\n".join(out)
 
     def html(self) -> str:
-        body = ""
-        for s in self.sections:
-            body += f"<h2>{html.escape(s.heading)}</h2>"
-            if s.text:
-                body += f"<p>{html.escape(s.text)}</p>"
-            if s.header:
-                body += html_table(s.header, s.rows)
-        return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-                f"<style>{PAGE_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>\n")
+        """The card as a page (the ``sections.html.j2`` template, autoescaped)."""
+        return render_page("sections.html.j2", title=self.title, css=PAGE_CSS,
+                           sections=[{"heading": s.heading, "text": s.text, "header": s.header, "rows": s.rows}
+                                     for s in self.sections])
 
 
 def _md_cell(value: Any) -> str:

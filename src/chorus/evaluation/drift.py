@@ -13,7 +13,6 @@ a dashboard and many more dependencies."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from chorus.evaluation.report import PAGE_CSS, html_table
+from chorus.evaluation.report import PAGE_CSS
+from chorus.pages import render_page
 
 BAND_GROUPS = 16
 CLASS_MIX = "predicted class mix"
@@ -110,9 +110,8 @@ def drift_html(result: DriftResult, title: str) -> str:
                f"(threshold {result.threshold:.0%})")
     rows = [[r.test, r.statistic, r.p, r.q, "yes" if r.drifted else "", r.reference, r.batch]
             for r in result.tests.sort_values("q").itertuples()]
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{PAGE_CSS}</style></head><body><h1>{html.escape(title)}</h1><p><b>{html.escape(verdict)}</b></p>"
-            f'<p class="muted">{result.batch_tracks} batch tracks against {result.reference_tracks} training tracks of '
-            f"the champion. {html.escape(result.as_dict()['method'])}. Reference and batch: medians (class mix: the "
-            "largest class's share).</p>"
-            + html_table(["test", "statistic", "p", "q (BH)", "drifted", "reference", "batch"], rows) + "</body></html>\n")
+    method = (f"{result.batch_tracks} batch tracks against {result.reference_tracks} training tracks of the champion. "
+              f"{result.as_dict()['method']}. Reference and batch: medians (class mix: the largest class's share).")
+    return render_page("sections.html.j2", title=title, css=PAGE_CSS, sections=[
+        {"heading": "", "strong": verdict, "text": method, "muted": True,
+         "header": ["test", "statistic", "p", "q (BH)", "drifted", "reference", "batch"], "rows": rows}])

@@ -10,11 +10,18 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 
+def cell(value: Any) -> str:
+    """A table cell's text: floats to three decimals, anything else as its str."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 @cache
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("chorus.pages", "templates"),
-                       autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(loader=PackageLoader("chorus.pages", "templates"),
+                              autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
+                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["cell"] = cell
+    return environment
 
 
 def render_page(template: str, **context: Any) -> str:
