@@ -147,6 +147,28 @@ def register_family(family: Family) -> Family:
 
 
 def family_of(spec: CandidateSpec) -> Family:
+    """The registered family that builds, trains and keys ``spec``.
+
+    Parameters
+    ----------
+    spec : CandidateSpec
+        A catalogue entry; its ``family`` names the family.
+
+    Returns
+    -------
+    Family
+
+    Raises
+    ------
+    ValueError
+        When no family of that name is registered (the message lists the known ones).
+
+    Examples
+    --------
+    >>> from chorus.families import CATALOGUE
+    >>> family_of(CATALOGUE["mfcc_svm_pso"]).learns_from_corpus, family_of(CATALOGUE["musicnn_msd"]).learns_from_corpus
+    (True, False)
+    """
     try:
         return FAMILIES[spec.family]
     except KeyError:

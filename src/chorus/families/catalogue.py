@@ -62,7 +62,25 @@ CATALOGUE: dict[str, CandidateSpec] = {spec.name: spec for spec in [
 
 
 def register_candidate(spec: CandidateSpec) -> CandidateSpec:
-    """Adds a candidate to the catalogue (its family must be registered; its name must be new)."""
+    """Adds a candidate to the catalogue (its family must be registered; its name must be new).
+
+    Parameters
+    ----------
+    spec : CandidateSpec
+
+    Returns
+    -------
+    CandidateSpec
+        ``spec``, now trainable by name (``chorus train --candidate NAME``).
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> spec = register_candidate(replace(CATALOGUE["mfcc_svm_grid"], name="mfcc_svm_grid_copy"))
+    >>> CATALOGUE["mfcc_svm_grid_copy"] is spec
+    True
+    >>> del CATALOGUE["mfcc_svm_grid_copy"]
+    """
     family_of(spec)
     if spec.name in CATALOGUE and CATALOGUE[spec.name] != spec:
         raise ValueError(f"a different candidate named {spec.name!r} is already in the catalogue")
@@ -71,12 +89,53 @@ def register_candidate(spec: CandidateSpec) -> CandidateSpec:
 
 
 def candidate_features(spec: CandidateSpec, features: FeatureSettings) -> FeatureSettings:
-    """The feature configuration a candidate reads: the main one, or musicnn's input."""
+    """The feature configuration a candidate reads: the main one, or musicnn's input.
+
+    Parameters
+    ----------
+    spec : CandidateSpec
+    features : FeatureSettings
+        The main feature configuration.
+
+    Returns
+    -------
+    FeatureSettings
+        ``features`` itself, or musicnn's input (16 kHz, 96 bands, 187-frame patches).
+
+    Examples
+    --------
+    >>> from chorus.config import FeatureSettings
+    >>> candidate_features(CATALOGUE["musicnn_probe"], FeatureSettings()).n_mels
+    96
+    >>> candidate_features(CATALOGUE["short_chunk"], FeatureSettings()).n_mels
+    128
+    """
     return musicnn_features(features) if spec.feature_config == "musicnn" else features
 
 
 def resolve_candidates(names: tuple[str, ...] | list[str]) -> list[CandidateSpec]:
-    """The named candidates and what they need, dependencies first, each once."""
+    """The named candidates and what they need, dependencies first, each once.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Catalogue names (``chorus candidates`` lists them).
+
+    Returns
+    -------
+    list of CandidateSpec
+        In training order: a candidate after every one it builds on.
+
+    Raises
+    ------
+    ValueError
+        For a name the catalogue does not hold.
+
+    Examples
+    --------
+    >>> [spec.name for spec in resolve_candidates(["musicnn_probe", "short_chunk"])]
+    ['musicnn_msd', 'musicnn_probe', 'short_chunk']
+    """
     unknown = [n for n in names if n not in CATALOGUE]
     if unknown:
         raise ValueError(f"unknown candidate(s) {unknown}; known: {sorted(CATALOGUE)}")
@@ -116,7 +175,32 @@ def train_candidate(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     pretrained_dir: Path | None = None,
 ) -> Trained:
-    """Trains ``spec`` by its family on the train split (choosing on valid) of ``features``."""
+    """Trains ``spec`` by its family on the train split (choosing on valid) of ``features``.
+
+    Parameters
+    ----------
+    spec : CandidateSpec
+    features : FeatureSet
+        Stored segments (maps of shape (segments, n_mels, frames)) of the corpus's tracks.
+    feature_settings : FeatureSettings
+        The configuration ``features`` was extracted with (``candidate_features``).
+    targets : TaskTargets
+        Per split, track -> target (``task_targets``); the test split is never read here.
+    settings : TrainSettings
+    deps : dict of str to Scorer, optional
+        The trained scorers of the candidates ``spec.needs``.
+    checkpoint : Path, optional
+        Per-epoch checkpoint to resume from and write to.
+    on_epoch : callable, optional
+        Called with each epoch's row (loss, validation score, samples per second).
+    pretrained_dir : Path, optional
+        Converted pretrained weights (musicnn).
+
+    Returns
+    -------
+    Trained
+        The scorer, its epoch history, its parameters and a summary (validation score, seconds).
+    """
     job = TrainingJob(features, feature_settings, targets, settings, deps or {}, checkpoint, on_epoch, pretrained_dir)
     return family_of(spec).train(spec, job)
 

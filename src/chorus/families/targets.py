@@ -28,7 +28,35 @@ def pretext_columns(tracks: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 
 def task_targets(task: TaskFamily, tracks: pd.DataFrame, settings: TrainSettings,
                  mood_labels: MultiLabelTruth | None = None) -> TaskTargets:
-    """Targets of a task family. The test split is included (for evaluation) but never trained on."""
+    """Targets of a task family. The test split is included (for evaluation) but never trained on.
+
+    Parameters
+    ----------
+    task : {"style", "hash", "tags", "mood", "pretext"}
+        ``style`` and ``hash``: a class index per track from ``settings.task``'s column; ``mood``:
+        a 0/1 vector over the multi-label vocabulary; ``tags``: none (a pretrained tagger's own);
+        ``pretext``: one class index per pretext head.
+    tracks : pd.DataFrame
+        The training tracks (track_id, split and the label columns).
+    settings : TrainSettings
+    mood_labels : MultiLabelTruth, optional
+        The multi-label truth (``mood`` only).
+
+    Returns
+    -------
+    TaskTargets
+        ``labels`` and, per split, track -> target.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from chorus.config import TrainSettings
+    >>> tracks = pd.DataFrame({"track_id": ["a", "b", "c"], "split": ["train", "train", "test"],
+    ...                        "style": ["bach", "trecento", "bach"]})
+    >>> targets = task_targets("style", tracks, TrainSettings())
+    >>> targets.labels, targets.splits["train"], targets.splits["test"]
+    (['bach', 'trecento'], {'a': 0, 'b': 1}, {'c': 0})
+    """
     splits = ("train", "valid", "test")
     if task in ("style", "hash"):
         column = settings.task
