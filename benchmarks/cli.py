@@ -51,7 +51,7 @@ def bench_voting(
 
 @bench_app.command("scale")
 def bench_scale(
-    quick: Annotated[bool, typer.Option("--quick", help="200 and 800 tracks: checks the keys and flatness loosely.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="100 and 400 tracks: checks the keys and flatness loosely.")] = False,
     as_json: JsonFlag = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the curve as an SVG here.")] = None,
 ) -> None:

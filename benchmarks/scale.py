@@ -1,6 +1,6 @@
 """``chorus bench scale``: how the cost of ingest, features and labels grows with the catalogue.
 
-Per size (1,000, 4,000 and 16,000 tracks; ``--quick``: 200 and 800), a synthetic corpus of
+Per size (1,000, 4,000 and 16,000 tracks; ``--quick``: 100 and 400), a synthetic corpus of
 4-second clips (a chord per mood, each clip its own partials and noise, so no two are
 duplicates) and a crowd scaled alike (one user per track, playlists as the demo's) are made
 outside the timing; then the ingest, features and labels flows run on it, as ``chorus ingest``,
@@ -41,7 +41,7 @@ from chorus.state import StateDir, runtime_environment
 from chorus_bench.memory import PeakMemory
 
 SIZES = (1000, 4000, 16000)
-QUICK_SIZES = (200, 800)
+QUICK_SIZES = (100, 400)
 SR = 22050
 CLIP_SECONDS = 4.0
 STAGES = ("ingest", "features", "labels")

@@ -179,7 +179,8 @@ def run_service_faults(client: LocalServicesClient, workdir: Path,
 def _row(fault: str, name: str, address: str | None, outcome: dict[str, Any], records_in: int, records_out: int,
          lost: int, duplicated: int, equal: bool) -> dict[str, Any]:
     said = outcome["said"]
-    named = outcome["exit_code"] == 2 and len(said) == 1 and f"{name} at {address or ''}" in said[0] \
+    # exit status 4: a service outage (README, the CLI's exit statuses)
+    named = outcome["exit_code"] == 4 and len(said) == 1 and f"{name} at {address or ''}" in said[0] \
         and "is unreachable" in said[0]
     return {"fault": fault, "survived": bool(named and equal and lost == 0 and duplicated == 0),
             "records_in": records_in, "records_out": records_out, "quarantined": 0, "lost": lost,

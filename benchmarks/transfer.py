@@ -26,9 +26,8 @@ import pandas as pd
 import soundfile as sf
 
 from chorus import registry
-from chorus.audio import to_mono
+from chorus.audio import AUDIO_SUFFIXES, to_mono
 from chorus.config import ChorusSettings, IngestSettings, load_settings
-from chorus.datasets.candidates import AUDIO_SUFFIXES
 from chorus.features import plan_shards
 from chorus.ingest import stratified_hash_split
 from chorus.io import atomic_path

@@ -1,4 +1,4 @@
-"""`chorus bench scale --quick`: ingest, features and labels on 200 and 800 synthetic tracks,
+"""`chorus bench scale --quick`: ingest, features and labels on 100 and 400 synthetic tracks,
 each stage in a fresh process; every track is stored and extracted, and the cost per track and
 peak memory stay within 2x from the smaller size to the larger (the full run's aim is 1.25x and
 1.2x)."""
@@ -13,7 +13,7 @@ ROW = {"seconds", "seconds_per_track", "flow_rss_mib", "worker_rss_mib", "rows_w
 
 def test_quick_growth_curve_is_flat_per_track(tmp_path):
     figures = bench_figures("scale", tmp_path, timeout=600)
-    assert figures["sizes"] == [200, 800]
+    assert figures["sizes"] == [100, 400]
     for size, stages in figures["per_size"].items():
         assert set(stages) == STAGES and all(set(row) == ROW for row in stages.values())
         assert stages["ingest"]["rows_written"] == int(size)  # every clip stored

@@ -60,20 +60,21 @@ def test_every_file_is_tagged_indexed_or_quarantined_with_its_reason(library):
     tags = pd.read_parquet(summary["library"]["outputs"]["tags"])
     assert len(tags) == 10 and set(tags["tagger"]) == {"musicnn_msd", "musicnn_mtt"}
     assert all(len(t) == 5 for t in tags["tags"])
-    # the same audio as MP3 and as M4A: each is the other's nearest track
-    hits = run_chorus("--state-dir", str(state), "search", "--library", "--like", str(folder / "Artist A" / "Album 1" / "one.mp3"),
-                      "--k", "2", "--json", cwd=state.parent)
-    assert hits.returncode == 0, hits.stderr[-3000:]
-    names = [Path(h["uri"]).name for h in json.loads(hits.stdout)["hits"]]
-    assert names == ["one.mp3", "one again.m4a"]
+    # the same audio as MP3 and as M4A: each is the other's nearest track (from Python, no trained model)
+    import chorus.api as api
+
+    hits = api.search(folder / "Artist A" / "Album 1" / "one.mp3", k=2, library=True, state_dir=state)
+    assert [Path(u).name for u in hits["uri"]] == ["one.mp3", "one again.m4a"]
 
 
 def test_a_second_run_finds_everything_current(library):
+    """The stages of a library run skip when their outputs carry their inputs' keys."""
+    from chorus import stages
+    from chorus.config import ChorusSettings
+
     folder, state, _ = library
-    again = run_chorus("--state-dir", str(state), "run", "--library", str(folder), "--json", cwd=state.parent, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    summary = json.loads(again.stdout)
-    assert summary["ingest"]["skipped"] and summary["features"]["skipped"] and summary["library"]["skipped"]
+    own = stages.library_settings(ChorusSettings(state_dir=state, library={"folder": str(folder)}))
+    assert stages.ingest_stage(own).skipped and stages.library_stage(own).skipped
 
 
 def test_tag_from_the_shell_needs_no_training_and_strict_refusals_exit_5(library, tmp_path):
@@ -86,11 +87,6 @@ def test_tag_from_the_shell_needs_no_training_and_strict_refusals_exit_5(library
     tagged = [f for f in files if not f["problem"]]
     assert {f["model"] for f in tagged} == {"chorus-musicnn-msd", "chorus-musicnn-mtt"} and all(len(f["labels"]) == 3 for f in tagged)
     assert {f["problem"].split(":")[0] for f in files if f["problem"]} == {"unreadable"}
-    # a registered tagger by MLflow's URI, without --library
-    by_uri = run_chorus("--state-dir", str(state), "tag", str(folder / "loose.wav"), "--model",
-                        "models:/chorus-musicnn-mtt@champion", "--json", cwd=tmp_path)
-    assert by_uri.returncode == 0, by_uri.stderr[-3000:]
-    assert json.loads(by_uri.stdout)["files"][0]["model"] == "chorus-musicnn-mtt"
 
 
 def test_python_api_tags_embeds_and_searches(library, monkeypatch):
@@ -107,6 +103,9 @@ def test_python_api_tags_embeds_and_searches(library, monkeypatch):
     assert api.embed(song).shape == api.embed(str(folder / "loose.wav")).shape
     with pytest.raises(Exception, match="broken.m4a"):
         api.tag(folder / "Artist B" / "Album 2" / "broken.m4a")
+    # a registered tagger by MLflow's URI
+    assert set(api.tag(folder / "loose.wav", "models:/chorus-musicnn-mtt@champion")) <= set(api.load_model(
+        "models:/chorus-musicnn-mtt@champion").labels)
     result = doctest.testmod(api, extraglobs={"song": song, "np": np}, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0
 

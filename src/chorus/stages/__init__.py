@@ -36,10 +36,10 @@ from chorus.stages.evaluate import (
     evaluate_stage,
 )
 from chorus.stages.features import (
-    plan_features,
     extract_shard,
     extraction_settings,
     finish_features,
+    plan_features,
     shards_in_flight,
 )
 from chorus.stages.inputs import (
