@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import run_chorus as run
 
 
@@ -110,3 +112,21 @@ def test_an_interrupted_run_exits_130_promptly(tmp_path):
     assert process.returncode == 130, stderr[-3000:]
     assert time.monotonic() - sent < 20
     assert "interrupted" in stderr
+
+
+def test_a_drift_alarm_exits_5_and_no_alarm_0(monkeypatch):
+    """`chorus drift` in a cron job: the alarm is the exit status, not only a word in the output."""
+    from typer.testing import CliRunner
+
+    from chorus_ops import cli
+
+    def summary(alarm: bool):
+        return lambda *args, **kwargs: {"stage": "drift", "skipped": False, "outputs": {"report": "/tmp/drift.html"},
+                                        "counts": {"alarm": alarm, "drifted_share": 0.5 if alarm else 0.0,
+                                                   "drifted": ["loudness"] if alarm else [], "batch": "12 tracks"}}
+
+    monkeypatch.setattr(cli, "run_flow", summary(True))
+    alarmed = CliRunner().invoke(cli.app, ["drift", "--json"])
+    assert alarmed.exit_code == 5 and json.loads(alarmed.stdout)["counts"]["alarm"] is True
+    monkeypatch.setattr(cli, "run_flow", summary(False))
+    assert CliRunner().invoke(cli.app, ["drift"]).exit_code == 0

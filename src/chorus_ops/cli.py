@@ -27,6 +27,7 @@ from chorus_ops.query_cli import hum, playlist, search, tag
 from chorus_ops.services_cli import serve, services_app
 from chorus_ops.session import (
     CTX,
+    EXIT_ALARM,
     JsonFlag,
     console,
     emit_json,
@@ -160,17 +161,23 @@ def melody() -> None:
 
 @app.command()
 def drift(paths: Annotated[list[str] | None, typer.Argument(help="Audio files or folders (default: the tracks the last "
-                                                                    "ingest added).")] = None) -> None:
-    """The drift watch: a batch against the champion's training tracks; prints the verdict and the report."""
+                                                                    "ingest added).")] = None,
+          as_json: JsonFlag = False) -> None:
+    """The drift watch: a batch against the champion's training tracks; prints the verdict and the
+    report, and exits 5 on an alarm (a cron job or CI script can act on it)."""
     summary = run_flow("drift", paths=paths or None)
     counts = summary["counts"]
-    if summary["skipped"]:
+    if as_json:
+        emit_json(summary)
+    elif summary["skipped"]:
         console.print(f"drift: not tested: {counts['reason']}")
-        return
-    verdict = "[bold red]DRIFT[/]" if counts["alarm"] else "no drift"
-    console.print(f"drift: {verdict}: {counts['drifted_share']:.0%} of tests reject "
-                  f"({', '.join(counts['drifted']) or 'none'}); {counts['batch']}")
-    console.print(f"report: {summary['outputs']['report']}", highlight=False, soft_wrap=True)
+    else:
+        verdict = "[bold red]DRIFT[/]" if counts["alarm"] else "no drift"
+        console.print(f"drift: {verdict}: {counts['drifted_share']:.0%} of tests reject "
+                      f"({', '.join(counts['drifted']) or 'none'}); {counts['batch']}")
+        console.print(f"report: {summary['outputs']['report']}", highlight=False, soft_wrap=True)
+    if not summary["skipped"] and counts["alarm"]:
+        raise typer.Exit(EXIT_ALARM)
 
 
 Profile = Annotated[Literal["default", "full"] | None,

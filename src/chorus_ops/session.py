@@ -24,6 +24,7 @@ err = Console(stderr=True)
 
 # Exit statuses (docs/cli.md): a crashed or cancelled flow is never 0.
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_OUTAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_ALARM = EXIT_REFUSED  # a drift alarm: the data is not what the champion was trained on
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of tables (logs on stderr).")]
 
