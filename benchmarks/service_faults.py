@@ -135,12 +135,24 @@ def _disturbed(client: LocalServicesClient, workdir: Path, service: str, marker:
             "recover_seconds": round(time.monotonic() - killed, 1)}
 
 
-def run_service_faults(client: LocalServicesClient, workdir: Path,
-                       log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """One row per killed service (the fault table's columns, plus what the run said); the
-    services must be up and the corpus ingested."""
+SERVICES = ("dask-scheduler", "prefect-server", "mlflow", "postgres")
+
+
+def run_service_faults(client: LocalServicesClient, workdir: Path, log: Callable[[str], None] = print,
+                       services: tuple[str, ...] = SERVICES) -> list[dict[str, Any]]:
+    """One row per killed service of ``services`` (the fault table's columns, plus what the run
+    said); the services must be up and the corpus ingested."""
     env = client.env
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if any(s in services for s in ("dask-scheduler", "prefect-server")):
+        _features_faults(client, workdir, log, services, env, rows)
+    if any(s in services for s in ("mlflow", "postgres")):
+        _train_faults(client, workdir, log, services, env, rows)
+    return rows
+
+
+def _features_faults(client: LocalServicesClient, workdir: Path, log: Callable[[str], None], services: tuple[str, ...],
+                     env: dict[str, str], rows: list[dict[str, Any]]) -> None:
     features_root = client.state / "features"
     before = set(features_root.iterdir())
     client.run(workdir / "features-reference.log", "features", *FEATURES)
@@ -151,6 +163,8 @@ def run_service_faults(client: LocalServicesClient, workdir: Path,
     for service, name, address, marker in (
             ("dask-scheduler", "Dask scheduler", env["CHORUS_COMPUTE__ADDRESS"], "shards to extract"),
             ("prefect-server", "Prefect server", env["PREFECT_API_URL"], "shard shard-")):
+        if service not in services:
+            continue
         shutil.rmtree(folder)
         outcome = _disturbed(client, workdir, service, marker, "features", FEATURES)
         again = _shards(folder)
@@ -161,19 +175,23 @@ def run_service_faults(client: LocalServicesClient, workdir: Path,
                          equal=again.equals(reference)))
         log(_line(rows[-1]))
 
+
+def _train_faults(client: LocalServicesClient, workdir: Path, log: Callable[[str], None], services: tuple[str, ...],
+                  env: dict[str, str], rows: list[dict[str, Any]]) -> None:
     client.run(workdir / "train-reference.log", "train", *TRAIN, "train.model_prefix=calm")
     expected = _versions(client, "calm-style", 3)
     local = yaml.safe_load((client.state / "services" / "settings.yaml").read_text())["services"]
     postgres = f"{local['host']}:{local['postgres_port']}"
     for service, name, address, prefix in (("mlflow", "MLflow", env["MLFLOW_TRACKING_URI"], "chorus"),
                                            ("postgres", "PostgreSQL", postgres, "stormy")):
+        if service not in services:
+            continue
         outcome = _disturbed(client, workdir, service, "Beginning flow run 'train", "train",
                              (*TRAIN, f"train.model_prefix={prefix}"))
         versions = _versions(client, f"{prefix}-style", 3)
         rows.append(_row(f"{service}_killed_during_train", name, address, outcome, 1, len(versions),
                          lost=int(not versions), duplicated=max(0, len(versions) - 1), equal=versions == expected))
         log(_line(rows[-1]))
-    return rows
 
 
 def _row(fault: str, name: str, address: str | None, outcome: dict[str, Any], records_in: int, records_out: int,

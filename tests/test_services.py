@@ -269,16 +269,18 @@ def test_pipeline_runs_through_the_services(services):
 
 
 def test_services_killed_mid_run_fail_naming_them_and_the_same_command_completes(services, tmp_path):
-    """The Dask scheduler and the Prefect server killed during `chorus features`, MLflow and
-    PostgreSQL during `chorus train`: each run fails with one error line naming the service and
-    its address, within the clients' retry policy; after `chorus services up` the same command
-    completes, and its outputs equal an undisturbed run's (the shards row for row; one registered
-    version, its metrics those of the undisturbed version)."""
+    """The Dask scheduler (TLS) killed during `chorus features` and PostgreSQL behind MLflow during
+    `chorus train`: each run fails with one error line naming the service and its address, within
+    the clients' retry policy; after `chorus services up` the same command completes, and its
+    outputs equal an undisturbed run's (the shards row for row; one registered version, its metrics
+    those of the undisturbed version). The Prefect server and MLflow killed the same way are rows
+    of `chorus bench faults`; here their errors are covered by tests/test_outage.py against closed
+    ports, which costs seconds instead of minutes."""
     from chorus_bench.service_faults import LocalServicesClient, run_service_faults
 
-    rows = run_service_faults(LocalServicesClient(services.base, services.state, services.root), tmp_path)
-    assert [row["fault"] for row in rows] == ["dask-scheduler_killed_during_features", "prefect-server_killed_during_features",
-                                             "mlflow_killed_during_train", "postgres_killed_during_train"]
+    rows = run_service_faults(LocalServicesClient(services.base, services.state, services.root), tmp_path,
+                              services=("dask-scheduler", "postgres"))
+    assert [row["fault"] for row in rows] == ["dask-scheduler_killed_during_features", "postgres_killed_during_train"]
     print(json.dumps({"faults": rows}))  # the fault table's rows (pytest -s shows them)
     for row in rows:
         assert row["survived"], row

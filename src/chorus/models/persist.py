@@ -35,8 +35,8 @@ ESTIMATOR_FILE = "estimator.skops"
 FEATURISER_FOLDER = "featuriser"
 
 # The types a stored estimator may hold beyond those skops trusts itself (its scikit-learn, numpy
-# and scipy defaults): exactly what chorus's sklearn families build (tests/test_model_storage.py
-# fits each and checks). A whole library by prefix would admit any of its callables (numpy.save
+# and scipy defaults): what chorus's sklearn families build (tests/test_model_storage.py fits each
+# and checks, a constant label included). A whole library by prefix would admit any of its callables (numpy.save
 # in a FunctionTransformer), so any other type is refused.
 ESTIMATOR_TYPES = frozenset({
     "chorus.baselines.ELMClassifier", "chorus.baselines.ItqHasher",
@@ -45,6 +45,10 @@ ESTIMATOR_TYPES = frozenset({
     "sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree",
     "skmultilearn.cluster.random.RandomLabelSpaceClusterer", "skmultilearn.ensemble.partition.LabelSpacePartitioningClassifier",
     "skmultilearn.ensemble.rakeld.RakelD", "skmultilearn.problem_transform.lp.LabelPowerset",
+    # what the same estimators hold on some data: one-vs-rest's stand-in for a label with one class in
+    # training, and the sparse matrices RAkEL's label spaces may be stored in (data, not callables)
+    "sklearn.multiclass._ConstantPredictor", "scipy.sparse._csr.csr_matrix", "scipy.sparse._csc.csc_matrix",
+    "scipy.sparse._lil.lil_matrix", "scipy.sparse._coo.coo_matrix",
 })
 
 
