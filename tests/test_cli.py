@@ -130,3 +130,15 @@ def test_a_drift_alarm_exits_5_and_no_alarm_0(monkeypatch):
     assert alarmed.exit_code == 5 and json.loads(alarmed.stdout)["counts"]["alarm"] is True
     monkeypatch.setattr(cli, "run_flow", summary(False))
     assert CliRunner().invoke(cli.app, ["drift"]).exit_code == 0
+
+
+def test_listings_print_one_json_document_with_json():
+    """`--json` on a command that prints results: one JSON document on stdout, nothing else there."""
+    from typer.testing import CliRunner
+
+    from chorus_ops import cli
+
+    listed = CliRunner().invoke(cli.app, ["candidates", "--json"])
+    assert listed.exit_code == 0
+    candidates = json.loads(listed.stdout)
+    assert candidates["short_chunk"]["profiles"] == ["default", "full"] and "musicnn_msd" in candidates["musicnn_probe"]["needs"]

@@ -213,10 +213,14 @@ def train(
 
 
 @app.command()
-def candidates() -> None:
+def candidates(as_json: JsonFlag = False) -> None:
     """List every model and baseline `chorus train --candidate` accepts, and the profiles."""
     from chorus.families import CATALOGUE  # imports torch: only for this listing
 
+    if as_json:
+        emit_json({name: {"task": spec.task, "family": spec.family, "needs": list(spec.needs),
+                          "profiles": [p for p, names in PROFILES.items() if name in names]} for name, spec in CATALOGUE.items()})
+        return
     table = Table(title="candidates")
     for column in ("candidate", "task", "family", "needs", "profiles"):
         table.add_column(column)
@@ -234,9 +238,13 @@ def evaluate(task: Task = None) -> None:
 
 
 @app.command()
-def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit, move no alias.")] = False) -> None:
+def promote(dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit, move no alias.")] = False,
+            as_json: JsonFlag = False) -> None:
     """Run the promotion gate: each challenger against its champion, scored afresh on the valid split."""
     summary = run_flow("promote", dry_run=dry_run)
+    if as_json:
+        emit_json(summary)
+        return
     for name, decision in summary["counts"]["decisions"].items():
         said = verdict(decision) if decision["decided"] else "no decision"
         console.print(f"[bold]{name}[/]: {said}: {decision['reason']}")
@@ -350,12 +358,17 @@ def forget_user(user_id: Annotated[str, typer.Argument(help="The user's id as in
 
 
 @app.command()
-def card(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone: its champion).")]) -> None:
+def card(model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, NAME@ALIAS, NAME/VERSION or "
+                                                   "NAME (its champion).")],
+         as_json: JsonFlag = False) -> None:
     """Write a registered version's model card (HTML, and markdown as an MLflow artifact of its run); print its path."""
     from chorus.stages import card_stage  # imports torch and mlflow: only for this command
 
     settings = CTX.settings()
     summary = card_stage(settings, model)
+    if as_json:
+        emit_json(summary.as_dict())
+        return
     console.print(summary.outputs["card"], highlight=False, soft_wrap=True)
 
 

@@ -16,7 +16,7 @@ from chorus.io import write_text_atomic
 from chorus.state import StateDir
 from chorus_ops.deployments import deployment_names
 from chorus_ops.services import LocalServices
-from chorus_ops.session import CTX, console, err
+from chorus_ops.session import CTX, JsonFlag, console, emit_json, err
 
 
 def serve() -> None:
@@ -80,12 +80,16 @@ def services_down(
 
 
 @services_app.command("status")
-def services_status() -> None:
+def services_status(as_json: JsonFlag = False) -> None:
     """Each service's pid, whether it runs and passes its health check, and its address."""
+    status = _local_services().status()
+    if as_json:
+        emit_json(status)
+        return
     table = Table(title="services")
     for column in ("service", "pid", "running", "healthy", "address"):
         table.add_column(column, overflow="fold")
-    for name, row in _local_services().status().items():
+    for name, row in status.items():
         table.add_row(name, str(row.get("pid") or ""), str(row["running"]), str(row.get("healthy", row["running"])),
                       str(row["url"]))
     console.print(table)
