@@ -18,16 +18,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from chorus.config.compute import MOVED_TO_COMPUTE, ComputeSettings
 from chorus.config.library import LibrarySettings
 from chorus.config.melody import MelodySettings
 from chorus.config.personal import PersonalSettings
 from chorus.config.sections import (
     DEFAULT_STYLES,
-    MOVED_TO_COMPUTE,
     PROFILES,
     SINGLE_LABEL_CANDIDATES,
     BackboneSettings,
-    ComputeSettings,
     DegradedQuerySettings,
     DemoSettings,
     DriftSettings,
