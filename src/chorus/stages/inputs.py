@@ -23,7 +23,7 @@ from chorus.errors import ChorusError, InputError
 from chorus.families import CATALOGUE, CandidateSpec, TaskTargets, candidate_features, family_of, key_settings, task_targets
 from chorus.features import FeatureSet, feature_dir, features_key, load_features, map_names
 from chorus.ingest import SOCIAL_TABLES
-from chorus.io import read_table
+from chorus.io import file_sha256, read_table
 from chorus.label_tasks import MultiLabelTruth, global_voted_labels, multi_label_truth, with_task_labels, with_voted_mood
 from chorus.models.persist import FORMAT as STORAGE_FORMAT
 from chorus.models.scorer import Contract
@@ -32,6 +32,7 @@ from chorus.search.encode import ModelVersion, resolve_version
 from chorus.search.index import read_index_meta
 from chorus.social.voting import SCORE_COLUMNS
 from chorus.state import StateDir
+from chorus.tagging import audio_files
 
 
 def pretext_settings(settings: ChorusSettings) -> ChorusSettings:
@@ -238,3 +239,12 @@ def current_index_meta(settings: ChorusSettings) -> dict[str, Any] | None:
     except ChorusError:
         return None
     return read_index_meta(index_folder(StateDir(settings.state_dir), semantic, hashing))
+
+
+def audio_inputs(paths: list[str]) -> tuple[list[Path], str]:
+    """The audio files named, and those under the folders named (sorted, each once), with a digest
+    of their paths and contents for the name of an output made from them; InputError when none."""
+    files = audio_files([Path(p).expanduser() for p in paths])
+    if not files:
+        raise InputError(", ".join(paths), "no audio files found")
+    return files, stable_hash([[str(f), file_sha256(f)] for f in files])

@@ -19,16 +19,16 @@ from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import InputError
 from chorus.features import extract_track
 from chorus.ingest import probe_within_limits
-from chorus.io import file_sha256, output_is_current, read_meta, read_table, write_parquet, write_text_atomic
+from chorus.io import output_is_current, read_meta, read_table, write_parquet, write_text_atomic
 from chorus.models.scorer import Scorer
 from chorus.pages import render_page
 from chorus.search import SearchIndex
 from chorus.search.codes import pack_codes
 from chorus.search.index import Mode, read_index_meta, unit_rows
 from chorus.stages.context import StageContext, StageSummary
-from chorus.stages.inputs import FeatureSets, load_tracks, registered_version, stored_features_keys
+from chorus.stages.inputs import FeatureSets, audio_inputs, load_tracks, registered_version, stored_features_keys
 from chorus.state import StateDir
-from chorus.tagging import audio_files, model_feature_settings, tag_files
+from chorus.tagging import model_feature_settings, tag_files
 from chorus.training import track_mean
 
 TAG_COLUMNS = ["track_id", "uri", "tagger", "model", "version", "tags", "scores"]
@@ -157,9 +157,7 @@ def library_search_stage(settings: ChorusSettings, queries: list[str], k: int = 
     if read_index_meta(folder) is None:
         raise InputError(str(folder), "no library index", "run `chorus run --library DIR` first")
     index = SearchIndex.load(folder)
-    files = audio_files([Path(q).expanduser() for q in queries])
-    if not files:
-        raise InputError(", ".join(queries), "no audio files found")
+    files, digest = audio_inputs(queries)
     embedding = index.meta["embedding"]
     scorer = registry.load_scorer(embedding["name"], int(embedding["version"]))
     features = model_feature_settings(embedding["name"], int(embedding["version"]))
@@ -178,8 +176,8 @@ def library_search_stage(settings: ChorusSettings, queries: list[str], k: int = 
     hits.insert(0, "like", [str(files[q]) for q in hits["query"]])
     uri = load_tracks(settings).set_index("track_id")["uri"].astype(str)
     hits = hits.drop(columns="query").assign(uri=lambda h: h["track_id"].map(uri), mode=mode, index="library")
-    digest = stable_hash([index.meta["key"], [[str(f), file_sha256(f)] for f in files], k, mode])
-    target = ctx.output_file(out) if out else ctx.state.search_results / f"library-{digest}.parquet"
+    target = ctx.output_file(out) if out else \
+        ctx.state.search_results / f"library-{stable_hash([index.meta['key'], digest, k, mode])}.parquet"
     write_parquet(hits, target)
     return ctx.summary("search", False, {"results": str(target)}, {"queries": len(files), "k": k, "mode": mode,
                                                                    "index": "library"})
@@ -190,14 +188,12 @@ def library_tag_stage(settings: ChorusSettings, paths: list[str], out: str | Non
     """Every library tagger's tags for audio files or folders (no trained model needed), to
     Parquet (default ``<state>/tags/library-<files digest>.parquet``)."""
     ctx = StageContext.open(settings, uses_registry=True, stage="tag")
-    files = audio_files([Path(p).expanduser() for p in paths])
-    if not files:
-        raise InputError(", ".join(paths), "no audio files found")
+    files, digest = audio_inputs(paths)
     taggers = {c: ref for c, ref in _taggers(settings).items() if c in settings.library.taggers}
     table = pd.concat([tag_files(files, ref.name, settings.ingest, str(ref.version), top_n, threshold) for ref in taggers.values()],
                       ignore_index=True)
-    digest = stable_hash([[[str(f), file_sha256(f)] for f in files], sorted(taggers), top_n, threshold])
-    target = ctx.output_file(out) if out else ctx.state.tags / f"library-{digest}.parquet"
+    target = ctx.output_file(out) if out else \
+        ctx.state.tags / f"library-{stable_hash([digest, sorted(taggers), top_n, threshold])}.parquet"
     write_parquet(table, target)
     return ctx.summary("tag", False, {"predictions": str(target)},
                        {"files": len(files), "tagged": int(table["problem"].isna().sum() // max(len(taggers), 1)),

@@ -18,16 +18,15 @@ from chorus import MOODS, registry
 from chorus.config import ChorusSettings, stable_hash
 from chorus.errors import InputError
 from chorus.ingest import forgotten_users
-from chorus.io import file_sha256, read_meta, read_table, write_json_atomic, write_parquet
+from chorus.io import read_meta, read_table, write_json_atomic, write_parquet
 from chorus.personal.model import PersonalFit, PersonalMoodModel, fit_personal_model
 from chorus.personal.protocol import held_out, judge, listener_groups, training_pairs
 from chorus.personal.store import load_personal_model, save_personal_model
 from chorus.social.tally import VoteTally, tally_votes
 from chorus.social.voting import weighted_vote
 from chorus.stages.context import StageContext, StageSummary, update_metrics
-from chorus.stages.inputs import FeatureSets, load_tracks, social_data_present, social_table_paths, train_key, training_tracks
+from chorus.stages.inputs import FeatureSets, audio_inputs, load_tracks, social_data_present, social_table_paths, train_key, training_tracks
 from chorus.state import StateDir
-from chorus.tagging import audio_files
 from chorus.training import track_mean
 
 ENCODER_CANDIDATE = "mood_tagger"
@@ -233,10 +232,7 @@ def listener_tag_stage(settings: ChorusSettings, paths: list[str], user: str | N
     ``<state>/tags/<model>-<files and listener digest>.parquet``)."""
     ctx = StageContext.open(settings, uses_registry=True, stage="tag")
     chosen = ctx.output_file(out) if out else None
-    files = audio_files([Path(p).expanduser() for p in paths])
-    if not files:
-        raise InputError(", ".join(paths), "no audio files found")
-    digest = stable_hash([[str(f), file_sha256(f)] for f in files])
+    files, digest = audio_inputs(paths)
     table = tag_as_listener(settings, files, user, group)
     who = f"user {user}" if user is not None else f"group {group}"
     target = chosen or ctx.state.tags / f"{personal_model_name(settings)}-{stable_hash([digest, who])}.parquet"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from chorus.config import ChorusSettings, stable_hash
-from chorus.errors import InputError
-from chorus.io import file_sha256, write_parquet
+from chorus.io import write_parquet
 from chorus.stages.context import StageContext, StageSummary
-from chorus.tagging import audio_files, tag_files
+from chorus.stages.inputs import audio_inputs
+from chorus.tagging import tag_files
 
 
 def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = None, alias: str = "champion",
@@ -20,10 +18,7 @@ def tag_stage(settings: ChorusSettings, paths: list[str], model: str | None = No
     ctx = StageContext.open(settings, uses_registry=True, stage="tag")
     name = model or settings.train.model_name
     chosen = ctx.output_file(out) if out else None
-    files = audio_files([Path(p).expanduser() for p in paths])
-    if not files:
-        raise InputError(", ".join(paths), "no audio files found")
-    digest = stable_hash([[str(f), file_sha256(f)] for f in files])
+    files, digest = audio_inputs(paths)
     table = tag_files(files, name, settings.ingest, alias, top_n, threshold)
     version = int(table["version"].iloc[0])
     target = chosen or ctx.state.tags / f"{name}-v{version}-{stable_hash([digest, top_n, threshold])}.parquet"
