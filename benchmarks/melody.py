@@ -21,7 +21,7 @@ from chorus.config import MelodySettings
 from chorus.melody.index import MelodyIndex
 from chorus.melody.synth import LEVELS, random_tune, sung_melody
 
-FULL = {"tunes": 100_000, "notes": 40, "queries": 40, "recall_queries": 20}
+FULL = {"tunes": 100_000, "notes": 40, "queries": 40, "recall_queries": 40}
 QUICK = {"tunes": 3_000, "notes": 40, "queries": 12, "recall_queries": 6}
 
 

@@ -36,6 +36,17 @@ def test_alignment_finds_a_transposed_slower_excerpt_where_it_starts():
     assert align(sung, other)[0] > 0.2
 
 
+def test_alignment_finds_an_excerpt_whose_typical_note_is_not_the_songs():
+    # a song of long notes with a run of short ones: the sung run's median note is a third of the song's
+    lengths = np.r_[np.full(20, 0.75), np.full(12, 0.25), np.full(10, 0.75)]
+    pitch = 60 + np.r_[0, np.cumsum(np.random.default_rng(6).choice([-3, -2, -1, 1, 2, 4], 41))].astype(float)
+    song = Melody(np.r_[0, np.cumsum(lengths[:-1])], lengths, pitch)
+    run = song.excerpt(20, 32)
+    sung = Melody((run.onset_s - run.onset_s[0]) * 1.2, run.duration_s * 1.2, run.pitch - 3)
+    cost, start = align(sung, song)
+    assert start == 20 and cost < 1e-9
+
+
 def test_alignment_steps_over_a_spurious_note_and_a_wrong_one():
     tune = random_melody(np.random.default_rng(3))
     sung = tune.excerpt(5, 20)
@@ -58,6 +69,20 @@ def test_melody_line_takes_the_top_voice_not_its_overtones_and_merges_repeats():
     line = melody_line(notes)
     assert line["pitch"].tolist() == [64, 65, 67]  # the two 67s are one sung note
     assert line["offset_s"].iloc[-1] == 3.0
+
+
+def test_melody_line_drops_loud_organ_partials_and_keeps_a_note_under_a_legato_hold_over():
+    notes = pd.DataFrame({
+        # an organ chord whose octave (76) and twelfth (83) partials of 64 are transcribed louder than it;
+        # then 67 held 0.08 s into 64 (legato), and 69 sounding on above 60 (a chord: 69 is the melody)
+        "onset_s": [0.0, 0.0, 0.0, 0.0, 1.0, 1.92, 3.0, 3.0],
+        "offset_s": [1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 4.0],
+        "pitch": [53, 64, 76, 83, 67, 64, 60, 69],
+        "amplitude": [0.5, 0.5, 0.6, 0.55, 0.7, 0.7, 0.7, 0.6],
+    })
+    assert melody_line(notes)["pitch"].tolist() == [64, 67, 64, 69]
+    louder = notes.assign(amplitude=np.where(notes["pitch"] == 76, 0.9, notes["amplitude"]))  # beyond the margin
+    assert melody_line(louder)["pitch"].tolist()[0] == 76
 
 
 def test_the_index_finds_a_sung_excerpt_among_many_tunes_exactly_and_approximately(tmp_path):

@@ -24,7 +24,7 @@ _INF = 1e18
 
 @numba.njit(cache=True)
 def _align(qp: np.ndarray, qt: np.ndarray, rp: np.ndarray, rt: np.ndarray, interval_cap: float, rhythm_weight: float,
-           rhythm_cap: float, skip_cost: float, max_skip: int) -> tuple[float, int]:  # pragma: no cover - compiled
+           rhythm_cap: float, skip_cost: float, max_skip: int, tempo: float) -> tuple[float, int, int]:  # pragma: no cover - compiled
     nq, nr = len(qp), len(rp)
     cost = np.full((nq, nr), _INF)
     start = np.zeros((nq, nr), np.int64)
@@ -49,7 +49,7 @@ def _align(qp: np.ndarray, qt: np.ndarray, rp: np.ndarray, rt: np.ndarray, inter
                     q_span, r_span = qt[i] - qt[ip], rt[j] - rt[jp]
                     rhythm = rhythm_cap
                     if q_span > 1e-3 and r_span > 1e-3:
-                        rhythm = min(abs(np.log2(q_span) - np.log2(r_span)), rhythm_cap)
+                        rhythm = min(abs(np.log2(q_span) + tempo - np.log2(r_span)), rhythm_cap)
                     step = (pitch + rhythm_weight * rhythm / rhythm_cap) / (1.0 + rhythm_weight)
                     total = before + step + skip_cost * (si - 1 + sj - 1)
                     if total < best:
@@ -60,7 +60,7 @@ def _align(qp: np.ndarray, qt: np.ndarray, rp: np.ndarray, rt: np.ndarray, inter
     for j in range(nr):
         if cost[nq - 1, j] < cost[nq - 1, end]:
             end = j
-    return cost[nq - 1, end], start[nq - 1, end]
+    return cost[nq - 1, end], start[nq - 1, end], end
 
 
 def beats(melody: Melody) -> np.ndarray:
@@ -76,6 +76,10 @@ def align(query: Melody, reference: Melody, interval_cap: float = 3.0, rhythm_we
     """The best place of ``query`` inside ``reference``: the alignment's cost per query step
     (0 = the same tune up to key and tempo) and the index of the reference note where it starts.
 
+    Spans are compared in units of each melody's median inter-onset interval; an excerpt's typical
+    note need not be the song's, so where the passage first found lasts more or less than the query
+    in those units, the alignment is run again at that ratio and the better one is kept.
+
     Examples
     --------
     >>> tune = Melody(np.arange(8.0), np.ones(8), np.array([60, 62, 64, 65, 67, 65, 64, 62.0]))
@@ -85,6 +89,11 @@ def align(query: Melody, reference: Melody, interval_cap: float = 3.0, rhythm_we
     """
     if len(query) < 2 or len(reference) < 2:
         return 1.0 + skip_cost * max_skip, 0
-    cost, start = _align(query.pitch.astype(np.float64), beats(query), reference.pitch.astype(np.float64), beats(reference),
-                         interval_cap, rhythm_weight, rhythm_cap, skip_cost, max_skip)
-    return float(cost) / (len(query) - 1), int(start)
+    qp, qt, rp, rt = query.pitch.astype(np.float64), beats(query), reference.pitch.astype(np.float64), beats(reference)
+    best = _align(qp, qt, rp, rt, interval_cap, rhythm_weight, rhythm_cap, skip_cost, max_skip, 0.0)
+    _, start, end = best
+    if rt[end] > rt[start] and qt[-1] > 0:
+        ratio = float(np.log2((rt[end] - rt[start]) / qt[-1]))  # 0: the passage lasts what the query does
+        if abs(ratio) > 0.1:
+            best = min(best, _align(qp, qt, rp, rt, interval_cap, rhythm_weight, rhythm_cap, skip_cost, max_skip, ratio))
+    return float(best[0]) / (len(query) - 1), int(best[1])

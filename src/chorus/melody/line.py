@@ -1,11 +1,14 @@
 """The melody line of a transcription, and the key- and tempo-free form it is matched in.
 
 The melody is the highest salient voice (the skyline rule): notes quieter than
-``min_amplitude`` are dropped; a note that lies a harmonic partial above a louder note sounding
-with it (an octave, a twelfth, two octaves: 12, 19 or 24 semitones) is taken as that note's
-overtone, which a transcriber of bright instruments reports as a note; then a note is kept only
-if no kept note of higher pitch is sounding when it starts (the skyline at onsets); of notes
-starting together the highest stays; repeated notes are merged (``merge_repeats``). This
+``min_amplitude`` are dropped; a note that lies a harmonic partial above a note sounding with it
+(harmonics 2-8: 12, 19, 24, 28, 31, 34 or 36 semitones) and is at most ``PARTIAL_MARGIN`` times
+as strong is taken as that note's overtone, which a transcriber of organ, strings and reeds
+reports as a note; then a note is kept only if no kept note of higher pitch is sounding when it
+starts and goes on sounding for more than ``LEGATO_S`` after (the skyline at onsets: a note
+held over into the next, as legato playing and a transcriber's late offsets do, does not cover
+it); of notes starting together the highest stays; repeated notes are merged
+(``merge_repeats``). This
 is what a listener hums of a chorale or a song with accompaniment (the soprano, the vocal line);
 it misreads a melody that lies below its accompaniment.
 """
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PARTIALS = (12, 19, 24)  # semitones above a fundamental of its 2nd, 3rd and 4th harmonics
+PARTIALS = (12, 19, 24, 28, 31, 34, 36)  # semitones above a fundamental of its 2nd to 8th harmonics
+PARTIAL_MARGIN = 1.5  # an organ's or a string section's octave partial is transcribed louder than its fundamental
+LEGATO_S = 0.1  # a higher note ending within this of another's onset is held over, not sounding above it
 MAX_INTERVAL = 12.0  # semitones; larger leaps are folded to this (an octave slip is not a new tune)
 
 
@@ -63,11 +68,11 @@ def melody_line(notes: pd.DataFrame, min_amplitude: float = 0.35) -> pd.DataFram
     pitch, amplitude = salient["pitch"].to_numpy(), salient["amplitude"].to_numpy()
     span = offset - onset
     overlap = np.clip(np.minimum.outer(offset, offset) - np.maximum.outer(onset, onset), 0, None)  # (n, n)
-    below = np.isin(np.subtract.outer(pitch, pitch), PARTIALS) & (amplitude[None, :] >= amplitude[:, None])
-    keep = ~((below & (overlap > 0.5 * span[:, None])).any(axis=1))  # a partial of a louder note below
+    below = np.isin(np.subtract.outer(pitch, pitch), PARTIALS) & (PARTIAL_MARGIN * amplitude[None, :] >= amplitude[:, None])
+    keep = ~((below & (overlap > 0.5 * span[:, None])).any(axis=1))  # a partial of a note below
     for i in np.argsort(-pitch, kind="stable"):  # highest first: what covers a note is decided before it
         if keep[i]:
-            sounding = keep & (pitch > pitch[i]) & (onset <= onset[i] + 0.03) & (offset > onset[i] + 0.05)
+            sounding = keep & (pitch > pitch[i]) & (onset <= onset[i] + 0.03) & (offset > onset[i] + LEGATO_S)
             keep[i] = not sounding.any()
     line = salient[keep].drop_duplicates("onset_s", keep="first").sort_values("onset_s").reset_index(drop=True)
     # monophonic: each note ends at the latest when the next begins

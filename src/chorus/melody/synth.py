@@ -57,11 +57,16 @@ class Query:
     level: str
 
 
-def random_tune(rng: np.random.Generator, notes: int = 40) -> Melody:
-    """A synthetic tune (the benchmark's catalogue): steps mostly within a fourth, notes of 1, 2 or
-    3 units of 0.25 s, within MIDI 45-90."""
-    steps = rng.choice([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 7], notes - 1)
-    pitch = np.clip(64 + np.r_[0, np.cumsum(steps)], 45, 90).astype(float)
+def random_tune(rng: np.random.Generator, notes: int = 40, low: int = 48, high: int = 84) -> Melody:
+    """A synthetic tune (the benchmark's catalogue): steps of 1-5 or 7 semitones, up or down
+    alike, reflected at the edges of MIDI ``low``-``high`` (a melody line has no repeated
+    pitches: ``merge_repeats`` joins them), notes of 1, 2 or 3 units of 0.25 s."""
+    steps = rng.choice([1, 2, 3, 4, 5, 7], notes - 1) * rng.choice([-1, 1], notes - 1)
+    pitch = np.empty(notes)
+    pitch[0] = rng.integers(low + 12, high - 11)
+    for i, step in enumerate(steps, start=1):
+        up = pitch[i - 1] + step
+        pitch[i] = up if low <= up <= high else pitch[i - 1] - step
     lengths = rng.choice([0.25, 0.5, 0.75], notes, p=[0.5, 0.35, 0.15])
     return Melody(np.r_[0, np.cumsum(lengths[:-1])], lengths, pitch)
 

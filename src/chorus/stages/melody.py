@@ -24,7 +24,7 @@ from chorus.stages.context import StageContext, StageSummary, shared_validator, 
 from chorus.stages.inputs import corpus_location, load_tracks
 from chorus.state import StateDir
 
-MELODY_RULE_VERSION = "skyline-partials-repeats-1"
+MELODY_RULE_VERSION = "skyline-partials-repeats-2"
 NO_MELODY = "no melody found"
 NOTES_FILE, MELODIES_FILE, QUARANTINE_FILE, JUDGED_FILE = "notes.parquet", "melodies.parquet", "quarantine.parquet", "melody.json"
 
