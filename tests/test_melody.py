@@ -11,7 +11,7 @@ from chorus.config import MelodySettings
 from chorus.evaluation.melody import random_ranking, rank_metrics
 from chorus.melody.align import align
 from chorus.melody.index import MelodyIndex
-from chorus.melody.line import Melody, melody_line
+from chorus.melody.line import Melody, melody_line, upper_voice
 from chorus.melody.synth import LEVELS, hum_query, random_tune, render_voice, sung_melody
 
 
@@ -83,6 +83,16 @@ def test_melody_line_drops_loud_organ_partials_and_keeps_a_note_under_a_legato_h
     assert melody_line(notes)["pitch"].tolist() == [64, 67, 64, 69]
     louder = notes.assign(amplitude=np.where(notes["pitch"] == 76, 0.9, notes["amplitude"]))  # beyond the margin
     assert melody_line(louder)["pitch"].tolist()[0] == 76
+
+
+def test_a_catalogue_line_leaves_out_an_inner_voice_note_where_the_top_one_was_missed():
+    # a soprano line whose fourth note the transcriber missed: the skyline fell to the alto's 60
+    line = pd.DataFrame({"onset_s": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "offset_s": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5],
+                         "pitch": [72, 74, 76, 60, 77, 76, 74], "amplitude": [0.6] * 7})
+    kept = upper_voice(line)
+    assert kept["pitch"].tolist() == [72, 74, 76, 77, 76, 74]
+    leap = line.assign(pitch=[72, 74, 76, 69, 71, 67, 65])  # a leap down a seventh is the tune, not an inner voice
+    assert upper_voice(leap)["pitch"].tolist() == [72, 74, 76, 69, 71, 67, 65]
 
 
 def test_the_index_finds_a_sung_excerpt_among_many_tunes_exactly_and_approximately(tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 from chorus.melody.line import Melody
 
 _INF = 1e18
+ALIGNMENT_VERSION = "skip-dp-passage-tempo-2"  # what a judged index depends on besides its melodies and settings
 
 
 @numba.njit(cache=True)

@@ -11,6 +11,12 @@ it); of notes starting together the highest stays; repeated notes are merged
 (``merge_repeats``). This
 is what a listener hums of a chorale or a song with accompaniment (the soprano, the vocal line);
 it misreads a melody that lies below its accompaniment.
+
+A catalogue track's line then keeps only its upper voice (``upper_voice``): where the transcriber
+missed a note of the top part, the skyline drops to an inner voice for that note, which costs the
+alignment two wrong intervals; a note more than ``UPPER_DEPTH`` semitones below the highest line
+note within ``UPPER_WINDOW_S`` of it is taken for such a note and left out (a gap costs one skip).
+A sung query is one voice and keeps every note: a singer's leap down stays.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import pandas as pd
 PARTIALS = (12, 19, 24, 28, 31, 34, 36)  # semitones above a fundamental of its 2nd to 8th harmonics
 PARTIAL_MARGIN = 1.5  # an organ's or a string section's octave partial is transcribed louder than its fundamental
 LEGATO_S = 0.1  # a higher note ending within this of another's onset is held over, not sounding above it
+UPPER_WINDOW_S, UPPER_DEPTH = 0.75, 7.0  # a catalogue line's note this far below its neighbours' top is an inner voice
+LINE_RULE = {"rule": "skyline-partials-repeats-upper", "partials": PARTIALS, "partial_margin": PARTIAL_MARGIN,
+             "legato_s": LEGATO_S, "upper": (UPPER_WINDOW_S, UPPER_DEPTH)}  # what a stored line depends on
 MAX_INTERVAL = 12.0  # semitones; larger leaps are folded to this (an octave slip is not a new tune)
 
 
@@ -78,6 +87,20 @@ def melody_line(notes: pd.DataFrame, min_amplitude: float = 0.35) -> pd.DataFram
     # monophonic: each note ends at the latest when the next begins
     ends = np.minimum(line["offset_s"].to_numpy(), np.r_[line["onset_s"].to_numpy()[1:], np.inf])
     return merge_repeats(line.assign(offset_s=ends))
+
+
+def upper_voice(line: pd.DataFrame, window_s: float = UPPER_WINDOW_S, depth: float = UPPER_DEPTH) -> pd.DataFrame:
+    """The notes of a melody line (``melody_line``'s table) no more than ``depth`` semitones
+    below the highest line note starting within ``window_s`` of them, each ending at the latest
+    when the next kept one begins; repeats merged again."""
+    if len(line) < 3:
+        return line
+    onset, pitch = line["onset_s"].to_numpy(), line["pitch"].to_numpy()
+    near = np.abs(np.subtract.outer(onset, onset)) <= window_s  # (n, n)
+    top = np.where(near, pitch[None, :], -np.inf).max(axis=1)
+    kept = line[pitch >= top - depth].reset_index(drop=True)
+    ends = np.minimum(kept["offset_s"].to_numpy(), np.r_[kept["onset_s"].to_numpy()[1:], np.inf])
+    return merge_repeats(kept.assign(offset_s=ends))
 
 
 def merge_repeats(line: pd.DataFrame, gap_s: float = 0.1) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -30,21 +31,38 @@ class StageSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (the summary is a Prefect task result, persisted as JSON)."""
         return json_plain({"stage": self.stage, "skipped": self.skipped, "outputs": self.outputs,
-                           "counts": self.counts, "seconds": round(self.seconds, 2)})
+                           "counts": self.counts, "seconds": round(self.seconds, 2), "cpu": self.cpu})
+
+
+def cpu_use() -> tuple[float, float, int]:
+    """User and system CPU seconds and minor page faults of this process and of its children
+    that have ended (a stage's local Dask workers, once its cluster closed)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime, own.ru_minflt + children.ru_minflt
+
+
+def cpu_since(before: tuple[float, float, int]) -> dict[str, float]:
+    """What ``cpu_use`` grew by since ``before``: user_s, system_s, system_share (of user), minor_faults."""
+    user, system, faults = (now - then for now, then in zip(cpu_use(), before, strict=True))
+    return {"user_s": round(user, 2), "system_s": round(system, 2),
+            "system_share": round(system / user, 4) if user > 0 else 0.0, "minor_faults": int(faults)}
 
 
 @dataclass
 class StageContext:
     """What a stage opens with: its settings, the state directory (created), the registry bound to
-    the tracking URI (when the stage uses it), and a timer for its summary."""
+    the tracking URI (when the stage uses it), and a timer and CPU counters for its summary (the
+    whole process's: stages that run at once share them)."""
 
     settings: ChorusSettings
     state: StateDir
     started: float
+    cpu_at_open: tuple[float, float, int] = (0.0, 0.0, 0)
 
     @classmethod
     def open(cls, settings: ChorusSettings, *, uses_registry: bool = False, stage: str | None = None) -> StageContext:
@@ -55,7 +73,7 @@ class StageContext:
             registry.configure(settings.tracking_uri, state.mlflow_artifacts, settings.orchestration.service_wait_s)
         if stage is not None:
             progress.started(stage)
-        return cls(settings, state, time.perf_counter())
+        return cls(settings, state, time.perf_counter(), cpu_use())
 
     def output_file(self, out: str) -> Path:
         """Where a stage writes the file a caller named: ``out`` must be a Parquet file under
@@ -76,7 +94,8 @@ class StageContext:
     def summary(self, stage: str, skipped: bool, outputs: dict[str, str] | None = None,
                 counts: dict[str, Any] | None = None) -> StageSummary:
         """The stage's summary; a ``finished`` progress event tells its counts."""
-        done = StageSummary(stage, skipped, outputs or {}, counts or {}, time.perf_counter() - self.started)
+        done = StageSummary(stage, skipped, outputs or {}, counts or {}, time.perf_counter() - self.started,
+                            cpu_since(self.cpu_at_open))
         progress.finished(stage, brief_counts(done.counts), done.seconds, skipped)
         return done
 

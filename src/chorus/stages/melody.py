@@ -16,15 +16,16 @@ from chorus.config import ChorusSettings, stable_hash
 from chorus.datasets.candidates import DEMO_STAMP
 from chorus.datasets.demo import MANIFEST_NAME
 from chorus.io import output_is_current, read_table, write_json_atomic, write_parquet
+from chorus.melody.align import ALIGNMENT_VERSION
 from chorus.melody.extract import NOTES_COLUMNS, ScoreSource, ShardMelodies, transcribe_shard
 from chorus.melody.index import MelodyIndex, melodies_from_table
 from chorus.melody.judge import judge
+from chorus.melody.line import LINE_RULE
 from chorus.melody.transcribe import TRANSCRIBER_VERSION
 from chorus.stages.context import StageContext, StageSummary, shared_validator, update_metrics
 from chorus.stages.inputs import corpus_location, load_tracks
 from chorus.state import StateDir
 
-MELODY_RULE_VERSION = "skyline-partials-repeats-2"
 NO_MELODY = "no melody found"
 NOTES_FILE, MELODIES_FILE, QUARANTINE_FILE, JUDGED_FILE = "notes.parquet", "melodies.parquet", "quarantine.parquet", "melody.json"
 
@@ -45,7 +46,7 @@ def score_sources(settings: ChorusSettings, tracks: pd.DataFrame) -> dict[str, S
 
 def track_keys(settings: ChorusSettings, tracks: pd.DataFrame, scores: dict[str, ScoreSource]) -> dict[str, str]:
     """What each track's notes depend on: its audio, the transcriber, the melody rule, its score."""
-    common = [TRANSCRIBER_VERSION, MELODY_RULE_VERSION, settings.melody.min_amplitude]
+    common = [TRANSCRIBER_VERSION, LINE_RULE, settings.melody.min_amplitude]
     return {t: stable_hash([h, *common, scores[t].__dict__ if t in scores else None])
             for t, h in zip(tracks["track_id"], tracks["sha256"], strict=True)}
 
@@ -112,7 +113,7 @@ def melody_stage(settings: ChorusSettings) -> StageSummary:
     tables_key = stable_hash([sorted(keys.items()), ms.min_notes])
     if not all(output_is_current(folder / name, tables_key) for name in (NOTES_FILE, MELODIES_FILE, QUARANTINE_FILE)):
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"key": tables_key, "transcriber": TRANSCRIBER_VERSION, "rule": MELODY_RULE_VERSION}
+        meta = {"key": tables_key, "transcriber": TRANSCRIBER_VERSION, "rule": LINE_RULE}
         write_parquet(notes, folder / NOTES_FILE, meta)
         write_parquet(melodies, folder / MELODIES_FILE, meta)
         quarantine = pd.DataFrame({"track_id": list(problems), "reason": list(problems.values())}, dtype=str)
@@ -123,12 +124,13 @@ def melody_stage(settings: ChorusSettings) -> StageSummary:
     index_meta = _read_json(state.melody_index / "melody.json")
     index = MelodyIndex(indexed, ms)
     if index_meta.get("key") != index_key:
-        index.save(state.melody_index, {"key": index_key, "transcriber": TRANSCRIBER_VERSION, "rule": MELODY_RULE_VERSION})
+        index.save(state.melody_index, {"key": index_key, "transcriber": TRANSCRIBER_VERSION, "rule": LINE_RULE,
+                                        "alignment": ALIGNMENT_VERSION})
     counts: dict[str, Any] = {"tracks": len(tracks), "transcribed": int(len(todo)), "reused": int(len(tracks) - len(todo)),
                               "indexed": len(indexed), "quarantined": sum("#" not in t for t in problems),
                               "scores": len(scores), "transcribe_s": round(transcribe_s, 1)}
     judged_path = state.reports / JUDGED_FILE
-    judged_key = stable_hash([index_key, ms.config_hash()])
+    judged_key = stable_hash([index_key, ms.config_hash(), ALIGNMENT_VERSION])
     if len(indexed) >= 2:
         previous = _read_json(judged_path)
         if previous.get("key") != judged_key:

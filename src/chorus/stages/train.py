@@ -109,7 +109,7 @@ def train_stage(settings: ChorusSettings, on_epoch: EpochCallback | None = None,
         release_freed_memory()  # a candidate's batches and activations, before the next one's
     if assign_challengers:
         set_challengers(results)
-    return train_summary(settings, results, ctx.started)
+    return train_summary(ctx, results)
 
 
 def _train_or_reuse(ctx: StageContext, inputs: TrainingInputs, spec: CandidateSpec, needed: bool,
@@ -157,8 +157,8 @@ def set_challengers(results: dict[str, dict[str, Any]]) -> None:
         row["challenger"] = registry.alias_version(row["registered"], "challenger")
 
 
-def train_summary(settings: ChorusSettings, results: dict[str, dict[str, Any]], started: float) -> StageSummary:
-    ctx = StageContext(settings, StateDir(settings.state_dir), started)
+def train_summary(ctx: StageContext, results: dict[str, dict[str, Any]]) -> StageSummary:
+    settings = ctx.settings
     counts = {"candidates": results, "trained": sum(not r["skipped"] for r in results.values()),
               "reused": sum(r["skipped"] for r in results.values())}
     return ctx.summary("train", all(r["skipped"] for r in results.values()),
