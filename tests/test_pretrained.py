@@ -38,8 +38,11 @@ def test_port_reproduces_the_tensorflow_graph(model: str, reference: dict[str, n
     net = load_pretrained(model, converted)
     with torch.no_grad():
         out = net(torch.from_numpy(reference["patches"]))
-    np.testing.assert_allclose(out.taggram.numpy(), reference[f"{model}/taggram"], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(out.penultimate.numpy(), reference[f"{model}/penultimate"], rtol=1e-5, atol=1e-4)
+    tag_error = float(np.abs(out.taggram.numpy() - reference[f"{model}/taggram"]).max())  # tags in [0, 1]
+    penultimate = reference[f"{model}/penultimate"]
+    penultimate_error = float(np.abs(out.penultimate.numpy() - penultimate).max() / np.abs(penultimate).max())
+    print(f"{model}: largest tag error {tag_error:.1e}, penultimate {penultimate_error:.1e} of its scale")  # pytest -s
+    assert tag_error <= 1e-5 and penultimate_error <= 1e-5, (tag_error, penultimate_error)
     for pool in ("max_pool", "mean_pool"):  # musicnn's pooled mid-end features (the transfer embedding)
         if f"{model}/{pool}" in reference:  # float32 rounding, relative to each vector's scale (up to ~100)
             expected = reference[f"{model}/{pool}"]
