@@ -144,21 +144,89 @@ def _compose_services() -> dict[str, Any]:
 def test_compose_publishes_on_loopback_and_keeps_no_secret():
     import re
 
-    for name, service in _compose_services().items():
+    services = _compose_services()
+    declared = yaml.safe_load(COMPOSE.read_text())["secrets"]
+    for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("${CHORUS_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every interface"
         assert "no-new-privileges:true" in service.get("security_opt", []), name
         env = service.get("environment") or {}
         for key, value in env.items():
-            secret = any(word in key for word in SECRET_WORDS) or "://" in str(value) and "@" in str(value)
-            if secret:  # a secret, or a URI with credentials, comes only from a required variable
-                assert re.search(REQUIRED_VARIABLE, str(value)), f"{name}: {key} has a literal or default secret"
-                assert ":-" not in str(value), f"{name}: {key} falls back to a default secret"
+            if any(word in key for word in SECRET_WORDS) or "://" in str(value) and "@" in str(value):
+                # a secret is only ever the path of a mounted secret file (docker inspect shows environments)
+                assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), f"{name}: {key}={value}"
+        command = " ".join(map(str, service.get("command") or []))
+        assert not re.search(r"://[^/\s]*:[^@\s$]+@", command.replace("$$(cat", "")), f"{name}: a password on its command line"
+        for secret in service.get("secrets", []):
+            assert secret in declared and declared[secret]["file"].startswith("./secrets/"), (name, secret)
     text = COMPOSE.read_text()
-    for default in ("change-me", "chorus-secret", ":-prefect}", ":-mlflow}"):
+    for default in ("change-me", "chorus-secret", ":-prefect}", ":-mlflow}", "password1234"):
         assert default not in text
-    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
-    assert {"PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "PREFECT_API_AUTH_STRING"} <= required
+    assert not re.findall(r"\$\{(?!CHORUS_BIND_ADDRESS)[A-Z0-9_]+", text)  # no secret comes from .env or the shell
+    made = (COMPOSE.parent / "make-secrets.sh").read_text()
+    for secret in declared:  # make-secrets.sh writes every file the compose file mounts
+        assert re.search(rf"\b{re.escape(secret)}\b", made), secret
+
+
+def test_compose_hardens_mlflow_dask_and_the_object_store():
+    services = _compose_services()
+    mlflow = services["mlflow"]
+    started = " ".join(mlflow["command"])
+    assert "--app-name basic-auth" in started and "default_permission = NO_PERMISSIONS" in started
+    assert "--backend-store-uri" not in started and "MLFLOW_BACKEND_STORE_URI=" in started  # from the secret, not argv
+    # MLflow's object-store key is its own, scoped to its bucket; the root key stays with MinIO and create-bucket
+    assert not {"s3_root_user", "s3_root_password"} & set(mlflow["secrets"])
+    assert {"mlflow_s3_access_key", "mlflow_s3_secret_key"} <= set(mlflow["secrets"])
+    bucket = " ".join(services["create-bucket"]["command"])
+    assert "mc admin policy attach store mlflow-bucket" in bucket and "arn:aws:s3:::mlflow/*" in bucket
+    holders = {name for name, service in services.items() if set(service.get("secrets", [])) & {"s3_root_user", "s3_root_password"}}
+    assert holders == {"object-store", "create-bucket"}
+    # Dask: TLS everywhere, the dashboard unpublished, the client certificate only where chorus runs
+    scheduler, worker = services["dask-scheduler"], services["dask-worker"]
+    assert "--protocol" in scheduler["command"] and scheduler["command"][scheduler["command"].index("--protocol") + 1] == "tls"
+    assert "--no-dashboard" in scheduler["command"] and not scheduler.get("ports")
+    assert worker["command"][2].startswith("tls://") and "--tls-cert" in worker["command"]
+    assert services["prefect-worker"]["environment"]["CHORUS_COMPUTE__ADDRESS"].startswith("tls://")
+    client_holders = {name for name, service in services.items() if "dask_client.key" in service.get("secrets", [])}
+    node_holders = {name for name, service in services.items() if "dask_node.key" in service.get("secrets", [])}
+    assert client_holders == {"prefect-worker"} and node_holders == {"dask-scheduler", "dask-worker"}
+    for name in ("mlflow", "prefect-server", "mlflow-db", "prefect-db", "object-store"):
+        assert not any(secret.startswith("dask_") for secret in services[name].get("secrets", [])), name
+
+
+def test_make_secrets_issues_certificates_a_dask_scheduler_accepts_only_from_its_clients(tmp_path):
+    import asyncio
+    import shutil
+
+    from distributed import Client, Scheduler
+    from distributed.security import Security
+
+    for name in ("compose", "elsewhere"):  # this deployment's secrets, and another's
+        (tmp_path / name).mkdir()
+        shutil.copy(COMPOSE.parent / "make-secrets.sh", tmp_path / name)
+        subprocess.run(["sh", str(tmp_path / name / "make-secrets.sh")], check=True, capture_output=True)
+    secrets, other = tmp_path / "compose" / "secrets", tmp_path / "elsewhere" / "secrets"
+    assert oct(secrets.stat().st_mode & 0o777) == "0o700"
+    ca, node_cert, node_key = (str(secrets / n) for n in ("dask_ca.pem", "dask_node.pem", "dask_node.key"))
+    client_cert, client_key = str(secrets / "dask_client.pem"), str(secrets / "dask_client.key")
+
+    async def connect() -> tuple[bool, bool]:
+        server = Security(tls_ca_file=ca, tls_scheduler_cert=node_cert, tls_scheduler_key=node_key, require_encryption=True)
+        async with Scheduler(host="127.0.0.1", port=0, protocol="tls", security=server, dashboard_address=None) as scheduler:
+            chorus = Security(tls_ca_file=ca, tls_client_cert=client_cert, tls_client_key=client_key, require_encryption=True)
+            async with Client(scheduler.address, asynchronous=True, security=chorus, timeout=10) as client:
+                accepted = (await client.scheduler.identity())["address"] == scheduler.address
+            # a client certificate another deployment's CA signed
+            stranger = Security(tls_ca_file=ca, tls_client_cert=str(other / "dask_client.pem"),
+                                tls_client_key=str(other / "dask_client.key"), require_encryption=True)
+            try:
+                async with Client(scheduler.address, asynchronous=True, security=stranger, timeout=3):
+                    refused = False
+            except (OSError, TimeoutError):
+                refused = True
+            return accepted, refused
+
+    assert asyncio.run(connect()) == (True, True)
 
 
 def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
