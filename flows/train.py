@@ -69,7 +69,7 @@ def train(settings: ChorusSettings | None = SettingsParameter, candidates: list[
     """
     settings = resolve(settings, {"train.epochs": epochs})
     settings = settings.for_task(task) if task else settings
-    started = time.perf_counter()
+    started, cpu_at_start = time.perf_counter(), stages.cpu_use()
     selected = candidates or list(settings.train.selected)
     with holding_state(settings):
         if _needs_pretext_corpus(settings, selected):  # the backbone trains (or is looked up) on it
@@ -78,4 +78,4 @@ def train(settings: ChorusSettings | None = SettingsParameter, candidates: list[
         for spec in resolve_candidates(selected):
             results.update(limited(train_tasks.train_candidate, training_seconds(settings, settings.train.epochs))(settings, spec.name))
         results = limited(train_tasks.set_challengers, task_seconds(settings))(results)
-    return stages.train_summary(settings, results, started).as_dict()
+    return stages.train_summary(settings, results, started, cpu_at_start).as_dict()

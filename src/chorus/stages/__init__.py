@@ -18,6 +18,7 @@ from chorus.stages.card import (
 from chorus.stages.context import (
     StageContext,
     StageSummary,
+    cpu_use,
     git_commit,
     read_metrics,
     shared_validator,
@@ -169,6 +170,7 @@ __all__ = [
     "social_table_paths",
     "StageContext",
     "StageSummary",
+    "cpu_use",
     "tag_stage",
     "track_labels",
     "train_key",

@@ -109,7 +109,7 @@ def train_stage(settings: ChorusSettings, on_epoch: EpochCallback | None = None,
         release_freed_memory()  # a candidate's batches and activations, before the next one's
     if assign_challengers:
         set_challengers(results)
-    return train_summary(ctx, results)
+    return train_summary(settings, results, ctx.started, ctx.cpu_at_open)
 
 
 def _train_or_reuse(ctx: StageContext, inputs: TrainingInputs, spec: CandidateSpec, needed: bool,
@@ -157,8 +157,11 @@ def set_challengers(results: dict[str, dict[str, Any]]) -> None:
         row["challenger"] = registry.alias_version(row["registered"], "challenger")
 
 
-def train_summary(ctx: StageContext, results: dict[str, dict[str, Any]]) -> StageSummary:
-    settings = ctx.settings
+def train_summary(settings: ChorusSettings, results: dict[str, dict[str, Any]], started: float,
+                  cpu_at_start: tuple[float, float, int]) -> StageSummary:
+    """The train stage's summary of ``results`` (one row per candidate), timed from ``started``
+    (``time.perf_counter``) with the CPU used since ``cpu_at_start`` (``cpu_use``)."""
+    ctx = StageContext(settings, StateDir(settings.state_dir), started, cpu_at_start)
     counts = {"candidates": results, "trained": sum(not r["skipped"] for r in results.values()),
               "reused": sum(r["skipped"] for r in results.values())}
     return ctx.summary("train", all(r["skipped"] for r in results.values()),
