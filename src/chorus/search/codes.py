@@ -54,11 +54,15 @@ def hamming_scan(queries: np.ndarray, packed: np.ndarray, k: int) -> tuple[np.nd
     distances : np.ndarray, shape (q, k), int32
     ids : np.ndarray, shape (q, k), int64; rows of ``packed``
     """
-    k = min(k, len(packed))
+    n = len(packed)
+    k = min(k, n)
     distances = np.empty((len(queries), k), np.int32)
     ids = np.empty((len(queries), k), np.int64)
+    rows = np.arange(n, dtype=np.int64)
     for i, query in enumerate(np.asarray(queries, np.uint8)):
         d = np.bitwise_count(np.bitwise_xor(packed, query)).sum(axis=1, dtype=np.int32)
-        order = np.argsort(d, kind="stable")[:k]
+        key = d.astype(np.int64) * n + rows  # distance, then id: a total order
+        nearest = np.argpartition(key, k - 1)[:k] if k < n else rows
+        order = nearest[np.argsort(key[nearest])]
         distances[i], ids[i] = d[order], order
     return distances, ids
