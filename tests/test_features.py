@@ -212,7 +212,7 @@ def test_a_long_file_extracts_in_blocks_under_a_worker_limit_the_whole_track_cha
     from distributed import Client
 
     from chorus import stages
-    from chorus.compute import dask_scheduler
+    from chorus.compute import client_security, dask_scheduler
     from chorus.config import ChorusSettings
     from chorus.validation import Validator
 
@@ -223,7 +223,7 @@ def test_a_long_file_extracts_in_blocks_under_a_worker_limit_the_whole_track_cha
     blocks = ChorusSettings(state_dir=tmp_path / "state", features=features, compute={"workers": 1, "worker_memory_limit": "1GB"})
     whole = ChorusSettings(state_dir=tmp_path / "state", features={**features, "block_seconds": None})
     # as the flow's clients: not the process's default client
-    with dask_scheduler(blocks.compute) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(blocks.compute) as address, Client(address, set_as_default=False, security=client_security(address)) as client:
         shard = plan_shards(tracks, blocks.features, tmp_path / "blocks")[0]
         kept = stages.extract_shard(shard, blocks, client, validator=Validator())
         assert not kept.get("failed") and kept["tracks"] == 3 and not kept["rejected"]
@@ -258,7 +258,7 @@ def test_a_worker_dying_while_it_writes_the_shard_loses_no_track(tmp_path, monke
     import cloudpickle
     from distributed import Client
 
-    from chorus.compute import dask_scheduler
+    from chorus.compute import client_security, dask_scheduler
     from chorus.config import ChorusSettings
     from chorus.stages import features as feature_stage
     from chorus.validation import Validator
@@ -268,7 +268,7 @@ def test_a_worker_dying_while_it_writes_the_shard_loses_no_track(tmp_path, monke
     settings = ChorusSettings(state_dir=tmp_path / "state", features={"n_mels": 32, "hpss": False}, compute={"workers": 1})
     tracks = _tracks(tmp_path, 3)
     shard = plan_shards(tracks, settings.features, tmp_path / "features")[0]
-    with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False, security=client_security(address)) as client:
         result = feature_stage.extract_shard(shard, settings, client, validator=Validator())
         assert len(client.scheduler_info()["workers"]) == 1  # the nanny started it again
     assert not result.get("failed") and result["tracks"] == 3 and not result["rejected"]
@@ -308,7 +308,7 @@ def test_a_file_late_twice_is_quarantined_as_timeout_and_the_shard_commits_the_r
     warmed worker and not be blamed for the stuck file's time."""
     from distributed import Client
 
-    from chorus.compute import dask_scheduler
+    from chorus.compute import client_security, dask_scheduler
     from chorus.config import ChorusSettings
     from chorus.stages import features as feature_stage
 
@@ -319,7 +319,7 @@ def test_a_file_late_twice_is_quarantined_as_timeout_and_the_shard_commits_the_r
     shard = plan_shards(pd.concat([long, short], ignore_index=True), settings.features, tmp_path / "features")[0]
     assert list(shard.tracks["track_id"]) == [long["track_id"][0], "f" * 16]  # submitted in this order
     monkeypatch.setattr(feature_stage, "shard_seconds", lambda settings, files: 4.0)
-    with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False, security=client_security(address)) as client:
         result = feature_stage.extract_shard(shard, settings, client)
         assert len(client.scheduler_info()["workers"]) == 1  # the restarted worker is back
     assert result["tracks"] == 1 and [r["track_id"] for r in result["rejected"]] == [long["track_id"][0]]
@@ -335,7 +335,7 @@ def test_a_stage_process_and_its_local_workers_give_arrow_memory_back_to_the_sys
     import pyarrow as pa
     from distributed import Client
 
-    from chorus.compute import dask_scheduler
+    from chorus.compute import client_security, dask_scheduler
     from chorus.state import StateDir, apply_runtime_environment, runtime_environment
 
     state = StateDir(tmp_path / "state")
@@ -345,5 +345,5 @@ def test_a_stage_process_and_its_local_workers_give_arrow_memory_back_to_the_sys
     apply_runtime_environment(state)
     assert pa.default_memory_pool().backend_name == "system"
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")  # the workers' own setting, not one they inherit
-    with dask_scheduler(ComputeSettings(workers=1)) as address, Client(address, set_as_default=False) as client:
+    with dask_scheduler(ComputeSettings(workers=1)) as address, Client(address, set_as_default=False, security=client_security(address)) as client:
         assert set(client.run(lambda: pa.default_memory_pool().backend_name).values()) == {"system"}

@@ -98,16 +98,24 @@ def security(settings: ComputeSettings) -> Any:
                     tls_client_key=str(settings.tls_key_file), require_encryption=True)
 
 
+_LOCAL_SECURITY: dict[str, Any] = {}  # address of a local cluster -> the temporary credentials its clients present
+
+
 @contextmanager
 def dask_scheduler(settings: ComputeSettings) -> Iterator[str]:
     """Yield a scheduler address: ``settings.address`` as is, or a temporary local cluster of
-    ``threads_per_worker``-threaded worker processes on 127.0.0.1."""
+    ``threads_per_worker``-threaded worker processes on 127.0.0.1, over TLS with a certificate
+    made for it (``Security.temporary``): another local user cannot submit code to its workers,
+    which run as this user, while it runs. Clients of this process get the certificate
+    (``security``)."""
     if settings.address:
         yield settings.address
         return
     import dask
     from distributed import LocalCluster
+    from distributed.security import Security
 
+    credentials = Security.temporary()
     # A task whose worker dies fails at once (no silent rescheduling onto the next worker): the
     # features stage then tries each such file alone, so one poison file cannot kill them all.
     # Workers neither pause nor spill for memory: they hold a shard's results until it is written;
@@ -127,8 +135,20 @@ def dask_scheduler(settings: ComputeSettings) -> Iterator[str]:
         memory_limit=settings.worker_memory_limit,
         dashboard_address=None,
         host="127.0.0.1",
+        protocol="tls://",
+        security=credentials,
     ) as cluster:
-        yield cluster.scheduler_address
+        _LOCAL_SECURITY[cluster.scheduler_address] = credentials
+        try:
+            yield cluster.scheduler_address
+        finally:
+            _LOCAL_SECURITY.pop(cluster.scheduler_address, None)
+
+
+def client_security(address: str, settings: ComputeSettings | None = None) -> Any:
+    """What a client of ``address`` presents: the temporary credentials of a local cluster this
+    process started (``dask_scheduler``), else ``security(settings)``."""
+    return _LOCAL_SECURITY.get(address) or security(settings or ComputeSettings())
 
 
 class DaskClients:
@@ -153,7 +173,7 @@ class DaskClients:
             if client is None or not client_open(client):
                 try:
                     client = self._clients[address] = Client(address, set_as_default=False,
-                                                             security=security(settings or ComputeSettings()))
+                                                             security=client_security(address, settings))
                 except OSError as exc:
                     self._unreachable[address] = exc
                     raise
