@@ -20,7 +20,6 @@ from chorus.config import ComputeSettings
 # allocates from the system allocator (see ``arrow_system_allocator``).
 WORKER_ENVIRON = {
     "ARROW_DEFAULT_MEMORY_POOL": "system",
-    "MALLOC_ARENA_MAX": 1,  # a task runs in the worker's executor thread: the tuned main arena, not a thread's own
     "MALLOC_TRIM_THRESHOLD_": 128 * 2**20,
     "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,  # glibc ignores more than 32 MiB
     "OMP_NUM_THREADS": 1,
@@ -39,19 +38,16 @@ def arrow_system_allocator() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -4, -8  # glibc's mallopt parameters (malloc.h)
-PROCESS_HEAP = (("MALLOC_ARENA_MAX", M_ARENA_MAX, 1), ("MALLOC_MMAP_MAX_", M_MMAP_MAX, 0),
-                ("MALLOC_TRIM_THRESHOLD_", M_TRIM_THRESHOLD, 1024 * 2**20), ("MALLOC_TOP_PAD_", M_TOP_PAD, 64 * 2**20))
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters (malloc.h)
+PROCESS_HEAP = (("MALLOC_MMAP_MAX_", M_MMAP_MAX, 0), ("MALLOC_TRIM_THRESHOLD_", M_TRIM_THRESHOLD, 1024 * 2**20),
+                ("MALLOC_TOP_PAD_", M_TOP_PAD, 64 * 2**20))
 
 
 def tune_process_allocator() -> dict[str, int]:
     """This process's glibc heap for training and embedding, which free and allocate the same
-    large tensors every step: one arena for every thread (a thread's own arena is a heap of at
-    most 64 MiB that glibc shrinks as soon as its top is free, so batches cut or embedded in a
-    Prefect task's or a prefetch thread were faulted in afresh each time), every block from the
-    heap, none from a fresh mmap (each of which the kernel faults in page by page, and unmaps
-    again on free), up to 1 GiB of free heap kept instead of returned, and the heap grown 64 MiB
-    at a time. A variable the user set (the
+    large tensors every step: every block from the heap, none from a fresh mmap (each of which
+    the kernel faults in page by page, and unmaps again on free), up to 1 GiB of free heap kept
+    instead of returned, and the heap grown 64 MiB at a time. A variable the user set (the
     MALLOC_*_ names of glibc's tunables) wins; without glibc, nothing changes. Returns what was
     set. docs/benchmarks.md, "Training", has the measurement."""
     try:
