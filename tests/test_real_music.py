@@ -60,7 +60,7 @@ def test_real_recordings_are_transcribed_indexed_and_found_by_a_sung_excerpt(cor
     real recordings and the singer's distortions, not the transcription's accuracy (the demo's
     report measures that against scores)."""
     from chorus.melody.index import MelodyIndex
-    from chorus.melody.line import Melody, melody_line
+    from chorus.melody.line import Melody, catalogue_line, melody_line
     from chorus.melody.synth import LEVELS, render_voice, sung_melody
     from chorus.melody.transcribe import SAMPLE_RATE, NoteTranscriber
 
@@ -69,7 +69,7 @@ def test_real_recordings_are_transcribed_indexed_and_found_by_a_sung_excerpt(cor
     melodies = {}
     for path in files:
         audio = load_mono(path, SAMPLE_RATE)[: 45 * SAMPLE_RATE]
-        melodies[path.name] = Melody.from_notes(melody_line(transcriber.notes(audio)))
+        melodies[path.name] = Melody.from_notes(catalogue_line(transcriber.notes(audio)))  # as the melody stage stores it
     assert sum(len(m) >= 30 for m in melodies.values()) >= 10  # real music gives melodies
     index = MelodyIndex(melodies)
     rng = np.random.default_rng(0)

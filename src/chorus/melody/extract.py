@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from chorus.audio import AudioProblem, load_mono
-from chorus.melody.line import melody_line, upper_voice
+from chorus.melody.line import catalogue_line, melody_line
 from chorus.melody.transcribe import SAMPLE_RATE, NoteTranscriber
 
 NOTES_COLUMNS = ["track_id", "source", "note", "onset_s", "offset_s", "pitch", "amplitude"]
@@ -64,7 +64,7 @@ def transcribe_shard(tracks: list[tuple[str, str]], scores: dict[str, ScoreSourc
             problems[track_id] = f"{type(error).__name__}: {error}"
             continue
         notes.append(_tagged(found, track_id, "audio"))
-        melodies.append(_tagged(upper_voice(melody_line(found, min_amplitude)), track_id, "audio"))
+        melodies.append(_tagged(catalogue_line(found, min_amplitude), track_id, "audio"))
         if track_id in scores:
             try:
                 written = score_notes(scores[track_id])

@@ -89,6 +89,12 @@ def melody_line(notes: pd.DataFrame, min_amplitude: float = 0.35) -> pd.DataFram
     return merge_repeats(line.assign(offset_s=ends))
 
 
+def catalogue_line(notes: pd.DataFrame, min_amplitude: float = 0.35) -> pd.DataFrame:
+    """A catalogue track's melody line: ``upper_voice`` of ``melody_line`` (a sung query's is
+    ``melody_line`` alone)."""
+    return upper_voice(melody_line(notes, min_amplitude))
+
+
 def upper_voice(line: pd.DataFrame, window_s: float = UPPER_WINDOW_S, depth: float = UPPER_DEPTH) -> pd.DataFrame:
     """The notes of a melody line (``melody_line``'s table) no more than ``depth`` semitones
     below the highest line note starting within ``window_s`` of them, each ending at the latest
