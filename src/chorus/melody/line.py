@@ -8,9 +8,8 @@ reports as a note; then a note is kept only if no kept note of higher pitch is s
 starts and goes on sounding for more than ``LEGATO_S`` after (the skyline at onsets: a note
 held over into the next, as legato playing and a transcriber's late offsets do, does not cover
 it); of notes starting together the highest stays; repeated notes are merged
-(``merge_repeats``). This
-is what a listener hums of a chorale or a song with accompaniment (the soprano, the vocal line);
-it misreads a melody that lies below its accompaniment.
+(``merge_repeats``). This is what a listener hums of a chorale or a song with accompaniment (the
+soprano, the vocal line); it misreads a melody that lies below its accompaniment.
 
 A catalogue track's line then keeps only its upper voice (``upper_voice``): where the transcriber
 missed a note of the top part, the skyline drops to an inner voice for that note, which costs the
