@@ -26,7 +26,7 @@ import pandas as pd
 import soundfile as sf
 from distributed import Client
 
-from chorus.compute import dask_scheduler
+from chorus.compute import client_security, dask_scheduler
 from chorus.config import ChorusSettings, load_settings
 from chorus.features import load_features, plan_shards
 from chorus.io import read_table
@@ -185,7 +185,8 @@ def run_faults(faults: list[str], workdir: Path, log: Callable[[str], None] = pr
     try:
         ingest_stage(settings)
         shards = plan_shards(load_tracks(settings), settings.features, StateDir(settings.state_dir).features)
-        with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False) as client, \
+        with dask_scheduler(settings.compute) as address, Client(address, set_as_default=False,
+                                                                 security=client_security(address)) as client, \
                 PeakMemory() as memory:
             results = [extract_shard(shard, settings, client) for shard in shards]
         peak = memory.mark()[1]

@@ -77,12 +77,12 @@ class WarmCluster:
     def __init__(self, settings: ChorusSettings, workers: int, stack: contextlib.ExitStack) -> None:
         from distributed import Client
 
-        from chorus.compute import dask_scheduler
+        from chorus.compute import client_security, dask_scheduler
 
         started = time.perf_counter()
         local = settings.compute.model_copy(update={"workers": workers, "address": None})
         address = stack.enter_context(dask_scheduler(local))
-        self.client = stack.enter_context(Client(address))
+        self.client = stack.enter_context(Client(address, security=client_security(address)))
         self.settings = settings.model_copy(update={"compute": settings.compute.model_copy(update={"address": address})})
         cheap = self.settings.model_copy(update={"features": self.settings.features.model_copy(
             update={"hpss": False, "n_mels": 32})})
