@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 import yaml
@@ -152,7 +152,12 @@ def melody() -> None:
     """Transcribe notes and melodies of new tracks, build the melody index, judge it with sung queries."""
     summary = run_flow("melody")
     _print_summary(summary)
-    for level, result in summary["counts"].get("judged", {}).items():
+    _print_humming(summary)
+
+
+def _print_humming(melody_summary: dict[str, Any]) -> None:
+    """The melody index's humming table, a line per distortion level (the report has it in full)."""
+    for level, result in melody_summary.get("counts", {}).get("judged", {}).items():
         index = result.get("melody index", {})
         if index:
             console.print(f"humming ({level}, {result['queries']} queries): top-10 {index['top10']['mean']:.2f} "
@@ -323,6 +328,8 @@ def run(profile: Profile = None, task: Task = None, dataset: Dataset = None, roo
     for name, decision in summary["promote"]["counts"]["decisions"].items():
         console.print(f"[bold]Promotion[/] {name}: {decision['reason']}")
     console.print(models)
+    if "melody" in summary:
+        _print_humming(summary["melody"])
     console.print(f"[bold]Report[/]: {summary['evaluate']['outputs']['report']}")
     console.print(f"[bold]Metrics[/]: {summary['evaluate']['outputs']['metrics']}")
     console.print(f"[bold]Data Docs[/]: {state.data_docs / 'index.html'}")
