@@ -83,9 +83,9 @@ class Model:
     def embed(self, path: str | Path) -> np.ndarray:
         """The file's embedding: the mean of its segments' unit penultimate-layer vectors,
         normalised; shape (dims,)."""
-        from chorus.search.index import unit_rows
+        from chorus.search.index import mean_direction
 
-        return unit_rows(unit_rows(self.scorer.embed(self.segments(path))).mean(axis=0, keepdims=True))[0]
+        return mean_direction(self.scorer.embed(self.segments(path)))
 
 
 def load_model(ref: str = DEFAULT_TAGGER, state_dir: str | Path | None = None) -> Model:

@@ -32,6 +32,12 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def mean_direction(vectors: np.ndarray) -> np.ndarray:
+    """The unit mean of the unit rows of (n, dims): a track's embedding from its segments'
+    vectors, each segment weighing alike; shape (dims,), float32."""
+    return unit_rows(unit_rows(vectors).mean(axis=0, keepdims=True))[0]
+
+
 def _ivf_lists(n: int, lists: int | None) -> int:
     return lists or max(1, int(np.sqrt(n)))
 

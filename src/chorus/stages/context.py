@@ -62,7 +62,7 @@ class StageContext:
     settings: ChorusSettings
     state: StateDir
     started: float
-    cpu_at_open: tuple[float, float, int] = (0.0, 0.0, 0)
+    cpu_at_open: tuple[float, float, int]
 
     @classmethod
     def open(cls, settings: ChorusSettings, *, uses_registry: bool = False, stage: str | None = None) -> StageContext:

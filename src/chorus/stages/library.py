@@ -24,7 +24,7 @@ from chorus.models.scorer import Scorer
 from chorus.pages import render_page
 from chorus.search import SearchIndex
 from chorus.search.codes import pack_codes
-from chorus.search.index import Mode, read_index_meta, unit_rows
+from chorus.search.index import Mode, mean_direction, read_index_meta, unit_rows
 from chorus.stages.context import StageContext, StageSummary
 from chorus.stages.inputs import FeatureSets, audio_inputs, load_tracks, registered_version, stored_features_keys
 from chorus.state import StateDir
@@ -169,7 +169,7 @@ def library_search_stage(settings: ChorusSettings, queries: list[str], k: int = 
         except AudioProblem as problem:
             raise InputError(str(path), problem.reason, problem.detail) from problem
         stacked = np.stack([item.maps[m] for m in scorer.contract.stored_maps], axis=1)
-        vectors.append(unit_rows(unit_rows(scorer.embed(stacked)).mean(axis=0, keepdims=True))[0])
+        vectors.append(mean_direction(scorer.embed(stacked)))
     queries_v = np.stack(vectors)
     codes = pack_codes(itq_codes(index.meta["hasher"], queries_v))
     hits = index.search(queries_v, codes, min(k, len(index)), cast(Mode, mode))
