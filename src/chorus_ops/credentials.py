@@ -1,8 +1,8 @@
 """The local services' secrets, generated at the first `services up` and kept under
 <state>/services/secrets/ (0700; every file 0600): PostgreSQL's password (and a libpq password
 file), MLflow's admin and chorus passwords, the Prefect API's auth string, and a certificate
-authority with a certificate for Dask's TLS (the scheduler, its workers and chorus's clients each
-present one it signed). `chorus services rotate` replaces them."""
+authority for Dask's TLS with one certificate per role (the scheduler, its workers, chorus's
+clients), so each process holds only its own key. `chorus services rotate` replaces them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from chorus.io import write_text_atomic
 
@@ -18,6 +22,15 @@ MLFLOW_ADMIN = "admin"
 MLFLOW_USER = "chorus"
 PREFECT_USER = "chorus"
 CERTIFICATE_DAYS = 825
+
+DaskRole = Literal["scheduler", "worker", "client"]
+# What each role's certificate may do in a TLS handshake. The scheduler and the workers both listen
+# and connect (the scheduler gathers results from the workers); chorus's clients only connect.
+DASK_ROLES: dict[DaskRole, tuple[x509.ObjectIdentifier, ...]] = {
+    "scheduler": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    "worker": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    "client": (ExtendedKeyUsageOID.CLIENT_AUTH,),
+}
 
 
 @dataclass(frozen=True)
@@ -70,13 +83,9 @@ class ServiceSecrets:
     def dask_ca(self) -> Path:
         return self._file("dask-ca.pem")
 
-    @property
-    def dask_cert(self) -> Path:
-        return self._file("dask-node.pem")
-
-    @property
-    def dask_key(self) -> Path:
-        return self._file("dask-node.key")
+    def dask_certificate(self, role: DaskRole) -> tuple[Path, Path]:
+        """The certificate and key of a Dask role (``DASK_ROLES``)."""
+        return self._file(f"dask-{role}.pem"), self._file(f"dask-{role}.key")
 
     def ensure(self, postgres_host: str, postgres_port: int, mlflow_auth_db: Path, dask_host: str) -> ServiceSecrets:
         """Generates what is missing; what exists is kept (the services already use it)."""
@@ -96,7 +105,8 @@ class ServiceSecrets:
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
             "",
         ]))
-        if not (self.dask_ca.exists() and self.dask_cert.exists() and self.dask_key.exists()):
+        files = [self.dask_ca, *(path for role in DASK_ROLES for path in self.dask_certificate(role))]
+        if not all(path.exists() for path in files):
             self._dask_certificates(dask_host)
         return self
 
@@ -106,10 +116,9 @@ class ServiceSecrets:
             path.unlink()
 
     def _dask_certificates(self, host: str) -> None:
-        from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography.x509.oid import NameOID
 
         now = datetime.datetime.now(datetime.UTC)
         later = now + datetime.timedelta(days=CERTIFICATE_DAYS)
@@ -119,37 +128,35 @@ class ServiceSecrets:
               .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(later)
               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
               .sign(ca_key, hashes.SHA256()))
-        key = ec.generate_private_key(ec.SECP256R1())
         try:
             names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(host))]
         except ValueError:
             names = [x509.DNSName(host)]
-        node = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chorus dask")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now).not_valid_after(later)
-                .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                               critical=False)
-                .sign(ca_key, hashes.SHA256()))
         pem = serialization.Encoding.PEM
         write_text_atomic(self.dask_ca, ca.public_bytes(pem).decode())
-        write_text_atomic(self.dask_cert, node.public_bytes(pem).decode())
-        write_text_atomic(self.dask_key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()).decode())
+        for role, usages in DASK_ROLES.items():
+            key = ec.generate_private_key(ec.SECP256R1())
+            leaf = (x509.CertificateBuilder()
+                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"chorus dask {role}")]))
+                    .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(now).not_valid_after(later)
+                    .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                    .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=True)
+                    .sign(ca_key, hashes.SHA256()))
+            cert_path, key_path = self.dask_certificate(role)
+            write_text_atomic(cert_path, leaf.public_bytes(pem).decode())
+            write_text_atomic(key_path, key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()).decode())
         # the CA's key is not kept: a new certificate means a new CA (rotate)
 
     def dask_environment(self) -> dict[str, str]:
-        """Dask's own configuration variables: every client and worker started with them presents
-        the certificate and trusts only the CA."""
+        """Dask's own configuration variables for chorus's processes: a client started with them
+        presents the client certificate and trusts only the CA."""
+        cert, key = self.dask_certificate("client")
         return {
             "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
             "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(self.dask_ca),
-            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(self.dask_cert),
-            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(self.dask_key),
-            "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT": str(self.dask_cert),
-            "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY": str(self.dask_key),
-            "DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT": str(self.dask_cert),
-            "DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY": str(self.dask_key),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key),
         }
 

@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -37,6 +37,8 @@ from chorus.state import TELEMETRY_OFF, StateDir
 from chorus_ops.credentials import MLFLOW_ADMIN, MLFLOW_USER, ServiceSecrets
 from chorus_ops.environment import settings_env_name, shell_exports
 from chorus_ops.postgres import LocalPostgres
+
+Account = Literal["caller", "servers", "scheduler"]  # who a service runs as (see Service.account)
 
 
 class ServiceError(ChorusError):
@@ -90,7 +92,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     url: str = ""
     wave: int = 0  # services of one wave start together; a wave waits for the one before to be healthy
-    unprivileged: bool = False  # started as root, it runs as services.run_as
+    account: Account = "caller"  # started as root, "servers" runs as services.run_as, "scheduler" as services.dask_run_as
 
 
 def _http_ok(url: str) -> Callable[[], bool]:
@@ -150,7 +152,7 @@ class LocalServices:
         self.secrets = ServiceSecrets(self.root / "secrets")
         self.postgres = LocalPostgres(self.settings, self.endpoints.postgres_root, self.log_file("postgres"), self.secrets)
         self.chorus_settings = settings
-        self.unprivileged_user: str | None = None  # set by up: who the servers run as, when not ourselves
+        self.users: dict[Account, str | None] = {}  # set by up: who each account runs as, when not ourselves
 
     # -- paths
     def pid_file(self, name: str) -> Path:
@@ -166,18 +168,22 @@ class LocalServices:
 
     @property
     def server_files(self) -> Path:
-        """The servers' copies of the secrets they read (0700, owned by services.run_as)."""
+        """MLflow's and Prefect's copies of the secrets they read (0700, owned by services.run_as)."""
         return self.root / "server"
+
+    @property
+    def scheduler_files(self) -> Path:
+        """The Dask scheduler's copies of its certificate (0700, owned by services.dask_run_as)."""
+        return self.root / "scheduler"
 
     @property
     def mlflow_auth_db(self) -> Path:
         return self.root / "mlflow" / "auth.db"
 
-    def _server_user(self, log: Callable[[str], None]) -> str | None:
-        """Who the servers run as: services.run_as when we are root (made as a system user where
-        missing), else ourselves (None). Where that user cannot start this Python (installed under
-        a folder it may not enter, e.g. /root), the servers run as root, and the log says why."""
-        user = self.settings.run_as
+    @staticmethod
+    def _system_user(user: str) -> str | None:
+        """``user`` when we are root (made as a system user where missing), else None: every
+        service runs as ourselves."""
         if os.geteuid() != 0:
             return None
         try:
@@ -187,7 +193,13 @@ class LocalServices:
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise ServiceError(f"cannot create the services' user {user}: {done.stderr.strip()} "
-                                   "(set services.run_as to an existing unprivileged user)") from None
+                                   "(set services.run_as and services.dask_run_as to existing unprivileged users)") from None
+        return user
+
+    @staticmethod
+    def _runs_python(user: str, log: Callable[[str], None]) -> bool:
+        """Whether ``user`` can start this Python. Where it cannot (installed under a folder it may
+        not enter, e.g. /root), its servers run as root, and the log says why."""
         try:
             probe = subprocess.run([sys.executable, "-c", "pass"], user=user, group=user, extra_groups=[],
                                    capture_output=True, text=True, cwd="/")
@@ -196,28 +208,42 @@ class LocalServices:
         except OSError as error:  # the interpreter itself cannot be executed by that user
             failed, why = True, str(error)
         if failed:
-            log(f"warning: {user} cannot start {sys.executable} ({why}); the MLflow and Prefect servers and the Dask "
-                "scheduler run as root. Install chorus where other users may run it (e.g. under /opt) to run them "
-                "unprivileged.")
-            return None
-        return user
+            log(f"warning: {user} cannot start {sys.executable} ({why}); the servers it would run run as root. Install "
+                "chorus where other users may run it (e.g. under /opt) to run them unprivileged.")
+        return not failed
 
     def _prepare_server_files(self, log: Callable[[str], None]) -> None:
-        """The folders the servers write and the copies of the secrets they read, given to the
-        unprivileged user."""
-        user = self.unprivileged_user = self._server_user(log)
-        self.server_files.mkdir(parents=True, exist_ok=True)
-        self.server_files.chmod(0o700)
-        for secret in (self.secrets.pgpass, self.secrets.mlflow_auth_config, self.secrets.dask_ca, self.secrets.dask_cert,
-                       self.secrets.dask_key):
-            write_text_atomic(self.server_files / secret.name, secret.read_text())
-        if not user:
-            return
-        owned = [self.server_files, self.mlflow_auth_db.parent, self.root / "mlartifacts", self.root / "prefect"]
-        for folder in owned:
+        """The folders the servers write and the copies of the secrets they read, each account's
+        owned by its user. MLflow and Prefect hold no Dask key: the scheduler's runs code on the
+        workers (it gathers from them and relays ``run``), so it lives with another user."""
+        owners: dict[Account, str | None] = {"servers": self._system_user(self.settings.run_as),
+                                             "scheduler": self._system_user(self.settings.dask_run_as)}
+        self.users = {"caller": None, **{account: user if user and self._runs_python(user, log) else None
+                                         for account, user in owners.items()}}
+        copies: dict[Account, tuple[Path, tuple[Path, ...]]] = {
+            "servers": (self.server_files, (self.secrets.pgpass, self.secrets.mlflow_auth_config)),
+            "scheduler": (self.scheduler_files, (self.secrets.dask_ca, *self.secrets.dask_certificate("scheduler"))),
+        }
+        for account, (folder, given) in copies.items():
             folder.mkdir(parents=True, exist_ok=True)
-            for path in [folder, *folder.rglob("*")]:
-                shutil.chown(path, user, user)
+            folder.chmod(0o700)
+            for secret in given:
+                write_text_atomic(folder / secret.name, secret.read_text())
+            for stale in {p.name for p in folder.iterdir()} - {p.name for p in given}:
+                (folder / stale).unlink()  # e.g. an earlier version's Dask key in the servers' folder
+        owned: dict[Account, list[Path]] = {
+            "servers": [self.server_files, self.mlflow_auth_db.parent, self.root / "mlartifacts", self.root / "prefect"],
+            "scheduler": [self.scheduler_files],
+        }
+        # owned by their user even where the server runs as root: the other account cannot read them
+        for account, folders in owned.items():
+            owner = owners[account]
+            if not owner:
+                continue
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
+                for path in [folder, *folder.rglob("*")]:
+                    shutil.chown(path, owner, owner)
 
     @property
     def env_file(self) -> Path:
@@ -243,7 +269,7 @@ class LocalServices:
         bin_dir = Path(sys.executable).parent
         quiet = {**TELEMETRY_OFF, "PYTHONUNBUFFERED": "1"}
         auth = self.secrets
-        own = self.server_files  # the servers' copies of their secrets, owned by services.run_as
+        own = self.server_files  # MLflow's and Prefect's copies of their secrets, owned by services.run_as
         prefect_env = {**quiet, "PREFECT_HOME": str(self.root / "prefect"), "PREFECT_UI_ENABLED": "true",
                        "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_API_URL": e.prefect_api_url,
                        "PREFECT_SERVER_API_HOST": s.host, "PREFECT_SERVER_API_PORT": str(s.prefect_port),
@@ -254,23 +280,26 @@ class LocalServices:
                       "MLFLOW_AUTH_ADMIN_PASSWORD": auth.mlflow_admin_password,
                       "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.mlflow_flask_key}
         worker_env = {**quiet, **{k: str(v) for k, v in WORKER_ENVIRON.items()}}  # as the local cluster's workers
-        tls = ["--tls-ca-file", str(auth.dask_ca), "--tls-cert", str(auth.dask_cert), "--tls-key", str(auth.dask_key)]
-        scheduler_tls = ["--tls-ca-file", str(own / auth.dask_ca.name), "--tls-cert", str(own / auth.dask_cert.name),
-                         "--tls-key", str(own / auth.dask_key.name)]
+        worker_cert, worker_key = auth.dask_certificate("worker")
+        tls = ["--tls-ca-file", str(auth.dask_ca), "--tls-cert", str(worker_cert), "--tls-key", str(worker_key)]
+        scheduler_cert, scheduler_key = auth.dask_certificate("scheduler")
+        scheduler_own = self.scheduler_files
+        scheduler_tls = ["--tls-ca-file", str(scheduler_own / auth.dask_ca.name),
+                         "--tls-cert", str(scheduler_own / scheduler_cert.name), "--tls-key", str(scheduler_own / scheduler_key.name)]
         dashboard = ["--dashboard-address", f"{s.host}:{s.dask_dashboard_port}"] if s.dask_dashboard_port else ["--no-dashboard"]
         out = [
             Service("mlflow", [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", e.postgres_uri,
                                "--artifacts-destination", (self.root / "mlartifacts").as_uri(), "--serve-artifacts",
                                "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"],
-                    _http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url, unprivileged=True),
+                    _http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url, account="servers"),
             Service("prefect-server", [str(bin_dir / "prefect"), "server", "start", "--host", s.host,
                                        "--port", str(s.prefect_port)],
                     _http_ok(f"{e.prefect_api_url}/health"), {**prefect_env, "HOME": str(self.root / "prefect")},
-                    e.prefect_ui_url, unprivileged=True),
+                    e.prefect_ui_url, account="servers"),
             Service("dask-scheduler", [str(bin_dir / "dask"), "scheduler", "--host", s.host, "--port", str(s.dask_port),
                                        "--protocol", "tls", *scheduler_tls, *dashboard],
-                    lambda: _port_open(s.host, s.dask_port), {**worker_env, "HOME": str(own)}, e.dask_address,
-                    unprivileged=True),
+                    lambda: _port_open(s.host, s.dask_port), {**worker_env, "HOME": str(scheduler_own)}, e.dask_address,
+                    account="scheduler"),
         ]
         for n in range(s.dask_workers):
             out.append(Service(f"dask-worker-{n}", [str(bin_dir / "dask"), "worker", e.dask_address, "--nthreads", "1",
@@ -303,8 +332,8 @@ class LocalServices:
         """distributed's ``Security`` with this state's certificate: what a client needs to connect."""
         from distributed.security import Security
 
-        a = self.secrets
-        return Security(tls_ca_file=str(a.dask_ca), tls_client_cert=str(a.dask_cert), tls_client_key=str(a.dask_key),
+        cert, key = self.secrets.dask_certificate("client")
+        return Security(tls_ca_file=str(self.secrets.dask_ca), tls_client_cert=str(cert), tls_client_key=str(key),
                         require_encryption=True)
 
     def _mlflow_request(self, method: str, path: str, body: dict[str, Any], user: str, password: str) -> None:
@@ -411,7 +440,7 @@ class LocalServices:
 
     def _launch(self, service: Service) -> subprocess.Popen[bytes]:
         with self.log_file(service.name).open("ab") as logfile:
-            user = self.unprivileged_user if service.unprivileged else None
+            user = self.users.get(service.account)
             process = subprocess.Popen(service.argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env={**os.environ, **service.env}, cwd=self.state.root,
                                        user=user, group=user, extra_groups=[] if user else None,

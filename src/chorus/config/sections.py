@@ -435,9 +435,12 @@ class ServicesSettings(SectionSettings):
     dask_worker_memory: str = Field("4GiB", description="Memory limit per Dask worker.")
     serve: bool = Field(True, description="Also start `chorus serve` (the deployments) once the servers are up.")
     startup_timeout_s: float = Field(180.0, gt=0, description="How long each service may take to pass its health check.")
-    run_as: str = Field("chorus-services", description="Started as root, the MLflow and Prefect servers and the Dask "
-                                                   "scheduler run as this unprivileged user (made as a system user "
-                                                   "where missing); started as anyone else, as that user.")
+    run_as: str = Field("chorus-services", description="Started as root, the MLflow and Prefect servers run as this "
+                                                   "unprivileged user (made as a system user where missing); started "
+                                                   "as anyone else, as that user.")
+    dask_run_as: str = Field("chorus-dask", description="Started as root, the Dask scheduler runs as this unprivileged "
+                                                   "user, not run_as: its key runs code on the workers, so MLflow and "
+                                                   "Prefect never hold it.")
 
 
 class DriftSettings(SectionSettings):
