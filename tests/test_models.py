@@ -208,3 +208,43 @@ def test_level_and_noise_augmentation_acts_like_gain_and_white_noise():
     snr = 10 * np.log10(signal.mean(axis=(1, 2)) / added.mean(axis=(1, 2)))
     assert np.allclose(snr, 20.0, atol=1.5)  # the drawn SNR, against the example's own power
     assert (noisy[:, :, :4] > -100.0).all() and (noisy >= x - 1e-4).all()  # noise only adds power
+
+
+def test_embeddings_computed_in_one_process_are_read_by_the_next(tmp_path, monkeypatch):
+    """A frozen network's segment embeddings kept under the state directory: a later process
+    (empty memory, its own store) reads them instead of running the network again, computes only
+    segments it has not seen, and recomputes rather than trusts a damaged file."""
+    from chorus.models import scorer as scorer_module
+    from chorus.models.scorer import Contract, TorchScorer, keep_embeddings_in, remembered_embeddings
+
+    torch.manual_seed(0)
+    contract = Contract("style", "single", ["a", "b"], ("logmel",), "f" * 16, "short_chunk")
+    scorer = TorchScorer(ShortChunkCNN(2, 1, (4, 8)), contract, [0], np.zeros(1, np.float32), np.ones(1, np.float32))
+    x = np.random.default_rng(0).normal(size=(6, 1, 16, 24)).astype(np.float32)
+    embedded: list[int] = []
+    original = scorer.embed
+
+    def counting(batch, batch_size=256):
+        embedded.append(len(batch))
+        return original(batch, batch_size)
+
+    monkeypatch.setattr(scorer, "embed", counting)
+
+    def new_process() -> None:
+        scorer_module._embeddings.clear()
+        keep_embeddings_in(None)
+        keep_embeddings_in(tmp_path / "embeddings")
+
+    new_process()
+    first = remembered_embeddings(scorer, x[:4])
+    new_process()
+    second = remembered_embeddings(scorer, x)
+    assert embedded == [4, 2]  # only the two segments the first process had not seen
+    np.testing.assert_allclose(second[:4], first, rtol=1e-6)
+    np.testing.assert_allclose(second, original(x), rtol=1e-5, atol=1e-6)
+    for path in (tmp_path / "embeddings").rglob("*.npz"):
+        path.write_bytes(b"not an npz")
+    new_process()
+    remembered_embeddings(scorer, x)
+    assert embedded == [4, 2, 6]
+    keep_embeddings_in(None)

@@ -157,6 +157,11 @@ class StateDir:
         return self.demo / DEMO_STAMP
 
     @property
+    def embeddings(self) -> Path:
+        """Frozen networks' embeddings of stored segments, by weights and content (safe to delete)."""
+        return self.root / "embeddings"
+
+    @property
     def remote_cache(self) -> Path:
         """Local copies of remote corpus files (http, s3, ...), by content."""
         return self.data / "remote-cache"

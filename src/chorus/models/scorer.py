@@ -6,9 +6,11 @@ probabilities, or +-1 hash codes), so any of them can be a task's champion and s
 from __future__ import annotations
 
 import hashlib
+import uuid
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from chorus.errors import StaleFeaturesError
+from chorus.io import atomic_path
 
 Kind = Literal["single", "multi", "hash", "pretext"]
 
@@ -168,6 +171,50 @@ _embeddings: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
 _fingerprints: weakref.WeakKeyDictionary[TorchScorer, str] = weakref.WeakKeyDictionary()
 
 
+class EmbeddingStore:
+    """Embeddings on disk, shared by the processes of one state directory (train, evaluate and
+    index in separate runs): under ``folder/<weights fingerprint>/``, one ``.npz`` of segment
+    digests (N, 16) uint8 and embeddings (N, dims) float32 per batch computed, written
+    atomically and read without pickle. Files of other processes are read as they appear."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._read: set[Path] = set()
+
+    def load_new(self, weights: str) -> dict[tuple[str, bytes], np.ndarray]:
+        """The embeddings of files under ``weights`` not read before by this store."""
+        found: dict[tuple[str, bytes], np.ndarray] = {}
+        for path in sorted((self.folder / weights).glob("*.npz")):
+            if path in self._read:
+                continue
+            self._read.add(path)
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    found.update(((weights, key.tobytes()), vector) for key, vector in zip(data["keys"], data["values"],
+                                                                                        strict=True))
+            except (OSError, ValueError, KeyError):  # a damaged file is computed again, never trusted
+                continue
+        return found
+
+    def save(self, weights: str, fresh: dict[tuple[str, bytes], np.ndarray]) -> None:
+        keys = np.frombuffer(b"".join(key for _, key in fresh), np.uint8).reshape(len(fresh), -1)
+        path = self.folder / weights / f"{uuid.uuid4().hex}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            np.savez(handle, keys=keys, values=np.stack(list(fresh.values())).astype(np.float32))
+        self._read.add(path)
+
+
+_store: EmbeddingStore | None = None
+
+
+def keep_embeddings_in(folder: Path | None) -> None:
+    """Where ``remembered_embeddings`` also keeps what it computes (None: in memory only)."""
+    global _store
+    if folder is None or _store is None or _store.folder != folder:
+        _store = EmbeddingStore(folder) if folder is not None else None
+
+
 def _fingerprint(scorer: TorchScorer) -> str:
     if scorer not in _fingerprints:
         digest = hashlib.blake2b(digest_size=16)
@@ -179,13 +226,19 @@ def _fingerprint(scorer: TorchScorer) -> str:
 
 
 def remembered_embeddings(scorer: TorchScorer, x: np.ndarray) -> np.ndarray:
-    """``scorer.embed(x)``, computing only the segments not embedded before in this process."""
+    """``scorer.embed(x)``, computing only the segments not embedded before in this process or,
+    with ``keep_embeddings_in``, by another process of the same state directory."""
     if len(x) == 0:
         return scorer.embed(x)
     weights = _fingerprint(scorer)
     keys = [(weights, hashlib.blake2b(np.ascontiguousarray(segment).tobytes(), digest_size=16).digest()) for segment in x]
     missing = [i for i, key in enumerate(keys) if key not in _embeddings]
+    if missing and _store is not None:
+        _embeddings.update(_store.load_new(weights))
+        missing = [i for i in missing if keys[i] not in _embeddings]
     fresh = dict(zip([keys[i] for i in missing], scorer.embed(x[missing]), strict=True)) if missing else {}
+    if fresh and _store is not None:
+        _store.save(weights, fresh)
     out = np.stack([fresh[key] if key in fresh else _embeddings[key] for key in keys])
     _embeddings.update(fresh)
     while len(_embeddings) > EMBEDDINGS_REMEMBERED:

@@ -16,6 +16,7 @@ from chorus import progress, registry
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
 from chorus.io import json_plain, write_json_atomic
+from chorus.models.scorer import keep_embeddings_in
 from chorus.state import StateDir
 from chorus.validation import Validator
 
@@ -66,9 +67,11 @@ class StageContext:
 
     @classmethod
     def open(cls, settings: ChorusSettings, *, uses_registry: bool = False, stage: str | None = None) -> StageContext:
-        """Open a stage: its state directory created, the registry bound when it uses one, and
-        a ``started`` progress event for ``stage`` (``chorus.progress``)."""
+        """Open a stage: its state directory created (frozen networks' embeddings kept under it),
+        the registry bound when it uses one, and a ``started`` progress event for ``stage``
+        (``chorus.progress``)."""
         state = StateDir(settings.state_dir).create()
+        keep_embeddings_in(state.embeddings)
         if uses_registry:
             registry.configure(settings.tracking_uri, state.mlflow_artifacts, settings.orchestration.service_wait_s)
         if stage is not None:
