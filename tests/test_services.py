@@ -23,8 +23,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import yaml
 
 from chorus_ops.services import free_ports
@@ -100,6 +102,7 @@ def services():
         "features": {"shard_size": 5},
         # the MFCC + SVM baseline: seconds to train, and it separates these two styles
         "train": {"candidates": ["mfcc_svm_pso"], "svm": {"budget": 12, "particles": 4}},
+        "orchestration": {"import_roots": [str(root / "imports")]},  # where a deployment run may read inputs
         "services": {"prefect_port": prefect_port, "mlflow_port": mlflow_port, "postgres_port": postgres_port,
                      "dask_port": dask_port, "dask_dashboard_port": 0, "dask_worker_memory": "2GiB"},
     }))
@@ -322,6 +325,48 @@ def test_a_failed_run_is_recorded_and_a_run_cannot_point_the_server_elsewhere(se
     failures = [json.loads(line) for line in (services.state / "audit" / "failures.jsonl").read_text().splitlines()]
     assert failures[-1]["flow"] == "ingest" and failures[-1]["state"] == "Failed"
     assert "mlflow_tracking_uri" in failures[-1]["message"] and "the server's to set" in failures[-1]["message"]
+
+
+def test_deployment_runs_read_write_and_promote_only_within_the_servers_bounds(services):
+    """Runs started through the API, each with one forbidden parameter: an input outside the
+    server's import roots (a file to tag, a search query, a manifest), an output over the
+    pipeline's labels table, a forced promotion. Each fails naming the path or setting and the
+    rule, its audit record echoes nothing of the file, and the labels table is untouched."""
+    imports = services.root / "imports"
+    imports.mkdir(exist_ok=True)
+    song = imports / "song.wav"
+    sf.write(song, 0.1 * np.sin(2 * np.pi * 440 * np.arange(22050 * 3) / 22050), 22050)
+    labels = services.state / "labels" / "labels.parquet"
+    before = labels.read_bytes() if labels.exists() else None
+    hostile = {
+        ("tag/on-demand", "paths"): ({"paths": ["/etc/passwd"]}, "/etc/passwd: a deployment run reads only under"),
+        ("search/on-demand", "queries"): ({"queries": ["/etc/passwd"]}, "/etc/passwd: a deployment run reads only under"),
+        ("ingest/on-demand", "manifest"): ({"settings": {"ingest": {"manifest": "/etc/passwd"}}},
+                                           "only under the server's orchestration.import_roots"),
+        ("tag/on-demand", "out"): ({"paths": [str(song)], "out": str(labels)}, "outside where chorus may write"),
+        ("promote/on-demand", "force"): ({"settings": {"promote": {"force": True}}}, "the server's to set"),
+    }
+    started = {}
+    for (deployment, what), (parameters, _) in hostile.items():
+        run = _api(services.api, f"/deployments/{_deployment(services.api, deployment)['id']}/create_flow_run",
+                   {"parameters": parameters, "name": f"hostile-{what}"})
+        started[run["id"]] = (deployment, what)
+    deadline = time.monotonic() + 300
+    while True:
+        runs = {run_id: _api(services.api, f"/flow_runs/{run_id}") for run_id in started}
+        if all(run["state_type"] in ("FAILED", "CRASHED", "COMPLETED") for run in runs.values()) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert {started[i]: run["state_type"] for i, run in runs.items()} == {key: "FAILED" for key in hostile}
+    audited = [json.loads(line) for line in (services.state / "audit" / "failures.jsonl").read_text().splitlines()]
+    by_run = {record.get("flow_run_id"): record["message"] for record in audited}
+    passwd_line = Path("/etc/passwd").read_text().splitlines()[0]
+    for run_id, key in started.items():
+        message = by_run[run_id]
+        assert hostile[key][1] in message, (key, message)
+        assert passwd_line not in message, key
+    assert (labels.read_bytes() if labels.exists() else None) == before
 
 
 def test_prefect_ui_custom_run_and_mlflow_ui_champion(services):
