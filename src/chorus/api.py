@@ -110,8 +110,10 @@ def load_model(ref: str = DEFAULT_TAGGER, state_dir: str | Path | None = None) -
     >>> len(model.labels), "guitar" in model.labels
     (50, True)
     """
+    from chorus.compute import tune_process_allocator
     from chorus.tagging import model_feature_settings
 
+    tune_process_allocator()  # the caller's process embeds: its heap as the CLI's
     settings = _settings(state_dir)
     name, version_or_alias = registry.parse_model_ref(ref)
     version = version_or_alias if isinstance(version_or_alias, int) else registry.alias_version(name, version_or_alias)

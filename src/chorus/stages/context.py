@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus import progress, registry
+from chorus.compute import tune_process_allocator
 from chorus.config import ChorusSettings
 from chorus.errors import InputError
 from chorus.io import json_plain, write_json_atomic
@@ -67,9 +68,11 @@ class StageContext:
 
     @classmethod
     def open(cls, settings: ChorusSettings, *, uses_registry: bool = False, stage: str | None = None) -> StageContext:
-        """Open a stage: its state directory created (frozen networks' embeddings kept under it),
+        """Open a stage: the process's heap tuned for training (``tune_process_allocator``), its
+        state directory created (frozen networks' embeddings kept under it),
         the registry bound when it uses one, and a ``started`` progress event for ``stage``
         (``chorus.progress``)."""
+        tune_process_allocator()  # served flow runs and library callers never pass through the CLI's launcher
         state = StateDir(settings.state_dir).create()
         keep_embeddings_in(state.embeddings)
         if uses_registry:
