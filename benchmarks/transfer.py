@@ -49,7 +49,7 @@ from chorus.training import segment_split, track_mean
 from chorus_bench.real_music import DEFAULT_CACHE, PACKAGES, TRANSFER_PACKAGES, build_corpus
 
 CANDIDATES = ("paper_cnn", "short_chunk", "mfcc_svm_pso", "musicnn_probe")
-SEARCH_CANDIDATES = ("musicnn_hash_32",)
+SEARCH_CANDIDATES = ("musicnn_hash_32", "crnnh_musicnn_32")  # ITQ on musicnn's embedding; the CRNN hash on its blocks
 FROM_SCRATCH = ("paper_cnn", "short_chunk")
 QUICK_TRACKS_PER_LABEL = 6  # of the test tier's corpus (PACKAGES): no download beyond the tests' own
 QUICK_SECONDS = 20.0
@@ -176,6 +176,9 @@ def _figures(tracks: pd.DataFrame, stages: dict[str, float], quick: bool, state:
         "quick": quick, "tracks": int(len(tracks)), "labels": int(tracks["label"].nunique()),
         "tracks_per_split": tracks["split"].value_counts().to_dict(),
         "held_out_accuracy": held_out,
+        "held_out_hash_map10": {name: {"map10": round(m["value"]["mean"], 4), "ci95": [round(v, 4) for v in m["value"]["ci"]],
+                                       "random_codes_baseline": round(m["baseline"], 4), "n_tracks": m["n"]}
+                                for name, m in metrics.items() if name in SEARCH_CANDIDATES},
         "best_from_scratch": best_scratch,
         "transfer_minus_best_from_scratch": margin(correct, "musicnn_probe", best_scratch),
         "transfer_minus_mfcc_svm": margin(correct, "musicnn_probe", "mfcc_svm_pso"),

@@ -20,6 +20,13 @@ def test_transfer_bench_quick_prints_held_out_accuracy_margins_and_search(tmp_pa
     for margin in ("transfer_minus_best_from_scratch", "transfer_minus_mfcc_svm"):
         low, high = figures[margin]["ci95"]
         assert -1.0 <= low <= figures[margin]["mean"] <= high <= 1.0
+    # the two hashes on musicnn: ITQ on its embedding, the CRNN hash on its blocks, beside random
+    # codes (here one test track per label: no neighbour shares a label, so every figure is 0)
+    hashes = figures["held_out_hash_map10"]
+    assert set(hashes) == {"musicnn_hash_32", "crnnh_musicnn_32"}
+    for row in hashes.values():
+        assert 0.0 <= row["ci95"][0] <= row["map10"] <= row["ci95"][1] <= 1.0 and 0 <= row["random_codes_baseline"] < 1
+        assert row["n_tracks"] == figures["tracks_per_split"]["test"]
     # similar-song search on musicnn's vectors and their hash: each track found from its degraded copies
     assert figures["search"]["hash"].startswith("transfer-hash-32") and figures["search"]["dims"] == 1506
     assert min(figures["search"]["degraded_found_in_top_k"].values()) >= 0.5

@@ -119,3 +119,43 @@ def test_fine_tuning_trains_the_mid_end_and_the_new_head_and_keeps_the_front_end
     assert all(torch.equal(front[k], v) for k, v in net.net.frontend.state_dict().items())  # weights and batch statistics
     assert not torch.equal(mid, net.net.midend[0].conv.weight)
     assert net.embed(x).shape == (4, 1506)
+
+
+def test_crnn_hashing_on_musicnn_reads_its_blocks_and_keeps_its_weights(converted: Path,
+                                                                       reference: dict[str, np.ndarray]) -> None:
+    """The CRNN hash on musicnn's front end and mid end: one step per front-end branch and
+    mid-end layer (what musicnn itself computes), 32-bit codes, musicnn's weights and batch
+    statistics unchanged by training, and the hash built again from its blueprint."""
+    from chorus.models.blueprint import NETWORKS, blueprint_of, build
+    from chorus.models.nets import CRNNH, quantisation_loss, select_maps_by_variance
+    from chorus.pretrained.frontend import musicnn_input
+    from chorus.pretrained.tagger import MusicnnTrunk
+
+    torch.manual_seed(0)
+    musicnn = load_pretrained("MSD_musicnn", converted).eval()
+    trunk = MusicnnTrunk(musicnn).eval()
+    db = 10 * np.log10((10 ** reference["patches"] - 1) / 10000 + 1e-10)
+    x = torch.from_numpy(db.transpose(0, 2, 1)[:, None].astype(np.float32))
+    with torch.no_grad():
+        maps = trunk.feature_maps(x)
+        assert [m.shape[1] for m in maps] == [204, 204, 51, 51, 51, 64, 64, 64]
+        whole = musicnn.features(musicnn_input(x[:, 0]))  # front end, then each mid-end layer
+        assert torch.allclose(torch.cat([m[:, :, 0] for m in maps], dim=1), whole, atol=1e-5)
+    selected = select_maps_by_variance(trunk, [x], per_layer=8)
+    net = CRNNH(trunk, selected, bits=32, n_classes=2)
+    before = {k: v.clone() for k, v in musicnn.state_dict().items()}
+    optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net.train()
+    y = torch.tensor([0, 0, 1, 1])
+    for _ in range(3):
+        relaxed = net(x)
+        loss = torch.nn.functional.cross_entropy(net.classify(relaxed), y) + 0.1 * quantisation_loss(relaxed)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert all(torch.equal(before[k], v) for k, v in musicnn.state_dict().items())
+    codes = net.eval().codes(x)
+    assert codes.shape == (4, 32) and set(codes.unique().tolist()) <= {-1.0, 1.0}
+    again = build(blueprint_of(net), NETWORKS)
+    again.load_state_dict(net.state_dict())
+    assert torch.equal(again.eval().codes(x), codes)

@@ -242,7 +242,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "full": ("paper_cnn", "paper_cnn_3ch", "short_chunk", "short_chunk_logmel", "short_chunk_res", "crnn",
              "transfer_frozen", "transfer_finetune", "mood_tagger", "crnnh_16", "crnnh_32", "crnnh_64",
              "mfcc_svm_pso", "mfcc_svm_optuna", "mfcc_svm_grid", "cnn_svm", "cnn_smote_svm", "cnn_elm", "rakel",
-             "musicnn_probe", "musicnn_mood_probe", "musicnn_mtt", "musicnn_finetune", "musicnn_hash_32"),
+             "musicnn_probe", "musicnn_mood_probe", "musicnn_mtt", "musicnn_finetune", "musicnn_hash_32", "crnnh_musicnn_32"),
 }
 
 

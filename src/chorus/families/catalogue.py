@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from chorus.config import FeatureSettings, TrainSettings
-from chorus.families import backbone, convnets, crnnh, musicnn_transfer, paper_cnn, pretrained_tagger, sklearn_models, transfer
+from chorus.families import backbone, convnets, crnnh, crnnh_musicnn, musicnn_transfer, paper_cnn, pretrained_tagger, sklearn_models, transfer
 from chorus.families.base import CandidateSpec, Trained, TrainingJob, family_of, key_definition
 from chorus.families.network import NetworkFamily
 from chorus.families.targets import TaskTargets
@@ -25,6 +25,7 @@ from chorus.training import SegmentSplit
 
 PAPER_CNN, SHORT_CHUNK, CRNN = paper_cnn.FAMILY.name, convnets.SHORT_CHUNK.name, convnets.CRNN_FAMILY.name
 TRANSFER, CRNNH, BACKBONE_FAMILY = transfer.FAMILY.name, crnnh.FAMILY.name, backbone.FAMILY.name
+CRNNH_MUSICNN = crnnh_musicnn.FAMILY.name
 SKLEARN, MUSICNN_TRANSFER, PRETRAINED = sklearn_models.FAMILY.name, musicnn_transfer.FAMILY.name, pretrained_tagger.FAMILY.name
 
 BACKBONE = CandidateSpec("backbone", "pretext", BACKBONE_FAMILY, arch="pretext")
@@ -55,6 +56,8 @@ CATALOGUE: dict[str, CandidateSpec] = {spec.name: spec for spec in [
                   needs=("musicnn_msd",), feature_config="musicnn"),
     CandidateSpec("musicnn_hash_32", "hash", SKLEARN, features="musicnn_msd", classifier="itq", bits=32,
                   needs=("musicnn_msd",), feature_config="musicnn"),
+    CandidateSpec("crnnh_musicnn_32", "hash", CRNNH_MUSICNN, arch="crnnh_musicnn", bits=32, needs=("musicnn_msd",),
+                  feature_config="musicnn"),
     CandidateSpec("musicnn_finetune", "style", MUSICNN_TRANSFER, arch="musicnn_finetune", freeze=False,
                   needs=("musicnn_msd",), feature_config="musicnn"),
     BACKBONE,

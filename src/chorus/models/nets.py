@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -145,7 +147,7 @@ class OnPretrainedTrunk(nn.Module):
     """Base of networks built on a pretrained trunk: ``freeze`` keeps the trunk's weights and its
     batch-norm statistics fixed (the trunk stays in eval mode while the rest trains)."""
 
-    def __init__(self, trunk: ShortChunkCNN, freeze: bool) -> None:
+    def __init__(self, trunk: nn.Module, freeze: bool) -> None:
         super().__init__()
         self.trunk = trunk
         self.freeze = freeze
@@ -163,6 +165,8 @@ class OnPretrainedTrunk(nn.Module):
 class TransferCNN(OnPretrainedTrunk):
     """A pretrained trunk with a new head."""
 
+    trunk: ShortChunkCNN
+
     @recorded
     def __init__(self, trunk: ShortChunkCNN, n_out: int, freeze: bool = True, dropout: float = 0.3) -> None:
         super().__init__(trunk, freeze)
@@ -177,11 +181,17 @@ class TransferCNN(OnPretrainedTrunk):
         return self.head(self.dropout(self.embed(x)))
 
 
+class ConvTrunk(Protocol):
+    """A pretrained trunk CRNN hashing reads: each conv block's output, (batch, channels, height, time)."""
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]: ...
+
+
 @torch.no_grad()
-def select_maps_by_variance(trunk: ShortChunkCNN, batches: list[torch.Tensor], per_layer: int) -> list[torch.Tensor]:
+def select_maps_by_variance(trunk: ConvTrunk, batches: list[torch.Tensor], per_layer: int) -> list[torch.Tensor]:
     """For each conv block, the indices of the ``per_layer`` channels whose activations vary most
-    over the given training batches (the article's selection of feature maps)."""
-    trunk.eval()
+    over the given training batches (the article's selection of feature maps). The caller puts
+    ``trunk`` in eval mode, so its batch statistics are those the hash will read through."""
     sums: list[torch.Tensor] = []
     squares: list[torch.Tensor] = []
     count = 0
@@ -212,7 +222,7 @@ class CRNNH(OnPretrainedTrunk):
     ``classify`` maps codes to the task's classes (the task loss)."""
 
     @recorded
-    def __init__(self, trunk: ShortChunkCNN, selected: list[torch.Tensor] | list[list[int]], bits: int, n_classes: int,
+    def __init__(self, trunk: nn.Module, selected: list[torch.Tensor] | list[list[int]], bits: int, n_classes: int,
                  pooled: int = 2, hidden: int = 128, freeze: bool = True) -> None:
         super().__init__(trunk, freeze)
         self.pooled = pooled
@@ -230,9 +240,10 @@ class CRNNH(OnPretrainedTrunk):
 
     def layer_sequence(self, x: torch.Tensor) -> torch.Tensor:
         steps = []
-        for i, m in enumerate(self.trunk.feature_maps(x)):
+        for i, m in enumerate(cast(ConvTrunk, self.trunk).feature_maps(x)):
             chosen = m[:, getattr(self, f"selected_{i}")]
-            vector = F.adaptive_avg_pool2d(chosen, self.pooled).flatten(1).float()
+            rows = min(self.pooled, chosen.shape[2])  # a map one band high (musicnn's) pools along time alone
+            vector = F.adaptive_avg_pool2d(chosen, (rows, self.pooled * self.pooled // rows)).flatten(1).float()
             steps.append(self.project[i](vector))
         return torch.stack(steps, dim=1)  # (batch, layers, width)
 

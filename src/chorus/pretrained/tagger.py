@@ -50,3 +50,24 @@ class PretrainedTagger(nn.Module):
         if self.head is None or self.norm is None:
             return self.net(musicnn_input(x[:, 0])).logits
         return self.head(self.dropout(self.norm(self.embed(x))))
+
+
+@register_network
+class MusicnnTrunk(nn.Module):
+    """musicnn's front end and mid end as a trunk of conv blocks (what CRNN hashing reads):
+    ``feature_maps`` gives each front-end branch's output and each mid-end layer's, each of
+    shape (batch, channels, 1, frames), from stored (batch, 1, 96, frames) dB maps."""
+
+    @recorded
+    def __init__(self, net: Musicnn) -> None:
+        super().__init__()
+        self.net = net
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        n = self.net
+        patches = n.input_bn(musicnn_input(x[:, 0]).unsqueeze(1))
+        branches = [block(patches) for block in n.frontend]
+        cnn1 = n.midend[0](torch.cat(branches, dim=1))
+        cnn2 = n.midend[1](cnn1) + cnn1
+        cnn3 = n.midend[2](cnn2) + cnn2
+        return [m.unsqueeze(2) for m in (*branches, cnn1, cnn2, cnn3)]
