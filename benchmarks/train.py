@@ -9,7 +9,8 @@ the two alternate ``repeats`` times and it is the median of the paired ratios (t
 noise moves single runs by tens of percent).
 Per model: ``samples_per_s`` (examples per second of training step, loader wait included) and
 ``loader_share`` (the share of step time spent waiting for the next batch; target <= 0.10).
-A model whose ``speedup_vs_fp32`` falls short of ``SPEEDUP_TARGET`` is profiled in both
+A model whose ``speedup_vs_fp32`` falls short of ``SPEEDUP_TARGET``, or whose fp32 step is
+below ``FP32_PEAK_SHARE_TARGET`` of the fp32 peak (``below_fp32_peak_share``), is profiled in both
 precisions (a few steps under torch.profiler) and its ``why_below_target`` gives the CPU
 milliseconds per step of each part of the step (convolutions, matrix products, recurrent layers,
 the rest) and how much faster each part ran: which parts automatic precision does not speed up.
@@ -39,6 +40,7 @@ FULL = {"segments": 512, "steps": 12, "epochs": 4, "repeats": 3}
 QUICK = {"segments": 96, "steps": 3, "epochs": 2, "repeats": 1, "models": ("paper_cnn", "short_chunk")}
 PROFILED = {"steps": 4, "epochs": 2}
 SPEEDUP_TARGET = 2.0
+FP32_PEAK_SHARE_TARGET = 0.4  # of the measured fp32 peak, per network's fp32 training step
 # parts of a training step, by the name of the operator that spends the time (first match wins)
 PARTS = (("recurrent", ("rnn", "gru", "lstm")), ("convolution", ("conv",)),
          ("matrix product", ("addmm", "aten::mm", "bmm", "matmul", "linear")))
@@ -204,10 +206,14 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
             "speedups_vs_fp32": [round(r, 2) for r in ratios],
         }
         speedup = figures["models"][name]["speedup_vs_fp32"]
-        if speedup is not None and speedup < SPEEDUP_TARGET and chosen is not None:
-            log(f"{name}: below {SPEEDUP_TARGET:g}x, profiling its parts ...")
+        slow_autocast = speedup is not None and speedup < SPEEDUP_TARGET and chosen is not None
+        if slow_autocast or figures["models"][name]["fp32_share_of_peak"] < FP32_PEAK_SHARE_TARGET:
+            log(f"{name}: below {SPEEDUP_TARGET:g}x or {FP32_PEAK_SHARE_TARGET:.0%} of the fp32 peak, profiling its parts ...")
             figures["models"][name]["why_below_target"] = _why(name, settings, features, tracks)
         log(f"{name}: {figures['models'][name]}")
+    figures["targets"] = {"speedup_vs_fp32": SPEEDUP_TARGET, "fp32_share_of_peak": FP32_PEAK_SHARE_TARGET}
+    figures["below_fp32_peak_share"] = sorted(n for n, m in figures["models"].items()
+                                              if m["fp32_share_of_peak"] < FP32_PEAK_SHARE_TARGET)
     shares = [m["loader_share"] for m in figures["models"].values()]
     figures["max_loader_share"] = max(shares)
     figures["loader_share_target_met"] = bool(max(shares) <= 0.10)
@@ -227,7 +233,9 @@ def _cpu_model() -> str:
 
 def _why(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFrame) -> dict[str, Any]:
     """Per part of a training step: its CPU milliseconds in fp32 and in automatic precision, how
-    much faster it ran, and the share of the fp32 step in parts that ran less than 1.5x faster."""
+    much faster it ran, the share of the fp32 step in parts that ran less than 1.5x faster, and
+    the share outside convolutions, matrix products and recurrent layers (pooling, batch norm,
+    element-wise arithmetic, the optimiser: bound by memory traffic, not by the FLOP peak)."""
     fp32_profile = _profile(name, settings, features, tracks, "fp32")
     auto_profile = _profile(name, settings, features, tracks, settings.train.precision)
     fp32, auto = fp32_profile["parts"], auto_profile["parts"]
@@ -236,5 +244,6 @@ def _why(name: str, settings: ChorusSettings, features: Any, tracks: pd.DataFram
     heaviest = sorted(fp32_profile["operators"].items(), key=lambda item: -item[1])[:5]
     return {"fp32_ms_per_step": fp32, "auto_ms_per_step": auto, "faster_by_part": faster,
             "fp32_share_not_sped_up": round(slow / sum(fp32.values()), 3),
+            "fp32_share_without_arithmetic": round(fp32.get("other", 0.0) / sum(fp32.values()), 3),
             # the operators that cost most in fp32, each with its ms per step in both precisions
             "heaviest_fp32_operators": {op: [ms, auto_profile["operators"].get(op, 0.0)] for op, ms in heaviest}}

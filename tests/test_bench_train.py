@@ -17,11 +17,15 @@ def test_quick_train_benchmark_prints_throughput_and_loader_share(tmp_path):
         assert 0.0 <= model["system_cpu_share"] <= 1.0 and model["minor_faults_per_step"] >= 0
     assert figures["peak_gflops"]["fp32"] > 0 and figures["cpu"]
     assert figures["max_loader_share"] == max(m["loader_share"] for m in figures["models"].values())
-    # a network short of the 2x target says where its step's time goes, in both precisions
-    for model in figures["models"].values():
-        below = figures["precision"] != "fp32" and model["speedup_vs_fp32"] < 2.0
+    # a network short of the 2x target, or of 40% of the fp32 peak, says where its step's time goes
+    assert figures["targets"] == {"speedup_vs_fp32": 2.0, "fp32_share_of_peak": 0.4}
+    assert figures["below_fp32_peak_share"] == sorted(n for n, m in figures["models"].items()
+                                                      if m["fp32_share_of_peak"] < 0.4)
+    for name, model in figures["models"].items():
+        below = (figures["precision"] != "fp32" and model["speedup_vs_fp32"] < 2.0) or name in figures["below_fp32_peak_share"]
         assert ("why_below_target" in model) == below
         if below:
             why = model["why_below_target"]
             assert why["fp32_ms_per_step"]["convolution"] > 0 and set(why["faster_by_part"]) <= set(why["fp32_ms_per_step"])
             assert 0.0 <= why["fp32_share_not_sped_up"] <= 1.0 and len(why["heaviest_fp32_operators"]) == 5
+            assert 0.0 <= why["fp32_share_without_arithmetic"] <= 1.0
