@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.chorus-installed
 CHORUS_ARGS ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup lint run test musicnn-reference test-fast test-services services-up services-down services-status serve clean-state
+.PHONY: setup lint run test musicnn-reference test-fast test-fp32 test-services services-up services-down services-status serve clean-state
 
 $(STAMP): requirements.lock pyproject.toml infra/local/install-system-packages.sh
 	./infra/local/install-system-packages.sh
@@ -49,6 +49,11 @@ TEST_WORKERS ?= 2
 test: setup
 	./infra/local/install-system-packages.sh --test
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+## The suite with every training in fp32, as on a CPU without bf16 units (the timing issue 41 asks for).
+test-fp32: setup
+	./infra/local/install-system-packages.sh --test
+	CHORUS_TEST_TRAIN_PRECISION=fp32 $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 ## The service tier alone: real Prefect/MLflow/PostgreSQL/Dask processes, deployments, the UIs in Chromium.
 test-services: setup

@@ -34,9 +34,13 @@ os.environ.update(
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     }
 )
+# `make test-fp32`: the suite as a CPU without bf16 units runs it, on any machine
+_TRAIN_PRECISION = os.environ.get("CHORUS_TEST_TRAIN_PRECISION")
 for key in list(os.environ):  # the developer's own CHORUS_* settings must not leak into tests
     if key.startswith("CHORUS_"):
         del os.environ[key]
+if _TRAIN_PRECISION:
+    os.environ["CHORUS_TRAIN__PRECISION"] = _TRAIN_PRECISION
 # the suite's caches (rendered clips) are shared by its tests, never the user's
 os.environ["XDG_CACHE_HOME"] = _scratch("chorus-test-cache-")
 
