@@ -18,7 +18,9 @@ Against the machine: ``gflops`` (the step's floating-point work, counted once pe
 ``torch.utils.flop_counter`` over a forward and backward pass, times the steps per second) and
 ``share_of_peak`` (of ``peak_gflops``: a large matrix product timed in the same run, fp32 and,
 where the CPU has bf16 units, bf16), and per step the system CPU share and minor page faults
-(``resource.getrusage`` around the timed epochs).
+(``resource.getrusage`` around the timed epochs). On a CPU, ``inference`` times scoring in
+batches of 256 against the CPU's inference batch (``chorus.models.scorer.INFERENCE_BATCH``),
+with the system CPU and page faults of each.
 The last line printed is one JSON object.
 """
 
@@ -164,6 +166,38 @@ def _profile(name: str, settings: ChorusSettings, features: Any, tracks: pd.Data
             "operators": {op: round(ms, 2) for op, ms in operators.items()}}
 
 
+def _inference(settings: ChorusSettings, features: Any, segments: int, repeats: int) -> dict[str, Any]:
+    """Scoring ``segments`` stored segments with the short-chunk CNN in batches of 256 and of the
+    CPU's inference batch, each after the freed heap is handed back (as between stages): wall
+    seconds, system CPU seconds and minor page faults, medians over ``repeats``."""
+    import resource
+    import time
+
+    from chorus.compute import release_freed_memory
+    from chorus.models.nets import ShortChunkCNN
+    from chorus.models.scorer import INFERENCE_BATCH, INFERENCE_BATCH_ELSEWHERE, Contract, TorchScorer
+
+    maps = list(features.maps)
+    contract = Contract("bench", "single", ["a", "b"], tuple(maps), "bench", "short_chunk")
+    scorer = TorchScorer(ShortChunkCNN(2, len(maps), tuple(settings.train.channels)), contract, list(range(len(maps))),
+                         np.zeros(len(maps), np.float32), np.ones(len(maps), np.float32))
+    fs = settings.features
+    x = np.random.default_rng(0).normal(-40, 10, (segments, len(maps), fs.n_mels, fs.segment_frames)).astype(np.float32)
+    runs: dict[int, list[tuple[float, float, int]]] = {}
+    for _ in range(repeats):
+        for batch in (INFERENCE_BATCH_ELSEWHERE, INFERENCE_BATCH["cpu"]):
+            release_freed_memory()
+            before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            scorer.scores(x, batch_size=batch)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            runs.setdefault(batch, []).append((time.perf_counter() - started, after.ru_stime - before.ru_stime,
+                                               after.ru_minflt - before.ru_minflt))
+    return {f"batch_{batch}": {"seconds": round(statistics.median(r[0] for r in rows), 3),
+                               "system_seconds": round(statistics.median(r[1] for r in rows), 3),
+                               "minor_faults": int(statistics.median(r[2] for r in rows))}
+            for batch, rows in runs.items()} | {"segments": segments}
+
+
 def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     from chorus.training import autocast_dtype, pick_device
 
@@ -211,6 +245,9 @@ def run(settings: ChorusSettings, quick: bool = False, log: Callable[[str], None
             log(f"{name}: below {SPEEDUP_TARGET:g}x or {FP32_PEAK_SHARE_TARGET:.0%} of the fp32 peak, profiling its parts ...")
             figures["models"][name]["why_below_target"] = _why(name, settings, features, tracks)
         log(f"{name}: {figures['models'][name]}")
+    if device.type == "cpu":
+        log("inference: scoring in batches of 256 and of the CPU's inference batch ...")
+        figures["inference"] = _inference(settings, features, 128 if quick else 512, params["repeats"])
     figures["targets"] = {"speedup_vs_fp32": SPEEDUP_TARGET, "fp32_share_of_peak": FP32_PEAK_SHARE_TARGET}
     figures["below_fp32_peak_share"] = sorted(n for n, m in figures["models"].items()
                                               if m["fp32_share_of_peak"] < FP32_PEAK_SHARE_TARGET)

@@ -16,6 +16,10 @@ def test_quick_train_benchmark_prints_throughput_and_loader_share(tmp_path):
         assert model["gflop_per_sample"] > 0 and model["gflops"] > 0 and 0 < model["fp32_share_of_peak"] < 2
         assert 0.0 <= model["system_cpu_share"] <= 1.0 and model["minor_faults_per_step"] >= 0
     assert figures["peak_gflops"]["fp32"] > 0 and figures["cpu"]
+    if figures["device"] == "cpu":  # scoring in batches of 256 against the CPU's inference batch
+        inference = figures["inference"]
+        assert set(inference) == {"batch_256", "batch_32", "segments"} and inference["segments"] == 128
+        assert all(inference[b]["seconds"] > 0 and inference[b]["minor_faults"] >= 0 for b in ("batch_256", "batch_32"))
     assert figures["max_loader_share"] == max(m["loader_share"] for m in figures["models"].values())
     # a network short of the 2x target, or of 40% of the fp32 peak, says where its step's time goes
     assert figures["targets"] == {"speedup_vs_fp32": 2.0, "fp32_share_of_peak": 0.4}

@@ -224,7 +224,7 @@ def test_embeddings_computed_in_one_process_are_read_by_the_next(tmp_path, monke
     embedded: list[int] = []
     original = scorer.embed
 
-    def counting(batch, batch_size=256):
+    def counting(batch, batch_size=None):
         embedded.append(len(batch))
         return original(batch, batch_size)
 
@@ -248,3 +248,17 @@ def test_embeddings_computed_in_one_process_are_read_by_the_next(tmp_path, monke
     remembered_embeddings(scorer, x)
     assert embedded == [4, 2, 6]
     keep_embeddings_in(None)
+
+
+def test_scores_do_not_depend_on_the_inference_batch():
+    """A scorer scores and embeds on a CPU in batches of 32 (the heap keeps their activations);
+    what it gives equals one batch of everything."""
+    from chorus.models.scorer import INFERENCE_BATCH, Contract, TorchScorer
+
+    torch.manual_seed(0)
+    contract = Contract("style", "single", ["a", "b"], ("logmel",), "f" * 16, "short_chunk")
+    scorer = TorchScorer(ShortChunkCNN(2, 1, (4, 8)), contract, [0], np.zeros(1, np.float32), np.ones(1, np.float32))
+    x = np.random.default_rng(1).normal(size=(70, 1, 16, 24)).astype(np.float32)
+    assert INFERENCE_BATCH["cpu"] < len(x)
+    np.testing.assert_allclose(scorer.scores(x), scorer.scores(x, batch_size=len(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scorer.embed(x), scorer.embed(x, batch_size=len(x)), rtol=1e-5, atol=1e-6)

@@ -22,6 +22,13 @@ from chorus.io import atomic_path
 
 Kind = Literal["single", "multi", "hash", "pretext"]
 
+# Segments per forward pass when scoring or embedding, by device. On a CPU a batch's activations
+# stay within the heap the process keeps (``chorus.compute.tune_process_allocator``): at 256,
+# musicnn's front-end maps are gigabytes, handed back and faulted in again at every batch
+# (docs/benchmarks.md, "Training"). A GPU's memory is its own and fills better with large batches.
+INFERENCE_BATCH = {"cpu": 32}
+INFERENCE_BATCH_ELSEWHERE = 256
+
 
 @dataclass
 class Contract:
@@ -88,22 +95,23 @@ class TorchScorer(nn.Module):
         return output.float()
 
     @torch.no_grad()
-    def _batched(self, x: np.ndarray, fn: Any, batch_size: int) -> np.ndarray:
+    def _batched(self, x: np.ndarray, fn: Any, batch_size: int | None) -> np.ndarray:
         self.contract.check_input(x)
         self.eval()
         device = self.mean.device
+        batch_size = batch_size or INFERENCE_BATCH.get(device.type, INFERENCE_BATCH_ELSEWHERE)
         out = [fn(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], np.float32)).to(device)).float().cpu().numpy()
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    def outputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def outputs(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The network's raw outputs (logits, or a hash's real-valued codes), shape (N, outputs)."""
         return self._batched(x, self, batch_size)
 
-    def scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def scores(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         return self._batched(x, lambda b: self.output_scores(self(b)), batch_size)
 
-    def embed(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def embed(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Penultimate-layer vectors (semantic vectors for cosine retrieval)."""
         return self._batched(x, lambda b: self.net.embed(self.prepare(b)), batch_size)
 
