@@ -224,7 +224,7 @@ class LocalServices:
             "servers": (self.server_files, (self.secrets.pgpass, self.secrets.mlflow_auth_config)),
             "scheduler": (self.scheduler_files, (self.secrets.dask_ca, *self.secrets.dask_certificate("scheduler"))),
         }
-        for account, (folder, given) in copies.items():
+        for folder, given in copies.values():
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)
             for secret in given:
