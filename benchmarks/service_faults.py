@@ -215,7 +215,7 @@ def run(log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """The local services started on a small demo corpus in a scratch folder, its corpus ingested,
     ``run_service_faults``, the services stopped."""
     from chorus_ops.postgres import postgres_bin
-    from chorus_ops.services import free_ports
+    from chorus_ops.processes import free_ports
 
     postgres_bin()  # PostgreSQL is installed (make services-up installs it), or a clear error
     # the postgres user runs the database and must reach its folder

@@ -18,7 +18,7 @@ import pytest
 
 from chorus.config import load_settings
 from chorus.state import StateDir
-from chorus_ops.services import free_ports
+from chorus_ops.processes import free_ports
 from conftest import SR, tone, write_wav
 
 pytestmark = pytest.mark.slow

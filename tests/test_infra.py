@@ -305,38 +305,37 @@ def test_local_services_keep_the_schedulers_key_from_mlflow_and_prefects_user():
     from chorus_ops.services import LocalServices
 
     base = Path(tempfile.mkdtemp(prefix="chorus-services-"))  # pytest's tmp_path is root's alone: no user reaches it
-    base.chmod(0o711)
-    services = LocalServices(ChorusSettings(state_dir=base / "state"))
-    services.secrets.ensure("127.0.0.1", 5433, services.mlflow_auth_db, "127.0.0.1")
-    services._prepare_server_files(lambda line: None)
-    run_as, dask_run_as = services.settings.run_as, services.settings.dask_run_as
-    assert sorted(p.name for p in services.server_files.iterdir()) == ["mlflow-auth.ini", "pgpass"]
-    scheduler_key = services.scheduler_files / "dask-scheduler.key"
-    assert pwd.getpwuid(scheduler_key.stat().st_uid).pw_name == dask_run_as
-    reads = {user: subprocess.run(["cat", str(scheduler_key)], user=user, group=user, extra_groups=[],
-                                  capture_output=True, text=True) for user in (run_as, dask_run_as)}
-    assert reads[run_as].returncode != 0 and "Permission denied" in reads[run_as].stderr
-    assert reads[dask_run_as].returncode == 0 and "PRIVATE KEY" in reads[dask_run_as].stdout
-
-    scheduler_argv = next(s.argv for s in services.services() if s.name == "dask-scheduler")
-    ca, cert, key = (scheduler_argv[scheduler_argv.index(flag) + 1] for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"))
-    assert Path(key) == scheduler_key
-    worker_cert, worker_key = services.secrets.dask_certificate("worker")
-    env = services.client_environment()
-
-    async def run() -> int:
-        async with Scheduler(host="127.0.0.1", port=0, protocol="tls", dashboard_address=None, security=Security(
-                tls_ca_file=ca, tls_scheduler_cert=cert, tls_scheduler_key=key, require_encryption=True)) as scheduler, \
-                Worker(scheduler.address, nthreads=1, host="127.0.0.1", security=Security(
-                    tls_ca_file=ca, tls_worker_cert=str(worker_cert), tls_worker_key=str(worker_key),
-                    require_encryption=True)):
-            chorus = Security(tls_ca_file=env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"],
-                              tls_client_cert=env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"],
-                              tls_client_key=env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"], require_encryption=True)
-            async with Client(scheduler.address, asynchronous=True, security=chorus, timeout=10) as client:
-                return int(await client.submit(sum, [20, 22]))
-
     try:
+        base.chmod(0o711)
+        services = LocalServices(ChorusSettings(state_dir=base / "state"))
+        services.secrets.ensure("127.0.0.1", 5433, services.mlflow_auth_db, "127.0.0.1")
+        services._prepare_server_files(lambda line: None)
+        run_as, dask_run_as = services.settings.run_as, services.settings.dask_run_as
+        assert sorted(p.name for p in services.server_files.iterdir()) == ["mlflow-auth.ini", "pgpass"]
+        scheduler_key = services.scheduler_files / "dask-scheduler.key"
+        assert pwd.getpwuid(scheduler_key.stat().st_uid).pw_name == dask_run_as
+        reads = {user: subprocess.run(["cat", str(scheduler_key)], user=user, group=user, extra_groups=[],
+                                      capture_output=True, text=True) for user in (run_as, dask_run_as)}
+        assert reads[run_as].returncode != 0 and "Permission denied" in reads[run_as].stderr
+        assert reads[dask_run_as].returncode == 0 and "PRIVATE KEY" in reads[dask_run_as].stdout
+
+        scheduler_argv = next(s.argv for s in services.services() if s.name == "dask-scheduler")
+        ca, cert, key = (scheduler_argv[scheduler_argv.index(flag) + 1] for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"))
+        assert Path(key) == scheduler_key
+        worker_cert, worker_key = services.secrets.dask_certificate("worker")
+        env = services.client_environment()
+
+        async def run() -> int:
+            async with Scheduler(host="127.0.0.1", port=0, protocol="tls", dashboard_address=None, security=Security(
+                    tls_ca_file=ca, tls_scheduler_cert=cert, tls_scheduler_key=key, require_encryption=True)) as scheduler, \
+                    Worker(scheduler.address, nthreads=1, host="127.0.0.1", security=Security(
+                        tls_ca_file=ca, tls_worker_cert=str(worker_cert), tls_worker_key=str(worker_key),
+                        require_encryption=True)):
+                chorus = Security(tls_ca_file=env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"],
+                                  tls_client_cert=env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"],
+                                  tls_client_key=env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"], require_encryption=True)
+                async with Client(scheduler.address, asynchronous=True, security=chorus, timeout=10) as client:
+                    return int(await client.submit(sum, [20, 22]))
         assert asyncio.run(run()) == 42
     finally:
         shutil.rmtree(base)

@@ -11,7 +11,7 @@ import pytest
 from chorus.config import ChorusSettings
 from chorus.outage import service_addresses, service_outage, without_credentials
 from chorus.registry import retry_environment
-from chorus_ops.services import free_ports
+from chorus_ops.processes import free_ports
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from chorus_ops.services import free_ports
+from chorus_ops.processes import free_ports
 from conftest import run_chorus
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

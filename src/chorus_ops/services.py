@@ -16,16 +16,15 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -37,8 +36,7 @@ from chorus.state import TELEMETRY_OFF, StateDir
 from chorus_ops.credentials import MLFLOW_ADMIN, MLFLOW_USER, ServiceSecrets
 from chorus_ops.environment import settings_env_name, shell_exports
 from chorus_ops.postgres import LocalPostgres
-
-Account = Literal["caller", "servers", "scheduler"]  # who a service runs as (see Service.account)
+from chorus_ops.processes import Account, Service, alive, http_ok, port_open
 
 
 class ServiceError(ChorusError):
@@ -80,63 +78,6 @@ class Endpoints:
             settings_env_name("mlflow_tracking_uri"): self.mlflow_url,
             settings_env_name("compute", "address"): self.dask_address,
         }
-
-
-@dataclass
-class Service:
-    """One managed process: how to start it and how to know it is ready."""
-
-    name: str
-    argv: list[str]
-    healthy: Callable[[], bool]
-    env: dict[str, str] = field(default_factory=dict)
-    url: str = ""
-    wave: int = 0  # services of one wave start together; a wave waits for the one before to be healthy
-    account: Account = "caller"  # started as root, "servers" runs as services.run_as, "scheduler" as services.dask_run_as
-
-
-def _http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                return bool(200 <= response.status < 300)
-        except OSError:
-            return False
-
-    return check
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 now (held together while chosen, so never the same)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of this process counts as gone
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
 
 
 class LocalServices:
@@ -291,14 +232,14 @@ class LocalServices:
             Service("mlflow", [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", e.postgres_uri,
                                "--artifacts-destination", (self.root / "mlartifacts").as_uri(), "--serve-artifacts",
                                "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"],
-                    _http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url, account="servers"),
+                    http_ok(f"{e.mlflow_url}/health"), mlflow_env, e.mlflow_url, account="servers"),
             Service("prefect-server", [str(bin_dir / "prefect"), "server", "start", "--host", s.host,
                                        "--port", str(s.prefect_port)],
-                    _http_ok(f"{e.prefect_api_url}/health"), {**prefect_env, "HOME": str(self.root / "prefect")},
+                    http_ok(f"{e.prefect_api_url}/health"), {**prefect_env, "HOME": str(self.root / "prefect")},
                     e.prefect_ui_url, account="servers"),
             Service("dask-scheduler", [str(bin_dir / "dask"), "scheduler", "--host", s.host, "--port", str(s.dask_port),
                                        "--protocol", "tls", *scheduler_tls, *dashboard],
-                    lambda: _port_open(s.host, s.dask_port), {**worker_env, "HOME": str(scheduler_own)}, e.dask_address,
+                    lambda: port_open(s.host, s.dask_port), {**worker_env, "HOME": str(scheduler_own)}, e.dask_address,
                     account="scheduler"),
         ]
         for n in range(s.dask_workers):
@@ -391,7 +332,7 @@ class LocalServices:
             started: list[tuple[Service, subprocess.Popen[bytes]]] = []
             for service in (s for s in services if s.wave == wave):
                 pid = self._pid(service.name)
-                if pid and _alive(pid) and service.healthy():
+                if pid and alive(pid) and service.healthy():
                     log(f"{service.name}: already running (pid {pid})")
                 else:
                     started.append((service, self._launch(service)))
@@ -477,16 +418,16 @@ class LocalServices:
         """SIGTERM to each service's process group together, SIGKILL to what is left after ``grace_s``."""
         pids = {name: pid for name in names if (pid := self._pid(name))}
         for pid in pids.values():
-            if _alive(pid):
+            if alive(pid):
                 try:
                     os.killpg(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + grace_s
-        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
             time.sleep(0.2)
         for name, pid in pids.items():
-            if _alive(pid):
+            if alive(pid):
                 log(f"{name}: killed after {grace_s:.0f} s")
             # children left in the group (uvicorn workers, a nanny's worker) go with it
             try:
@@ -501,7 +442,7 @@ class LocalServices:
         out["postgres"] = {"running": self.postgres.running(), "url": f"{self.settings.host}:{self.settings.postgres_port}"}
         for service in self.services():
             pid = self._pid(service.name)
-            running = bool(pid and _alive(pid))
+            running = bool(pid and alive(pid))
             out[service.name] = {"pid": pid, "running": running, "healthy": running and service.healthy(), "url": service.url}
         return out
 
